@@ -1,0 +1,111 @@
+"""The ``streamfit`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from streamfit.config import load_config
+from streamfit.errors import ConfigError
+
+app = typer.Typer(help="Keep XGBoost models fresh on streams with Ray; roll them out blue-green with Ray Serve.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def _config(path: Optional[Path]):
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        console.print(f"[bold red]bad config[/]\n{err}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo(
+    duration: float = typer.Option(120.0, help="seconds of streaming before the summary"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: built-in)"),
+    port: Optional[int] = typer.Option(None, help="HTTP port (default from config: 8000; 0 = any free port)"),
+    workdir: Path = typer.Option(Path(".streamfit/demo"), help="registry and state of this demo (wiped at start)"),
+    summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="also write the summary as JSON"),
+) -> None:
+    """The main job on the embedded default: local Ray, synthetic drifting stream, live serving, refits, flips."""
+    from streamfit.scripts.demo import run_demo
+
+    cfg = _config(config)
+    if port is not None:
+        cfg.serving.port = port
+    summary = run_demo(cfg, duration, workdir, summary_json, console)
+    if summary["requests_failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config"),
+    duration: Optional[float] = typer.Option(None, help="stop after this many seconds (default: until the source ends)"),
+    address: Optional[str] = typer.Option(None, help="Ray address of an existing cluster ('auto', 'ray://…')"),
+) -> None:
+    """Run the pipeline from a config file until the source ends, --duration passes, or Ctrl-C."""
+    import ray
+
+    from streamfit.scripts.pipeline import Pipeline
+
+    cfg = _config(config)
+    pipe = Pipeline.start(cfg, address=address)
+    console.print(f"serving on {pipe.url}")
+    try:
+        final = ray.get(pipe.run_stream(duration))
+        console.print(final)
+    except KeyboardInterrupt:
+        console.print("stopping …")
+    finally:
+        pipe.stop(shutdown_ray=address is None)
+
+
+@app.command()
+def models(url: str = typer.Option("http://127.0.0.1:8000", help="streamfit HTTP API")) -> None:
+    """List registered versions as a table (from GET /models)."""
+    import httpx
+    from rich.table import Table
+
+    body = httpx.get(f"{url.rstrip('/')}/models", timeout=10).raise_for_status().json()
+    aliases = body.get("aliases", {})
+    t = Table(title="model versions")
+    for col in ("version", "aliases", "trigger", "rows", "holdout accuracy", "parent"):
+        t.add_column(col)
+    for m in body["versions"]:
+        acc = m.get("metrics", {}).get("holdout", {}).get("accuracy")
+        names = ",".join(a for a, v in aliases.items() if v == m["version"])
+        t.add_row(str(m["version"]), names, str(m.get("trigger", "")), str(m.get("rows", "")),
+                  f"{acc:.3f}" if acc is not None else "", str(m.get("parent") or ""))
+    console.print(t)
+
+
+@app.command()
+def status(url: str = typer.Option("http://127.0.0.1:8000", help="streamfit HTTP API")) -> None:
+    """Slots, versions, weights and replicas (from GET /traffic)."""
+    import httpx
+    from rich.table import Table
+
+    body = httpx.get(f"{url.rstrip('/')}/traffic", timeout=10).raise_for_status().json()
+    t = Table(title=f"traffic (revision {body['revision']}, flips {body['flips']})")
+    for col in ("slot", "version", "weight %", "live"):
+        t.add_column(col)
+    for slot in ("blue", "green"):
+        t.add_row(slot, str(body["slots"][slot]), str(body["weights"][slot]), "●" if body["live_slot"] == slot else "")
+    console.print(t)
+    for rid, held in body.get("replicas", {}).items():
+        console.print(f"replica {rid}: holds blue v{held.get('blue')} green v{held.get('green')}")
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Starts and stops the planes: Ray, the data and training actors, the rollout controller, the Serve app."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray import serve
+
+from streamfit.config import Config
+from streamfit.registry import Registry
+from streamfit.actors.coordinator import CoordinatorActor
+from streamfit.actors.feature_shard import FeatureShardActor
+from streamfit.actors.rollout import CONTROLLER_NAME, RolloutControllerActor
+from streamfit.actors.trainer import TrainerActor
+from streamfit.serve.app import APP_NAME, build_router
+
+NAMESPACE = "streamfit"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_environment(fast_ingress: bool) -> dict[str, str]:
+    """Environment for Ray Serve, to be set before Ray starts (its processes read it at start-up)."""
+    env: dict[str, str] = {}
+    if fast_ingress:
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"  # direct ingress, gRPC between replicas
+        env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # Ray's bundled HAProxy instead of the Python proxy
+    # Serve's side ports default to fixed numbers; pick free ones so two instances never collide.
+    for name in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
+                 "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"):
+        env[name] = os.environ.get(name) or str(free_port())
+    return env
+
+
+def start_ray(cfg: Config, address: str | None = None) -> None:
+    """Start (or connect to) Ray with the Serve environment in place."""
+    if ray.is_initialized():
+        return
+    os.environ.update(serve_environment(cfg.serving.fast_ingress))
+    if address:
+        ray.init(address=address, namespace=NAMESPACE)
+    else:
+        ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
+
+
+@dataclass
+class Pipeline:
+    """Handles to every running part of one streamfit deployment."""
+
+    cfg: Config
+    registry: Registry
+    controller: Any
+    shards: list[Any]
+    trainer: Any
+    coordinator: Any
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.cfg.serving.host in ("0.0.0.0", "") else self.cfg.serving.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def start(cls, cfg: Config, address: str | None = None) -> "Pipeline":
+        """Start every plane on Ray and deploy the Serve app; returns when HTTP answers."""
+        start_ray(cfg, address)
+        registry_uri = cfg.registry.uri if "://" in cfg.registry.uri else os.path.abspath(cfg.registry.uri)
+        registry = Registry(registry_uri)
+        controller = RolloutControllerActor.options(
+            name=CONTROLLER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+        ).remote(registry_uri, cfg.serving.flip_timeout_s)
+        shards = [
+            FeatureShardActor.options(num_cpus=cfg.shards.num_cpus).remote(cfg.features, i)
+            for i in range(cfg.shards.num_shards)
+        ]
+        trainer = TrainerActor.options(num_cpus=cfg.trainer.num_cpus).remote(
+            cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE
+        )
+        coordinator = CoordinatorActor.remote(cfg, shards, trainer)
+        port = cfg.serving.port or free_port()
+        serve.start(http_options={"host": cfg.serving.host, "port": port})
+        serve.run(build_router(cfg, registry_uri, NAMESPACE), name=APP_NAME, route_prefix="/")
+        ray.get(controller.status.remote())
+        return cls(cfg, registry, controller, shards, trainer, coordinator, port)
+
+    def run_stream(self, duration_s: float | None = None) -> Any:
+        """Start the coordinator loop; returns its ObjectRef (resolves to final stats)."""
+        return self.coordinator.run.remote(duration_s)
+
+    def stats(self) -> dict[str, Any]:
+        """One snapshot of every plane's figures."""
+        coord, trainer, traffic = ray.get(
+            [self.coordinator.stats.remote(), self.trainer.stats.remote(), self.controller.status.remote()]
+        )
+        return {"coordinator": coord, "trainer": trainer, "traffic": traffic}
+
+    def stop(self, shutdown_ray: bool = True) -> None:
+        """Stop the stream; then shut the local Ray down, or on a shared cluster delete what we started."""
+        try:
+            ray.get(self.coordinator.stop.remote(), timeout=10)
+        except Exception:
+            pass
+        if shutdown_ray:
+            ray.shutdown()  # takes Serve and every actor with it, far faster than serve.shutdown()
+            return
+        serve.delete(APP_NAME)
+        for actor in (self.controller, self.coordinator, self.trainer, *self.shards):
+            ray.kill(actor)
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.2) -> bool:
+    """Poll ``predicate`` until it is true or the timeout passes; returns whether it became true."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())

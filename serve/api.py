@@ -1,0 +1,102 @@
+"""The HTTP API (FastAPI): request/response models and routes, independent of Ray.
+
+``build_api`` takes a ``RouterCore`` and callables for the parts that live elsewhere
+(model list, traffic state), so it can be tested with FastAPI's TestClient alone.
+
+Example:
+    >>> from streamfit.serve.router import RouterCore
+    >>> from fastapi.testclient import TestClient
+    >>> client = TestClient(build_api(RouterCore(["a", "b"]), models=lambda: {"versions": []}))
+    >>> r = client.post("/predict", json={"features": {"a": 1.0}})
+    >>> r.status_code, r.json()["detail"][0]["loc"]
+    (422, ['body', 'features', 'b'])
+"""
+
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from streamfit.serve.router import NoModelError, RouterCore
+
+
+def row_model(feature_names: list[str]) -> type[BaseModel]:
+    """A pydantic model with one required finite float per feature (unknown keys refused)."""
+    fields: dict[str, Any] = {name: (float, Field(..., allow_inf_nan=False)) for name in feature_names}
+    return create_model("FeatureRow", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+class Prediction(BaseModel):
+    """One prediction, with the version and slot that made it."""
+
+    prediction: int
+    probability: float
+    model_version: int
+    slot: str
+
+
+class BatchPrediction(BaseModel):
+    """Predictions for a batch of rows, all made by one version."""
+
+    predictions: list[int]
+    probabilities: list[float]
+    model_version: int
+    slot: str
+
+
+def build_api(core: RouterCore, models: Callable[[], Any], traffic: Callable[[], Awaitable[Any]] | None = None,
+              title: str = "streamfit") -> FastAPI:
+    """FastAPI app serving /predict, /healthz, /models (and /traffic when given)."""
+    app = FastAPI(title=title, description="Fresh XGBoost models on streams, served blue-green on Ray Serve.")
+    Row = row_model(core.feature_names)
+
+    class PredictRequest(BaseModel):
+        """Either ``features`` (one row) or ``rows`` (a batch)."""
+
+        model_config = ConfigDict(extra="forbid")
+        features: Row | None = None  # type: ignore[valid-type]
+        rows: list[Row] | None = Field(None, min_length=1)  # type: ignore[valid-type]
+
+        @model_validator(mode="after")
+        def _one_of(self) -> "PredictRequest":
+            if (self.features is None) == (self.rows is None):
+                raise ValueError("give exactly one of 'features' (one row) or 'rows' (a batch)")
+            return self
+
+    names = core.feature_names
+
+    @app.post("/predict", response_model=Prediction | BatchPrediction)
+    async def predict(req: PredictRequest) -> Prediction | BatchPrediction:
+        """Predict one row (``features``) or a batch (``rows``) with the live traffic split."""
+        rows = [req.features] if req.features is not None else req.rows
+        x = np.array([[getattr(r, n) for n in names] for r in rows], dtype=float)
+        try:
+            slot, probs = core.predict(x)
+        except NoModelError as err:
+            raise HTTPException(status_code=503, detail=str(err)) from None
+        if req.features is not None:
+            p = float(probs[0])
+            return Prediction(prediction=int(p >= 0.5), probability=p, model_version=slot.version, slot=slot.name)
+        return BatchPrediction(predictions=[int(p >= 0.5) for p in probs], probabilities=[float(p) for p in probs],
+                               model_version=slot.version, slot=slot.name)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness and what this replica holds."""
+        return {"status": "ok", "ready": bool(core.ready_slots()), **core.stats()}
+
+    @app.get("/models")
+    async def list_models() -> Any:
+        """Registered versions with metrics, triggers and aliases."""
+        return await asyncio.to_thread(models)
+
+    if traffic is not None:
+        @app.get("/traffic")
+        async def get_traffic() -> Any:
+            """Desired split and slot versions, and what each Router replica holds."""
+            return await traffic()
+
+    return app

@@ -1,0 +1,74 @@
+"""The Ray Serve application: a FastAPI Router ingress holding the blue and green slots.
+
+The Router is a thin shell: routing lives in ``RouterCore``, HTTP in ``api.build_api``.
+Each replica long-polls the RolloutController for the desired state, loads versions into
+its slots off the event loop, and reports what it holds. Swaps never call ``serve.run``
+again (in Ray 2.60 that restarts every replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+from ray import serve
+
+from streamfit.config import Config
+from streamfit.registry import Registry
+from streamfit.actors.rollout import CONTROLLER_NAME
+from streamfit.serve.api import build_api
+from streamfit.serve.router import RouterCore
+from streamfit.serve.slots import ModelSlot
+
+log = logging.getLogger("streamfit.serve")
+APP_NAME = "streamfit"
+
+
+@serve.deployment(name="Router")
+@serve.ingress()
+class Router:
+    """Ingress deployment: HTTP API + blue/green slots inside every replica."""
+
+    async def __init__(self, registry_uri: str, feature_names: list[str], controller_name: str,
+                       namespace: str) -> None:
+        self.registry = Registry(registry_uri)
+        self.core = RouterCore(feature_names)
+        self.controller = ray.get_actor(controller_name, namespace=namespace)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self._task = asyncio.get_running_loop().create_task(self._reconcile_forever())
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return build_api(self.core, models=self._models, traffic=self._traffic)
+
+    def _load(self, slot: str, version: int) -> ModelSlot:
+        booster, meta = self.registry.load(version)
+        return ModelSlot.from_registry(slot, version, booster, meta, self.core.feature_names)
+
+    def _models(self) -> dict[str, Any]:
+        return {"versions": self.registry.list_versions(), "aliases": self.registry.aliases()}
+
+    async def _traffic(self) -> dict[str, Any]:
+        return await self.controller.status.remote()
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            try:
+                desired = await self.controller.desired.remote(self.core.revision, 1.0)
+                await self.core.apply(desired, self._load)
+                self.controller.report.remote(self.replica_id, self.core.held())
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # controller restarting: keep serving, retry shortly
+                log.warning("reconcile failed: %s", err)
+                await asyncio.sleep(0.5)
+
+
+def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Application:
+    """Bind the Router deployment for ``serve.run`` with the configured replicas and concurrency."""
+    return Router.options(
+        num_replicas=cfg.serving.replicas,
+        max_ongoing_requests=cfg.serving.max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+    ).bind(registry_uri, cfg.features.feature_names(), CONTROLLER_NAME, namespace)
