@@ -1,0 +1,44 @@
+"""The demo as a user runs it: the `streamfit` console script in its own process, on its own local Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _streamfit() -> str:
+    return str(Path(sys.executable).with_name("streamfit"))
+
+
+def test_demo_ends_by_itself_with_a_summary(tmp_path):
+    out = tmp_path / "summary.json"
+    proc = subprocess.run(
+        [_streamfit(), "demo", "--duration", "45", "--port", "0", "--workdir", str(tmp_path / "demo"),
+         "--summary-json", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "120"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "streamfit demo — summary" in proc.stdout
+    summary = json.loads(out.read_text())
+    for key in ("events_ingested", "versions_trained", "traffic_flips", "requests_served", "requests_failed"):
+        assert key in summary
+    assert summary["events_ingested"] > 10_000
+    assert summary["versions_trained"] >= 2
+    assert summary["traffic_flips"] >= 1
+    assert summary["requests_served"] > 0
+    assert summary["requests_failed"] == 0
+    registry = tmp_path / "demo" / "registry" / "versions"
+    assert len(list(registry.iterdir())) == summary["versions_trained"]
+
+
+def test_bad_config_fails_at_start_naming_the_field(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("trainer:\n  refit_every_rows: lots\nserving:\n  prot: 8000\n")
+    proc = subprocess.run([_streamfit(), "run", "-c", str(cfg)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 2
+    assert "trainer.refit_every_rows" in proc.stdout
+    assert "serving.prot" in proc.stdout
