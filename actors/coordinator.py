@@ -1,8 +1,15 @@
-"""The coordinator: reads the source, hash-partitions each batch to the shards, forwards training rows.
+"""The coordinator: reads the source, hash-partitions each batch to the shards, checkpoints, recovers.
 
-``Partitioner`` is the plain, unit-tested piece; ``CoordinatorActor`` is an async Ray
-actor whose ``run`` loop keeps a bounded number of batches in flight per shard
-(backpressure) while ``stats`` and ``stop`` stay callable.
+``Partitioner``, ``Watermark`` and ``ReplayLog`` are plain, unit-tested pieces;
+``CoordinatorActor`` is an async Ray actor whose ``run`` loop
+
+- keeps at most ``shards.max_in_flight`` batches in flight per shard (a slow shard slows
+  the source; memory stays bounded),
+- every ``checkpoints.interval_s`` drains the shards, has each write its snapshot for the
+  same batch id, then writes the manifest and commits the source position,
+- keeps the batches since the last checkpoint, so that a shard restarted by Ray (which
+  reloads the last checkpoint) is sent exactly the batches it lost; results of batches
+  already collected are discarded, so nothing is counted or emitted twice.
 
 Example:
     >>> import pandas as pd
@@ -16,14 +23,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import ray
 
 from streamfit.config import Config
-from streamfit.schema import ENTITY, EVENT_TIME, shard_of
-from streamfit.actors.sources import SyntheticSource
+from streamfit.schema import ENTITY, EVENT_TIME, KIND, shard_of
+from streamfit.actors.checkpoint import CheckpointStore
+from streamfit.actors.feature_shard import ShardResult
+from streamfit.actors.sources import make_source
 
 
 class Partitioner:
@@ -33,17 +44,20 @@ class Partitioner:
         self.num_shards = num_shards
 
     def split(self, df: pd.DataFrame) -> list[pd.DataFrame]:
-        """Rows of ``df`` for each shard, in their original order."""
-        owner = shard_of(df[ENTITY].fillna("").values, self.num_shards)
-        return [df[owner == i].reset_index(drop=True) for i in range(self.num_shards)]
+        """Rows of ``df`` for each shard, each part in its original order."""
+        owner = shard_of(df[ENTITY].values, self.num_shards) if len(df) else np.zeros(0, np.int64)
+        order = np.argsort(owner, kind="stable")
+        bounds = np.searchsorted(owner[order], np.arange(self.num_shards + 1))
+        taken = df.take(order).reset_index(drop=True)
+        return [taken.iloc[bounds[i]:bounds[i + 1]].reset_index(drop=True) for i in range(self.num_shards)]
 
 
 class Watermark:
     """Stream-wide watermark: max event time seen minus the allowed lateness."""
 
-    def __init__(self, lateness_s: float) -> None:
+    def __init__(self, lateness_s: float, max_time: float = float("-inf")) -> None:
         self.lateness_s = lateness_s
-        self.max_time = float("-inf")
+        self.max_time = max_time
 
     @property
     def value(self) -> float:
@@ -53,96 +67,221 @@ class Watermark:
     def observe(self, df: pd.DataFrame) -> float:
         """Return the watermark a batch is judged by (from earlier batches), then advance past it."""
         before = self.value
-        times = pd.to_numeric(df[EVENT_TIME], errors="coerce")
-        if times.notna().any():
-            self.max_time = max(self.max_time, float(times.max()))
+        if len(df):
+            times = pd.to_numeric(df[EVENT_TIME], errors="coerce").to_numpy(dtype=float)
+            finite = times[np.isfinite(times)]
+            if len(finite):
+                self.max_time = max(self.max_time, float(finite.max()))
         return before
+
+
+@dataclass
+class _Batch:
+    batch_id: int
+    watermark: float
+    parts: list[pd.DataFrame]
+
+
+class ReplayLog:
+    """Batches sent since the last complete checkpoint, for replay to a restarted shard."""
+
+    def __init__(self) -> None:
+        self.batches: deque[_Batch] = deque()
+
+    def append(self, batch_id: int, watermark: float, parts: list[pd.DataFrame]) -> None:
+        """Remember a dispatched batch."""
+        self.batches.append(_Batch(batch_id, watermark, parts))
+
+    def after(self, batch_id: int) -> list[_Batch]:
+        """Batches with an id greater than ``batch_id``, in order."""
+        return [b for b in self.batches if b.batch_id > batch_id]
+
+    def truncate(self, upto: int) -> None:
+        """Forget batches up to and including ``upto`` (they are in a checkpoint)."""
+        while self.batches and self.batches[0].batch_id <= upto:
+            self.batches.popleft()
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class CoordinatorActor:
-    """Drives the data plane: source -> shards -> trainer."""
+    """Drives the data plane: source -> shards -> trainer, with aligned checkpoints."""
 
-    def __init__(self, cfg: Config, shards: list[Any], trainer: Any) -> None:
+    def __init__(self, cfg: Config, shards: list[Any], trainer: Any | None) -> None:
         self.cfg = cfg
-        self.source = SyntheticSource(cfg.stream, cfg.features)
+        self.source = make_source(cfg)
         self.shards = shards
         self.trainer = trainer
         self.partitioner = Partitioner(len(shards))
-        self.watermark = Watermark(cfg.features.allowed_lateness_s)
-        self.position = 0
-        self.batch_id = 0
+        self.store = CheckpointStore(cfg.checkpoints.uri) if cfg.checkpoints.enabled else None
+        manifest = self.store.latest_manifest() if self.store else None
+        if manifest is not None:
+            self.position = manifest["position"]
+            self.batch_id = manifest["batch_id"]
+            self.checkpoint_id = manifest["checkpoint_id"]
+            self.watermark = Watermark(cfg.features.allowed_lateness_s, manifest.get("max_event_time", float("-inf")))
+        else:
+            self.position = self.source.initial_position()
+            self.batch_id = 0
+            self.checkpoint_id = 0
+            self.watermark = Watermark(cfg.features.allowed_lateness_s)
+        self.resumed_from = manifest
+        self.log = ReplayLog()
+        self.collected = [self.batch_id] * len(shards)
+        self.in_flight: list[deque[tuple[int, Any]]] = [deque() for _ in shards]
+        self.rows_out: list[pd.DataFrame] = []
+        self.trainer_call: Any = None
         self.counters: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
-        self.per_shard_events = [0] * len(shards)
+        self.per_shard_accepted = [0] * len(shards)
         self._stop = False
         self._running = False
+        self._last_checkpoint = time.time()
 
     async def run(self, duration_s: float | None = None) -> dict[str, Any]:
         """Read and dispatch until stopped, the source ends, or ``duration_s`` passes."""
         self._running = True
         started = time.time()
-        in_flight: list[deque] = [deque() for _ in self.shards]
-        trainer_call = None
-        end = self.source.end_position()
-        pace = self.cfg.stream.max_events_per_s
+        # Pacing is for the generator; a file source paces itself (speed) and Kafka is paced by producers.
+        pace = self.cfg.stream.max_events_per_s if self.cfg.stream.source == "synthetic" else None
+        sent_events = 0
         try:
-            while not self._stop and (end is None or self.position < end):
+            while not self._stop and not self.source.at_end(self.position):
                 if duration_s is not None and time.time() - started > duration_s:
                     break
-                df = await asyncio.to_thread(self.source.read, self.position)
-                wm = self.watermark.observe(df)
-                self.batch_id += 1
-                rows = []
-                for i, part in enumerate(self.partitioner.split(df)):
-                    if len(in_flight[i]) >= self.cfg.shards.max_in_flight:
-                        rows.append(await self._collect(i, in_flight[i].popleft()))
-                    in_flight[i].append(self.shards[i].process.remote(self.batch_id, part, wm))
-                self.position += 1
-                self.counters["batches"] += 1
-                self.counters["events"] += int((df["kind"] == "event").sum())
-                trainer_call = await self._forward(rows, trainer_call)
+                df, next_position = await asyncio.to_thread(self.source.read, self.position)
+                if len(df):
+                    await self._dispatch(df)
+                    sent_events += int((df[KIND] == "event").sum()) if KIND in df else len(df)
+                else:
+                    await asyncio.sleep(0.05)  # nothing there yet (unbounded source)
+                self.position = next_position
+                await self._forward_rows()
+                if self.store and time.time() - self._last_checkpoint >= self.cfg.checkpoints.interval_s:
+                    await self.checkpoint()
                 if pace:
-                    ahead = self.counters["events"] / pace - (time.time() - started)
+                    ahead = sent_events / pace - (time.time() - started)
                     if ahead > 0:
                         await asyncio.sleep(ahead)
-            for i, q in enumerate(in_flight):
-                rows = [await self._collect(i, q.popleft()) for _ in range(len(q))]
-                trainer_call = await self._forward(rows, trainer_call)
-            if trainer_call is not None:
-                await trainer_call
+            await self._drain()
+            if self.store:
+                await self.checkpoint()
+            await self._forward_rows(final=True)
         finally:
             self._running = False
+            await asyncio.to_thread(self.source.close)
         return self.stats()
 
-    async def _collect(self, shard: int, ref: Any) -> pd.DataFrame:
-        result = await ref
+    async def _dispatch(self, df: pd.DataFrame) -> None:
+        self.batch_id += 1
+        wm = self.watermark.observe(df)
+        parts = self.partitioner.split(df)
+        self.log.append(self.batch_id, wm, parts)
+        self.counters["batches"] += 1
+        self.counters["rows_read"] += len(df)
+        for i, part in enumerate(parts):
+            while len(self.in_flight[i]) >= self.cfg.shards.max_in_flight:
+                await self._collect_oldest(i)
+            self.in_flight[i].append((self.batch_id, self.shards[i].process.remote(self.batch_id, part, wm)))
+
+    async def _collect_oldest(self, i: int) -> None:
+        _, ref = self.in_flight[i].popleft()
+        result: ShardResult = await ref
+        if result.replay_from is not None:
+            await self._recover(i, result.replay_from)
+        else:
+            self._consume(i, result)
+
+    def _consume(self, i: int, result: ShardResult) -> None:
+        if result.batch_id <= self.collected[i]:
+            return  # a replayed batch whose result was collected before the shard restarted
+        self.collected[i] = result.batch_id
         self.counters["accepted"] += result.accepted
         self.counters["rejected"] += result.rejected
+        self.counters["events"] += result.events
         self.reasons.update(result.reasons)
-        self.per_shard_events[shard] += result.accepted
-        return result.training_rows
+        self.per_shard_accepted[i] += result.accepted
+        if result.training_rows is not None and len(result.training_rows):
+            self.rows_out.append(result.training_rows)
 
-    async def _forward(self, rows: list[pd.DataFrame], previous: Any) -> Any:
-        rows = [r for r in rows if r is not None and len(r)]
-        if not rows:
-            return previous
-        if previous is not None:
-            await previous  # at most one trainer call in flight: the trainer paces the stream
-        batch = pd.concat(rows, ignore_index=True)
-        self.counters["training_rows"] += len(batch)
-        return self.trainer.add_rows.remote(batch)
+    async def _recover(self, i: int, applied_upto: int) -> None:
+        """Shard ``i`` restarted from a checkpoint at ``applied_upto``: resend every later batch, in order."""
+        self.counters["shard_recoveries"] += 1
+        stale = list(self.in_flight[i])
+        self.in_flight[i].clear()
+        for _, ref in stale:  # sent past the gap; they answer replay_from and apply nothing
+            await ref
+        upto = applied_upto
+        while True:
+            restarted = None
+            for b in self.log.after(upto):
+                result: ShardResult = await self.shards[i].process.remote(b.batch_id, b.parts[i], b.watermark)
+                if result.replay_from is not None:
+                    restarted = result.replay_from  # it died again during the replay
+                    break
+                self._consume(i, result)
+                self.counters["replayed_batches"] += 1
+            if restarted is None:
+                return
+            upto = restarted
+
+    async def _drain(self) -> None:
+        for i in range(len(self.shards)):
+            while self.in_flight[i]:
+                await self._collect_oldest(i)
+
+    async def checkpoint(self) -> dict[str, Any]:
+        """Aligned checkpoint: every shard snapshots after the same batch, then the manifest and the commit."""
+        await self._drain()
+        self.checkpoint_id += 1
+        cid, bid = self.checkpoint_id, self.batch_id
+        for i, shard in enumerate(self.shards):
+            while True:
+                written = await shard.checkpoint.remote(cid, bid)
+                if written is not None:
+                    break
+                # The shard restarted since we drained it: bring it back to ``bid`` first.
+                applied = (await shard.stats.remote())["last_batch_id"]
+                await self._recover(i, applied)
+        self.store.write_manifest(cid, batch_id=bid, position=self.position, num_shards=len(self.shards),
+                                  extra={"max_event_time": self.watermark.max_time})
+        await asyncio.to_thread(self.source.commit, self.position)
+        self.log.truncate(bid)
+        self._last_checkpoint = time.time()
+        self.counters["checkpoints"] += 1
+        return {"checkpoint_id": cid, "batch_id": bid, "position": self.position}
+
+    async def _forward_rows(self, final: bool = False) -> None:
+        if self.trainer is None:
+            self.counters["training_rows"] += sum(len(r) for r in self.rows_out)
+            self.rows_out.clear()
+            return
+        if self.rows_out:
+            if self.trainer_call is not None:
+                await self.trainer_call  # at most one trainer call in flight: the trainer paces the stream
+            batch = pd.concat(self.rows_out, ignore_index=True)
+            self.rows_out.clear()
+            self.counters["training_rows"] += len(batch)
+            self.trainer_call = self.trainer.add_rows.remote(batch)
+        if final and self.trainer_call is not None:
+            await self.trainer_call
+
+    def set_source(self, source: Any) -> None:
+        """Read from ``source`` instead of the configured one (benchmarks, embedding); before ``run``."""
+        self.source = source
+        self.position = source.initial_position()
 
     def stop(self) -> None:
-        """Ask the run loop to finish after the current batch."""
+        """Ask the run loop to finish after the current batch (it drains and checkpoints)."""
         self._stop = True
 
     def stats(self) -> dict[str, Any]:
-        """Position, events read, accepted/rejected rows by reason, rows per shard."""
+        """Position, events, accepted/rejected rows by reason, rows per shard, checkpoints, recoveries."""
         return {
             "position": self.position,
+            "batch_id": self.batch_id,
             "running": self._running,
+            "resumed_from_batch": self.resumed_from["batch_id"] if self.resumed_from else None,
             **dict(self.counters),
             "reasons": dict(self.reasons),
-            "per_shard_accepted": list(self.per_shard_events),
+            "per_shard_accepted": list(self.per_shard_accepted),
         }

@@ -1,90 +1,229 @@
-"""One shard of the feature state: validation, dedup, window aggregates and the label join.
+"""One shard of the feature state: validate, clean, dedup, window aggregates, label history, label join.
 
-``FeatureShard`` is plain Python (unit-tested without Ray); ``FeatureShardActor`` is
-the thin Ray shell around it.
+``FeatureShard`` is plain Python and numpy (unit-tested without Ray); every step is
+vectorised over the batch. ``FeatureShardActor`` is the thin Ray shell: on (re)start it
+loads its last checkpoint, so a restarted shard resumes from a consistent state.
 
 Example:
     >>> import pandas as pd
-    >>> from streamfit.config import FeaturesConfig
-    >>> shard = FeatureShard(FeaturesConfig(window_s=60))
+    >>> from streamfit.config import FeaturesConfig, AggregateSpec
+    >>> cfg = FeaturesConfig(windows_s=[60], aggregates=[AggregateSpec(field="x0", ops=["mean"])])
+    >>> shard = FeatureShard(cfg)
     >>> ev = pd.DataFrame({"kind": ["event", "event"], "event_id": ["a", "b"], "entity": ["u1", "u1"],
-    ...                    "event_time": [0.0, 10.0], "x0": [1.0, 3.0], "x1": [0.0, 0.0], "x2": [0.0, 0.0],
-    ...                    "label": [float("nan")] * 2})
+    ...                    "event_time": [0.0, 10.0], "x0": [1.0, 3.0], "x1": [0.0, 0.0], "x2": [0.0, 0.0]})
     >>> shard.process(1, ev, watermark=0.0).accepted
     2
-    >>> lab = pd.DataFrame({"kind": ["label"], "event_id": ["a"], "entity": ["u1"], "event_time": [20.0],
-    ...                     "x0": [None], "x1": [None], "x2": [None], "label": [1.0]})
+    >>> lab = pd.DataFrame({"kind": ["label"], "event_id": ["b"], "entity": ["u1"], "event_time": [20.0],
+    ...                     "label": [1.0]})
     >>> rows = shard.process(2, lab, watermark=10.0).training_rows
-    >>> rows[["event_id", "count_1m", "x0_mean_1m", "label"]].values.tolist()  # features as of event a
-    [['a', 1.0, 1.0, 1.0]]
+    >>> rows[["event_id", "x0", "count_1m", "x0_mean_1m", "label"]].values.tolist()  # as of event b: sees a only
+    [['b', 3.0, 1.0, 1.0, 1.0]]
 """
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import ray
 
 from streamfit.config import FeaturesConfig
-from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, LABEL_KIND
-from streamfit.actors.windows import EntityWindows
+from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, LABEL_KIND, hash_keys
+from streamfit.actors.windows import US, SeriesStore, to_us
 
-DEDUP_CAPACITY = 200_000
-PENDING_CAPACITY = 500_000
+RESULT_CACHE = 8  # results kept per shard so a retried call gets the same answer
+
+
+def shard_name(i: int) -> str:
+    """Name of the i-th FeatureShard actor (the Router looks shards up by it)."""
+    return f"streamfit-shard-{i}"
 
 
 @dataclass
 class ShardResult:
-    """What one batch did: accepted/rejected counts and the training rows it completed."""
+    """What one batch did: counts, reasons, completed training rows; or a request to replay."""
 
+    batch_id: int
     accepted: int = 0
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     training_rows: pd.DataFrame | None = None
+    events: int = 0
+    replay_from: int | None = None  # set when the shard restarted and needs batches after this id again
 
 
 def validate(df: pd.DataFrame, cfg: FeaturesConfig) -> tuple[pd.DataFrame, np.ndarray]:
-    """Coerce a batch to the schema; returns (clean frame, reason per row or '' when valid)."""
+    """Coerce a batch to the schema and clean it; returns (clean frame, reason per row, '' when valid)."""
     n = len(df)
     reason = np.full(n, "", dtype=object)
-    out = pd.DataFrame(index=df.index)
+    out = pd.DataFrame(index=pd.RangeIndex(n))
 
-    def mark(mask: pd.Series | np.ndarray, why: str) -> None:
+    def mark(mask: Any, why: str) -> None:
         m = np.asarray(mask, dtype=bool) & (reason == "")
         reason[m] = why
 
-    for col in (KIND, EVENT_ID, ENTITY):
-        if col not in df:
-            mark(np.ones(n, bool), f"missing:{col}")
-            out[col] = None
-        else:
-            out[col] = df[col]
-            mark(df[col].isna(), f"missing:{col}")
-    kind = out[KIND].astype(str)
+    def column(name: str) -> pd.Series:
+        return df[name].reset_index(drop=True) if name in df else pd.Series([None] * n, dtype=object)
+
+    kind = column(KIND).fillna(EVENT).astype(str)
     mark(~kind.isin([EVENT, LABEL_KIND]), "bad_kind")
-    t = pd.to_numeric(df[EVENT_TIME], errors="coerce") if EVENT_TIME in df else pd.Series(np.nan, index=df.index)
-    mark(t.isna() | ~np.isfinite(t.astype(float)), "missing:event_time")
-    out[EVENT_TIME] = t.astype(float)
-    is_event = (kind == EVENT).values
+    out[KIND] = kind.values
+    for col in (EVENT_ID, ENTITY):
+        raw = column(col)
+        missing = raw.isna().values | (raw.astype(str).str.len().values == 0)
+        mark(missing, f"missing:{col}")
+        out[col] = raw.astype(str).values
+    t = pd.to_numeric(column(EVENT_TIME), errors="coerce").astype(float).values
+    mark(~np.isfinite(t), "missing:event_time")
+    out[EVENT_TIME] = t
+    is_event = kind.values == EVENT
     for spec in cfg.fields:
-        raw = df[spec.name] if spec.name in df else pd.Series(np.nan, index=df.index)
-        num = pd.to_numeric(raw, errors="coerce").astype(float)
+        raw = column(spec.name)
+        num = pd.to_numeric(raw, errors="coerce").astype(float).values
         missing = raw.isna().values
-        mark(is_event & ~missing & num.isna().values, f"non_numeric:{spec.name}")
+        mark(is_event & ~missing & np.isnan(num), f"non_numeric:{spec.name}")
         if spec.required:
             mark(is_event & missing, f"missing:{spec.name}")
-        mark(is_event & np.isinf(num.values), f"non_finite:{spec.name}")
+        mark(is_event & np.isinf(num), f"non_finite:{spec.name}")
         lo = -np.inf if spec.min is None else spec.min
         hi = np.inf if spec.max is None else spec.max
-        mark(is_event & ((num.values < lo) | (num.values > hi)), f"out_of_range:{spec.name}")
+        if spec.clip:
+            num = np.where(np.isnan(num), num, np.clip(num, lo, hi))
+        else:
+            mark(is_event & ((num < lo) | (num > hi)), f"out_of_range:{spec.name}")
         out[spec.name] = num
-    lab = pd.to_numeric(df[LABEL], errors="coerce") if LABEL in df else pd.Series(np.nan, index=df.index)
-    mark(~is_event & ~lab.isin([0.0, 1.0]).values, "bad_label")
-    out[LABEL] = lab.astype(float)
+    lab = pd.to_numeric(column(LABEL), errors="coerce").astype(float).values
+    mark(~is_event & ~np.isin(lab, [0.0, 1.0]), "bad_label")
+    out[LABEL] = lab
     return out, reason
+
+
+def _isin_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    if not len(sorted_ids):
+        return np.zeros(len(ids), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return sorted_ids[pos] == ids
+
+
+class Dedup:
+    """Bounded memory of event-id hashes already applied: 8 bytes per id, two generations.
+
+    Ids live in sorted numpy arrays; when the newer generation reaches half the capacity
+    it becomes the older one and the oldest ids are forgotten, so at least
+    ``capacity / 2`` and at most ``capacity`` recent ids are remembered.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.old = np.zeros(0, np.uint64)
+        self.new: list[np.ndarray] = []
+        self.new_size = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.old) + self.new_size
+
+    def check_and_add(self, ids: np.ndarray) -> np.ndarray:
+        """Mask of ids already seen (earlier, or earlier in this same array); remembers the rest."""
+        ids = np.asarray(ids, dtype=np.uint64)
+        dup = _isin_sorted(self.old, ids)
+        for chunk in self.new:
+            dup |= _isin_sorted(chunk, ids)
+        _, first = np.unique(ids, return_index=True)
+        repeat = np.ones(len(ids), dtype=bool)
+        repeat[first] = False
+        dup |= repeat
+        fresh = np.sort(ids[~dup])
+        self.new.append(fresh)
+        self.new_size += len(fresh)
+        if len(self.new) > 16:
+            self.new = [np.sort(np.concatenate(self.new))]
+        if self.new_size >= max(self.capacity // 2, 1):
+            self.old = np.sort(np.concatenate(self.new))
+            self.new, self.new_size = [], 0
+        return dup
+
+    def state(self) -> np.ndarray:
+        """Remembered ids."""
+        return np.concatenate([self.old, *self.new])
+
+    @classmethod
+    def from_state(cls, ids: np.ndarray, capacity: int) -> "Dedup":
+        """Rebuild from ``state()``."""
+        d = cls(capacity)
+        d.old = np.sort(np.asarray(ids, dtype=np.uint64))
+        return d
+
+
+class PendingRows:
+    """Feature vectors of events waiting for their label, keyed by event-id hash."""
+
+    def __init__(self, n_features: int) -> None:
+        self.n_features = n_features
+        self.index: dict[int, int] = {}
+        self.ids = np.zeros(0, np.uint64)
+        self.event_ids = np.zeros(0, object)
+        self.entities = np.zeros(0, object)
+        self.times = np.zeros(0, np.float64)
+        self.feats = np.zeros((0, n_features), np.float64)
+        self.alive = np.zeros(0, bool)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, ids: np.ndarray, event_ids: np.ndarray, entities: np.ndarray, times: np.ndarray,
+            feats: np.ndarray) -> None:
+        """Keep these events until their labels arrive."""
+        base = len(self.ids)
+        self.index.update(zip(ids.tolist(), range(base, base + len(ids))))
+        self.ids = np.concatenate([self.ids, ids])
+        self.event_ids = np.concatenate([self.event_ids, event_ids.astype(object)])
+        self.entities = np.concatenate([self.entities, entities.astype(object)])
+        self.times = np.concatenate([self.times, times])
+        self.feats = np.vstack([self.feats, feats])
+        self.alive = np.concatenate([self.alive, np.ones(len(ids), bool)])
+
+    def take(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, row positions) for these ids; found rows leave the pending set."""
+        pos = np.fromiter((self.index.pop(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+        found = pos >= 0
+        self.alive[pos[found]] = False
+        return found, pos[found]
+
+    def expire(self, before: float) -> int:
+        """Drop events older than ``before`` (event time) still unlabelled; returns how many."""
+        old = self.alive & (self.times < before)
+        for i in self.ids[old].tolist():
+            self.index.pop(i, None)
+        self.alive[old] = False
+        n = int(old.sum())
+        if len(self.alive) > 1024 and self.alive.sum() < len(self.alive) // 2:
+            self._compact()
+        return n
+
+    def _compact(self) -> None:
+        keep = self.alive
+        self.ids, self.event_ids, self.entities = self.ids[keep], self.event_ids[keep], self.entities[keep]
+        self.times, self.feats, self.alive = self.times[keep], self.feats[keep], self.alive[keep]
+        self.index = dict(zip(self.ids.tolist(), range(len(self.ids))))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Live rows, for a snapshot."""
+        self._compact()
+        return {"ids": self.ids, "event_ids": self.event_ids, "entities": self.entities, "times": self.times,
+                "feats": self.feats}
+
+    @classmethod
+    def from_state(cls, st: dict[str, np.ndarray], n_features: int) -> "PendingRows":
+        """Rebuild from ``state()``."""
+        p = cls(n_features)
+        p.add(np.asarray(st["ids"], np.uint64), np.asarray(st["event_ids"], object),
+              np.asarray(st["entities"], object), np.asarray(st["times"], np.float64),
+              np.asarray(st["feats"], np.float64).reshape(-1, n_features))
+        return p
 
 
 class FeatureShard:
@@ -94,109 +233,218 @@ class FeatureShard:
         self.cfg = cfg
         self.shard_id = shard_id
         self.fields = [f.name for f in cfg.fields]
-        self.mean_idx = [self.fields.index(m) for m in cfg.mean_of]
+        self.agg_fields = cfg.aggregated_fields()
+        self.agg_idx = [self.fields.index(f) for f in self.agg_fields]
         self.feature_names = cfg.feature_names()
-        self.windows = EntityWindows(cfg.window_s, len(cfg.mean_of))
-        self.pending: OrderedDict[str, tuple[str, float, tuple[float, ...]]] = OrderedDict()
-        self.seen: OrderedDict[str, None] = OrderedDict()
-        self.last_batch_id = -1
+        self.windows_us = [int(round(w * US)) for w in cfg.windows_s]
+        self.label_windows_us = [int(round(w * US)) for w in cfg.label_history.windows_s]
+        self.events = SeriesStore(len(self.agg_fields))
+        self.labels = SeriesStore(1)
+        self.pending = PendingRows(len(self.feature_names))
+        self.dedup = Dedup(cfg.dedup_capacity)
+        self.last_batch_id = 0
+        self.latest_us = np.iinfo(np.int64).min
         self.counters: Counter[str] = Counter()
-        self.latest_time = float("-inf")
+        self.results: OrderedDict[int, ShardResult] = OrderedDict()
+        self.needs_minmax = any(op in ("min", "max") for a in cfg.aggregates for op in a.ops)
 
+    # -- the batch path ----------------------------------------------------------------
     def process(self, batch_id: int, df: pd.DataFrame, watermark: float) -> ShardResult:
-        """Apply one batch (idempotent by increasing batch id) and return completed training rows."""
+        """Apply batch ``batch_id`` exactly once; batches must come in order without gaps."""
         if batch_id <= self.last_batch_id:
-            self.counters["duplicate_batches"] += 1
-            return ShardResult(training_rows=self._empty_rows())
-        clean, reason = validate(df, self.cfg)
-        result = ShardResult()
-        late = (reason == "") & (clean[EVENT_TIME].values < watermark) & (clean[KIND].values == EVENT)
-        reason[late] = "late"
-        rows: list[list] = []
-        ids = clean[EVENT_ID].astype(str).values
-        kinds = clean[KIND].values
-        ents = clean[ENTITY].astype(str).values
-        times = clean[EVENT_TIME].values
-        xs = clean[self.fields].to_numpy(dtype=float)
-        labels = clean[LABEL].values
-        reasons = reason
-        for i in range(len(clean)):
-            if reasons[i]:
-                continue
-            if kinds[i] == EVENT:
-                if ids[i] in self.seen:
-                    reasons[i] = "duplicate"
-                    continue
-                self._remember(ids[i])
-                count, means = self.windows.update(ents[i], times[i], [xs[i, j] for j in self.mean_idx])
-                vec = tuple(xs[i]) + (float(count),) + tuple(means)
-                self.pending[ids[i]] = (ents[i], times[i], vec)
-                if len(self.pending) > PENDING_CAPACITY:
-                    self.pending.popitem(last=False)
-                    self.counters["expired_unlabelled"] += 1
-                self.latest_time = max(self.latest_time, times[i])
-            else:
-                hit = self.pending.pop(ids[i], None)
-                if hit is None:
-                    reasons[i] = "label_unmatched"
-                    continue
-                ent, t, vec = hit
-                rows.append([ids[i], ent, t, *vec, labels[i]])
-        self.windows.expire(watermark)
+            cached = self.results.get(batch_id)
+            if cached is not None:
+                return cached
+            return ShardResult(batch_id=batch_id, training_rows=self.empty_rows())  # applied before a snapshot
+        if batch_id != self.last_batch_id + 1:
+            return ShardResult(batch_id=batch_id, replay_from=self.last_batch_id)
+        result = self._apply(batch_id, df, watermark)
         self.last_batch_id = batch_id
-        bad = pd.Series(reasons[reasons != ""]).value_counts()
-        result.reasons = {str(k): int(v) for k, v in bad.items()}
-        result.rejected = int((reasons != "").sum())
-        result.accepted = len(clean) - result.rejected
-        self.counters["accepted"] += result.accepted
-        self.counters["rejected"] += result.rejected
-        self.counters["events"] += int(((kinds == EVENT) & (reasons == "")).sum())
-        self.counters["training_rows"] += len(rows)
-        for k, v in result.reasons.items():
-            self.counters[f"rejected:{k}"] += v
-        result.training_rows = pd.DataFrame(rows, columns=self._row_columns()) if rows else self._empty_rows()
+        self.results[batch_id] = result
+        while len(self.results) > RESULT_CACHE:
+            self.results.popitem(last=False)
         return result
 
-    def _remember(self, event_id: str) -> None:
-        self.seen[event_id] = None
-        if len(self.seen) > DEDUP_CAPACITY:
-            self.seen.popitem(last=False)
+    def _apply(self, batch_id: int, df: pd.DataFrame, watermark: float) -> ShardResult:
+        clean, reason = validate(df, self.cfg)
+        kinds = clean[KIND].values
+        is_event = kinds == EVENT
+        times = clean[EVENT_TIME].values
+        late = is_event & (reason == "") & (times < watermark)
+        if self.cfg.late_policy == "drop":
+            reason[late] = "late"
+        else:
+            self.counters["late_applied"] += int(late.sum())
+        ids = hash_keys(clean[EVENT_ID].values)
+        ev = is_event & (reason == "")
+        dup = np.zeros(len(clean), bool)
+        dup[ev] = self.dedup.check_and_add(ids[ev])
+        reason[dup] = "duplicate"
+        ev &= ~dup
+        lab = (~is_event) & (reason == "")
+        keys = hash_keys(clean[ENTITY].values)
+        t_us = np.where(np.isfinite(times), to_us(np.nan_to_num(times)), 0)
+        if self.cfg.label_history.enabled and lab.any():
+            self.labels.insert(keys[lab], t_us[lab], clean[LABEL].values[lab].reshape(-1, 1))
+        n_events = int(ev.sum())
+        if n_events:
+            x = clean[self.fields].to_numpy(dtype=np.float64)[ev]
+            self.events.insert(keys[ev], t_us[ev], x[:, self.agg_idx])
+            feats = self._features_at(keys[ev], t_us[ev], x)
+            self.pending.add(ids[ev], clean[EVENT_ID].values[ev], clean[ENTITY].values[ev], times[ev], feats)
+            self.latest_us = max(self.latest_us, int(t_us[ev].max()))
+        rows = self.empty_rows()
+        if lab.any():
+            found, pos = self.pending.take(ids[lab])
+            self.counters["labels"] += len(pos)
+            unmatched = np.flatnonzero(lab)[~found]
+            reason[unmatched] = "label_unmatched"
+            if len(pos):
+                rows = pd.DataFrame(self.pending.feats[pos], columns=self.feature_names)
+                rows.insert(0, EVENT_TIME, self.pending.times[pos])
+                rows.insert(0, ENTITY, self.pending.entities[pos])
+                rows.insert(0, EVENT_ID, self.pending.event_ids[pos])
+                rows[LABEL] = clean[LABEL].values[np.flatnonzero(lab)[found]]
+        wm_us = int(to_us(watermark)) if np.isfinite(watermark) else np.iinfo(np.int64).min // 2
+        self.events.prune(wm_us - max(self.windows_us))
+        if self.label_windows_us:
+            self.labels.prune(wm_us - max(self.label_windows_us))
+        if np.isfinite(watermark):
+            self.counters["expired_unlabelled"] += self.pending.expire(watermark - self.cfg.label_timeout_s)
+        bad = reason != ""
+        reasons = {str(k): int(v) for k, v in pd.Series(reason[bad]).value_counts().items()}
+        result = ShardResult(batch_id=batch_id, accepted=int((~bad).sum()), rejected=int(bad.sum()),
+                             reasons=reasons, training_rows=rows, events=n_events)
+        self.counters["accepted"] += result.accepted
+        self.counters["rejected"] += result.rejected
+        self.counters["events"] += n_events
+        self.counters["training_rows"] += len(rows)
+        for k, v in reasons.items():
+            self.counters[f"rejected:{k}"] += v
+        return result
+
+    def _features_at(self, keys: np.ndarray, t_us: np.ndarray, x: np.ndarray | None) -> np.ndarray:
+        """Feature matrix (in feature_names order) as of each (key, time); raw fields from ``x``."""
+        n = len(keys)
+        cols: list[np.ndarray] = []
+        if x is not None:
+            cols += [x[:, j] for j in range(len(self.fields))]
+        q = self.events.query(keys, t_us, self.windows_us, minmax=self.needs_minmax)
+        for wi in range(len(self.windows_us)):
+            if self.cfg.count:
+                cols.append(q["count"][wi].astype(np.float64))
+            for a in self.cfg.aggregates:
+                j = self.agg_fields.index(a.field)
+                for op in a.ops:
+                    cols.append(q[op][wi][:, j])
+        for a in self.cfg.aggregates:
+            if a.last:
+                cols.append(q["last"][:, self.agg_fields.index(a.field)])
+        if self.cfg.age:
+            age = q["age_us"].astype(np.float64) / US
+            cols.append(np.where(q["age_us"] < 0, np.nan, age))
+        if self.cfg.label_history.enabled:
+            lq = self.labels.query(keys, t_us, self.label_windows_us)
+            cols.append(lq["last"][:, 0])
+            for wi in range(len(self.label_windows_us)):
+                cols.append(lq["mean"][wi][:, 0])
+                cols.append(lq["count"][wi].astype(np.float64))
+        return np.column_stack(cols) if cols else np.zeros((n, 0))
 
     def _row_columns(self) -> list[str]:
         return [EVENT_ID, ENTITY, EVENT_TIME, *self.feature_names, LABEL]
 
-    def _empty_rows(self) -> pd.DataFrame:
-        return pd.DataFrame(columns=self._row_columns())
+    def empty_rows(self) -> pd.DataFrame:
+        """A training-row frame with no rows."""
+        return pd.DataFrame({c: pd.Series(dtype=object if c in (EVENT_ID, ENTITY) else float)
+                             for c in self._row_columns()})
 
-    def features(self, entity: str) -> dict[str, float] | None:
-        """Current window aggregates of one entity as of the latest event time seen, or None."""
-        agg = self.windows.current(entity, self.latest_time)
-        if agg is None:
+    # -- reads ---------------------------------------------------------------------------
+    def features(self, entity: str) -> dict[str, Any] | None:
+        """An entity's current aggregates (as of just after its latest event), or None if unknown."""
+        key = hash_keys(np.array([entity], dtype=object))
+        lo, hi = np.searchsorted(self.events.keys, key, "left"), np.searchsorted(self.events.keys, key, "right")
+        if hi[0] == lo[0]:
             return None
-        count, means = agg
+        now = np.array([self.latest_us + 1], np.int64)
+        feats = self._features_at(key, now, None)[0]
         names = self.feature_names[len(self.fields):]
-        return dict(zip(names, [float(count), *means]))
-
-    def stats(self) -> dict[str, int]:
-        """Counters of this shard (accepted, rejected by reason, events, training rows …)."""
-        out = dict(self.counters)
-        out["entities"] = len(self.windows)
-        out["pending_labels"] = len(self.pending)
+        out: dict[str, Any] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, feats)}
+        out["as_of"] = float(now[0]) / US
         return out
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (accepted, rejected by reason, events, training rows …) and state size."""
+        out: dict[str, Any] = dict(self.counters)
+        out["entities"] = self.events.n_keys()
+        out["pending_labels"] = len(self.pending)
+        out["state_bytes"] = self.state_bytes()
+        out["last_batch_id"] = self.last_batch_id
+        return out
+
+    def state_bytes(self) -> int:
+        """Approximate bytes of state held (window rows, label rows, pending rows, dedup ids)."""
+        pend = self.pending.feats.nbytes + self.pending.times.nbytes + self.pending.ids.nbytes
+        pend += 120 * len(self.pending)  # dict entry + two small strings per pending event
+        return self.events.nbytes + self.labels.nbytes + pend + 8 * self.dedup.size
+
+    # -- snapshots -----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to resume exactly here: plain arrays plus a small dict of scalars."""
+        return {
+            "meta": {"last_batch_id": self.last_batch_id, "latest_us": int(self.latest_us),
+                     "counters": dict(self.counters), "shard_id": self.shard_id},
+            "events": self.events.state(),
+            "labels": self.labels.state(),
+            "pending": self.pending.state(),
+            "dedup": {"ids": self.dedup.state()},
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Resume from ``snapshot()`` output."""
+        meta = snap["meta"]
+        self.last_batch_id = int(meta["last_batch_id"])
+        self.latest_us = int(meta["latest_us"])
+        self.counters = Counter(meta["counters"])
+        self.events = SeriesStore.from_state(snap["events"], len(self.agg_fields))
+        self.labels = SeriesStore.from_state(snap["labels"], 1)
+        self.pending = PendingRows.from_state(snap["pending"], len(self.feature_names))
+        self.dedup = Dedup.from_state(snap["dedup"]["ids"], self.cfg.dedup_capacity)
+        self.results.clear()
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class FeatureShardActor:
-    """Ray actor holding one FeatureShard."""
+    """Ray actor holding one FeatureShard; loads the last complete checkpoint when (re)started."""
 
-    def __init__(self, cfg: FeaturesConfig, shard_id: int) -> None:
+    def __init__(self, cfg: FeaturesConfig, shard_id: int, checkpoint_uri: str | None = None,
+                 num_shards: int = 1) -> None:
+        from streamfit.actors.checkpoint import CheckpointStore
+
         self.shard = FeatureShard(cfg, shard_id)
+        self.store = CheckpointStore(checkpoint_uri) if checkpoint_uri else None
+        self.restored_from: int | None = None
+        if self.store is not None:
+            snap = self.store.load_shard_state(shard_id, num_shards, cfg)
+            if snap is not None:
+                self.shard.restore(snap)
+                self.restored_from = self.shard.last_batch_id
 
     def process(self, batch_id: int, df: pd.DataFrame, watermark: float) -> ShardResult:
         return self.shard.process(batch_id, df, watermark)
 
-    def features(self, entity: str) -> dict[str, float] | None:
+    def checkpoint(self, checkpoint_id: int, batch_id: int) -> str | None:
+        """Write this shard's snapshot for checkpoint ``checkpoint_id`` if it has applied exactly up to
+        ``batch_id``; returns its path, or None when it has not (it restarted and needs a replay first)."""
+        if self.shard.last_batch_id != batch_id:
+            return None
+        return self.store.write_shard(checkpoint_id, self.shard.shard_id, self.shard.snapshot())
+
+    def features(self, entity: str) -> dict[str, Any] | None:
         return self.shard.features(entity)
 
-    def stats(self) -> dict[str, int]:
-        return self.shard.stats()
+    def snapshot(self) -> dict[str, Any]:
+        return self.shard.snapshot()
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.shard.stats(), "restored_from": self.restored_from}

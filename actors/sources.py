@@ -8,22 +8,44 @@ same batch, so a checkpoint that records ``k`` can replay from there.
 Example:
     >>> from streamfit.config import StreamConfig, FeaturesConfig
     >>> src = SyntheticSource(StreamConfig(batch_size=100, label_delay_events=50), FeaturesConfig())
-    >>> a, b = src.read(3), src.read(3)
-    >>> a.equals(b), int((a["kind"] == "event").sum()), int((a["kind"] == "label").sum())
-    (True, 100, 100)
+    >>> (a, nxt), (b, _) = src.read(3), src.read(3)
+    >>> a.equals(b), nxt, int((a["kind"] == "event").sum()), int((a["kind"] == "label").sum())
+    (True, 4, 100, 100)
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from streamfit.config import FeaturesConfig, StreamConfig
+from streamfit.config import Config, FeaturesConfig, StreamConfig
 from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, LABEL_KIND
 
 START_TIME = 1_700_000_000.0  # fixed epoch so event times are reproducible
+
+Position = Any  # JSON-serialisable: it is written into checkpoint manifests
+
+
+class Source(Protocol):
+    """What the coordinator needs of a source: batches at replayable positions."""
+
+    def initial_position(self) -> Position:
+        """Where to start when there is no checkpoint (e.g. the consumer group's committed offsets)."""
+
+    def read(self, position: Position) -> tuple[pd.DataFrame, Position]:
+        """The batch at ``position`` and the position after it; an empty frame when nothing is there yet."""
+
+    def at_end(self, position: Position) -> bool:
+        """True when a bounded source has nothing after ``position``."""
+
+    def commit(self, position: Position) -> None:
+        """A checkpoint at ``position`` completed: the source may forget what lies before it."""
+
+    def close(self) -> None:
+        """Release connections and files."""
 
 
 class SyntheticSource:
@@ -45,11 +67,21 @@ class SyntheticSource:
     def batch_size(self) -> int:
         return self.cfg.batch_size
 
-    def end_position(self) -> int | None:
-        """First position past the end of a bounded stream, or None."""
+    def initial_position(self) -> int:
+        """Batch 0."""
+        return 0
+
+    def at_end(self, position: int) -> bool:
+        """True past ``max_events`` (never for an unbounded stream)."""
         if self.cfg.max_events is None:
-            return None
-        return -(-self.cfg.max_events // self.cfg.batch_size)
+            return False
+        return position >= -(-self.cfg.max_events // self.cfg.batch_size)
+
+    def commit(self, position: int) -> None:
+        """Nothing to release: any batch can be regenerated."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
     def concept_at(self, index: np.ndarray) -> np.ndarray:
         """Concept number in force for each global event index."""
@@ -91,8 +123,8 @@ class SyntheticSource:
         df[LABEL] = np.nan
         return df
 
-    def read(self, position: int) -> pd.DataFrame:
-        """Batch number ``position``: its events plus the labels that arrive during it."""
+    def read(self, position: int) -> tuple[pd.DataFrame, int]:
+        """Batch number ``position`` (its events plus the labels that arrive during it) and the next position."""
         b, d = self.cfg.batch_size, self.cfg.label_delay_events
         blk = self._block(position)
         events = self._event_frame(blk)
@@ -119,4 +151,42 @@ class SyntheticSource:
             parts.append(labels)
         df = pd.concat(parts, ignore_index=True)
         # Arrival order is event time; labels and events interleave as they would on a wire.
-        return df.sort_values(EVENT_TIME, kind="stable", ignore_index=True)
+        return df.sort_values(EVENT_TIME, kind="stable", ignore_index=True), position + 1
+
+
+class FramesSource:
+    """Replays a fixed list of batches (position = index of the next one): for embedding and tests."""
+
+    def __init__(self, frames: list[pd.DataFrame]) -> None:
+        self.frames = frames
+
+    def initial_position(self) -> int:
+        """The first frame."""
+        return 0
+
+    def read(self, position: int) -> tuple[pd.DataFrame, int]:
+        """Frame ``position`` and the next position."""
+        return self.frames[position], position + 1
+
+    def at_end(self, position: int) -> bool:
+        """True after the last frame."""
+        return position >= len(self.frames)
+
+    def commit(self, position: int) -> None:
+        """Nothing to release."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def make_source(cfg: Config) -> Source:
+    """The source the config names."""
+    if cfg.stream.source == "file":
+        from streamfit.actors.file_source import FileReplaySource
+
+        return FileReplaySource(cfg.stream.file, cfg.features)
+    if cfg.stream.source == "kafka":
+        from streamfit.actors.kafka_source import KafkaSource
+
+        return KafkaSource(cfg.stream.kafka, cfg.features)
+    return SyntheticSource(cfg.stream, cfg.features)

@@ -102,6 +102,40 @@ def status(url: str = typer.Option("http://127.0.0.1:8000", help="streamfit HTTP
         console.print(f"replica {rid}: holds blue v{held.get('blue')} green v{held.get('green')}")
 
 
+bench_app = typer.Typer(help="Benchmarks: ratios against a baseline measured in the same run.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("ingest")
+def bench_ingest_cmd(
+    shards: int = typer.Option(2, help="FeatureShard actors"),
+    events: int = typer.Option(2_000_000, help="events in the stream (labels come on top)"),
+    entities: int = typer.Option(100_000, help="distinct entity keys"),
+    batch_size: int = typer.Option(20_000, help="events per source batch"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Events/s through the sharded actors against a single-process vectorised baseline, and state per entity."""
+    import json
+
+    from rich.table import Table
+
+    from streamfit.scripts.bench import bench_ingest
+
+    log = (lambda _msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    res = bench_ingest(shards, events, entities, batch_size, log=log)
+    if as_json:
+        print(json.dumps(res))
+        return
+    t = Table(title=f"ingest: {res['events']:,} events, {entities:,} entities, {shards} shards")
+    t.add_column("path")
+    t.add_column("events/s", justify="right")
+    t.add_column("bytes/entity", justify="right")
+    t.add_row("single process (baseline)", f"{res['baseline_events_per_s']:,.0f}", f"{res['baseline_bytes_per_entity']:,.0f}")
+    t.add_row(f"{shards} shard actors", f"{res['sharded_events_per_s']:,.0f}", f"{res['bytes_per_entity']:,.0f}")
+    console.print(t)
+    console.print(f"ratio sharded / baseline: [bold]{res['ratio']:.2f}x[/]")
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()

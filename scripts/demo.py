@@ -82,6 +82,7 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
     workdir.mkdir(parents=True)
     cfg = cfg.model_copy(deep=True)
     cfg.registry.uri = str((workdir / "registry").resolve())
+    cfg.checkpoints.uri = str((workdir / "checkpoints").resolve())
     console.print(f"[bold]Starting Ray and the streamfit planes[/] (registry: {cfg.registry.uri}) …")
     pipe = Pipeline.start(cfg)
     console.print(f"Serving on [link]{pipe.url}[/link]  ·  POST /predict  ·  GET /models  ·  GET /traffic")

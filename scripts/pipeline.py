@@ -14,7 +14,7 @@ from ray import serve
 from streamfit.config import Config
 from streamfit.registry import Registry
 from streamfit.actors.coordinator import CoordinatorActor
-from streamfit.actors.feature_shard import FeatureShardActor
+from streamfit.actors.feature_shard import FeatureShardActor, shard_name
 from streamfit.actors.rollout import CONTROLLER_NAME, RolloutControllerActor
 from streamfit.actors.trainer import TrainerActor
 from streamfit.serve.app import APP_NAME, build_router
@@ -27,6 +27,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def absolute_uri(uri: str) -> str:
+    """An object-store URI as it is; a local path made absolute (actors run in other directories)."""
+    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def serve_environment(fast_ingress: bool) -> dict[str, str]:
@@ -53,6 +58,19 @@ def start_ray(cfg: Config, address: str | None = None) -> None:
         ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
 
 
+def start_data_plane(cfg: Config, sink: Any | None) -> tuple[list[Any], Any]:
+    """Start the shard actors (each resumes from the last checkpoint) and the coordinator feeding ``sink``."""
+    ckpt_uri = absolute_uri(cfg.checkpoints.uri) if cfg.checkpoints.enabled else None
+    n = cfg.shards.num_shards
+    shards = [
+        FeatureShardActor.options(name=shard_name(i), namespace=NAMESPACE, num_cpus=cfg.shards.num_cpus).remote(
+            cfg.features, i, ckpt_uri, n)
+        for i in range(n)
+    ]
+    coordinator = CoordinatorActor.remote(cfg, shards, sink)
+    return shards, coordinator
+
+
 @dataclass
 class Pipeline:
     """Handles to every running part of one streamfit deployment."""
@@ -74,19 +92,18 @@ class Pipeline:
     def start(cls, cfg: Config, address: str | None = None) -> "Pipeline":
         """Start every plane on Ray and deploy the Serve app; returns when HTTP answers."""
         start_ray(cfg, address)
-        registry_uri = cfg.registry.uri if "://" in cfg.registry.uri else os.path.abspath(cfg.registry.uri)
+        cfg = cfg.model_copy(deep=True)
+        cfg.registry.uri = absolute_uri(cfg.registry.uri)
+        cfg.checkpoints.uri = absolute_uri(cfg.checkpoints.uri)
+        registry_uri = cfg.registry.uri
         registry = Registry(registry_uri)
         controller = RolloutControllerActor.options(
             name=CONTROLLER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
         ).remote(registry_uri, cfg.serving.flip_timeout_s)
-        shards = [
-            FeatureShardActor.options(num_cpus=cfg.shards.num_cpus).remote(cfg.features, i)
-            for i in range(cfg.shards.num_shards)
-        ]
         trainer = TrainerActor.options(num_cpus=cfg.trainer.num_cpus).remote(
             cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE
         )
-        coordinator = CoordinatorActor.remote(cfg, shards, trainer)
+        shards, coordinator = start_data_plane(cfg, trainer)
         port = cfg.serving.port or free_port()
         serve.start(http_options={"host": cfg.serving.host, "port": port})
         serve.run(build_router(cfg, registry_uri, NAMESPACE), name=APP_NAME, route_prefix="/")

@@ -26,18 +26,53 @@ class _Strict(BaseModel):
 
 
 class FieldSpec(_Strict):
-    """One numeric input field of the event schema."""
+    """One numeric input field of the event schema: a value outside [min, max] is rejected, or clipped."""
 
     name: str
     required: bool = True
     min: float | None = None
     max: float | None = None
+    clip: bool = Field(False, description="clip out-of-range values to [min, max] instead of rejecting the row")
+
+
+class FileSourceConfig(_Strict):
+    """Replay of a CSV, Parquet or JSON-lines file in event-time order."""
+
+    path: str
+    format: Literal["csv", "parquet", "jsonl"] | None = Field(None, description="default: from the file suffix")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="streamfit column -> file column, e.g. {entity: customer_id, event_time: ts, label: y}",
+    )
+    time_unit: Literal["s", "ms", "us", "ns", "datetime"] = Field(
+        "s", description="unit of a numeric time column; 'datetime' parses strings/timestamps"
+    )
+    label_delay_s: float = Field(
+        0.0, ge=0, description="when each row carries its label: emit it as a label event this much later"
+    )
+    speed: float | None = Field(None, gt=0, description="null = as fast as possible; 1 = real time; 10 = 10x")
+    batch_size: int = Field(5000, gt=0)
+
+
+class KafkaSourceConfig(_Strict):
+    """A Kafka topic read by a consumer group; offsets are committed only when a checkpoint completes."""
+
+    bootstrap_servers: str
+    topic: str
+    group_id: str = "streamfit"
+    batch_size: int = Field(5000, gt=0)
+    poll_timeout_s: float = Field(1.0, gt=0)
+    extra: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="further confluent-kafka consumer settings"
+    )
 
 
 class StreamConfig(_Strict):
     """Where events come from; the synthetic drifting generator is the embedded default."""
 
-    source: Literal["synthetic"] = "synthetic"
+    source: Literal["synthetic", "file", "kafka"] = "synthetic"
+    file: FileSourceConfig | None = None
+    kafka: KafkaSourceConfig | None = None
     seed: int = 7
     entities: int = Field(200, gt=0)
     batch_size: int = Field(500, gt=0)
@@ -52,9 +87,33 @@ class StreamConfig(_Strict):
     drift_every: int = Field(40000, gt=0, description="abrupt concept drift every N events")
     bad_row_rate: float = Field(0.002, ge=0, le=1, description="share of malformed rows injected")
 
+    @model_validator(mode="after")
+    def _source_section_present(self) -> "StreamConfig":
+        if self.source in ("file", "kafka") and getattr(self, self.source) is None:
+            raise ValueError(f"{self.source}: section required when source is {self.source!r}")
+        return self
+
+
+WindowOp = Literal["sum", "mean", "std", "min", "max"]
+
+
+class AggregateSpec(_Strict):
+    """Window aggregates of one field; ``last`` adds the entity's previous value (any age)."""
+
+    field: str
+    ops: list[WindowOp] = Field(default_factory=lambda: ["mean"])
+    last: bool = False
+
+
+class LabelHistoryConfig(_Strict):
+    """Features from an entity's own past labels, counting only labels that had arrived before the event."""
+
+    enabled: bool = True
+    windows_s: list[float] = Field(default_factory=lambda: [300.0, 3600.0])
+
 
 class FeaturesConfig(_Strict):
-    """Input schema and the per-entity event-time window aggregates."""
+    """Input schema, cleaning, and the per-entity event-time window aggregates."""
 
     fields: list[FieldSpec] = Field(
         default_factory=lambda: [
@@ -63,22 +122,56 @@ class FeaturesConfig(_Strict):
             FieldSpec(name="x2", min=-50, max=50),
         ]
     )
-    window_s: float = Field(300.0, gt=0, description="sliding event-time window length in seconds")
-    mean_of: list[str] = Field(default_factory=lambda: ["x0"], description="fields whose window mean is a feature")
+    windows_s: list[float] = Field(
+        default_factory=lambda: [300.0, 3600.0], min_length=1,
+        description="sliding event-time windows [t - W, t) in seconds",
+    )
+    aggregates: list[AggregateSpec] = Field(
+        default_factory=lambda: [
+            AggregateSpec(field="x0", ops=["mean", "std", "min", "max"], last=True),
+            AggregateSpec(field="x1", ops=["mean"]),
+        ]
+    )
+    count: bool = Field(True, description="events per window: count_<window>")
+    age: bool = Field(True, description="seconds since the entity's previous event: age_s")
+    label_history: LabelHistoryConfig = Field(default_factory=LabelHistoryConfig)
     allowed_lateness_s: float = Field(5.0, ge=0)
+    late_policy: Literal["drop", "apply"] = "drop"
+    dedup_capacity: int = Field(1_000_000, gt=0, description="event ids remembered for dedup")
+    label_timeout_s: float = Field(3600.0, gt=0, description="unlabelled events expire after this (event time)")
 
     @model_validator(mode="after")
-    def _mean_fields_exist(self) -> "FeaturesConfig":
-        names = {f.name for f in self.fields}
-        for i, name in enumerate(self.mean_of):
-            if name not in names:
-                raise ValueError(f"mean_of.{i}: unknown field {name!r} (fields: {sorted(names)})")
+    def _aggregated_fields_exist(self) -> "FeaturesConfig":
+        specs = {f.name: f for f in self.fields}
+        for i, agg in enumerate(self.aggregates):
+            if agg.field not in specs:
+                raise ValueError(f"aggregates.{i}.field: unknown field {agg.field!r} (fields: {sorted(specs)})")
+            if not specs[agg.field].required:
+                raise ValueError(f"aggregates.{i}.field: {agg.field!r} must be required to be aggregated")
         return self
 
+    def aggregated_fields(self) -> list[str]:
+        """Fields that any aggregate reads, in config order, once each."""
+        return list(dict.fromkeys(a.field for a in self.aggregates))
+
     def feature_names(self) -> list[str]:
-        """Columns of the model's input, in order: raw fields then window aggregates."""
-        tag = _window_tag(self.window_s)
-        return [f.name for f in self.fields] + [f"count_{tag}"] + [f"{m}_mean_{tag}" for m in self.mean_of]
+        """Columns of the model's input, in order: raw fields, window aggregates, last/age, label history."""
+        names = [f.name for f in self.fields]
+        for w in self.windows_s:
+            tag = window_tag(w)
+            if self.count:
+                names.append(f"count_{tag}")
+            for a in self.aggregates:
+                names += [f"{a.field}_{op}_{tag}" for op in a.ops]
+        names += [f"{a.field}_last" for a in self.aggregates if a.last]
+        if self.age:
+            names.append("age_s")
+        if self.label_history.enabled:
+            names.append("label_last")
+            for w in self.label_history.windows_s:
+                tag = window_tag(w)
+                names += [f"label_rate_{tag}", f"label_count_{tag}"]
+        return names
 
 
 class ShardsConfig(_Strict):
@@ -114,6 +207,14 @@ class ServingConfig(_Strict):
     flip_timeout_s: float = Field(60.0, gt=0)
 
 
+class CheckpointConfig(_Strict):
+    """Aligned checkpoints of the shards' state (local path or object-store URI)."""
+
+    enabled: bool = True
+    uri: str = ".streamfit/checkpoints"
+    interval_s: float = Field(10.0, gt=0, description="seconds between aligned checkpoints")
+
+
 class RegistryConfig(_Strict):
     """Where versions, aliases and the audit log live (local path or object-store URI)."""
 
@@ -129,16 +230,16 @@ class Config(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
 
-def _window_tag(seconds: float) -> str:
-    """Short label for a window length: 300 -> '5m', 45 -> '45s'."""
-    s = int(seconds)
-    if s % 3600 == 0:
-        return f"{s // 3600}h"
-    if s % 60 == 0:
-        return f"{s // 60}m"
-    return f"{s}s"
+def window_tag(seconds: float) -> str:
+    """Short label for a window length: 300 -> '5m', 7200 -> '2h', 45 -> '45s', 0.5 -> '500ms'."""
+    ms = round(seconds * 1000)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
 
 
 def format_validation_error(err: ValidationError) -> str:

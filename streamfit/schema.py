@@ -24,10 +24,18 @@ EVENT, LABEL_KIND = "event", "label"
 BASE_COLUMNS = [KIND, EVENT_ID, ENTITY, EVENT_TIME]
 
 
+def hash_keys(values: np.ndarray | pd.Series) -> np.ndarray:
+    """Stable 64-bit hash of each key's string form (the same in every process and run)."""
+    # pandas' hash_array uses a fixed SipHash key, unlike Python's salted hash(); it hashes
+    # non-string objects by their str() form, so 7 and "7" land on the same shard.
+    return pd.util.hash_array(np.asarray(values, dtype=object), categorize=False)
+
+
+def shard_of_hash(hashes: np.ndarray, num_shards: int) -> np.ndarray:
+    """Owning shard of already-hashed keys."""
+    return (np.asarray(hashes, dtype=np.uint64) % np.uint64(num_shards)).astype(np.int64)
+
+
 def shard_of(entities: np.ndarray | pd.Series, num_shards: int) -> np.ndarray:
     """Owning shard of each entity key: a stable (unsalted) hash modulo the shard count."""
-    # pandas' hash_array uses a fixed SipHash key, so the result is identical in every process,
-    # unlike Python's salted hash().
-    values = np.asarray(entities, dtype=object).astype(str).astype(object)
-    hashed = pd.util.hash_array(values, categorize=True)
-    return (hashed % np.uint64(num_shards)).astype(np.int64)
+    return shard_of_hash(hash_keys(entities), num_shards)
