@@ -17,7 +17,10 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from streamfit.serve.router import NoModelError, RouterCore
@@ -47,10 +50,27 @@ class BatchPrediction(BaseModel):
     slot: str
 
 
+def _json_safe(value: Any) -> Any:
+    """Echoed inputs may hold inf/NaN (JSON has no such numbers): render those as strings."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def validation_error_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 body, made JSON-safe so a bad number never turns into a 500."""
+    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
+
+
 def build_api(core: RouterCore, models: Callable[[], Any], traffic: Callable[[], Awaitable[Any]] | None = None,
               title: str = "streamfit") -> FastAPI:
     """FastAPI app serving /predict, /healthz, /models (and /traffic when given)."""
     app = FastAPI(title=title, description="Fresh XGBoost models on streams, served blue-green on Ray Serve.")
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     Row = row_model(core.feature_names)
 
     class PredictRequest(BaseModel):
