@@ -31,7 +31,7 @@ import pandas as pd
 import ray
 
 from streamfit.config import Config
-from streamfit.schema import ENTITY, EVENT_TIME, KIND, shard_of
+from streamfit.schema import ENTITY, EVENT_TIME, KIND, PARTITION, shard_of
 from streamfit.actors.checkpoint import CheckpointStore
 from streamfit.actors.feature_shard import ShardResult
 from streamfit.actors.sources import make_source
@@ -53,25 +53,40 @@ class Partitioner:
 
 
 class Watermark:
-    """Stream-wide watermark: max event time seen minus the allowed lateness."""
+    """Stream-wide watermark: the smallest per-partition max event time, minus the allowed lateness.
 
-    def __init__(self, lateness_s: float, max_time: float = float("-inf")) -> None:
+    A source whose rows carry a ``_partition`` column (Kafka) gets one clock per partition, so
+    a partition read ahead of another does not make the other's events late (as in Flink and
+    Kafka Streams); other sources are one partition.
+    """
+
+    def __init__(self, lateness_s: float, max_times: dict[str, float] | None = None) -> None:
         self.lateness_s = lateness_s
-        self.max_time = max_time
+        self.max_times: dict[str, float] = dict(max_times or {})
+
+    def expect(self, partitions: Any) -> None:
+        """Partitions that will deliver data: the watermark waits until each has been seen."""
+        for p in partitions:
+            self.max_times.setdefault(str(p), float("-inf"))
 
     @property
     def value(self) -> float:
         """Events older than this are late."""
-        return self.max_time - self.lateness_s
+        if not self.max_times:
+            return float("-inf")
+        return min(self.max_times.values()) - self.lateness_s
 
     def observe(self, df: pd.DataFrame) -> float:
         """Return the watermark a batch is judged by (from earlier batches), then advance past it."""
         before = self.value
-        if len(df):
+        if len(df) and EVENT_TIME in df:
             times = pd.to_numeric(df[EVENT_TIME], errors="coerce").to_numpy(dtype=float)
-            finite = times[np.isfinite(times)]
-            if len(finite):
-                self.max_time = max(self.max_time, float(finite.max()))
+            parts = df[PARTITION].astype(str).to_numpy() if PARTITION in df else np.full(len(df), "")
+            ok = np.isfinite(times)
+            if ok.any():
+                frame = pd.DataFrame({"p": parts[ok], "t": times[ok]}).groupby("p")["t"].max()
+                for p, t in frame.items():
+                    self.max_times[p] = max(self.max_times.get(p, float("-inf")), float(t))
         return before
 
 
@@ -118,13 +133,15 @@ class CoordinatorActor:
             self.position = manifest["position"]
             self.batch_id = manifest["batch_id"]
             self.checkpoint_id = manifest["checkpoint_id"]
-            self.watermark = Watermark(cfg.features.allowed_lateness_s, manifest.get("max_event_time", float("-inf")))
+            self.watermark = Watermark(cfg.features.allowed_lateness_s, manifest.get("max_event_times"))
         else:
             self.position = self.source.initial_position()
             self.batch_id = 0
             self.checkpoint_id = 0
             self.watermark = Watermark(cfg.features.allowed_lateness_s)
         self.resumed_from = manifest
+        if isinstance(self.position, dict):  # partitioned source (Kafka): one clock per partition
+            self.watermark.expect(self.position)
         self.log = ReplayLog()
         self.collected = [self.batch_id] * len(shards)
         self.in_flight: list[deque[tuple[int, Any]]] = [deque() for _ in shards]
@@ -243,7 +260,7 @@ class CoordinatorActor:
                 applied = (await shard.stats.remote())["last_batch_id"]
                 await self._recover(i, applied)
         self.store.write_manifest(cid, batch_id=bid, position=self.position, num_shards=len(self.shards),
-                                  extra={"max_event_time": self.watermark.max_time})
+                                  extra={"max_event_times": self.watermark.max_times})
         await asyncio.to_thread(self.source.commit, self.position)
         self.log.truncate(bid)
         self._last_checkpoint = time.time()

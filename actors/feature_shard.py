@@ -375,7 +375,8 @@ class FeatureShard:
 
     def stats(self) -> dict[str, Any]:
         """Counters (accepted, rejected by reason, events, training rows …) and state size."""
-        out: dict[str, Any] = dict(self.counters)
+        out: dict[str, Any] = {k: 0 for k in ("accepted", "rejected", "events", "labels", "training_rows")}
+        out.update(self.counters)
         out["entities"] = self.events.n_keys()
         out["pending_labels"] = len(self.pending)
         out["state_bytes"] = self.state_bytes()

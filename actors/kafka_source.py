@@ -37,7 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from streamfit.actors.file_source import as_text, numeric_or_raw
 from streamfit.config import FeaturesConfig, KafkaSourceConfig
 from streamfit.errors import StreamfitError
-from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL
+from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, PARTITION
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,9 @@ class KafkaSource:
             part = str(msg.partition())
             if part not in after:
                 continue  # not asked for (cannot happen with an explicit assignment)
-            rows.append(self._row(msg))
+            row = self._row(msg)
+            row[PARTITION] = part
+            rows.append(row)
             after[part] = msg.offset() + 1
         self._next.update(after)
         return self._frame(rows), after
@@ -211,6 +213,7 @@ class KafkaSource:
         df[EVENT_TIME] = pd.to_numeric(df[EVENT_TIME], errors="coerce").astype(float)  # the shards reject NaN times
         for c in [*self.fields, LABEL]:
             df[c] = numeric_or_raw(df[c])
+        df[PARTITION] = pd.Series([r.get(PARTITION) for r in rows], dtype=object)
         return df
 
 

@@ -189,4 +189,12 @@ def make_source(cfg: Config) -> Source:
         from streamfit.actors.kafka_source import KafkaSource
 
         return KafkaSource(cfg.stream.kafka, cfg.features)
+    if cfg.stream.source == "http":
+        from streamfit.actors.ingest import INGEST_NAME, HttpSource, IngestBufferActor
+
+        # The coordinator owns the buffer (a named actor lives as long as a handle to it does);
+        # its write-ahead log sits beside the checkpoints, so a restarted buffer resumes.
+        wal = f"{cfg.checkpoints.uri}/ingest" if cfg.checkpoints.enabled else None
+        buffer = IngestBufferActor.options(name=INGEST_NAME, get_if_exists=True).remote(wal)
+        return HttpSource(buffer, cfg.stream.http.batch_size)
     return SyntheticSource(cfg.stream, cfg.features)

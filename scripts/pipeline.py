@@ -61,6 +61,7 @@ def start_ray(cfg: Config, address: str | None = None) -> None:
 def start_data_plane(cfg: Config, sink: Any | None) -> tuple[list[Any], Any]:
     """Start the shard actors (each resumes from the last checkpoint) and the coordinator feeding ``sink``."""
     ckpt_uri = absolute_uri(cfg.checkpoints.uri) if cfg.checkpoints.enabled else None
+
     n = cfg.shards.num_shards
     shards = [
         FeatureShardActor.options(name=shard_name(i), namespace=NAMESPACE, num_cpus=cfg.shards.num_cpus).remote(

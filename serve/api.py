@@ -23,6 +23,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from streamfit.config import FeaturesConfig
+from streamfit.actors.feature_shard import validate
+from streamfit.actors.ingest import ingest_frame
 from streamfit.serve.router import NoModelError, RouterCore
 
 
@@ -66,9 +69,26 @@ async def validation_error_handler(_: Request, exc: RequestValidationError) -> J
     return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
 
 
+class IngestRequest(BaseModel):
+    """Events and labels pushed by a client; ``event_id`` makes a retried request harmless."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[dict[str, Any]] = Field(..., min_length=1, max_length=100_000)
+
+
+class IngestResponse(BaseModel):
+    """What happened to each pushed row."""
+
+    accepted: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+
+
 def build_api(core: RouterCore, models: Callable[[], Any], traffic: Callable[[], Awaitable[Any]] | None = None,
-              title: str = "streamfit") -> FastAPI:
-    """FastAPI app serving /predict, /healthz, /models (and /traffic when given)."""
+              features: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
+              ingest: Callable[[Any], Awaitable[tuple[int, int]]] | None = None,
+              features_cfg: FeaturesConfig | None = None, title: str = "streamfit") -> FastAPI:
+    """FastAPI app serving /predict, /healthz, /models, and /traffic, /features, /ingest when given."""
     app = FastAPI(title=title, description="Fresh XGBoost models on streams, served blue-green on Ray Serve.")
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     Row = row_model(core.feature_names)
@@ -118,5 +138,28 @@ def build_api(core: RouterCore, models: Callable[[], Any], traffic: Callable[[],
         async def get_traffic() -> Any:
             """Desired split and slot versions, and what each Router replica holds."""
             return await traffic()
+
+    if features is not None:
+        @app.get("/features/{entity}")
+        async def get_features(entity: str) -> Any:
+            """The entity's current window aggregates and label history, from the shard that owns it."""
+            found = await features(entity)
+            if found is None:
+                raise HTTPException(status_code=404, detail=f"unknown entity {entity!r}")
+            return {"entity": entity, "features": found}
+
+    if ingest is not None and features_cfg is not None:
+        @app.post("/ingest", response_model=IngestResponse)
+        async def post_ingest(req: IngestRequest) -> IngestResponse:
+            """Push events and labels; invalid rows are rejected with a reason, the rest are accepted."""
+            df = ingest_frame(req.events)
+            _, reason = validate(df, features_cfg)
+            bad = reason != ""
+            rejected = [{"index": int(i), "event_id": _json_safe(df["event_id"].iloc[i]) if "event_id" in df else None,
+                         "reason": str(reason[i])} for i in np.flatnonzero(bad)]
+            if bad.all():
+                raise HTTPException(status_code=422, detail={"message": "every row was rejected", "rejected": rejected})
+            accepted, dups = await ingest(df[~bad].reset_index(drop=True))
+            return IngestResponse(accepted=accepted, duplicates=dups, rejected=rejected)
 
     return app

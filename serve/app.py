@@ -15,7 +15,12 @@ from typing import Any
 import ray
 from ray import serve
 
-from streamfit.config import Config
+import numpy as np
+
+from streamfit.config import Config, FeaturesConfig
+from streamfit.schema import shard_of
+from streamfit.actors.feature_shard import shard_name
+from streamfit.actors.ingest import INGEST_NAME
 from streamfit.registry import Registry
 from streamfit.actors.rollout import CONTROLLER_NAME
 from streamfit.serve.api import build_api
@@ -31,16 +36,30 @@ APP_NAME = "streamfit"
 class Router:
     """Ingress deployment: HTTP API + blue/green slots inside every replica."""
 
-    async def __init__(self, registry_uri: str, feature_names: list[str], controller_name: str,
-                       namespace: str) -> None:
+    async def __init__(self, registry_uri: str, features: dict[str, Any], num_shards: int, ingest: bool,
+                       controller_name: str, namespace: str) -> None:
+        self.features_cfg = FeaturesConfig.model_validate(features)
         self.registry = Registry(registry_uri)
-        self.core = RouterCore(feature_names)
+        self.core = RouterCore(self.features_cfg.feature_names())
+        self.namespace = namespace
+        self.num_shards = num_shards
+        self.ingest_enabled = ingest
         self.controller = ray.get_actor(controller_name, namespace=namespace)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self._task = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_api(self.core, models=self._models, traffic=self._traffic)
+        return build_api(self.core, models=self._models, traffic=self._traffic, features=self._features,
+                         ingest=self._ingest if self.ingest_enabled else None, features_cfg=self.features_cfg)
+
+    async def _features(self, entity: str) -> dict[str, Any] | None:
+        owner = int(shard_of(np.array([entity], dtype=object), self.num_shards)[0])
+        shard = ray.get_actor(shard_name(owner), namespace=self.namespace)
+        return await shard.features.remote(entity)
+
+    async def _ingest(self, rows: Any) -> tuple[int, int]:
+        buffer = ray.get_actor(INGEST_NAME, namespace=self.namespace)
+        return await buffer.append.remote(rows)
 
     def _load(self, slot: str, version: int) -> ModelSlot:
         booster, meta = self.registry.load(version)
@@ -71,4 +90,5 @@ def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Applic
         num_replicas=cfg.serving.replicas,
         max_ongoing_requests=cfg.serving.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
-    ).bind(registry_uri, cfg.features.feature_names(), CONTROLLER_NAME, namespace)
+    ).bind(registry_uri, cfg.features.model_dump(), cfg.shards.num_shards, cfg.stream.source == "http",
+           CONTROLLER_NAME, namespace)

@@ -67,12 +67,19 @@ class KafkaSourceConfig(_Strict):
     )
 
 
+class HttpSourceConfig(_Strict):
+    """Events pushed to POST /ingest, kept in a write-ahead log until a checkpoint covers them."""
+
+    batch_size: int = Field(5000, gt=0)
+
+
 class StreamConfig(_Strict):
     """Where events come from; the synthetic drifting generator is the embedded default."""
 
-    source: Literal["synthetic", "file", "kafka"] = "synthetic"
+    source: Literal["synthetic", "file", "kafka", "http"] = "synthetic"
     file: FileSourceConfig | None = None
     kafka: KafkaSourceConfig | None = None
+    http: HttpSourceConfig = Field(default_factory=HttpSourceConfig)
     seed: int = 7
     entities: int = Field(200, gt=0)
     batch_size: int = Field(500, gt=0)

@@ -22,6 +22,7 @@ import pandas as pd
 KIND, EVENT_ID, ENTITY, EVENT_TIME, LABEL = "kind", "event_id", "entity", "event_time", "label"
 EVENT, LABEL_KIND = "event", "label"
 BASE_COLUMNS = [KIND, EVENT_ID, ENTITY, EVENT_TIME]
+PARTITION = "_partition"  # optional: the source partition a row came from (per-partition watermarks)
 
 
 def hash_keys(values: np.ndarray | pd.Series) -> np.ndarray:
