@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/streamfit bench serve
+	$(BIN)/streamfit bench ingest
 
 clean:
 	rm -rf $(VENV) .streamfit

@@ -191,6 +191,7 @@ def repartition(snaps: list[dict[str, Any]], shard_id: int, num_shards: int, bat
     counters: dict[str, int] = {}
     return {
         "meta": {"last_batch_id": batch_id, "latest_us": max(s["meta"]["latest_us"] for s in snaps),
+                 "clock_us": max(s["meta"].get("clock_us", s["meta"]["latest_us"]) for s in snaps),
                  "counters": counters, "shard_id": shard_id},
         "events": series("events"),
         "labels": series("labels"),

@@ -70,6 +70,11 @@ class Watermark:
             self.max_times.setdefault(str(p), float("-inf"))
 
     @property
+    def clock(self) -> float:
+        """The latest event time seen on any partition."""
+        return max(self.max_times.values(), default=float("-inf"))
+
+    @property
     def value(self) -> float:
         """Events older than this are late."""
         if not self.max_times:
@@ -94,6 +99,7 @@ class Watermark:
 class _Batch:
     batch_id: int
     watermark: float
+    clock: float
     parts: list[pd.DataFrame]
 
 
@@ -103,9 +109,9 @@ class ReplayLog:
     def __init__(self) -> None:
         self.batches: deque[_Batch] = deque()
 
-    def append(self, batch_id: int, watermark: float, parts: list[pd.DataFrame]) -> None:
+    def append(self, batch_id: int, watermark: float, clock: float, parts: list[pd.DataFrame]) -> None:
         """Remember a dispatched batch."""
-        self.batches.append(_Batch(batch_id, watermark, parts))
+        self.batches.append(_Batch(batch_id, watermark, clock, parts))
 
     def after(self, batch_id: int) -> list[_Batch]:
         """Batches with an id greater than ``batch_id``, in order."""
@@ -191,14 +197,15 @@ class CoordinatorActor:
     async def _dispatch(self, df: pd.DataFrame) -> None:
         self.batch_id += 1
         wm = self.watermark.observe(df)
+        clock = self.watermark.clock
         parts = self.partitioner.split(df)
-        self.log.append(self.batch_id, wm, parts)
+        self.log.append(self.batch_id, wm, clock, parts)
         self.counters["batches"] += 1
         self.counters["rows_read"] += len(df)
         for i, part in enumerate(parts):
             while len(self.in_flight[i]) >= self.cfg.shards.max_in_flight:
                 await self._collect_oldest(i)
-            self.in_flight[i].append((self.batch_id, self.shards[i].process.remote(self.batch_id, part, wm)))
+            self.in_flight[i].append((self.batch_id, self.shards[i].process.remote(self.batch_id, part, wm, clock)))
 
     async def _collect_oldest(self, i: int) -> None:
         _, ref = self.in_flight[i].popleft()
@@ -231,7 +238,8 @@ class CoordinatorActor:
         while True:
             restarted = None
             for b in self.log.after(upto):
-                result: ShardResult = await self.shards[i].process.remote(b.batch_id, b.parts[i], b.watermark)
+                result: ShardResult = await self.shards[i].process.remote(b.batch_id, b.parts[i], b.watermark,
+                                                                          b.clock)
                 if result.replay_from is not None:
                     restarted = result.replay_from  # it died again during the replay
                     break

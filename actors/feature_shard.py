@@ -244,13 +244,18 @@ class FeatureShard:
         self.dedup = Dedup(cfg.dedup_capacity)
         self.last_batch_id = 0
         self.latest_us = np.iinfo(np.int64).min
+        self.clock_us = np.iinfo(np.int64).min
         self.counters: Counter[str] = Counter()
         self.results: OrderedDict[int, ShardResult] = OrderedDict()
         self.needs_minmax = any(op in ("min", "max") for a in cfg.aggregates for op in a.ops)
 
     # -- the batch path ----------------------------------------------------------------
-    def process(self, batch_id: int, df: pd.DataFrame, watermark: float) -> ShardResult:
-        """Apply batch ``batch_id`` exactly once; batches must come in order without gaps."""
+    def process(self, batch_id: int, df: pd.DataFrame, watermark: float, clock: float | None = None) -> ShardResult:
+        """Apply batch ``batch_id`` exactly once; batches must come in order without gaps.
+
+        ``watermark`` decides which events are late; ``clock`` is the stream's latest event time
+        through this batch (the same on every shard), the "now" of ``features()``.
+        """
         if batch_id <= self.last_batch_id:
             cached = self.results.get(batch_id)
             if cached is not None:
@@ -258,14 +263,14 @@ class FeatureShard:
             return ShardResult(batch_id=batch_id, training_rows=self.empty_rows())  # applied before a snapshot
         if batch_id != self.last_batch_id + 1:
             return ShardResult(batch_id=batch_id, replay_from=self.last_batch_id)
-        result = self._apply(batch_id, df, watermark)
+        result = self._apply(batch_id, df, watermark, clock)
         self.last_batch_id = batch_id
         self.results[batch_id] = result
         while len(self.results) > RESULT_CACHE:
             self.results.popitem(last=False)
         return result
 
-    def _apply(self, batch_id: int, df: pd.DataFrame, watermark: float) -> ShardResult:
+    def _apply(self, batch_id: int, df: pd.DataFrame, watermark: float, clock: float | None) -> ShardResult:
         clean, reason = validate(df, self.cfg)
         kinds = clean[KIND].values
         is_event = kinds == EVENT
@@ -282,8 +287,19 @@ class FeatureShard:
         reason[dup] = "duplicate"
         ev &= ~dup
         lab = (~is_event) & (reason == "")
+        # A label counts (in history and as a training row) only if it names an event this shard
+        # holds unlabelled, from an earlier batch or this one; others are rejected, never applied.
+        batch_ids = set(ids[ev].tolist())
+        known = np.fromiter((i in self.pending.index or i in batch_ids for i in ids[lab].tolist()),
+                            dtype=bool, count=int(lab.sum()))
+        first_claim = np.zeros(len(known), bool)  # the same label twice in one batch counts once
+        _, firsts = np.unique(ids[lab], return_index=True)
+        first_claim[firsts] = True
+        unmatched = np.flatnonzero(lab)[~(known & first_claim)]
+        reason[unmatched] = "label_unmatched"
+        lab[unmatched] = False
         keys = hash_keys(clean[ENTITY].values)
-        t_us = np.where(np.isfinite(times), to_us(np.nan_to_num(times)), 0)
+        t_us = to_us(np.where(np.isfinite(times), times, 0.0))
         if self.cfg.label_history.enabled and lab.any():
             self.labels.insert(keys[lab], t_us[lab], clean[LABEL].values[lab].reshape(-1, 1))
         n_events = int(ev.sum())
@@ -297,14 +313,15 @@ class FeatureShard:
         if lab.any():
             found, pos = self.pending.take(ids[lab])
             self.counters["labels"] += len(pos)
-            unmatched = np.flatnonzero(lab)[~found]
-            reason[unmatched] = "label_unmatched"
             if len(pos):
                 rows = pd.DataFrame(self.pending.feats[pos], columns=self.feature_names)
                 rows.insert(0, EVENT_TIME, self.pending.times[pos])
                 rows.insert(0, ENTITY, self.pending.entities[pos])
                 rows.insert(0, EVENT_ID, self.pending.event_ids[pos])
                 rows[LABEL] = clean[LABEL].values[np.flatnonzero(lab)[found]]
+        if clock is not None and np.isfinite(clock):
+            self.clock_us = max(self.clock_us, int(to_us(clock)))
+        self.clock_us = max(self.clock_us, self.latest_us)
         wm_us = int(to_us(watermark)) if np.isfinite(watermark) else np.iinfo(np.int64).min // 2
         self.events.prune(wm_us - max(self.windows_us))
         if self.label_windows_us:
@@ -366,7 +383,7 @@ class FeatureShard:
         lo, hi = np.searchsorted(self.events.keys, key, "left"), np.searchsorted(self.events.keys, key, "right")
         if hi[0] == lo[0]:
             return None
-        now = np.array([self.latest_us + 1], np.int64)
+        now = np.array([self.clock_us + 1], np.int64)  # just after the stream's latest event
         feats = self._features_at(key, now, None)[0]
         names = self.feature_names[len(self.fields):]
         out: dict[str, Any] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, feats)}
@@ -394,6 +411,7 @@ class FeatureShard:
         """Everything needed to resume exactly here: plain arrays plus a small dict of scalars."""
         return {
             "meta": {"last_batch_id": self.last_batch_id, "latest_us": int(self.latest_us),
+                     "clock_us": int(self.clock_us),
                      "counters": dict(self.counters), "shard_id": self.shard_id},
             "events": self.events.state(),
             "labels": self.labels.state(),
@@ -406,6 +424,7 @@ class FeatureShard:
         meta = snap["meta"]
         self.last_batch_id = int(meta["last_batch_id"])
         self.latest_us = int(meta["latest_us"])
+        self.clock_us = int(meta.get("clock_us", self.latest_us))
         self.counters = Counter(meta["counters"])
         self.events = SeriesStore.from_state(snap["events"], len(self.agg_fields))
         self.labels = SeriesStore.from_state(snap["labels"], 1)
@@ -431,8 +450,8 @@ class FeatureShardActor:
                 self.shard.restore(snap)
                 self.restored_from = self.shard.last_batch_id
 
-    def process(self, batch_id: int, df: pd.DataFrame, watermark: float) -> ShardResult:
-        return self.shard.process(batch_id, df, watermark)
+    def process(self, batch_id: int, df: pd.DataFrame, watermark: float, clock: float | None = None) -> ShardResult:
+        return self.shard.process(batch_id, df, watermark, clock)
 
     def checkpoint(self, checkpoint_id: int, batch_id: int) -> str | None:
         """Write this shard's snapshot for checkpoint ``checkpoint_id`` if it has applied exactly up to

@@ -136,20 +136,20 @@ class SeriesStore:
         comp = group * span + (np.maximum(gt, floor) - floor)  # sorted, since rows are sorted by (key, time)
         base = inv.astype(np.int64) * span - floor
         e = np.searchsorted(comp, base + t, "left")
-        # Shift values by each key's first row so prefix sums stay small (keeps std accurate).
+        # Sums are reduced per range (not as differences of one running sum over every key), so
+        # one key's large values cannot cost another key its precision; values are shifted by the
+        # key's first row so the variance does not cancel.
         first = np.zeros((len(ukeys), k))
         has = lens > 0
         first[has] = gv[(np.cumsum(lens) - lens)[has]]
         shifted = gv - first[group] if len(gv) else gv
-        cs = np.vstack([np.zeros((1, k)), np.cumsum(shifted, axis=0)])
-        cs2 = np.vstack([np.zeros((1, k)), np.cumsum(shifted * shifted, axis=0)])
         out: dict[str, Any] = {"count": [], "sum": [], "mean": [], "std": [], "min": [], "max": []}
         f = first[inv]
         for w in windows_us:
             s = np.maximum(np.searchsorted(comp, base + t - w, "left"), gstart)
             cnt = np.maximum(e - s, 0)
-            ssum = cs[e] - cs[s]
-            ssq = cs2[e] - cs2[s]
+            ssum = np.nan_to_num(_range_reduce(np.add, shifted, s, e))
+            ssq = np.nan_to_num(_range_reduce(np.add, shifted * shifted, s, e))
             c = cnt[:, None].astype(np.float64)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean_shift = np.where(c > 0, ssum / c, np.nan)
@@ -164,8 +164,12 @@ class SeriesStore:
         prev = e - 1
         has_prev = prev >= gstart
         safe = np.where(has_prev, prev, 0)
-        out["last"] = np.where(has_prev[:, None], gv[safe] if len(gv) else np.nan, np.nan)
-        out["age_us"] = np.where(has_prev, t - (gt[safe] if len(gt) else 0), -1)
+        if len(gv):
+            out["last"] = np.where(has_prev[:, None], gv[safe], np.nan)
+            out["age_us"] = np.where(has_prev, t - gt[safe], -1)
+        else:
+            out["last"] = np.full((n, k), np.nan)
+            out["age_us"] = np.full(n, -1, dtype=np.int64)
         return out
 
     def prune(self, horizon_us: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
 from streamfit.errors import ConfigError
 
@@ -116,7 +116,7 @@ class LabelHistoryConfig(_Strict):
     """Features from an entity's own past labels, counting only labels that had arrived before the event."""
 
     enabled: bool = True
-    windows_s: list[float] = Field(default_factory=lambda: [300.0, 3600.0])
+    windows_s: list[PositiveFloat] = Field(default_factory=lambda: [300.0, 3600.0])
 
 
 class FeaturesConfig(_Strict):
@@ -129,7 +129,7 @@ class FeaturesConfig(_Strict):
             FieldSpec(name="x2", min=-50, max=50),
         ]
     )
-    windows_s: list[float] = Field(
+    windows_s: list[PositiveFloat] = Field(
         default_factory=lambda: [300.0, 3600.0], min_length=1,
         description="sliding event-time windows [t - W, t) in seconds",
     )
@@ -152,9 +152,13 @@ class FeaturesConfig(_Strict):
         specs = {f.name: f for f in self.fields}
         for i, agg in enumerate(self.aggregates):
             if agg.field not in specs:
-                raise ValueError(f"aggregates.{i}.field: unknown field {agg.field!r} (fields: {sorted(specs)})")
+                raise ValueError(f"@aggregates.{i}.field: unknown field {agg.field!r} (fields: {sorted(specs)})")
             if not specs[agg.field].required:
-                raise ValueError(f"aggregates.{i}.field: {agg.field!r} must be required to be aggregated")
+                raise ValueError(f"@aggregates.{i}.field: {agg.field!r} must be required to be aggregated")
+        names = self.feature_names()
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"@aggregates: feature names would repeat: {repeated} (same window or aggregate twice?)")
         return self
 
     def aggregated_fields(self) -> list[str]:
@@ -253,8 +257,14 @@ def format_validation_error(err: ValidationError) -> str:
     """Render pydantic errors as 'path.to.field: message' lines."""
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"{path}: {e['msg']}")
+        loc = [str(p) for p in e["loc"]]
+        msg = e["msg"]
+        # Model-level validators name the nested field as "@sub.path: message" (pydantic can only
+        # place their errors at the model); fold that into the path.
+        if "@" in msg and ": " in msg.split("@", 1)[1]:
+            sub, msg = msg.split("@", 1)[1].split(": ", 1)
+            loc += sub.split(".")
+        lines.append(f"{'.'.join(loc) or '(root)'}: {msg}")
     return "\n".join(lines)
 
 

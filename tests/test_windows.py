@@ -1,148 +1,296 @@
-"""Unit tests of actors/windows.py EntityWindows against a pandas reference."""
+"""Unit tests of actors/windows.py (SeriesStore, concat_ranges, to_us) against a pandas reference.
+
+Windows are [t - W, t): strictly before the event, so an event's own values (and those of
+other events at the very same time) are not in its history. pandas' time-based
+``Series.rolling(f"{W}s", closed="left")`` has exactly these semantics, including ties.
+"""
 
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from streamfit.actors.windows import EntityWindows
+from streamfit.actors.windows import US, SeriesStore, concat_ranges, to_us
+
+WINDOWS_S = [30, 300]
+OPS = ["count", "sum", "mean", "std", "min", "max"]
 
 
-def _stream(n: int, n_entities: int, seed: int, integer_gaps: bool) -> pd.DataFrame:
+def _stream(n: int = 3000, n_entities: int = 40, seed: int = 5) -> pd.DataFrame:
+    """Events in arrival order: integer-second times (many ties, many exact window boundaries)."""
     rng = np.random.default_rng(seed)
-    if integer_gaps:
-        # whole seconds: many events fall exactly on a window boundary t - W
-        gaps = rng.integers(1, 5, size=n).astype(float)
-    else:
-        gaps = rng.exponential(1.5, size=n) + 1e-3
-    t = 1_000.0 + np.cumsum(gaps)
-    return pd.DataFrame(
+    # ~0.5 s per event on average in integer seconds -> many events share a second
+    t = 10_000 + np.sort(rng.integers(0, n // 2, size=n))
+    df = pd.DataFrame(
         {
-            "entity": np.array([f"e{k}" for k in rng.integers(0, n_entities, size=n)], dtype=object),
-            "t": t,
-            "a": rng.normal(0, 10, size=n),
-            "b": rng.uniform(-5, 5, size=n),
+            "row": np.arange(n),
+            "key": rng.integers(0, n_entities, size=n).astype(np.uint64) * np.uint64(7919) + np.uint64(3),
+            "t": t.astype(np.int64),
+            # a large offset on one column checks that std stays accurate
+            "a": rng.normal(0.0, 10.0, size=n),
+            "b": 1e6 + rng.normal(0.0, 1.0, size=n),
         }
     )
+    return df
 
 
-def _pandas_reference(df: pd.DataFrame, window_s: float) -> pd.DataFrame:
-    """count and means over (t - W, t] per entity, computed by pandas' time-based rolling."""
-    d = df.copy()
-    d["ts"] = pd.to_datetime(d["t"], unit="s")
-    roll = d.groupby("entity").rolling(f"{int(window_s)}s", on="ts", closed="right")
-    count = roll["a"].count().reset_index(level=0, drop=True)
-    mean_a = roll["a"].mean().reset_index(level=0, drop=True)
-    mean_b = roll["b"].mean().reset_index(level=0, drop=True)
-    return pd.DataFrame({"count": count, "mean_a": mean_a, "mean_b": mean_b}).sort_index()
+def _pandas_reference(df: pd.DataFrame) -> pd.DataFrame:
+    """Per entity, time-based rolling [t - W, t) on a DatetimeIndex; mapped back by the row column."""
+    parts = []
+    df = df.assign(_arrival=np.arange(len(df)))  # df is in arrival order; ties keep it
+    for _, g in df.groupby("key", sort=False):
+        g = g.sort_values(["t", "_arrival"], kind="stable")
+        idx = pd.DatetimeIndex(pd.to_datetime(g["t"].to_numpy(), unit="s"))
+        out = pd.DataFrame({"row": g["row"].to_numpy()})
+        for w in WINDOWS_S:
+            for col in ("a", "b"):
+                s = pd.Series(g[col].to_numpy(), index=idx)
+                r = s.rolling(f"{w}s", closed="left")
+                out[f"count_{w}"] = r.count().fillna(0).to_numpy()
+                for op in ("sum", "mean", "std", "min", "max"):
+                    out[f"{col}_{op}_{w}"] = getattr(r, op)().to_numpy()
+        # previous event of the entity at a strictly earlier time (ties: the one that arrived last)
+        times = g["t"].to_numpy()
+        prev_pos = np.searchsorted(times, times, "left") - 1
+        has = prev_pos >= 0
+        safe = np.where(has, prev_pos, 0)
+        for col in ("a", "b"):
+            out[f"{col}_last"] = np.where(has, g[col].to_numpy()[safe], np.nan)
+        out["age_us"] = np.where(has, (times - times[safe]) * US, -1)
+        parts.append(out)
+    return pd.concat(parts).set_index("row").sort_index()
 
 
-@pytest.mark.parametrize("integer_gaps", [True, False], ids=["boundary-hits", "float-gaps"])
-@pytest.mark.parametrize("window_s", [30.0, 120.0])
-def test_counts_and_means_match_pandas_rolling(integer_gaps, window_s):
-    df = _stream(2000, 30, seed=11, integer_gaps=integer_gaps)
-    ref = _pandas_reference(df, window_s)
-    w = EntityWindows(window_s=window_s, n_values=2)
-    counts, means = [], []
-    for ent, t, a, b in df[["entity", "t", "a", "b"]].itertuples(index=False):
-        c, m = w.update(ent, t, [a, b])
-        counts.append(c)
-        means.append(m)
-    counts = np.array(counts, dtype=float)
-    means = np.array(means)
-    assert np.array_equal(counts, ref["count"].to_numpy())
-    assert np.isclose(means[:, 0], ref["mean_a"].to_numpy()).all()
-    assert np.isclose(means[:, 1], ref["mean_b"].to_numpy()).all()
-    # the windows are genuinely sliding: some counts are > 1 and some events have left
-    assert counts.max() > 1
-    assert (counts < df.groupby("entity").cumcount().to_numpy() + 1).any()
+def _shuffle_within_batches(df: pd.DataFrame, n_batches: int, seed: int = 0) -> pd.DataFrame:
+    """The same events, arriving out of time order inside each batch."""
+    rng = np.random.default_rng(seed)
+    parts = [df.iloc[p].iloc[rng.permutation(len(p))] for p in np.array_split(np.arange(len(df)), n_batches)]
+    return pd.concat(parts, ignore_index=True)
 
 
-def test_window_is_open_at_start_closed_at_end():
-    w = EntityWindows(window_s=10.0, n_values=1)
-    assert w.update("a", 0.0, [1.0]) == (1, [1.0])
-    # event at t=10: the event at exactly t - W = 0 is outside (0, 10]
-    assert w.update("a", 10.0, [3.0]) == (1, [3.0])
-    # two events at the same time are both inside
-    assert w.update("a", 10.0, [5.0]) == (2, [4.0])
+def _feed(df: pd.DataFrame, n_batches: int, prune: bool):
+    """Insert the stream (in arrival order) batch by batch; query each batch's events right after inserting it."""
+    st = SeriesStore(n_values=2)
+    results = []
+    for part in np.array_split(np.arange(len(df)), n_batches):
+        b = df.iloc[part]
+        keys = b["key"].to_numpy(np.uint64)
+        t_us = b["t"].to_numpy(np.int64) * US
+        st.insert(keys, t_us, b[["a", "b"]].to_numpy())
+        q = st.query(keys, t_us, [w * US for w in WINDOWS_S], minmax=True)
+        res = pd.DataFrame({"row": b["row"].to_numpy()})
+        for wi, w in enumerate(WINDOWS_S):
+            res[f"count_{w}"] = q["count"][wi]
+            for ci, col in enumerate(("a", "b")):
+                for op in ("sum", "mean", "std", "min", "max"):
+                    res[f"{col}_{op}_{w}"] = q[op][wi][:, ci]
+        for ci, col in enumerate(("a", "b")):
+            res[f"{col}_last"] = q["last"][:, ci]
+        res["age_us"] = q["age_us"]
+        results.append(res)
+        if prune:
+            # a watermark at this batch's earliest time: every later query is at or after it
+            st.prune(int(t_us.min()) - max(WINDOWS_S) * US)
+    return st, pd.concat(results).set_index("row").sort_index()
 
 
-def test_entities_do_not_mix():
-    w = EntityWindows(window_s=100.0, n_values=1)
-    w.update("a", 1.0, [10.0])
-    assert w.update("b", 2.0, [0.0]) == (1, [0.0])
-    assert w.update("a", 3.0, [20.0]) == (2, [15.0])
-    assert len(w) == 2
+@pytest.mark.parametrize(
+    "n_batches, shuffle_within, prune",
+    [(1, False, False), (7, False, False), (12, True, True)],
+    ids=["one-batch", "seven-batches", "twelve-shuffled-batches-pruned"],
+)
+def test_aggregates_match_pandas_rolling_closed_left(n_batches, shuffle_within, prune):
+    df = _stream()
+    if shuffle_within:
+        df = _shuffle_within_batches(df, n_batches)
+        assert not df["t"].is_monotonic_increasing
+    ref = _pandas_reference(df)
+    _, got = _feed(df, n_batches, prune)
+    assert len(got) == len(df) == len(ref)
+    for w in WINDOWS_S:
+        cnt = got[f"count_{w}"].to_numpy()
+        assert np.array_equal(cnt, ref[f"count_{w}"].to_numpy().astype(np.int64)), f"count over {w}s"
+        for col in ("a", "b"):
+            for op in ("sum", "mean", "std", "min", "max"):
+                exp = ref[f"{col}_{op}_{w}"].to_numpy()
+                if op == "sum":
+                    exp = np.where(cnt == 0, 0.0, exp)  # an empty window sums to 0 (pandas says NaN)
+                g = got[f"{col}_{op}_{w}"].to_numpy()
+                ok = np.isclose(g, exp, rtol=1e-6, atol=1e-9, equal_nan=True)
+                assert ok.all(), (w, col, op, np.flatnonzero(~ok)[:5], g[~ok][:5], exp[~ok][:5])
+    for col in ("a", "b"):
+        assert np.array_equal(got[f"{col}_last"].to_numpy(), ref[f"{col}_last"].to_numpy(), equal_nan=True), col
+    assert np.array_equal(got["age_us"].to_numpy(), ref["age_us"].to_numpy())
+    # the test data really exercises the interesting cases
+    assert (ref["count_30"] == 0).any() and (ref["count_30"] > 3).any()
+    assert (ref["count_300"] > ref["count_30"]).any()
+    assert df.duplicated(["key", "t"]).any(), "ties within an entity"
 
 
-def test_out_of_order_event_sees_only_its_own_past():
-    w = EntityWindows(window_s=10.0, n_values=1)
-    w.update("a", 100.0, [100.0])
-    # an event at t=95 arriving late is aggregated as of t=95: the t=100 event is in its future
-    assert w.update("a", 95.0, [1.0]) == (1, [1.0])
-    assert w.current("a", 100.0) == (2, [50.5])
+def test_event_own_values_and_same_time_events_are_not_in_its_history():
+    st = SeriesStore(n_values=1)
+    k = np.array([1, 1, 1, 1], np.uint64)
+    st.insert(k, np.array([0, 10, 10, 20], np.int64) * US, np.array([[1.0], [2.0], [3.0], [4.0]]))
+    q = st.query(np.array([1, 1, 1], np.uint64), np.array([10, 20, 30], np.int64) * US, [10 * US])
+    # at t=10: [0, 10) holds only the event at 0; at t=20: [10, 20) holds both events at 10 (boundary included)
+    # at t=30: [20, 30) holds the event at 20
+    assert q["count"][0].tolist() == [1, 2, 1]
+    assert q["sum"][0][:, 0].tolist() == [1.0, 5.0, 4.0]
+    assert q["last"][:, 0].tolist() == [1.0, 3.0, 4.0]  # previous event, the later-arrived of a tie
+    assert q["age_us"].tolist() == [10 * US, 10 * US, 10 * US]
 
 
-def test_current_does_not_add_an_event():
-    w = EntityWindows(window_s=10.0, n_values=1)
-    assert w.current("nobody", 5.0) is None
-    w.update("a", 0.0, [4.0])
-    assert w.current("a", 5.0) == (1, [4.0])
-    assert w.current("a", 5.0) == (1, [4.0])
-    count, means = w.current("a", 20.0)
-    assert count == 0 and np.isnan(means[0])
+def test_last_and_age_have_no_age_limit_and_unknown_key_is_empty():
+    st = SeriesStore(n_values=1)
+    st.insert(np.array([5], np.uint64), np.array([0], np.int64), np.array([[7.0]]))
+    q = st.query(np.array([5, 6, 5], np.uint64), np.array([10_000 * US, 10_000 * US, 0], np.int64), [60 * US],
+                 minmax=True)
+    assert q["count"][0].tolist() == [0, 0, 0]
+    assert q["sum"][0][:, 0].tolist() == [0.0, 0.0, 0.0]
+    assert np.isnan(q["mean"][0]).all() and np.isnan(q["min"][0]).all() and np.isnan(q["max"][0]).all()
+    # the previous value is reported however old it is; nothing for an unknown key or before the first event
+    assert q["last"][0, 0] == 7.0 and q["age_us"][0] == 10_000 * US
+    assert np.isnan(q["last"][1, 0]) and q["age_us"][1] == -1
+    assert np.isnan(q["last"][2, 0]) and q["age_us"][2] == -1
 
 
-def test_expire_drops_only_events_that_cannot_be_in_a_future_window():
-    window_s = 30.0
-    df = _stream(2000, 30, seed=3, integer_gaps=True)
-    w = EntityWindows(window_s=window_s, n_values=2)
-    for ent, t, a, b in df[["entity", "t", "a", "b"]].itertuples(index=False):
-        w.update(ent, t, [a, b])
-    keep_all = copy.deepcopy(w)
-    watermark = float(df["t"].iloc[1500])
-    w.expire(watermark)
-
-    # every window at or after the watermark is unchanged by expiry
-    entities = sorted(df["entity"].unique())
-    probe_times = [watermark, watermark + 0.5, watermark + window_s / 2, float(df["t"].max()), watermark + window_s - 1]
-    for ent in entities:
-        for t in probe_times:
-            full = keep_all.current(ent, t)
-            got = w.current(ent, t)
-            if got is None:
-                # forgotten entity: it had nothing that could still be in a window
-                assert full[0] == 0
-                assert (df.loc[df["entity"] == ent, "t"] <= watermark - window_s).all()
-            else:
-                assert got[0] == full[0]
-                assert np.allclose(got[1], full[1], equal_nan=True)
-
-    # memory is actually released: events at or before watermark - W are gone
-    kept = sum(len(st.times) for st in w._state.values())
-    expected = int((df["t"] > watermark - window_s).sum())
-    assert kept == expected
-    assert all(t > watermark - window_s for st in w._state.values() for t in st.times)
-
-    # and new events after expiry aggregate exactly as without it
-    t_new = float(df["t"].max()) + 1.0
-    for ent in entities[:5]:
-        assert w.update(ent, t_new, [1.0, 2.0])[0] == keep_all.update(ent, t_new, [1.0, 2.0])[0]
+def test_keys_do_not_mix():
+    st = SeriesStore(n_values=1)
+    st.insert(np.array([1, 2, 1], np.uint64), np.array([0, 1, 2], np.int64) * US, np.array([[10.0], [99.0], [20.0]]))
+    q = st.query(np.array([1, 2], np.uint64), np.array([3, 3], np.int64) * US, [100 * US], minmax=True)
+    assert q["count"][0].tolist() == [2, 1]
+    assert q["mean"][0][:, 0].tolist() == [15.0, 99.0]
+    assert q["max"][0][:, 0].tolist() == [20.0, 99.0]
+    assert q["last"][:, 0].tolist() == [20.0, 99.0]
+    assert st.n_keys() == 2 and len(st) == 3
 
 
-def test_expire_forgets_idle_entities():
-    w = EntityWindows(window_s=10.0, n_values=1)
-    w.update("old", 0.0, [1.0])
-    w.update("edge", 5.0, [1.0])
-    w.update("new", 20.0, [1.0])
-    w.expire(15.0)  # horizon 5: an event at exactly 5 cannot be in (t - 10, t] for any t >= 15
-    assert w.current("old", 15.0) is None
-    assert w.current("edge", 15.0) is None
-    assert w.current("new", 20.0) == (1, [1.0])
-    assert len(w) == 1
-    w.update("keep", 6.0, [2.0])
-    w.expire(15.0)
-    assert w.current("keep", 15.0) == (1, [2.0])
+def test_std_of_a_key_does_not_depend_on_other_keys_in_the_same_query():
+    # one key with a large spread (amounts in the 1e5 range), one with a small spread
+    rng = np.random.default_rng(0)
+    st = SeriesStore(n_values=1)
+    big = rng.normal(0.0, 1e5, size=(2000, 1))
+    small = 5.0 + rng.normal(0.0, 0.01, size=(50, 1))
+    st.insert(np.full(2000, 1, np.uint64), np.arange(2000) * US, big)
+    st.insert(np.full(50, 2, np.uint64), np.arange(50) * US, small)
+    expected = np.std(small[:, 0], ddof=1)
+    alone = st.query(np.array([2], np.uint64), np.array([100 * US]), [1000 * US])
+    together = st.query(np.array([1, 2], np.uint64), np.array([100 * US, 100 * US]), [1000 * US])
+    assert alone["std"][0][0, 0] == pytest.approx(expected, rel=1e-6)
+    assert together["std"][0][1, 0] == pytest.approx(expected, rel=1e-6)
+    assert together["mean"][0][1, 0] == pytest.approx(small.mean(), rel=1e-9)
+
+
+def test_out_of_order_insert_sees_only_its_own_past():
+    st = SeriesStore(n_values=1)
+    st.insert(np.array([1], np.uint64), np.array([100 * US]), np.array([[100.0]]))
+    st.insert(np.array([1], np.uint64), np.array([95 * US]), np.array([[1.0]]))
+    q = st.query(np.array([1, 1], np.uint64), np.array([95 * US, 101 * US]), [10 * US])
+    assert q["count"][0].tolist() == [0, 2]
+    assert q["mean"][0][1, 0] == pytest.approx(50.5)
+    assert q["last"][:, 0].tolist()[1] == 100.0 and q["age_us"][1] == US
+    assert np.array_equal(st.times, np.array([95, 100]) * US)  # kept sorted by time within the key
+
+
+def test_prune_keeps_reachable_rows_and_each_keys_newest_row():
+    df = _stream(n=3000, n_entities=40, seed=9)
+    # one entity seen only at the start, long before the horizon
+    early = pd.DataFrame({"row": [3000, 3001], "key": np.array([1, 1], np.uint64), "t": [10_000, 10_001],
+                          "a": [5.0, 6.0], "b": [1e6, 1e6]})
+    df = pd.concat([early, df], ignore_index=True)
+    st_full, _ = _feed(df, 1, False)
+    st = SeriesStore.from_state({k: v.copy() for k, v in st_full.state().items()}, 2)
+    wmax = max(WINDOWS_S) * US
+    watermark = int(df["t"].iloc[2000]) * US
+    horizon = watermark - wmax
+    st.prune(horizon)
+
+    # what is left: every row at or after the horizon, plus each key's newest row
+    newest = df.sort_values(["key", "t", "row"]).groupby("key").tail(1)["row"]
+    expected_rows = set(df.loc[df["t"] * US >= horizon, "row"]) | set(newest)
+    assert len(st) == len(expected_rows) < len(df)
+    assert st.n_keys() == df["key"].nunique()
+    # every key keeps its newest row, even idle ones whose newest row is older than the horizon
+    idle = df.groupby("key")["t"].max() * US < horizon
+    assert idle.any(), "the test should include an entity idle since before the horizon"
+    assert st.times[st.keys == 1].tolist() == [10_001 * US] and st.values[st.keys == 1, 0].tolist() == [6.0]
+
+    # queries at or after the watermark are unchanged by pruning (windows, last value and age)
+    keys = np.repeat(df["key"].unique().astype(np.uint64), 4)
+    times = np.tile(np.array([watermark, watermark + 7 * US, int(df["t"].max()) * US, int(df["t"].max() + 400) * US]),
+                    df["key"].nunique())
+    ws = [w * US for w in WINDOWS_S]
+    a, b = st.query(keys, times, ws, minmax=True), st_full.query(keys, times, ws, minmax=True)
+    for wi in range(len(ws)):
+        assert np.array_equal(a["count"][wi], b["count"][wi])
+        for op in ("sum", "mean", "std", "min", "max"):
+            assert np.allclose(a[op][wi], b[op][wi], rtol=1e-9, equal_nan=True), op
+    assert np.array_equal(a["last"], b["last"], equal_nan=True)
+    assert np.array_equal(a["age_us"], b["age_us"])
+
+
+def test_prune_on_empty_store_and_everything_kept():
+    st = SeriesStore(n_values=1)
+    st.prune(10**12)
+    assert len(st) == 0
+    st.insert(np.array([1, 1, 2], np.uint64), np.array([0, 5, 3], np.int64), np.ones((3, 1)))
+    st.prune(-(10**12))
+    assert len(st) == 3
+    st.prune(10**12)  # everything is old: only each key's newest row stays
+    assert st.times.tolist() == [5, 3] and st.keys.tolist() == [1, 2]
+
+
+def test_state_round_trip_gives_identical_arrays_and_answers():
+    df = _stream(n=800, n_entities=20, seed=2)
+    st, _ = _feed(_shuffle_within_batches(df, 4), 4, False)
+    back = SeriesStore.from_state(st.state(), 2)
+    for name in ("keys", "times", "values"):
+        assert np.array_equal(getattr(back, name), getattr(st, name))
+        assert getattr(back, name).dtype == getattr(st, name).dtype
+    keys = df["key"].to_numpy(np.uint64)
+    times = (df["t"].to_numpy(np.int64) + 1) * US
+    ws = [w * US for w in WINDOWS_S]
+    a, b = back.query(keys, times, ws, minmax=True), st.query(keys, times, ws, minmax=True)
+    for wi in range(len(ws)):
+        for op in OPS:
+            assert np.array_equal(a[op][wi], b[op][wi], equal_nan=True), op
+    # the restored store keeps working: a new row lands in the right place
+    back.insert(keys[:1], times[:1], np.array([[1.0, 2.0]]))
+    st.insert(keys[:1], times[:1], np.array([[1.0, 2.0]]))
+    assert np.array_equal(back.times, st.times) and np.array_equal(back.values, st.values)
+
+
+def test_empty_insert_and_empty_query():
+    st = SeriesStore(n_values=2)
+    st.insert(np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros((0, 2)))
+    assert len(st) == 0
+    q = st.query(np.zeros(0, np.uint64), np.zeros(0, np.int64), [US], minmax=True)
+    assert q["count"][0].shape == (0,) and q["age_us"].shape == (0,)
+
+
+@pytest.mark.parametrize("populated", [False, True], ids=["empty-store", "other-keys-only"])
+def test_query_of_unknown_keys_has_one_column_per_value(populated):
+    # ``last`` is documented as (n, k): one column per stored value, nan when the key has no row.
+    st = SeriesStore(n_values=3)
+    if populated:
+        st.insert(np.array([9], np.uint64), np.array([0], np.int64), np.array([[1.0, 2.0, 3.0]]))
+    q = st.query(np.array([1, 2], np.uint64), np.array([5 * US, 6 * US]), [US], minmax=True)
+    assert q["count"][0].tolist() == [0, 0] and q["age_us"].tolist() == [-1, -1]
+    for op in ("sum", "mean", "std", "min", "max"):
+        assert q[op][0].shape == (2, 3), op
+    assert q["last"].shape == (2, 3)
+    assert np.isnan(q["last"]).all()
+
+
+def test_concat_ranges():
+    assert concat_ranges(np.array([0, 5, 2]), np.array([3, 5, 4])).tolist() == [0, 1, 2, 2, 3]
+    assert concat_ranges(np.array([4]), np.array([4])).tolist() == []
+    assert concat_ranges(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []
+
+
+def test_to_us_is_exact_for_float_seconds():
+    assert to_us(1.5) == 1_500_000
+    assert to_us(np.array([0.1, 0.2, 0.3])).tolist() == [100_000, 200_000, 300_000]
+    assert to_us(1_700_000_000.000001) == 1_700_000_000_000_001
+    assert to_us(np.array([1.0])).dtype == np.int64
