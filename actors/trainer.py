@@ -1,23 +1,30 @@
-"""The trainer: keeps a sliding window of labelled rows and refits XGBoost every N new rows.
+"""The trainer: keeps a window of labelled rows, asks the policy when to refit, gates, registers.
 
-``TrainerCore`` holds the logic (unit-tested without Ray); ``TrainerActor`` is the Ray
-shell that also hands every registered version to the RolloutController.
+``TrainerCore`` holds the logic (unit-tested without Ray, and used as-is by the offline
+quality bench); ``TrainerActor`` is the named Ray shell that hands each registered
+candidate to the RolloutController and answers manual refit requests.
+
+Each labelled row is first scored by the live version (its error feeds the drift detector
+and the live-accuracy trigger), then joins the window. A candidate is scored next to the
+live version on the newest held-out slice (time-ordered, never used for its training) and
+registered only if it is not worse by more than the configured margin.
 
 Example:
     >>> import tempfile, numpy as np, pandas as pd
     >>> from streamfit.config import TrainerConfig
     >>> from streamfit.registry import Registry
-    >>> core = TrainerCore(TrainerConfig(refit_every_rows=100, num_boost_round=5), ["a"], Registry(tempfile.mkdtemp()))
-    >>> rng = np.random.default_rng(0); a = rng.normal(size=100)
-    >>> rows = pd.DataFrame({"event_time": np.arange(100.0), "a": a, "label": (a > 0).astype(float)})
-    >>> core.add_rows(rows)
-    1
+    >>> cfg = TrainerConfig(refit_every_rows=200, num_boost_round=5, drift_detector=None, min_rows_between=0)
+    >>> core = TrainerCore(cfg, ["a"], Registry(tempfile.mkdtemp()))
+    >>> rng = np.random.default_rng(0); a = rng.normal(size=200)
+    >>> rows = pd.DataFrame({"event_time": np.arange(200.0), "a": a, "label": (a > 0).astype(float)})
+    >>> core.add_rows(rows), core.history[-1]["reason"], core.history[-1]["accepted"]
+    (1, 'volume', True)
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -27,103 +34,244 @@ import xgboost as xgb
 from streamfit.config import TrainerConfig
 from streamfit.registry import Registry
 from streamfit.schema import EVENT_TIME, LABEL
+from streamfit.actors.drift import psi_by_feature, reference_for, reference_quantiles
+from streamfit.actors.policy import Decision, RefitPolicy
+
+TRAINER_NAME = "streamfit-trainer"
+PSI_EVERY_ROWS = 500
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """Accuracy and logloss of probabilities ``p`` against 0/1 labels ``y``."""
+    """Accuracy, logloss and AUC of probabilities ``p`` against 0/1 labels ``y``."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
     if len(y) == 0:
-        return {"accuracy": float("nan"), "logloss": float("nan"), "n": 0}
-    eps = 1e-7
-    pc = np.clip(p, eps, 1 - eps)
+        return {"accuracy": float("nan"), "logloss": float("nan"), "auc": float("nan"), "n": 0}
+    pc = np.clip(p, 1e-7, 1 - 1e-7)
     return {
         "accuracy": float(((p >= 0.5) == (y >= 0.5)).mean()),
         "logloss": float(-(y * np.log(pc) + (1 - y) * np.log(1 - pc)).mean()),
+        "auc": auc(y, p),
         "n": int(len(y)),
     }
 
 
-class TrainerCore:
-    """Sliding window of training rows; a volume trigger; fit, evaluate on the newest slice, register."""
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (rank statistic, ties averaged); nan with one class only."""
+    y = np.asarray(y) >= 0.5
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = pd.Series(p).rank(method="average").to_numpy()
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
-    def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry: Registry) -> None:
+
+def better_or_close(metric: str, candidate: float, live: float, margin: float) -> bool:
+    """The gate: is the candidate at most ``margin`` worse than live on ``metric``?"""
+    if np.isnan(live):
+        return True
+    if np.isnan(candidate):
+        return False
+    if metric == "logloss":
+        return candidate <= live + margin
+    return candidate >= live - margin
+
+
+Fitter = Callable[[pd.DataFrame, list[str], dict[str, Any], int, xgb.Booster | None], xgb.Booster]
+
+
+def fit_in_process(train: pd.DataFrame, features: list[str], params: dict[str, Any], rounds: int,
+                   base: xgb.Booster | None) -> xgb.Booster:
+    """xgboost.train on one process; continues ``base`` with ``rounds`` new trees when given."""
+    dtrain = xgb.DMatrix(train[features].to_numpy(dtype=float), label=train[LABEL].to_numpy(), feature_names=features)
+    return xgb.train(params, dtrain, num_boost_round=rounds, xgb_model=base)
+
+
+class TrainerCore:
+    """Window of labelled rows + refit policy + validation gate + registration."""
+
+    def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry: Registry | None,
+                 fitter: Fitter | None = None) -> None:
         self.cfg = cfg
         self.feature_names = list(feature_names)
         self.registry = registry
-        self.buffer = pd.DataFrame(columns=[EVENT_TIME, *self.feature_names, LABEL])
-        self.rows_since_refit = 0
+        self.fitter = fitter or fit_in_process
+        self.policy = RefitPolicy(cfg)
+        self.buffer = pd.DataFrame(columns=[EVENT_TIME, *self.feature_names, LABEL], dtype=float)
         self.rows_seen = 0
-        existing = registry.version_numbers()
-        self.parent: int | None = existing[-1] if existing else None
+        self.rows_since_psi = 0
+        self.latest_time = float("-inf")
         self.history: list[dict[str, Any]] = []
+        self.champion: xgb.Booster | None = None
+        self.champion_version: int | None = None
+        self.champion_meta: dict[str, Any] = {}
+        self.versions = 0
+        if registry is not None:
+            live = registry.aliases().get("live") or (registry.version_numbers() or [None])[-1]
+            if live is not None:
+                self.sync_live(live)
 
+    # -- the live version ------------------------------------------------------------------
+    def sync_live(self, version: int) -> None:
+        """Make ``version`` (from the registry) the champion the policy and the gate measure."""
+        if version == self.champion_version or self.registry is None:
+            return
+        booster, meta = self.registry.load(version)
+        self.champion, self.champion_version, self.champion_meta = booster, version, meta
+
+    def _params(self) -> dict[str, Any]:
+        return {"objective": "binary:logistic", "eval_metric": "logloss", "max_depth": self.cfg.max_depth,
+                "eta": self.cfg.eta, "nthread": 1}
+
+    def _predict(self, booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(booster.inplace_predict(frame[self.feature_names].to_numpy(dtype=float)), dtype=float)
+
+    # -- the stream of labelled rows -------------------------------------------------------
     def add_rows(self, rows: pd.DataFrame) -> int | None:
-        """Add labelled rows; refit and return the new version when the volume trigger fires."""
+        """Score with the live version, add to the window, and refit if the policy says so."""
         if rows is None or len(rows) == 0:
             return None
-        part = rows[[EVENT_TIME, *self.feature_names, LABEL]].astype(float)
+        part = rows[[EVENT_TIME, *self.feature_names, LABEL]].astype(float).reset_index(drop=True)
+        errors = None
+        if self.champion is not None:
+            errors = ((self._predict(self.champion, part) >= 0.5) != (part[LABEL].to_numpy() >= 0.5)).astype(float)
+        self.latest_time = max(self.latest_time, float(part[EVENT_TIME].max()))
+        self.policy.observe(len(part), self.latest_time, errors)
         self.buffer = pd.concat([self.buffer, part], ignore_index=True) if len(self.buffer) else part
-        if len(self.buffer) > self.cfg.window_rows:
-            self.buffer = self.buffer.iloc[-self.cfg.window_rows :].reset_index(drop=True)
-        self.rows_since_refit += len(part)
+        keep = max(self.cfg.window_rows, self.cfg.drift_window_rows)
+        if len(self.buffer) > keep:
+            self.buffer = self.buffer.iloc[-keep:].reset_index(drop=True)
         self.rows_seen += len(part)
-        if self.rows_since_refit >= self.cfg.refit_every_rows:
-            return self.refit(trigger="volume")
-        return None
+        self.rows_since_psi += len(part)
+        reference = self.champion_meta.get("reference")
+        if reference and self.cfg.psi_above is not None and self.rows_since_psi >= PSI_EVERY_ROWS:
+            self.policy.observe_psi(psi_by_feature(reference, self.buffer.iloc[-self.rows_since_psi:]))
+            self.rows_since_psi = 0
+        decision = self.policy.decide(self.latest_time, self._trees(self.champion))
+        return self.refit(decision) if decision is not None else None
 
-    def refit(self, trigger: str) -> int | None:
-        """Fit on the window (newest slice held out), register the booster, return its version."""
-        data = self.buffer.sort_values(EVENT_TIME, kind="stable")
-        if len(data) < 10 or data[LABEL].nunique() < 2:
-            return None
+    def request_refit(self, reason: str = "manual") -> int | None:
+        """An operator's refit: runs now (the gate still applies)."""
+        self.policy.request(reason)
+        decision = self.policy.decide(self.latest_time, self._trees(self.champion))
+        return self.refit(decision) if decision is not None else None
+
+    @staticmethod
+    def _trees(booster: xgb.Booster | None) -> int | None:
+        return None if booster is None else booster.num_boosted_rounds()
+
+    # -- one refit -----------------------------------------------------------------------
+    def refit(self, decision: Decision) -> int | None:
+        """Fit a candidate as decided, gate it against the live version, register it if it passes."""
         started = time.time()
+        self.policy.refitted(self.latest_time)
+        data = self.buffer.iloc[-decision.window_rows:]
+        if self.cfg.window_s is not None and len(data):
+            data = data[data[EVENT_TIME] >= self.latest_time - self.cfg.window_s]
+        data = data.sort_values(EVENT_TIME, kind="stable")
         n_hold = max(1, int(len(data) * self.cfg.holdout_fraction))
         train, hold = data.iloc[:-n_hold], data.iloc[-n_hold:]
-        params = {
-            "objective": "binary:logistic",
-            "eval_metric": "logloss",
-            "max_depth": self.cfg.max_depth,
-            "eta": self.cfg.eta,
-            "nthread": 1,
-        }
-        dtrain = xgb.DMatrix(train[self.feature_names].to_numpy(), label=train[LABEL].to_numpy(),
-                             feature_names=self.feature_names)
-        booster = xgb.train(params, dtrain, num_boost_round=self.cfg.num_boost_round)
-        metrics = binary_metrics(hold[LABEL].to_numpy(), booster.inplace_predict(hold[self.feature_names].to_numpy()))
+        record: dict[str, Any] = {"reason": decision.reason, "strategy": decision.strategy, "rows": len(train),
+                                  "event_time": self.latest_time, "accepted": False, "version": None}
+        if len(train) < 10 or train[LABEL].nunique() < 2:
+            record["why"] = "too few rows or one class"
+            self.history.append(record)
+            return None
+        base, rounds = None, self.cfg.num_boost_round
+        if decision.strategy == "incremental" and self.champion is not None:
+            base, rounds = self.champion, self.cfg.incremental_trees
+            train = train.iloc[-max(self.policy.cfg.min_rows_between, len(train) // 4):]
+        candidate = self.fitter(train, self.feature_names, self._params(), rounds, base)
+        y = hold[LABEL].to_numpy()
+        cand_scores = binary_metrics(y, self._predict(candidate, hold))
+        live_scores = binary_metrics(y, self._predict(self.champion, hold)) if self.champion is not None else None
+        metric = self.cfg.gate_metric
+        record.update(candidate=cand_scores, live=live_scores, fit_seconds=round(time.time() - started, 3))
+        passed = live_scores is None or better_or_close(metric, cand_scores[metric], live_scores[metric],
+                                                        self.cfg.gate_margin)
+        if not passed:
+            record["why"] = (f"gate: candidate {metric} {cand_scores[metric]:.4f} vs live "
+                             f"{live_scores[metric]:.4f} (margin {self.cfg.gate_margin})")
+            if self.registry is not None:
+                self.registry.audit("gate_rejected", actor="trainer", reason=record["why"],
+                                    trigger=decision.reason, candidate=cand_scores, live=live_scores,
+                                    live_version=self.champion_version)
+            self.history.append(record)
+            return None
         meta = {
             "features": self.feature_names,
-            "metrics": {"holdout": metrics},
+            "metrics": {"holdout": cand_scores, "live_on_holdout": live_scores, "gate_metric": metric},
             "rows": int(len(train)),
-            "window": {"start": float(data[EVENT_TIME].iloc[0]), "end": float(data[EVENT_TIME].iloc[-1])},
-            "trigger": trigger,
-            "parent": self.parent,
+            "window": {"start": float(train[EVENT_TIME].iloc[0]), "end": float(train[EVENT_TIME].iloc[-1])},
+            "trigger": decision.reason,
+            "strategy": decision.strategy if base is not None else "full",
+            "trees": candidate.num_boosted_rounds(),
+            "parent": self.champion_version,
             "trainer": self.cfg.model_dump(),
-            "fit_seconds": round(time.time() - started, 3),
+            "reference": reference_for(train, self.feature_names),
+            "reference_prediction": reference_quantiles(self._predict(candidate, train)),
+            "fit_seconds": record["fit_seconds"],
         }
-        version = self.registry.register(booster, meta)
-        self.parent = version
-        self.rows_since_refit = 0
-        self.history.append({"version": version, "trigger": trigger, **metrics})
+        if self.registry is not None:
+            version = self.registry.register(candidate, meta)
+            self.registry.set_alias("candidate", version, actor="trainer", reason=decision.reason)
+        else:
+            self.versions += 1
+            version = self.versions
+        # The new version will go live (the rollout controller says otherwise through sync_live).
+        self.champion, self.champion_version, self.champion_meta = candidate, version, meta
+        record.update(accepted=True, version=version)
+        self.history.append(record)
         return version
 
     def stats(self) -> dict[str, Any]:
-        """Rows seen, rows buffered and the refit history."""
-        return {"rows_seen": self.rows_seen, "rows_buffered": len(self.buffer), "refits": list(self.history)}
+        """Rows seen, window size, live accuracy, and every refit attempt with its reason and scores."""
+        return {"rows_seen": self.rows_seen, "rows_buffered": len(self.buffer),
+                "live_version": self.champion_version, "live_accuracy": self.policy.live_accuracy(),
+                "refits": [r for r in self.history if r["accepted"]],
+                "rejected": [r for r in self.history if not r["accepted"]]}
 
 
 @ray.remote(max_restarts=-1)
 class TrainerActor:
-    """Ray actor around TrainerCore; sends each new version to the rollout controller."""
+    """Named Ray actor around TrainerCore; sends each registered candidate to the rollout controller."""
 
     def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry_uri: str,
                  controller_name: str | None, namespace: str | None) -> None:
-        self.core = TrainerCore(cfg, feature_names, Registry(registry_uri))
+        fitter = None
+        if cfg.distributed_above_rows is not None:
+            from streamfit.actors.distributed_fit import fit_distributed
+
+            def fitter(train, features, params, rounds, base):  # noqa: ANN001
+                if base is None and len(train) > cfg.distributed_above_rows:
+                    return fit_distributed(train, features, LABEL, params, rounds, cfg.distributed_workers)
+                return fit_in_process(train, features, params, rounds, base)
+
+        self.core = TrainerCore(cfg, feature_names, Registry(registry_uri), fitter)
         self.controller = ray.get_actor(controller_name, namespace=namespace) if controller_name else None
+        self._alias_checked = 0.0
+
+    def _follow_live(self) -> None:
+        if time.time() - self._alias_checked < 2.0:
+            return
+        self._alias_checked = time.time()
+        live = self.core.registry.aliases().get("live")
+        if live is not None:
+            self.core.sync_live(live)
+
+    def _hand_over(self, version: int | None) -> int | None:
+        if version is not None and self.controller is not None:
+            self.controller.deploy.remote(version, f"refit ({self.core.history[-1]['reason']})")
+        return version
 
     def add_rows(self, rows: pd.DataFrame) -> int | None:
-        version = self.core.add_rows(rows)
-        if version is not None and self.controller is not None:
-            self.controller.deploy.remote(version, f"refit ({self.core.history[-1]['trigger']})")
-        return version
+        self._follow_live()
+        return self._hand_over(self.core.add_rows(rows))
+
+    def request_refit(self, reason: str = "manual") -> dict[str, Any]:
+        self._follow_live()
+        version = self._hand_over(self.core.request_refit(reason))
+        return {"version": version, "attempt": self.core.history[-1] if self.core.history else None}
 
     def stats(self) -> dict[str, Any]:
         return self.core.stats()

@@ -66,32 +66,50 @@ def run(
         pipe.stop(shutdown_ray=address is None)
 
 
+URL_OPTION = typer.Option("http://127.0.0.1:8000", "--url", help="streamfit HTTP API (local or remote)")
+
+
+def _client(url: str):
+    from streamfit.scripts.control import ControlClient
+
+    return ControlClient(url)
+
+
+def _control(call):
+    from streamfit.scripts.control import ControlError
+
+    try:
+        return call()
+    except ControlError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(1) from None
+
+
 @app.command()
-def models(url: str = typer.Option("http://127.0.0.1:8000", help="streamfit HTTP API")) -> None:
+def models(url: str = URL_OPTION) -> None:
     """List registered versions as a table (from GET /models)."""
-    import httpx
     from rich.table import Table
 
-    body = httpx.get(f"{url.rstrip('/')}/models", timeout=10).raise_for_status().json()
+    body = _control(lambda: _client(url).models())
     aliases = body.get("aliases", {})
     t = Table(title="model versions")
-    for col in ("version", "aliases", "trigger", "rows", "holdout accuracy", "parent"):
+    for col in ("version", "aliases", "trigger", "strategy", "rows", "trees", "holdout accuracy", "parent"):
         t.add_column(col)
     for m in body["versions"]:
         acc = m.get("metrics", {}).get("holdout", {}).get("accuracy")
         names = ",".join(a for a, v in aliases.items() if v == m["version"])
-        t.add_row(str(m["version"]), names, str(m.get("trigger", "")), str(m.get("rows", "")),
+        t.add_row(str(m["version"]), names, str(m.get("trigger", "")), str(m.get("strategy", "")),
+                  str(m.get("rows", "")), str(m.get("trees", "")),
                   f"{acc:.3f}" if acc is not None else "", str(m.get("parent") or ""))
     console.print(t)
 
 
 @app.command()
-def status(url: str = typer.Option("http://127.0.0.1:8000", help="streamfit HTTP API")) -> None:
+def status(url: str = URL_OPTION) -> None:
     """Slots, versions, weights and replicas (from GET /traffic)."""
-    import httpx
     from rich.table import Table
 
-    body = httpx.get(f"{url.rstrip('/')}/traffic", timeout=10).raise_for_status().json()
+    body = _control(lambda: _client(url).traffic())
     t = Table(title=f"traffic (revision {body['revision']}, flips {body['flips']})")
     for col in ("slot", "version", "weight %", "live"):
         t.add_column(col)
@@ -100,6 +118,17 @@ def status(url: str = typer.Option("http://127.0.0.1:8000", help="streamfit HTTP
     console.print(t)
     for rid, held in body.get("replicas", {}).items():
         console.print(f"replica {rid}: holds blue v{held.get('blue')} green v{held.get('green')}")
+
+
+@app.command()
+def retrain(url: str = URL_OPTION, reason: str = typer.Option("manual", help="recorded with the refit")) -> None:
+    """Ask for a refit now (POST /retrain; needs STREAMFIT_ADMIN_TOKEN). The validation gate still applies."""
+    body = _control(lambda: _client(url).retrain(reason))
+    attempt = body.get("attempt") or {}
+    if body.get("version") is not None:
+        console.print(f"registered v{body['version']} ({attempt.get('reason')}); the rollout controller deploys it")
+    else:
+        console.print(f"no new version: {attempt.get('why', 'nothing to train on yet')}")
 
 
 bench_app = typer.Typer(help="Benchmarks: ratios against a baseline measured in the same run.", no_args_is_help=True)

@@ -32,7 +32,7 @@ def progress_table(stats: dict[str, Any], load: dict[str, Any], elapsed: float, 
     t.add_row("versions trained", str(len(trainer["refits"])))
     last = trainer["refits"][-1] if trainer["refits"] else None
     if last:
-        t.add_row("last refit", f"v{last['version']} ({last['trigger']}), holdout accuracy {last['accuracy']:.3f}")
+        t.add_row("last refit", f"v{last['version']} ({last['reason']}), holdout accuracy {last['candidate']['accuracy']:.3f}")
     t.add_row("live", f"{live} = v{traffic['slots'][live]}" if traffic["slots"][live] else "(no model yet)")
     t.add_row("slots", f"blue v{traffic['slots']['blue']} {traffic['weights']['blue']}%  ·  "
                        f"green v{traffic['slots']['green']} {traffic['weights']['green']}%")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from streamfit.registry import Registry
 from streamfit.actors.coordinator import CoordinatorActor
 from streamfit.actors.feature_shard import FeatureShardActor, shard_name
 from streamfit.actors.rollout import CONTROLLER_NAME, RolloutControllerActor
-from streamfit.actors.trainer import TrainerActor
-from streamfit.serve.app import APP_NAME, build_router
+from streamfit.actors.trainer import TRAINER_NAME, TrainerActor
+from streamfit.serve.app import ADMIN_TOKEN_ENV, APP_NAME, build_router
 
 NAMESPACE = "streamfit"
 
@@ -52,6 +53,8 @@ def start_ray(cfg: Config, address: str | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.update(serve_environment(cfg.serving.fast_ingress))
+    # Serve replicas inherit the environment of the Ray processes started here.
+    os.environ.setdefault(ADMIN_TOKEN_ENV, secrets.token_urlsafe(24))
     if address:
         ray.init(address=address, namespace=NAMESPACE)
     else:
@@ -101,7 +104,7 @@ class Pipeline:
         controller = RolloutControllerActor.options(
             name=CONTROLLER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
         ).remote(registry_uri, cfg.serving.flip_timeout_s)
-        trainer = TrainerActor.options(num_cpus=cfg.trainer.num_cpus).remote(
+        trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus).remote(
             cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE
         )
         shards, coordinator = start_data_plane(cfg, trainer)

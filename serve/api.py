@@ -1,12 +1,12 @@
 """The HTTP API (FastAPI): request/response models and routes, independent of Ray.
 
-``build_api`` takes a ``RouterCore`` and callables for the parts that live elsewhere
-(model list, traffic state), so it can be tested with FastAPI's TestClient alone.
+``build_api`` takes a ``RouterCore`` and a ``Backend`` for the parts that live elsewhere
+(registry, controller, shards, trainer), so it can be tested with FastAPI's TestClient alone.
 
 Example:
     >>> from streamfit.serve.router import RouterCore
     >>> from fastapi.testclient import TestClient
-    >>> client = TestClient(build_api(RouterCore(["a", "b"]), models=lambda: {"versions": []}))
+    >>> client = TestClient(build_api(RouterCore(["a", "b"])))
     >>> r = client.post("/predict", json={"features": {"a": 1.0}})
     >>> r.status_code, r.json()["detail"][0]["loc"]
     (422, ['body', 'features', 'b'])
@@ -14,10 +14,11 @@ Example:
 
 
 import asyncio
+import hmac
 from typing import Any, Awaitable, Callable
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -84,13 +85,69 @@ class IngestResponse(BaseModel):
     rejected: list[dict[str, Any]]
 
 
-def build_api(core: RouterCore, models: Callable[[], Any], traffic: Callable[[], Awaitable[Any]] | None = None,
-              features: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
-              ingest: Callable[[Any], Awaitable[tuple[int, int]]] | None = None,
-              features_cfg: FeaturesConfig | None = None, title: str = "streamfit") -> FastAPI:
-    """FastAPI app serving /predict, /healthz, /models, and /traffic, /features, /ingest when given."""
+class Backend:
+    """What the HTTP API needs from the rest of the system; the Serve Router implements it.
+
+    Every method may be left unimplemented: the matching endpoint then answers 501.
+    """
+
+    def models(self) -> dict[str, Any]:
+        """Registered versions and aliases (blocking: called in a thread)."""
+        raise NotImplementedError
+
+    async def traffic(self) -> dict[str, Any]:
+        """Desired and actual serving state."""
+        raise NotImplementedError
+
+    async def features(self, entity: str) -> dict[str, Any] | None:
+        """An entity's current features, None if unknown."""
+        raise NotImplementedError
+
+    async def ingest(self, rows: Any) -> tuple[int, int]:
+        """Append validated rows to the ingest log; (accepted, duplicates)."""
+        raise NotImplementedError
+
+    async def retrain(self, reason: str) -> dict[str, Any]:
+        """Ask the trainer for a refit now."""
+        raise NotImplementedError
+
+
+class RetrainRequest(BaseModel):
+    """Why an operator asks for a refit (recorded with the version)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("manual", max_length=500)
+
+
+def admin_guard(token: str | None) -> Callable[..., Awaitable[None]]:
+    """A FastAPI dependency: 401 without a bearer token, 403 with a wrong one (compared in constant time)."""
+
+    async def check(authorization: str | None = Header(None)) -> None:
+        if not token:
+            raise HTTPException(status_code=503, detail="admin endpoints are off: set STREAMFIT_ADMIN_TOKEN")
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(status_code=401, detail="missing bearer token (Authorization: Bearer <token>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(authorization[7:].strip().encode(), token.encode()):
+            raise HTTPException(status_code=403, detail="wrong admin token")
+
+    return check
+
+
+async def _call(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    try:
+        return await fn(*args)
+    except NotImplementedError:
+        raise HTTPException(status_code=501, detail="not available in this deployment") from None
+
+
+def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: FeaturesConfig | None = None,
+              admin_token: str | None = None, ingest_enabled: bool = False, title: str = "streamfit") -> FastAPI:
+    """The FastAPI app: prediction, ingestion, features, models, traffic and admin endpoints."""
+    backend = backend or Backend()
     app = FastAPI(title=title, description="Fresh XGBoost models on streams, served blue-green on Ray Serve.")
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    admin = [Depends(admin_guard(admin_token))]
     Row = row_model(core.feature_names)
 
     class PredictRequest(BaseModel):
@@ -131,35 +188,42 @@ def build_api(core: RouterCore, models: Callable[[], Any], traffic: Callable[[],
     @app.get("/models")
     async def list_models() -> Any:
         """Registered versions with metrics, triggers and aliases."""
-        return await asyncio.to_thread(models)
+        try:
+            return await asyncio.to_thread(backend.models)
+        except NotImplementedError:
+            raise HTTPException(status_code=501, detail="not available in this deployment") from None
 
-    if traffic is not None:
-        @app.get("/traffic")
-        async def get_traffic() -> Any:
-            """Desired split and slot versions, and what each Router replica holds."""
-            return await traffic()
+    @app.get("/traffic")
+    async def get_traffic() -> Any:
+        """Desired split and slot versions, and what each Router replica holds."""
+        return await _call(backend.traffic)
 
-    if features is not None:
-        @app.get("/features/{entity}")
-        async def get_features(entity: str) -> Any:
-            """The entity's current window aggregates and label history, from the shard that owns it."""
-            found = await features(entity)
-            if found is None:
-                raise HTTPException(status_code=404, detail=f"unknown entity {entity!r}")
-            return {"entity": entity, "features": found}
+    @app.get("/features/{entity}")
+    async def get_features(entity: str) -> Any:
+        """The entity's current window aggregates and label history, from the shard that owns it."""
+        found = await _call(backend.features, entity)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"unknown entity {entity!r}")
+        return {"entity": entity, "features": found}
 
-    if ingest is not None and features_cfg is not None:
-        @app.post("/ingest", response_model=IngestResponse)
-        async def post_ingest(req: IngestRequest) -> IngestResponse:
-            """Push events and labels; invalid rows are rejected with a reason, the rest are accepted."""
-            df = ingest_frame(req.events)
-            _, reason = validate(df, features_cfg)
-            bad = reason != ""
-            rejected = [{"index": int(i), "event_id": _json_safe(df["event_id"].iloc[i]) if "event_id" in df else None,
-                         "reason": str(reason[i])} for i in np.flatnonzero(bad)]
-            if bad.all():
-                raise HTTPException(status_code=422, detail={"message": "every row was rejected", "rejected": rejected})
-            accepted, dups = await ingest(df[~bad].reset_index(drop=True))
-            return IngestResponse(accepted=accepted, duplicates=dups, rejected=rejected)
+    @app.post("/ingest", response_model=IngestResponse)
+    async def post_ingest(req: IngestRequest) -> IngestResponse:
+        """Push events and labels (stream.source: http); invalid rows are rejected with a reason."""
+        if not ingest_enabled or features_cfg is None:
+            raise HTTPException(status_code=409, detail="ingest is off: this deployment reads another source")
+        df = ingest_frame(req.events)
+        _, reason = validate(df, features_cfg)
+        bad = reason != ""
+        rejected = [{"index": int(i), "event_id": _json_safe(df["event_id"].iloc[i]) if "event_id" in df else None,
+                     "reason": str(reason[i])} for i in np.flatnonzero(bad)]
+        if bad.all():
+            raise HTTPException(status_code=422, detail={"message": "every row was rejected", "rejected": rejected})
+        accepted, dups = await _call(backend.ingest, df[~bad].reset_index(drop=True))
+        return IngestResponse(accepted=accepted, duplicates=dups, rejected=rejected)
+
+    @app.post("/retrain", dependencies=admin)
+    async def post_retrain(req: RetrainRequest | None = None) -> Any:
+        """Refit now (the validation gate still applies); answers with the new version or why there is none."""
+        return await _call(backend.retrain, (req.reason if req else "manual") or "manual")
 
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import ray
@@ -23,17 +24,19 @@ from streamfit.actors.feature_shard import shard_name
 from streamfit.actors.ingest import INGEST_NAME
 from streamfit.registry import Registry
 from streamfit.actors.rollout import CONTROLLER_NAME
-from streamfit.serve.api import build_api
+from streamfit.serve.api import Backend, build_api
+from streamfit.actors.trainer import TRAINER_NAME
 from streamfit.serve.router import RouterCore
 from streamfit.serve.slots import ModelSlot
 
 log = logging.getLogger("streamfit.serve")
 APP_NAME = "streamfit"
+ADMIN_TOKEN_ENV = "STREAMFIT_ADMIN_TOKEN"
 
 
 @serve.deployment(name="Router")
 @serve.ingress()
-class Router:
+class Router(Backend):
     """Ingress deployment: HTTP API + blue/green slots inside every replica."""
 
     async def __init__(self, registry_uri: str, features: dict[str, Any], num_shards: int, ingest: bool,
@@ -49,15 +52,19 @@ class Router:
         self._task = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_api(self.core, models=self._models, traffic=self._traffic, features=self._features,
-                         ingest=self._ingest if self.ingest_enabled else None, features_cfg=self.features_cfg)
+        return build_api(self.core, self, self.features_cfg, admin_token=os.environ.get(ADMIN_TOKEN_ENV),
+                         ingest_enabled=self.ingest_enabled)
 
-    async def _features(self, entity: str) -> dict[str, Any] | None:
+    async def features(self, entity: str) -> dict[str, Any] | None:
         owner = int(shard_of(np.array([entity], dtype=object), self.num_shards)[0])
         shard = ray.get_actor(shard_name(owner), namespace=self.namespace)
         return await shard.features.remote(entity)
 
-    async def _ingest(self, rows: Any) -> tuple[int, int]:
+    async def retrain(self, reason: str) -> dict[str, Any]:
+        trainer = ray.get_actor(TRAINER_NAME, namespace=self.namespace)
+        return await trainer.request_refit.remote(f"manual: {reason}" if reason != "manual" else "manual")
+
+    async def ingest(self, rows: Any) -> tuple[int, int]:
         buffer = ray.get_actor(INGEST_NAME, namespace=self.namespace)
         return await buffer.append.remote(rows)
 
@@ -65,10 +72,10 @@ class Router:
         booster, meta = self.registry.load(version)
         return ModelSlot.from_registry(slot, version, booster, meta, self.core.feature_names)
 
-    def _models(self) -> dict[str, Any]:
+    def models(self) -> dict[str, Any]:
         return {"versions": self.registry.list_versions(), "aliases": self.registry.aliases()}
 
-    async def _traffic(self) -> dict[str, Any]:
+    async def traffic(self) -> dict[str, Any]:
         return await self.controller.status.remote()
 
     async def _reconcile_forever(self) -> None:

@@ -194,15 +194,40 @@ class ShardsConfig(_Strict):
 
 
 class TrainerConfig(_Strict):
-    """When and how the trainer refits XGBoost."""
+    """When and how the trainer refits XGBoost, and the gate a candidate must pass."""
 
-    refit_every_rows: int = Field(8000, gt=0)
-    window_rows: int = Field(16000, gt=0, description="train on the newest N labelled rows")
+    # -- triggers (any that is set can fire; each refit records which one did) --
+    refit_every_rows: int | None = Field(8000, gt=0, description="volume: after N new labelled rows")
+    refit_every_s: float | None = Field(None, gt=0, description="time: after N seconds of event time")
+    accuracy_below: float | None = Field(
+        None, gt=0, lt=1, description="performance: live version's accuracy on the newest labelled rows below this"
+    )
+    accuracy_window: int = Field(1000, gt=0, description="labelled rows the live accuracy is measured over")
+    drift_detector: Literal["page_hinkley", "adwin"] | None = Field(
+        "page_hinkley", description="drift: a detector on the live version's error stream"
+    )
+    psi_above: float | None = Field(None, gt=0, description="drift: any feature's PSI against the live reference above this")
+    min_rows_between: int = Field(500, ge=0, description="no automatic refit before this many new rows")
+    # -- how --
+    strategy: Literal["full", "incremental"] = "full"
+    window_rows: int = Field(16000, gt=0, description="full refit on the newest N labelled rows")
+    window_s: float | None = Field(None, gt=0, description="... and at most the newest N seconds of event time")
+    drift_window_rows: int = Field(3000, gt=0, description="after a drift alarm, refit on only the newest N rows")
+    incremental_trees: int = Field(10, gt=0, description="trees added per incremental update")
+    max_trees: int = Field(300, gt=0, description="an incremental update past this many trees is a full refit")
+    # -- gate --
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    gate_metric: Literal["logloss", "auc", "accuracy"] = "logloss"
+    gate_margin: float = Field(0.0, ge=0, description="a candidate may be worse than live by at most this")
+    # -- the model --
     num_boost_round: int = Field(60, gt=0)
     max_depth: int = Field(5, gt=0)
     eta: float = Field(0.2, gt=0)
     num_cpus: float = Field(0.5, ge=0, description="CPUs reserved for the trainer actor")
+    distributed_above_rows: int | None = Field(
+        None, gt=0, description="fit with Ray Train's XGBoostTrainer when the training set is larger"
+    )
+    distributed_workers: int = Field(2, gt=0)
 
 
 class ServingConfig(_Strict):

@@ -8,7 +8,28 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from streamfit.serve.api import build_api
+from streamfit.serve.api import Backend, build_api
+
+
+class FakeBackend(Backend):
+    """Only what these tests need; the rest answers 501."""
+
+    def __init__(self, traffic=None, retrain=None):
+        self._traffic = traffic
+        self._retrain = retrain
+
+    def models(self):
+        return MODELS
+
+    async def traffic(self):
+        if self._traffic is None:
+            raise NotImplementedError
+        return self._traffic
+
+    async def retrain(self, reason):
+        if self._retrain is None:
+            raise NotImplementedError
+        return self._retrain(reason)
 from streamfit.serve.router import RouterCore
 from streamfit.serve.slots import ModelSlot
 
@@ -38,7 +59,7 @@ def _client(loaded: bool) -> tuple[TestClient, RouterCore]:
         core.desired_versions["green"] = 3
         core.weights = {"blue": 0, "green": 100}
     # raise_server_exceptions=False: a server error shows as the 500 a user would get
-    return TestClient(build_api(core, models=lambda: MODELS), raise_server_exceptions=False), core
+    return TestClient(build_api(core, FakeBackend()), raise_server_exceptions=False), core
 
 
 @pytest.fixture
@@ -224,16 +245,26 @@ def test_models_route(loaded):
     assert r.json() == MODELS
 
 
-def test_traffic_route_only_when_given():
+def test_traffic_route_answers_501_without_a_backend_and_the_state_with_one():
     core = RouterCore(FEATURES)
-    client = TestClient(build_api(core, models=lambda: MODELS))
-    assert client.get("/traffic").status_code == 404
-
-    async def traffic():
-        return {"weights": {"blue": 95, "green": 5}}
-
-    client = TestClient(build_api(core, models=lambda: MODELS, traffic=traffic))
+    client = TestClient(build_api(core, FakeBackend()))
+    assert client.get("/traffic").status_code == 501
+    client = TestClient(build_api(core, FakeBackend(traffic={"weights": {"blue": 95, "green": 5}})))
     assert client.get("/traffic").json() == {"weights": {"blue": 95, "green": 5}}
+
+
+def test_retrain_needs_the_admin_token():
+    calls = []
+    backend = FakeBackend(retrain=lambda reason: calls.append(reason) or {"version": 3})
+    client = TestClient(build_api(RouterCore(FEATURES), backend, admin_token="s3cret"))
+    assert client.post("/retrain").status_code == 401
+    assert client.post("/retrain", headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert client.post("/retrain", headers={"Authorization": "Basic s3cret"}).status_code == 401
+    r = client.post("/retrain", json={"reason": "new data"}, headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200 and r.json() == {"version": 3}
+    assert calls == ["new data"]
+    off = TestClient(build_api(RouterCore(FEATURES), backend, admin_token=None))
+    assert off.post("/retrain", headers={"Authorization": "Bearer s3cret"}).status_code == 503
 
 
 def test_openapi_lists_feature_fields(loaded):

@@ -1,0 +1,138 @@
+"""When to refit, and how: the refit policy (plain Python, the same code online and in the replay bench).
+
+Triggers, all combinable; each refit records the one that fired:
+
+- ``manual``      — an operator asked (``POST /retrain``, ``streamfit retrain``);
+- ``drift``       — a detector (Page-Hinkley or ADWIN, from River) on the live version's
+                    error stream raised an alarm;
+- ``performance`` — the live version's accuracy over the newest labelled rows fell below a threshold;
+- ``psi``         — some feature's PSI against the live version's reference exceeded a threshold;
+- ``time``        — this much event time passed since the last refit;
+- ``volume``      — this many new labelled rows arrived since the last refit.
+
+Strategies: ``full`` (refit on a sliding window; on the newest rows only after a drift
+alarm) or ``incremental`` (continue the live booster with new trees; a full refit once the
+tree count would pass ``max_trees``).
+
+Example:
+    >>> from streamfit.config import TrainerConfig
+    >>> p = RefitPolicy(TrainerConfig(refit_every_rows=100, drift_detector=None, min_rows_between=0))
+    >>> p.observe(60, event_time=10.0); p.decide(10.0) is None
+    True
+    >>> p.observe(60, event_time=20.0); p.decide(20.0)
+    Decision(reason='volume', strategy='full', window_rows=16000)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from river import drift as river_drift
+
+from streamfit.config import TrainerConfig
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A refit to do now: why, and how."""
+
+    reason: str
+    strategy: str
+    window_rows: int
+
+
+class RefitPolicy:
+    """Decides when to refit from labelled rows, the live version's errors, PSI, time and requests."""
+
+    def __init__(self, cfg: TrainerConfig) -> None:
+        self.cfg = cfg
+        self.rows_since = 0
+        self.last_refit_time: float | None = None
+        self.recent_errors: deque[float] = deque(maxlen=cfg.accuracy_window)
+        self.detector = self._new_detector()
+        self.drift_alarm = False
+        self.psi_alarm: str | None = None
+        self.manual: str | None = None
+
+    def _new_detector(self):
+        if self.cfg.drift_detector == "page_hinkley":
+            # Errors are 0/1: a rise in the mean error is what matters ("up" mode).
+            return river_drift.PageHinkley(min_instances=100, delta=0.005, threshold=25.0, mode="up")
+        if self.cfg.drift_detector == "adwin":
+            return river_drift.ADWIN(delta=0.002)
+        return None
+
+    def observe(self, n_rows: int, event_time: float, errors: np.ndarray | None = None) -> None:
+        """New labelled rows; ``errors`` (1 = the live version got it wrong) when a version is live."""
+        self.rows_since += n_rows
+        if self.last_refit_time is None:
+            self.last_refit_time = event_time
+        if errors is not None and len(errors):
+            self.recent_errors.extend(float(e) for e in errors)
+            if self.detector is not None and not self.drift_alarm:
+                for e in errors:
+                    self.detector.update(float(e))
+                    if self.detector.drift_detected:
+                        self.drift_alarm = True
+                        break
+
+    def observe_psi(self, psi_by_feature: dict[str, float]) -> None:
+        """PSI of recent rows against the live version's reference."""
+        if self.cfg.psi_above is None or not psi_by_feature:
+            return
+        feature, value = max(psi_by_feature.items(), key=lambda kv: kv[1])
+        if value > self.cfg.psi_above:
+            self.psi_alarm = f"{feature} PSI {value:.2f}"
+
+    def request(self, reason: str = "manual") -> None:
+        """An operator asked for a refit."""
+        self.manual = reason or "manual"
+
+    def live_accuracy(self) -> float | None:
+        """Accuracy of the live version over the newest labelled rows (None before any)."""
+        if not self.recent_errors:
+            return None
+        return 1.0 - float(np.mean(self.recent_errors))
+
+    def decide(self, event_time: float, live_trees: int | None = None) -> Decision | None:
+        """The refit to do now, or None."""
+        cfg = self.cfg
+        reason = None
+        if self.manual is not None:
+            reason = "manual"
+        elif self.rows_since >= cfg.min_rows_between:
+            acc = self.live_accuracy()
+            if self.drift_alarm:
+                reason = "drift"
+            elif (cfg.accuracy_below is not None and acc is not None
+                  and len(self.recent_errors) >= min(cfg.accuracy_window, 100) and acc < cfg.accuracy_below):
+                reason = "performance"
+            elif self.psi_alarm is not None:
+                reason = "psi"
+            elif (cfg.refit_every_s is not None and self.last_refit_time is not None
+                  and event_time - self.last_refit_time >= cfg.refit_every_s):
+                reason = "time"
+            elif cfg.refit_every_rows is not None and self.rows_since >= cfg.refit_every_rows:
+                reason = "volume"
+        if reason is None:
+            return None
+        if reason == "drift":
+            # The old concept would dominate a long window: learn the new one from recent rows.
+            return Decision(reason, "full", cfg.drift_window_rows)
+        strategy = cfg.strategy
+        if strategy == "incremental" and (live_trees is None or live_trees + cfg.incremental_trees > cfg.max_trees):
+            strategy = "full"
+        return Decision(reason, strategy, cfg.window_rows)
+
+    def refitted(self, event_time: float) -> None:
+        """A refit happened (accepted or not): start counting afresh."""
+        self.rows_since = 0
+        self.last_refit_time = event_time
+        self.manual = None
+        self.psi_alarm = None
+        self.recent_errors.clear()  # they measured the previous live version
+        if self.drift_alarm:
+            self.drift_alarm = False
+            self.detector = self._new_detector()
