@@ -1,13 +1,19 @@
 """Aligned checkpoints on a filesystem or object store (``pyarrow.fs``): shard snapshots and manifests.
 
-Layout under the root::
+Layout under the root (a local path or a URI such as
+``s3://bucket/prefix?endpoint_override=127.0.0.1:9000&scheme=http&region=us-east-1``)::
 
-    shards/000000012/shard-0/{meta.json, events.arrow, labels.arrow, pending.arrow, dedup.arrow}
+    shards/000000012/shard-0/{events.arrow, labels.arrow, pending.arrow, dedup.arrow, meta.json}
     manifests/000000012.json   {"checkpoint_id", "batch_id", "position", "num_shards", "time"}
 
-Each shard's snapshot is written to a temporary directory and moved into place; the
-manifest is written last, so a checkpoint exists only once every shard's part is complete.
-Loading with a different shard count re-partitions the saved state by the stable key hash.
+Object stores have no atomic directory rename, so the same protocol is used everywhere:
+each file is one atomic object write (a single PUT; on a local disk a temporary file
+renamed into place); a shard's part writes its data files first and ``meta.json`` last,
+and is complete only once ``meta.json`` exists; the manifest is written last of all, only
+when every shard's part is complete, so a checkpoint exists only once it is whole. A
+committed checkpoint is never rewritten. Leftovers of crashed writers are invisible and
+are removed when a later checkpoint commits. Loading with a different shard count
+re-partitions the saved state by the stable key hash.
 
 Example:
     >>> import tempfile
@@ -23,9 +29,7 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from typing import Any
 
 import numpy as np
@@ -34,16 +38,15 @@ import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
 from streamfit.config import FeaturesConfig
+from streamfit.errors import StreamfitError
+from streamfit.registry import STALE_AFTER_S, Storage
 from streamfit.schema import hash_keys, shard_of_hash
 
+PART_MARKER = "meta.json"  # written last: a shard's part is complete once it exists
 
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in uri:
-        path = os.path.abspath(uri)
-        os.makedirs(path, exist_ok=True)
-        return pafs.LocalFileSystem(), path
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return fs, path.rstrip("/")
+
+class CheckpointError(StreamfitError):
+    """A checkpoint could not be written or read (storage error, incomplete or committed checkpoint)."""
 
 
 def _matrix_table(prefix: str, m: np.ndarray, **cols: np.ndarray) -> pa.Table:
@@ -67,89 +70,105 @@ class CheckpointStore:
     """Reads and writes shard snapshots and checkpoint manifests."""
 
     def __init__(self, uri: str, filesystem: pafs.FileSystem | None = None) -> None:
-        if filesystem is not None:
-            self.fs, self.root = filesystem, uri.split("://", 1)[-1].rstrip("/")
-        else:
-            self.fs, self.root = _resolve(uri)
-        self.uri = uri
+        self.store = Storage(uri, filesystem, error=CheckpointError, what="checkpoint store")
+        self.fs, self.root, self.uri = self.store.fs, self.store.root, uri
         for sub in ("shards", "manifests", "tmp"):
-            self.fs.create_dir(f"{self.root}/{sub}", recursive=True)
-
-    def _write(self, path: str, data: bytes) -> None:
-        with self.fs.open_output_stream(path) as out:
-            out.write(data)
+            self.store.ensure_dir(self.store.path(sub))
 
     def _read(self, path: str) -> bytes:
-        with self.fs.open_input_stream(path) as f:
-            return f.read()
+        return self.store.get(path)
 
     def _write_table(self, path: str, table: pa.Table) -> None:
         sink = pa.BufferOutputStream()
         with ipc.new_file(sink, table.schema) as w:
             w.write_table(table)
-        self._write(path, sink.getvalue().to_pybytes())
+        self.store.put(path, sink.getvalue().to_pybytes())
 
     def _read_table(self, path: str) -> pa.Table:
         return ipc.open_file(pa.BufferReader(self._read(path))).read_all()
 
+    def _cdir(self, checkpoint_id: int) -> str:
+        return self.store.path("shards", f"{checkpoint_id:09d}")
+
+    def _part(self, checkpoint_id: int, shard_id: int) -> str:
+        return f"{self._cdir(checkpoint_id)}/shard-{shard_id}"
+
+    def _manifest_path(self, checkpoint_id: int) -> str:
+        return self.store.path("manifests", f"{checkpoint_id:09d}.json")
+
     # -- writes --------------------------------------------------------------------------
     def write_shard(self, checkpoint_id: int, shard_id: int, snap: dict[str, Any]) -> str:
-        """Write one shard's snapshot atomically; returns its directory."""
-        tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
-        self.fs.create_dir(tmp, recursive=True)
-        self._write(f"{tmp}/meta.json", json.dumps(snap["meta"]).encode())
+        """Write one shard's snapshot (data files, then its ``meta.json``); returns its directory.
+
+        Writing the part again before the checkpoint's manifest exists (a retried call)
+        replaces it; a committed checkpoint is never rewritten (``CheckpointError``).
+        """
+        if self.store.exists(self._manifest_path(checkpoint_id)):
+            raise CheckpointError(f"checkpoint {checkpoint_id} is already committed; its parts are immutable")
+        final = self._part(checkpoint_id, shard_id)
+        self.store.delete_file(f"{final}/{PART_MARKER}")  # a retried write: incomplete until rewritten
         for name in ("events", "labels"):
             st = snap[name]
-            self._write_table(f"{tmp}/{name}.arrow", _matrix_table("v", st["values"], keys=st["keys"], times=st["times"]))
+            self._write_table(f"{final}/{name}.arrow",
+                              _matrix_table("v", st["values"], keys=st["keys"], times=st["times"]))
         p = snap["pending"]
-        self._write_table(f"{tmp}/pending.arrow", _matrix_table(
+        self._write_table(f"{final}/pending.arrow", _matrix_table(
             "f", p["feats"], ids=p["ids"], event_ids=p["event_ids"].astype(str), entities=p["entities"].astype(str),
             times=p["times"]))
-        self._write_table(f"{tmp}/dedup.arrow", pa.table({"ids": pa.array(snap["dedup"]["ids"], pa.uint64())}))
-        parent = f"{self.root}/shards/{checkpoint_id:09d}"
-        self.fs.create_dir(parent, recursive=True)
-        final = f"{parent}/shard-{shard_id}"
-        if self.fs.get_file_info(final).type != pafs.FileType.NotFound:
-            self.fs.delete_dir(final)  # a retried write of the same checkpoint
-        self.fs.move(tmp, final)
+        self._write_table(f"{final}/dedup.arrow", pa.table({"ids": pa.array(snap["dedup"]["ids"], pa.uint64())}))
+        self.store.put(f"{final}/{PART_MARKER}", json.dumps(snap["meta"]).encode())  # the part's commit
         return final
+
+    def part_complete(self, checkpoint_id: int, shard_id: int) -> bool:
+        """Whether shard ``shard_id``'s part of checkpoint ``checkpoint_id`` is completely written."""
+        return self.store.exists(f"{self._part(checkpoint_id, shard_id)}/{PART_MARKER}")
 
     def write_manifest(self, checkpoint_id: int, batch_id: int, position: Any, num_shards: int,
                        extra: dict[str, Any] | None = None) -> None:
-        """Declare checkpoint ``checkpoint_id`` complete (every shard's part is written)."""
+        """Declare checkpoint ``checkpoint_id`` complete; every shard's part must be written."""
+        missing = [i for i in range(num_shards) if not self.part_complete(checkpoint_id, i)]
+        if missing:
+            raise CheckpointError(f"checkpoint {checkpoint_id}: parts of shards {missing} are not complete")
         body = {"checkpoint_id": checkpoint_id, "batch_id": batch_id, "position": position,
                 "num_shards": num_shards, "time": time.time(), **(extra or {})}
-        tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
-        self._write(tmp, json.dumps(body).encode())
-        self.fs.move(tmp, f"{self.root}/manifests/{checkpoint_id:09d}.json")
+        self.store.put(self._manifest_path(checkpoint_id), json.dumps(body).encode())  # the commit
         self._prune(keep=checkpoint_id)
 
     def _prune(self, keep: int) -> None:
-        """Forget checkpoints older than the previous complete one (two are kept)."""
+        """Forget checkpoints older than the previous complete one (two are kept), and leftovers."""
         ids = self.checkpoint_ids()
         for old in ids[:-2]:
-            self.fs.delete_file(f"{self.root}/manifests/{old:09d}.json")
-            path = f"{self.root}/shards/{old:09d}"
-            if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
-                self.fs.delete_dir(path)
+            self.store.delete_file(self._manifest_path(old))  # the checkpoint disappears first
+            self.store.delete_dir(self._cdir(old))
+        kept = set(ids[-2:])
+        oldest_kept = min(kept) if kept else keep
+        for info in self.store.list(self.store.path("shards")):
+            name = info.base_name
+            # parts of checkpoints that never committed (a crash before the manifest) and are now superseded
+            if name.isdigit() and int(name) < oldest_kept and int(name) not in kept:
+                self.store.delete_dir(info.path)
+        self.store.clean_stale(self.store.path("tmp"), STALE_AFTER_S)
 
     # -- reads ---------------------------------------------------------------------------
     def checkpoint_ids(self) -> list[int]:
         """Complete checkpoints, ascending."""
-        infos = self.fs.get_file_info(pafs.FileSelector(f"{self.root}/manifests", allow_not_found=True))
-        return sorted(int(i.base_name[:-5]) for i in infos if i.base_name.endswith(".json"))
+        infos = self.store.list(self.store.path("manifests"))
+        return sorted(int(i.base_name[:-5]) for i in infos
+                      if i.base_name.endswith(".json") and i.base_name[:-5].isdigit() and i.type == pafs.FileType.File)
 
     def latest_manifest(self) -> dict[str, Any] | None:
         """The newest complete checkpoint's manifest, or None."""
         ids = self.checkpoint_ids()
         if not ids:
             return None
-        return json.loads(self._read(f"{self.root}/manifests/{ids[-1]:09d}.json"))
+        return json.loads(self._read(self._manifest_path(ids[-1])))
 
     def read_shard(self, checkpoint_id: int, shard_id: int) -> dict[str, Any]:
-        """One shard's snapshot as written by ``write_shard``."""
-        d = f"{self.root}/shards/{checkpoint_id:09d}/shard-{shard_id}"
-        snap: dict[str, Any] = {"meta": json.loads(self._read(f"{d}/meta.json"))}
+        """One shard's snapshot as written by ``write_shard`` (refused unless the part is complete)."""
+        d = self._part(checkpoint_id, shard_id)
+        if not self.part_complete(checkpoint_id, shard_id):
+            raise CheckpointError(f"checkpoint {checkpoint_id} has no complete part for shard {shard_id}")
+        snap: dict[str, Any] = {"meta": json.loads(self._read(f"{d}/{PART_MARKER}"))}
         for name in ("events", "labels"):
             t = self._read_table(f"{d}/{name}.arrow")
             snap[name] = {"keys": t["keys"].to_numpy().astype(np.uint64), "times": t["times"].to_numpy().astype(np.int64),

@@ -127,8 +127,9 @@ class ReplayLog:
 class CoordinatorActor:
     """Drives the data plane: source -> shards -> trainer, with aligned checkpoints."""
 
-    def __init__(self, cfg: Config, shards: list[Any], trainer: Any | None) -> None:
+    def __init__(self, cfg: Config, shards: list[Any], trainer: Any | None, monitor: Any | None = None) -> None:
         self.cfg = cfg
+        self.monitor = monitor
         self.source = make_source(cfg)
         self.shards = shards
         self.trainer = trainer
@@ -276,6 +277,11 @@ class CoordinatorActor:
         return {"checkpoint_id": cid, "batch_id": bid, "position": self.position}
 
     async def _forward_rows(self, final: bool = False) -> None:
+        if self.monitor is not None and self.rows_out:
+            # Labels for the live-accuracy join (predictions logged by the Routers carry event ids).
+            ids = [x for r in self.rows_out for x in r["event_id"].astype(str).tolist()]
+            labels = [float(x) for r in self.rows_out for x in r["label"].tolist()]
+            self.monitor.labels.remote(ids, labels)
         if self.trainer is None:
             self.counters["training_rows"] += sum(len(r) for r in self.rows_out)
             self.rows_out.clear()

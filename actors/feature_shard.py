@@ -390,6 +390,14 @@ class FeatureShard:
         out["as_of"] = float(now[0]) / US
         return out
 
+    def recent_events(self, n: int) -> pd.DataFrame:
+        """Feature vectors of the newest ``n`` events still waiting for their label (event_id, entity, features)."""
+        alive = np.flatnonzero(self.pending.alive)[-n:]
+        out = pd.DataFrame(self.pending.feats[alive], columns=self.feature_names)
+        out.insert(0, ENTITY, self.pending.entities[alive])
+        out.insert(0, EVENT_ID, self.pending.event_ids[alive])
+        return out
+
     def stats(self) -> dict[str, Any]:
         """Counters (accepted, rejected by reason, events, training rows …) and state size."""
         out: dict[str, Any] = {k: 0 for k in ("accepted", "rejected", "events", "labels", "training_rows")}

@@ -55,6 +55,7 @@ class RefitPolicy:
         self.drift_alarm = False
         self.psi_alarm: str | None = None
         self.manual: str | None = None
+        self.rows_since_drift: int | None = None  # rows since the last drift refit (None: none yet)
 
     def _new_detector(self):
         if self.cfg.drift_detector == "page_hinkley":
@@ -67,6 +68,8 @@ class RefitPolicy:
     def observe(self, n_rows: int, event_time: float, errors: np.ndarray | None = None) -> None:
         """New labelled rows; ``errors`` (1 = the live version got it wrong) when a version is live."""
         self.rows_since += n_rows
+        if self.rows_since_drift is not None:
+            self.rows_since_drift += n_rows
         if self.last_refit_time is None:
             self.last_refit_time = event_time
         if errors is not None and len(errors):
@@ -124,7 +127,14 @@ class RefitPolicy:
         strategy = cfg.strategy
         if strategy == "incremental" and (live_trees is None or live_trees + cfg.incremental_trees > cfg.max_trees):
             strategy = "full"
-        return Decision(reason, strategy, cfg.window_rows)
+        return Decision(reason, strategy, self.window_rows())
+
+    def window_rows(self) -> int:
+        """Rows a full refit learns from: the sliding window, never reaching back past the last drift."""
+        cfg = self.cfg
+        if not getattr(cfg, "grow_window_after_drift", False) or self.rows_since_drift is None:
+            return cfg.window_rows
+        return min(cfg.window_rows, cfg.drift_window_rows + self.rows_since_drift)
 
     def refitted(self, event_time: float) -> None:
         """A refit happened (accepted or not): start counting afresh."""
@@ -134,5 +144,6 @@ class RefitPolicy:
         self.psi_alarm = None
         self.recent_errors.clear()  # they measured the previous live version
         if self.drift_alarm:
+            self.rows_since_drift = 0
             self.drift_alarm = False
             self.detector = self._new_detector()

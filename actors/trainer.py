@@ -91,8 +91,10 @@ class TrainerCore:
     """Window of labelled rows + refit policy + validation gate + registration."""
 
     def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry: Registry | None,
-                 fitter: Fitter | None = None) -> None:
+                 fitter: Fitter | None = None, schema_hash: str | None = None, verify_rows: int = 32) -> None:
         self.cfg = cfg
+        self.schema_hash = schema_hash
+        self.verify_rows = verify_rows
         self.feature_names = list(feature_names)
         self.registry = registry
         self.fitter = fitter or fit_in_process
@@ -211,6 +213,10 @@ class TrainerCore:
             "reference": reference_for(train, self.feature_names),
             "reference_prediction": reference_quantiles(self._predict(candidate, train)),
             "fit_seconds": record["fit_seconds"],
+            "schema_hash": self.schema_hash,
+            # A fixed sample and its predictions: a slot that loads this version must reproduce them.
+            "verify": {"x": hold[self.feature_names].head(self.verify_rows).to_numpy(dtype=float).tolist(),
+                       "p": self._predict(candidate, hold.head(self.verify_rows)).tolist()},
         }
         if self.registry is not None:
             version = self.registry.register(candidate, meta)
@@ -237,7 +243,7 @@ class TrainerActor:
     """Named Ray actor around TrainerCore; sends each registered candidate to the rollout controller."""
 
     def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry_uri: str,
-                 controller_name: str | None, namespace: str | None) -> None:
+                 controller_name: str | None, namespace: str | None, schema_hash: str | None = None) -> None:
         fitter = None
         if cfg.distributed_above_rows is not None:
             from streamfit.actors.distributed_fit import fit_distributed
@@ -247,7 +253,7 @@ class TrainerActor:
                     return fit_distributed(train, features, LABEL, params, rounds, cfg.distributed_workers)
                 return fit_in_process(train, features, params, rounds, base)
 
-        self.core = TrainerCore(cfg, feature_names, Registry(registry_uri), fitter)
+        self.core = TrainerCore(cfg, feature_names, Registry(registry_uri), fitter, schema_hash=schema_hash)
         self.controller = ray.get_actor(controller_name, namespace=namespace) if controller_name else None
         self._alias_checked = 0.0
 

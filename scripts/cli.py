@@ -33,9 +33,9 @@ def demo(
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="also write the summary as JSON"),
 ) -> None:
     """The main job on the embedded default: local Ray, synthetic drifting stream, live serving, refits, flips."""
-    from streamfit.scripts.demo import run_demo
+    from streamfit.scripts.demo import demo_config, run_demo
 
-    cfg = _config(config)
+    cfg = _config(config) if config else demo_config()
     if port is not None:
         cfg.serving.port = port
     summary = run_demo(cfg, duration, workdir, summary_json, console)

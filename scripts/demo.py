@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from streamfit.config import Config
-from streamfit.scripts.load import RequestLoop
+from streamfit.scripts.load import RequestLoop, StreamRows
 from streamfit.scripts.pipeline import Pipeline, wait_until
 
 
@@ -37,6 +38,18 @@ def progress_table(stats: dict[str, Any], load: dict[str, Any], elapsed: float, 
     t.add_row("slots", f"blue v{traffic['slots']['blue']} {traffic['weights']['blue']}%  ·  "
                        f"green v{traffic['slots']['green']} {traffic['weights']['green']}%")
     t.add_row("traffic flips", str(traffic["flips"]))
+    r = traffic.get("rollout")
+    if r:
+        step = f"step {min(r['step'] + 1, len(r['steps']))}/{len(r['steps'])} ({r['steps'][min(r['step'], len(r['steps']) - 1)]}%)"
+        t.add_row("rollout", f"v{r['version']} → {r['slot']}: {r['phase']} {step if r['phase'] == 'baking' else ''} "
+                             f"{r.get('outcome') or ''}")
+    outcomes = Counter(h["phase"] for h in traffic.get("history", []))
+    if outcomes:
+        t.add_row("rollouts", ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())))
+    acc = stats.get("live_accuracy") or {}
+    if acc:
+        t.add_row("live accuracy", "  ".join(f"v{v}: {a['accuracy']:.3f} (n={a['labelled']})"
+                                              for v, a in sorted(acc.items(), key=lambda kv: int(kv[0]))[-4:]))
     t.add_row("requests served / failed", f"{load.get('served', 0):,} / {load.get('failed', 0)}")
     return t
 
@@ -49,6 +62,7 @@ def _top_reasons(reasons: dict[str, int]) -> str:
 def summarize(stats: dict[str, Any], load: dict[str, Any]) -> dict[str, Any]:
     """The demo's final figures."""
     coord, traffic, trainer = stats["coordinator"], stats["traffic"], stats["trainer"]
+    outcomes = Counter(h["phase"] for h in traffic.get("history", []))
     return {
         "events_ingested": int(coord.get("events", 0)),
         "rows_rejected": int(coord.get("rejected", 0)),
@@ -58,7 +72,14 @@ def summarize(stats: dict[str, Any], load: dict[str, Any]) -> dict[str, Any]:
         "live_version": traffic["slots"][traffic["live_slot"]],
         "requests_served": int(load.get("served", 0)),
         "requests_failed": int(load.get("failed", 0)),
-        "refits": trainer["refits"],
+        "rollouts_promoted": outcomes.get("promoted", 0),
+        "rollouts_rolled_back": outcomes.get("rolled_back", 0),
+        "rollouts_superseded": outcomes.get("superseded", 0),
+        "refit_reasons": dict(Counter(r["reason"] for r in trainer["refits"])),
+        "gate_rejections": len(trainer.get("rejected", [])),
+        "live_accuracy_by_version": {str(v): a for v, a in (stats.get("live_accuracy") or {}).items()},
+        "refits": [{k: r.get(k) for k in ("version", "reason", "strategy", "rows", "event_time")}
+                   for r in trainer["refits"]],
     }
 
 
@@ -67,14 +88,18 @@ def summary_table(summary: dict[str, Any]) -> Table:
     t = Table(title="streamfit demo — summary")
     t.add_column("figure", style="bold")
     t.add_column("value", justify="right")
-    for key in ("events_ingested", "rows_rejected", "versions_trained", "traffic_flips", "live_version",
+    for key in ("events_ingested", "rows_rejected", "versions_trained", "traffic_flips", "rollouts_promoted",
+                "rollouts_rolled_back", "rollouts_superseded", "gate_rejections", "live_version",
                 "requests_served", "requests_failed"):
         t.add_row(key, f"{summary[key]:,}" if isinstance(summary[key], int) else str(summary[key]))
+    t.add_row("refit reasons", ", ".join(f"{k}: {v}" for k, v in summary["refit_reasons"].items()))
+    for v, a in sorted(summary["live_accuracy_by_version"].items(), key=lambda kv: int(kv[0])):
+        t.add_row(f"live accuracy v{v}", f"{a['accuracy']:.3f} (n={a['labelled']})")
     return t
 
 
 def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path | None,
-             console: Console | None = None, request_rate: float = 20.0) -> dict[str, Any]:
+             console: Console | None = None, request_rate: float = 50.0) -> dict[str, Any]:
     """Run the pipeline for ``duration_s`` seconds with live serving and a request load; return the summary."""
     console = console or Console()
     if workdir.exists():
@@ -87,6 +112,7 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
     pipe = Pipeline.start(cfg)
     console.print(f"Serving on [link]{pipe.url}[/link]  ·  POST /predict  ·  GET /models  ·  GET /traffic")
     load: RequestLoop | None = None
+    rows = StreamRows(cfg)  # the stream's own events, so labels arriving later score each version
     started = time.time()
     try:
         run_ref = pipe.run_stream(duration_s)
@@ -94,10 +120,11 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
             while True:
                 elapsed = time.time() - started
                 stats = pipe.stats()
+                rows.advance_to(int(stats["coordinator"]["position"]))
                 live_slot = stats["traffic"]["live_slot"]
                 if load is None and stats["traffic"]["slots"][live_slot] is not None:
                     # Requests start once a first version is live: before that there is nothing to serve.
-                    load = RequestLoop(pipe.url, cfg.features.feature_names(), rate=request_rate).start()
+                    load = RequestLoop(pipe.url, rows, rate=request_rate).start()
                 live.update(progress_table(stats, load.summary() if load else {}, elapsed, duration_s))
                 done, _ = ray.wait([run_ref], timeout=1.0)
                 if done:
@@ -120,4 +147,15 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
 
 def _deploy_pending(pipe: Pipeline) -> bool:
     stats = pipe.stats()
-    return len(stats["traffic"]["deploys"]) < len(stats["trainer"]["refits"])
+    rollout = stats["traffic"].get("rollout")
+    return bool(rollout and rollout["phase"] in ("loading", "baking", "paused"))
+
+
+def demo_config() -> Config:
+    """The embedded default, paced for a two-minute demo: a refit every ~20 s of stream (and on
+    drift alarms), and short canary steps."""
+    cfg = Config()
+    cfg.trainer.refit_every_rows = 20_000
+    cfg.rollout.bake_s = 5.0
+    cfg.rollout.min_requests = 10
+    return cfg

@@ -16,6 +16,7 @@ from streamfit.config import Config
 from streamfit.registry import Registry
 from streamfit.actors.coordinator import CoordinatorActor
 from streamfit.actors.feature_shard import FeatureShardActor, shard_name
+from streamfit.actors.monitor import MONITOR_NAME, MonitorActor
 from streamfit.actors.rollout import CONTROLLER_NAME, RolloutControllerActor
 from streamfit.actors.trainer import TRAINER_NAME, TrainerActor
 from streamfit.serve.app import ADMIN_TOKEN_ENV, APP_NAME, build_router
@@ -61,7 +62,7 @@ def start_ray(cfg: Config, address: str | None = None) -> None:
         ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
 
 
-def start_data_plane(cfg: Config, sink: Any | None) -> tuple[list[Any], Any]:
+def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) -> tuple[list[Any], Any]:
     """Start the shard actors (each resumes from the last checkpoint) and the coordinator feeding ``sink``."""
     ckpt_uri = absolute_uri(cfg.checkpoints.uri) if cfg.checkpoints.enabled else None
 
@@ -71,7 +72,7 @@ def start_data_plane(cfg: Config, sink: Any | None) -> tuple[list[Any], Any]:
             cfg.features, i, ckpt_uri, n)
         for i in range(n)
     ]
-    coordinator = CoordinatorActor.remote(cfg, shards, sink)
+    coordinator = CoordinatorActor.remote(cfg, shards, sink, monitor)
     return shards, coordinator
 
 
@@ -86,6 +87,7 @@ class Pipeline:
     trainer: Any
     coordinator: Any
     port: int
+    monitor: Any = None
 
     @property
     def url(self) -> str:
@@ -103,16 +105,18 @@ class Pipeline:
         registry = Registry(registry_uri)
         controller = RolloutControllerActor.options(
             name=CONTROLLER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
-        ).remote(registry_uri, cfg.serving.flip_timeout_s)
+        ).remote(registry_uri, cfg.serving.flip_timeout_s, cfg.rollout.model_dump())
+        monitor = MonitorActor.options(name=MONITOR_NAME, namespace=NAMESPACE, get_if_exists=True).remote()
         trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus).remote(
-            cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE
+            cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,
+            cfg.features.schema_hash()
         )
-        shards, coordinator = start_data_plane(cfg, trainer)
+        shards, coordinator = start_data_plane(cfg, trainer, monitor)
         port = cfg.serving.port or free_port()
         serve.start(http_options={"host": cfg.serving.host, "port": port})
         serve.run(build_router(cfg, registry_uri, NAMESPACE), name=APP_NAME, route_prefix="/")
         ray.get(controller.status.remote())
-        return cls(cfg, registry, controller, shards, trainer, coordinator, port)
+        return cls(cfg, registry, controller, shards, trainer, coordinator, port, monitor)
 
     def run_stream(self, duration_s: float | None = None) -> Any:
         """Start the coordinator loop; returns its ObjectRef (resolves to final stats)."""
@@ -123,7 +127,8 @@ class Pipeline:
         coord, trainer, traffic = ray.get(
             [self.coordinator.stats.remote(), self.trainer.stats.remote(), self.controller.status.remote()]
         )
-        return {"coordinator": coord, "trainer": trainer, "traffic": traffic}
+        accuracy = ray.get(self.monitor.per_version.remote()) if self.monitor is not None else {}
+        return {"coordinator": coord, "trainer": trainer, "traffic": traffic, "live_accuracy": accuracy}
 
     def stop(self, shutdown_ray: bool = True) -> None:
         """Stop the stream; then shut the local Ray down, or on a shared cluster delete what we started."""
@@ -135,7 +140,7 @@ class Pipeline:
             ray.shutdown()  # takes Serve and every actor with it, far faster than serve.shutdown()
             return
         serve.delete(APP_NAME)
-        for actor in (self.controller, self.coordinator, self.trainer, *self.shards):
+        for actor in (self.controller, self.coordinator, self.trainer, self.monitor, *self.shards):
             ray.kill(actor)
 
 

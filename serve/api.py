@@ -15,7 +15,8 @@ Example:
 
 import asyncio
 import hmac
-from typing import Any, Awaitable, Callable
+import time
+from typing import Any, Awaitable, Callable, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from streamfit.config import FeaturesConfig
 from streamfit.actors.feature_shard import validate
 from streamfit.actors.ingest import ingest_frame
-from streamfit.serve.router import NoModelError, RouterCore
+from streamfit.serve.router import NoModelError, RouterCore, SlotNotReadyError
 
 
 def row_model(feature_names: list[str]) -> type[BaseModel]:
@@ -111,6 +112,62 @@ class Backend:
         """Ask the trainer for a refit now."""
         raise NotImplementedError
 
+    async def control(self, command: str, **kwargs: Any) -> dict[str, Any]:
+        """A traffic command for the rollout controller (set_traffic, set_shadow, start_rollout, promote,
+        abort, rollback); raises ValueError for a request that cannot be done now."""
+        raise NotImplementedError
+
+    def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
+        """Predictions that carry an event id, for live accuracy once labels arrive."""
+
+
+class TrafficRequest(BaseModel):
+    """A split by hand (percentages summing to 100; one slot given means the other gets the rest)."""
+
+    model_config = ConfigDict(extra="forbid")
+    blue: int | None = Field(None, ge=0, le=100)
+    green: int | None = Field(None, ge=0, le=100)
+    shadow_share: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "TrafficRequest":
+        if self.blue is None and self.green is None:
+            if self.shadow_share is None:
+                raise ValueError("give blue and/or green (percent), or shadow_share")
+            return self
+        if self.blue is None:
+            self.blue = 100 - self.green
+        if self.green is None:
+            self.green = 100 - self.blue
+        if self.blue + self.green != 100:
+            raise ValueError(f"blue + green must be 100, got {self.blue} + {self.green}")
+        return self
+
+
+class RolloutRequest(BaseModel):
+    """Start a rollout (defaults: the newest registered version, the configured steps and bake time)."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(None, ge=1)
+    steps: list[int] | None = Field(None, min_length=1)
+    bake_s: float | None = Field(None, gt=0, le=86_400)
+    mode: Literal["canary", "flip"] | None = None
+    reason: str = Field("", max_length=500)
+
+    @model_validator(mode="after")
+    def _steps(self) -> "RolloutRequest":
+        if self.steps is not None and (any(not 0 < w <= 100 for w in self.steps)
+                                       or self.steps != sorted(set(self.steps)) or self.steps[-1] != 100):
+            raise ValueError("steps: increasing percentages in (0, 100], ending at 100")
+        return self
+
+
+class ActionRequest(BaseModel):
+    """Why (recorded in the audit log)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=500)
+
 
 class RetrainRequest(BaseModel):
     """Why an operator asks for a refit (recorded with the version)."""
@@ -134,19 +191,38 @@ def admin_guard(token: str | None) -> Callable[..., Awaitable[None]]:
     return check
 
 
-async def _call(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+async def _call(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
     try:
-        return await fn(*args)
+        return await fn(*args, **kwargs)
     except NotImplementedError:
         raise HTTPException(status_code=501, detail="not available in this deployment") from None
 
 
 def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: FeaturesConfig | None = None,
-              admin_token: str | None = None, ingest_enabled: bool = False, title: str = "streamfit") -> FastAPI:
+              admin_token: str | None = None, ingest_enabled: bool = False, max_request_bytes: int = 1_000_000,
+              routing_key_header: str = "X-Routing-Key", pin_slot_header: str = "X-Streamfit-Slot",
+              title: str = "streamfit") -> FastAPI:
     """The FastAPI app: prediction, ingestion, features, models, traffic and admin endpoints."""
     backend = backend or Backend()
     app = FastAPI(title=title, description="Fresh XGBoost models on streams, served blue-green on Ray Serve.")
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[..., Awaitable[Any]]) -> Any:
+        """413 for a body over the configured size (by its Content-Length, or as it streams in)."""
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_request_bytes:
+            return JSONResponse(status_code=413, content={"detail": f"request body over {max_request_bytes} bytes"})
+        if length is None and request.method in ("POST", "PUT"):
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_request_bytes:
+                    return JSONResponse(status_code=413,
+                                        content={"detail": f"request body over {max_request_bytes} bytes"})
+            request._body = body  # let the route read it again
+        return await call_next(request)
+
     admin = [Depends(admin_guard(admin_token))]
     Row = row_model(core.feature_names)
 
@@ -155,25 +231,45 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
 
         model_config = ConfigDict(extra="forbid")
         features: Row | None = None  # type: ignore[valid-type]
-        rows: list[Row] | None = Field(None, min_length=1)  # type: ignore[valid-type]
+        rows: list[Row] | None = Field(None, min_length=1, max_length=10_000)  # type: ignore[valid-type]
+        event_id: str | None = Field(None, max_length=200, description="joins the prediction with its label later")
+        event_ids: list[str] | None = Field(None, description="one per row of a batch")
+        routing_key: str | None = Field(None, max_length=200, description="sticky routing (e.g. the entity)")
 
         @model_validator(mode="after")
         def _one_of(self) -> "PredictRequest":
             if (self.features is None) == (self.rows is None):
                 raise ValueError("give exactly one of 'features' (one row) or 'rows' (a batch)")
+            if self.event_ids is not None and (self.rows is None or len(self.event_ids) != len(self.rows)):
+                raise ValueError("event_ids: one per row of 'rows'")
             return self
 
     names = core.feature_names
 
     @app.post("/predict", response_model=Prediction | BatchPrediction)
-    async def predict(req: PredictRequest) -> Prediction | BatchPrediction:
-        """Predict one row (``features``) or a batch (``rows``) with the live traffic split."""
+    async def predict(req: PredictRequest, request: Request) -> Prediction | BatchPrediction:
+        """Predict one row (``features``) or a batch (``rows``) with the traffic split.
+
+        A routing key (``routing_key`` or the routing-key header) makes the choice of slot sticky;
+        the pin header (``X-Streamfit-Slot: green``) sends the request to that slot, for testing a
+        candidate by hand.
+        """
         rows = [req.features] if req.features is not None else req.rows
         x = np.array([[getattr(r, n) for n in names] for r in rows], dtype=float)
+        key = req.routing_key or request.headers.get(routing_key_header)
+        pin = request.headers.get(pin_slot_header)
+        if pin is not None and pin not in ("blue", "green"):
+            raise HTTPException(status_code=422, detail=f"{pin_slot_header}: 'blue' or 'green', not {pin!r}")
         try:
-            slot, probs = core.predict(x)
+            slot, probs = core.predict(x, key=key, pin=pin)
         except NoModelError as err:
             raise HTTPException(status_code=503, detail=str(err)) from None
+        except SlotNotReadyError as err:
+            raise HTTPException(status_code=409, detail=str(err)) from None
+        ids = [req.event_id] if req.event_id is not None else (req.event_ids or [])
+        if ids:
+            now = time.time()
+            backend.log_predictions([(i, slot.version, slot.name, float(p), now) for i, p in zip(ids, probs)])
         if req.features is not None:
             p = float(probs[0])
             return Prediction(prediction=int(p >= 0.5), probability=p, model_version=slot.version, slot=slot.name)
@@ -189,14 +285,14 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     async def list_models() -> Any:
         """Registered versions with metrics, triggers and aliases."""
         try:
-            return await asyncio.to_thread(backend.models)
+            return _json_safe(await asyncio.to_thread(backend.models))
         except NotImplementedError:
             raise HTTPException(status_code=501, detail="not available in this deployment") from None
 
     @app.get("/traffic")
     async def get_traffic() -> Any:
         """Desired split and slot versions, and what each Router replica holds."""
-        return await _call(backend.traffic)
+        return _json_safe(await _call(backend.traffic))
 
     @app.get("/features/{entity}")
     async def get_features(entity: str) -> Any:
@@ -220,6 +316,44 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
             raise HTTPException(status_code=422, detail={"message": "every row was rejected", "rejected": rejected})
         accepted, dups = await _call(backend.ingest, df[~bad].reset_index(drop=True))
         return IngestResponse(accepted=accepted, duplicates=dups, rejected=rejected)
+
+    async def control(command: str, **kwargs: Any) -> Any:
+        try:
+            return _json_safe(await _call(backend.control, command, **kwargs))
+        except ValueError as err:
+            raise HTTPException(status_code=409, detail=str(err)) from None
+
+    @app.put("/traffic", dependencies=admin)
+    async def put_traffic(req: TrafficRequest) -> Any:
+        """Set the split by hand (overrides a running rollout); optionally the shadow share."""
+        out = None
+        if req.shadow_share is not None:
+            out = await control("set_shadow", share=req.shadow_share)
+        if req.blue is not None:
+            out = await control("set_traffic", weights={"blue": req.blue, "green": req.green})
+        return out
+
+    @app.post("/rollout", dependencies=admin)
+    async def post_rollout(req: RolloutRequest | None = None) -> Any:
+        """Roll a version out into the idle slot: verify, canary steps with analysis, promote or roll back."""
+        req = req or RolloutRequest()
+        return await control("start_rollout", version=req.version, steps=req.steps, bake_s=req.bake_s,
+                             mode=req.mode, reason=req.reason)
+
+    @app.post("/rollout/promote", dependencies=admin)
+    async def post_promote() -> Any:
+        """Approve a paused step, or skip the remaining steps and promote now."""
+        return await control("promote")
+
+    @app.post("/rollout/abort", dependencies=admin)
+    async def post_abort(req: ActionRequest | None = None) -> Any:
+        """Stop the rollout: all traffic back to the live version in one step."""
+        return await control("abort", reason=(req.reason if req else "") or "aborted")
+
+    @app.post("/rollback", dependencies=admin)
+    async def post_rollback(req: ActionRequest | None = None) -> Any:
+        """All traffic back to the previous version (loaded first if it is not)."""
+        return await control("rollback", reason=(req.reason if req else "") or "rollback")
 
     @app.post("/retrain", dependencies=admin)
     async def post_retrain(req: RetrainRequest | None = None) -> Any:

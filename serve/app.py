@@ -2,7 +2,8 @@
 
 The Router is a thin shell: routing lives in ``RouterCore``, HTTP in ``api.build_api``.
 Each replica long-polls the RolloutController for the desired state, loads versions into
-its slots off the event loop, and reports what it holds. Swaps never call ``serve.run``
+its slots off the event loop (checking each against the registry's recorded sample), and
+reports what it holds with its per-slot request figures. Swaps never call ``serve.run``
 again (in Ray 2.60 that restarts every replica).
 """
 
@@ -13,25 +14,26 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
 import ray
 from ray import serve
 
-import numpy as np
-
-from streamfit.config import Config, FeaturesConfig
+from streamfit.config import Config, FeaturesConfig, ServingConfig
+from streamfit.registry import Registry
 from streamfit.schema import shard_of
 from streamfit.actors.feature_shard import shard_name
 from streamfit.actors.ingest import INGEST_NAME
-from streamfit.registry import Registry
+from streamfit.actors.monitor import MONITOR_NAME
 from streamfit.actors.rollout import CONTROLLER_NAME
-from streamfit.serve.api import Backend, build_api
 from streamfit.actors.trainer import TRAINER_NAME
+from streamfit.serve.api import Backend, build_api
 from streamfit.serve.router import RouterCore
 from streamfit.serve.slots import ModelSlot
 
 log = logging.getLogger("streamfit.serve")
 APP_NAME = "streamfit"
 ADMIN_TOKEN_ENV = "STREAMFIT_ADMIN_TOKEN"
+CONTROL_COMMANDS = ("set_traffic", "set_shadow", "start_rollout", "promote", "abort", "rollback")
 
 
 @serve.deployment(name="Router")
@@ -39,9 +41,11 @@ ADMIN_TOKEN_ENV = "STREAMFIT_ADMIN_TOKEN"
 class Router(Backend):
     """Ingress deployment: HTTP API + blue/green slots inside every replica."""
 
-    async def __init__(self, registry_uri: str, features: dict[str, Any], num_shards: int, ingest: bool,
-                       controller_name: str, namespace: str) -> None:
+    async def __init__(self, registry_uri: str, features: dict[str, Any], serving: dict[str, Any], num_shards: int,
+                       ingest: bool, controller_name: str, namespace: str) -> None:
         self.features_cfg = FeaturesConfig.model_validate(features)
+        self.serving = ServingConfig.model_validate(serving)
+        self.schema_hash = self.features_cfg.schema_hash()
         self.registry = Registry(registry_uri)
         self.core = RouterCore(self.features_cfg.feature_names())
         self.namespace = namespace
@@ -49,11 +53,23 @@ class Router(Backend):
         self.ingest_enabled = ingest
         self.controller = ray.get_actor(controller_name, namespace=namespace)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        self._task = asyncio.get_running_loop().create_task(self._reconcile_forever())
+        self._prediction_log: list[tuple[str, int, str, float, float]] = []
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._reconcile_forever()), loop.create_task(self._flush_forever())]
 
     def __serve_build_asgi_app__(self) -> Any:
         return build_api(self.core, self, self.features_cfg, admin_token=os.environ.get(ADMIN_TOKEN_ENV),
-                         ingest_enabled=self.ingest_enabled)
+                         ingest_enabled=self.ingest_enabled, max_request_bytes=self.serving.max_request_bytes,
+                         routing_key_header=self.serving.routing_key_header,
+                         pin_slot_header=self.serving.pin_slot_header)
+
+    # -- Backend -----------------------------------------------------------------------
+    def models(self) -> dict[str, Any]:
+        versions = [{k: v for k, v in m.items() if k != "verify"} for m in self.registry.list_versions()]
+        return {"versions": versions, "aliases": self.registry.aliases()}
+
+    async def traffic(self) -> dict[str, Any]:
+        return await self.controller.status.remote()
 
     async def features(self, entity: str) -> dict[str, Any] | None:
         owner = int(shard_of(np.array([entity], dtype=object), self.num_shards)[0])
@@ -68,27 +84,44 @@ class Router(Backend):
         buffer = ray.get_actor(INGEST_NAME, namespace=self.namespace)
         return await buffer.append.remote(rows)
 
+    async def control(self, command: str, **kwargs: Any) -> dict[str, Any]:
+        if command not in CONTROL_COMMANDS:
+            raise NotImplementedError
+        try:
+            return await getattr(self.controller, command).remote(**{k: v for k, v in kwargs.items() if v is not None})
+        except (ValueError, RuntimeError) as err:  # Ray re-raises the actor's error as a subclass of it
+            raise ValueError(str(getattr(err, "cause", None) or err)) from None
+
+    def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
+        self._prediction_log.extend(rows)
+
+    # -- background work -------------------------------------------------------------------
     def _load(self, slot: str, version: int) -> ModelSlot:
         booster, meta = self.registry.load(version)
-        return ModelSlot.from_registry(slot, version, booster, meta, self.core.feature_names)
-
-    def models(self) -> dict[str, Any]:
-        return {"versions": self.registry.list_versions(), "aliases": self.registry.aliases()}
-
-    async def traffic(self) -> dict[str, Any]:
-        return await self.controller.status.remote()
+        return ModelSlot.from_registry(slot, version, booster, meta, self.core.feature_names, self.schema_hash)
 
     async def _reconcile_forever(self) -> None:
         while True:
             try:
                 desired = await self.controller.desired.remote(self.core.revision, 1.0)
                 await self.core.apply(desired, self._load)
-                self.controller.report.remote(self.replica_id, self.core.held())
+                self.controller.report.remote(self.replica_id, self.core.report())
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # controller restarting: keep serving, retry shortly
                 log.warning("reconcile failed: %s", err)
                 await asyncio.sleep(0.5)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if not self._prediction_log:
+                continue
+            rows, self._prediction_log = self._prediction_log, []
+            try:
+                ray.get_actor(MONITOR_NAME, namespace=self.namespace).record.remote(rows)
+            except Exception:  # no monitor in this deployment: live accuracy is simply not measured
+                pass
 
 
 def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Application:
@@ -97,5 +130,5 @@ def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Applic
         num_replicas=cfg.serving.replicas,
         max_ongoing_requests=cfg.serving.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
-    ).bind(registry_uri, cfg.features.model_dump(), cfg.shards.num_shards, cfg.stream.source == "http",
-           CONTROLLER_NAME, namespace)
+    ).bind(registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), cfg.shards.num_shards,
+           cfg.stream.source == "http", CONTROLLER_NAME, namespace)

@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
+import time
 from typing import Any, Callable
 
 import numpy as np
 
+from streamfit.schema import hash_keys
+from streamfit.actors.analysis import SlotStats
 from streamfit.serve.slots import ModelSlot
 
 SLOTS = ("blue", "green")
+
+
+def other_slot(slot: str) -> str:
+    """The other slot."""
+    return SLOTS[1 - SLOTS.index(slot)]
 Loader = Callable[[str, int], ModelSlot]
 
 
@@ -29,17 +36,27 @@ class NoModelError(RuntimeError):
     """No slot holds a ready model yet."""
 
 
+class SlotNotReadyError(RuntimeError):
+    """A request pinned a slot that does not hold a ready model."""
+
+
+def key_bucket(key: str) -> int:
+    """Stable bucket 0..99 of a routing key (the same in every replica and process)."""
+    return int(hash_keys(np.array([key], dtype=object))[0] % np.uint64(100))
+
+
 class RouterCore:
-    """Slots held by this replica and the weights it routes by."""
+    """Slots held by this replica, the weights it routes by, and per-slot request figures."""
 
     def __init__(self, feature_names: list[str], seed: int | None = None) -> None:
         self.feature_names = list(feature_names)
         self.slots: dict[str, ModelSlot | None] = {s: None for s in SLOTS}
         self.desired_versions: dict[str, int | None] = {s: None for s in SLOTS}
         self.weights: dict[str, int] = {"blue": 100, "green": 0}
+        self.shadow_share = 0.0
         self.revision = -1
-        self.served: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
+        self.stats_by_slot = {s: SlotStats() for s in SLOTS}
+        self.shadow = {"compared": 0, "agreed": 0, "abs_diff_sum": 0.0}
         self.load_errors: list[str] = []
         self._rng = random.Random(seed)
 
@@ -52,32 +69,53 @@ class RouterCore:
         return [s for s, slot in self.slots.items()
                 if slot is not None and slot.version == self.desired_versions[s]]
 
-    def choose(self) -> ModelSlot:
-        """Pick a slot by weight among ready slots; fall back to any ready slot."""
+    def choose(self, key: str | None = None, pin: str | None = None) -> ModelSlot:
+        """The slot for one request: pinned, sticky by routing key, or weighted random (ready slots only)."""
         ready = self.ready_slots()
+        if pin is not None:
+            if pin not in ready:
+                raise SlotNotReadyError(f"slot {pin!r} holds no ready model (ready: {ready})")
+            return self.slots[pin]  # type: ignore[return-value]
         if not ready:
             raise NoModelError("no model is loaded yet")
         total = sum(self.weights[s] for s in ready)
         if total <= 0:
             # The weighted slot is still loading: keep serving from the one that is ready.
             return self.slots[ready[0]]  # type: ignore[return-value]
-        pick = self._rng.uniform(0, total)
+        # A stable hash of the key picks the same slot on every replica while the weights hold.
+        point = key_bucket(key) * total / 100.0 if key is not None else self._rng.uniform(0, total)
         for s in ready:
-            pick -= self.weights[s]
-            if pick < 0:
+            point -= self.weights[s]
+            if point < 0:
                 return self.slots[s]  # type: ignore[return-value]
         return self.slots[ready[-1]]  # type: ignore[return-value]
 
-    def predict(self, x: np.ndarray) -> tuple[ModelSlot, np.ndarray]:
-        """Route one request (one or more rows) to a slot and predict."""
-        slot = self.choose()
+    def predict(self, x: np.ndarray, key: str | None = None, pin: str | None = None) -> tuple[ModelSlot, np.ndarray]:
+        """Route one request (one or more rows) to a slot, predict, and record its figures."""
+        slot = self.choose(key, pin)
+        started = time.perf_counter()
         try:
             probs = slot.predict(x)
         except Exception:
-            self.errors[slot.name] += 1
+            self.stats_by_slot[slot.name].record(time.perf_counter() - started, None, error=True)
             raise
-        self.served[slot.name] += 1
+        self.stats_by_slot[slot.name].record(time.perf_counter() - started, probs)
+        if self.shadow_share > 0 and pin is None and self._rng.random() < self.shadow_share:
+            self._shadow(slot, x, probs)
         return slot, probs
+
+    def _shadow(self, served: ModelSlot, x: np.ndarray, probs: np.ndarray) -> None:
+        """Copy the request to the other slot; compare its answers, never return them."""
+        idle = self.slots[other_slot(served.name)]
+        if idle is None or idle.name not in self.ready_slots():
+            return
+        try:
+            shadow = idle.predict(x)
+        except Exception:
+            return
+        self.shadow["compared"] += len(probs)
+        self.shadow["agreed"] += int(((shadow >= 0.5) == (probs >= 0.5)).sum())
+        self.shadow["abs_diff_sum"] += float(np.abs(shadow - probs).sum())
 
     async def apply(self, desired: dict[str, Any], loader: Loader) -> None:
         """Move toward the desired state: load missing versions (off the event loop), then take its weights."""
@@ -93,9 +131,19 @@ class RouterCore:
                     continue
         self.desired_versions = dict(desired["slots"])
         self.weights = dict(desired["weights"])
+        self.shadow_share = float(desired.get("shadow_share", 0.0))
         self.revision = desired["revision"]
+
+    def report(self) -> dict[str, Any]:
+        """What the rollout controller needs: held versions, verification, cumulative per-slot figures."""
+        return {"held": self.held(),
+                "verified": {s: (slot.verified if slot else None) for s, slot in self.slots.items()},
+                "stats": {s: st.to_dict() for s, st in self.stats_by_slot.items()},
+                "shadow": dict(self.shadow)}
 
     def stats(self) -> dict[str, Any]:
         """Held versions, weights and per-slot request counters."""
         return {"held": self.held(), "weights": dict(self.weights), "revision": self.revision,
-                "served": dict(self.served), "errors": dict(self.errors), "load_errors": list(self.load_errors)}
+                "served": {s: st.requests for s, st in self.stats_by_slot.items()},
+                "errors": {s: st.errors for s, st in self.stats_by_slot.items()},
+                "shadow": dict(self.shadow), "load_errors": list(self.load_errors)}

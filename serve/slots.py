@@ -32,15 +32,35 @@ class ModelSlot:
     version: int
     booster: xgb.Booster
     features: list[str]
+    verified: bool | str | None = None  # True, or why it failed; None when there is no recorded sample
 
     @classmethod
     def from_registry(cls, name: str, version: int, booster: xgb.Booster, meta: dict,
-                      expected_features: list[str]) -> "ModelSlot":
-        """Build a slot, refusing a version whose feature list does not match the serving path."""
+                      expected_features: list[str], schema_hash: str | None = None) -> "ModelSlot":
+        """Build a slot, refusing a version whose features or schema differ from the serving path's,
+        and check that it reproduces the predictions recorded in the registry for a fixed sample."""
         feats = list(meta.get("features", []))
         if feats != list(expected_features):
-            raise FeatureMismatchError(f"v{version} expects features {feats}, serving computes {expected_features}")
-        return cls(name, version, booster, feats)
+            missing = [f for f in expected_features if f not in feats]
+            extra = [f for f in feats if f not in expected_features]
+            raise FeatureMismatchError(
+                f"v{version} feature list differs from the serving path's: missing {missing}, unexpected {extra}"
+                + ("" if missing or extra else " (same names, other order)"))
+        if schema_hash is not None and meta.get("schema_hash") not in (None, schema_hash):
+            raise FeatureMismatchError(f"v{version} schema hash {meta.get('schema_hash')} != serving {schema_hash}")
+        slot = cls(name, version, booster, feats)
+        slot.verified = slot.verify(meta.get("verify"))
+        return slot
+
+    def verify(self, sample: dict | None) -> bool | str | None:
+        """True if the booster reproduces ``sample['p']`` on ``sample['x']`` (to 1e-6), else why not."""
+        if not sample or not sample.get("x"):
+            return None
+        got = self.predict(np.asarray(sample["x"], dtype=float))
+        want = np.asarray(sample["p"], dtype=float)
+        if got.shape != want.shape or not np.allclose(got, want, atol=1e-6):
+            return f"v{self.version} predictions differ from the registry's recorded sample"
+        return True
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Positive-class probabilities for rows of ``x`` (columns in feature order)."""

@@ -161,6 +161,12 @@ class FeaturesConfig(_Strict):
             raise ValueError(f"@aggregates: feature names would repeat: {repeated} (same window or aggregate twice?)")
         return self
 
+    def schema_hash(self) -> str:
+        """A short hash of everything that shapes the feature vector (a model is only valid for one)."""
+        import hashlib
+
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
     def aggregated_fields(self) -> list[str]:
         """Fields that any aggregate reads, in config order, once each."""
         return list(dict.fromkeys(a.field for a in self.aggregates))
@@ -213,6 +219,10 @@ class TrainerConfig(_Strict):
     window_rows: int = Field(16000, gt=0, description="full refit on the newest N labelled rows")
     window_s: float | None = Field(None, gt=0, description="... and at most the newest N seconds of event time")
     drift_window_rows: int = Field(3000, gt=0, description="after a drift alarm, refit on only the newest N rows")
+    grow_window_after_drift: bool = Field(
+        False, description="later full refits reach back no further than the last drift refit's window, "
+                           "growing to window_rows again"
+    )
     incremental_trees: int = Field(10, gt=0, description="trees added per incremental update")
     max_trees: int = Field(300, gt=0, description="an incremental update past this many trees is a full refit")
     # -- gate --
@@ -240,7 +250,36 @@ class ServingConfig(_Strict):
     fast_ingress: bool = Field(
         True, description="RAY_SERVE_THROUGHPUT_OPTIMIZED + RAY_SERVE_ENABLE_HA_PROXY (set before Ray starts)"
     )
-    flip_timeout_s: float = Field(60.0, gt=0)
+    flip_timeout_s: float = Field(60.0, gt=0, description="how long replicas may take to load a version")
+    isolated_slots: bool = Field(False, description="blue and green as separate Serve deployments")
+    slot_batch_size: int = Field(32, gt=0, description="@serve.batch size of isolated slots")
+    max_request_bytes: int = Field(1_000_000, gt=0, description="larger request bodies get 413")
+    routing_key_header: str = "X-Routing-Key"
+    pin_slot_header: str = "X-Streamfit-Slot"
+
+
+class RolloutConfig(_Strict):
+    """Canary steps, bake time, and the thresholds of the analysis that promotes or rolls back."""
+
+    mode: Literal["canary", "flip"] = Field("canary", description="canary steps, or a direct blue-green flip")
+    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100], min_length=1)
+    bake_s: float = Field(20.0, gt=0, description="time at each step before it is analysed")
+    min_requests: int = Field(20, ge=0, description="candidate requests a step needs (bake is extended up to 3x)")
+    max_error_rate_delta: float = Field(0.01, ge=0, description="candidate error rate minus live, at most")
+    max_latency_ratio: float = Field(1.5, gt=0, description="candidate p99 / live p99, at most (+ 5 ms slack)")
+    max_prediction_psi: float = Field(0.5, gt=0, description="PSI of candidate vs live prediction scores, at most")
+    max_accuracy_drop: float = Field(0.02, ge=0, description="live accuracy minus candidate's on labelled requests")
+    min_labels: int = Field(30, ge=0, description="labelled requests per version before accuracy counts")
+    verify_sample: int = Field(32, ge=0, description="rows the candidate must reproduce the registry's predictions on")
+    on_new_candidate: Literal["supersede", "wait"] = "supersede"
+    pause_before: list[int] = Field(default_factory=list, description="steps (weights) that wait for `rollout promote`")
+    shadow_share: float = Field(0.0, ge=0, le=1, description="share of requests copied to the idle slot")
+
+    @model_validator(mode="after")
+    def _steps_increase_to_100(self) -> "RolloutConfig":
+        if any(not 0 < w <= 100 for w in self.steps) or self.steps != sorted(set(self.steps)) or self.steps[-1] != 100:
+            raise ValueError("@steps: increasing percentages in (0, 100], ending at 100")
+        return self
 
 
 class CheckpointConfig(_Strict):
@@ -267,6 +306,7 @@ class Config(_Strict):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
 
 def window_tag(seconds: float) -> str:

@@ -122,7 +122,7 @@ def test_non_finite_number_is_422(loaded, token):
     r = client.post("/predict", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
     assert ["body", "features", "a"] in _locs(r)
-    assert sum(core.served.values()) == 0
+    assert sum(st.requests for st in core.stats_by_slot.values()) == 0
 
 
 def test_non_finite_string_is_422(loaded):
@@ -194,7 +194,7 @@ def test_single_row_prediction(loaded):
     assert body["model_version"] == 3 and body["slot"] == "green"
     assert body["probability"] == pytest.approx(expected, rel=1e-6)
     assert body["prediction"] == int(expected >= 0.5)
-    assert core.served["green"] == 1
+    assert core.stats_by_slot["green"].requests == 1
 
 
 def test_feature_order_in_request_does_not_matter(loaded):
@@ -235,7 +235,7 @@ def test_healthz_with_model(loaded):
     assert body["ready"] is True
     assert body["held"] == {"blue": None, "green": 3}
     assert body["weights"] == {"blue": 0, "green": 100}
-    assert body["served"] == {"green": 1}
+    assert body["served"] == {"blue": 0, "green": 1}
 
 
 def test_models_route(loaded):

@@ -7,7 +7,7 @@ import pytest
 import ray
 
 from streamfit.config import config_from_dict
-from streamfit.scripts.load import RequestLoop
+from streamfit.scripts.load import RandomRows, RequestLoop
 from streamfit.scripts.pipeline import Pipeline, wait_until
 
 
@@ -18,7 +18,8 @@ def pipe(tmp_path_factory):
             "registry": {"uri": str(tmp_path_factory.mktemp("registry"))},
             "serving": {"port": 0},
             "stream": {"max_events_per_s": 2000, "drift_every": 20000},
-            "trainer": {"refit_every_rows": 3000, "window_rows": 6000, "num_boost_round": 20},
+            "trainer": {"refit_every_rows": 3000, "window_rows": 6000, "num_boost_round": 20, "gate_margin": 1.0},
+            "rollout": {"mode": "flip"},
         }
     )
     p = Pipeline.start(cfg)
@@ -35,7 +36,7 @@ def test_requests_through_flips_never_fail(pipe):
     run_ref = pipe.run_stream(60)
     assert wait_until(lambda: _live(pipe) is not None, timeout_s=90), "no first version went live"
     flips_before = ray.get(pipe.controller.status.remote())["flips"]
-    loop = RequestLoop(pipe.url, pipe.cfg.features.feature_names(), rate=40).start()
+    loop = RequestLoop(pipe.url, RandomRows(pipe.cfg.features.feature_names()), rate=40).start()
     flipped = wait_until(lambda: ray.get(pipe.controller.status.remote())["flips"] >= flips_before + 2, timeout_s=90)
     result = loop.stop()
     assert flipped, "traffic did not flip twice while requests were running"

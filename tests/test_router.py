@@ -102,8 +102,8 @@ def test_predict_counts_per_slot():
     for _ in range(200):
         slot, probs = core.predict(np.zeros((2, 3)))
         assert probs.shape == (2,)
-    assert sum(core.served.values()) == 200
-    assert core.served["blue"] > 0 and core.served["green"] > 0
+    assert sum(st.requests for st in core.stats_by_slot.values()) == 200
+    assert core.stats_by_slot["blue"].requests > 0 and core.stats_by_slot["green"].requests > 0
 
 
 def _desired(blue, green, wb, wg, revision=1):

@@ -1,0 +1,145 @@
+"""Request statistics per slot and the canary analysis that compares a candidate with the live version.
+
+Router replicas keep ``SlotStats`` per slot as cumulative counters and histograms (so the
+controller gets a step's figures as the difference of two reports); ``canary_verdict``
+applies the configured thresholds to one step.
+
+Example:
+    >>> live, cand = SlotStats(), SlotStats()
+    >>> for p in (0.1, 0.9, 0.2, 0.8) * 10: live.record(0.002, p)
+    >>> for p in (0.5, 0.5, 0.5, 0.5) * 10: cand.record(0.002, p)
+    >>> from streamfit.config import RolloutConfig
+    >>> ok, reasons, _ = canary_verdict(live.to_dict(), cand.to_dict(), None, None, RolloutConfig(min_requests=0))
+    >>> ok, reasons[0].split(" ")[0]
+    (False, 'prediction')
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streamfit.config import RolloutConfig
+
+# Latency buckets: 0.1 ms .. ~30 s, log-spaced.
+LAT_EDGES_MS = np.concatenate([[0.0], np.logspace(-1, 4.5, 56)])
+PRED_BINS = 20
+
+
+class SlotStats:
+    """Cumulative request figures of one slot in one replica."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.latency = np.zeros(len(LAT_EDGES_MS), dtype=np.int64)
+        self.preds = np.zeros(PRED_BINS, dtype=np.int64)
+
+    def record(self, seconds: float, probability: float | np.ndarray | None, error: bool = False) -> None:
+        """One request: its latency, its predicted probabilities (one or many rows), whether it failed."""
+        self.requests += 1
+        if error:
+            self.errors += 1
+        ms = seconds * 1000.0
+        self.latency[min(int(np.searchsorted(LAT_EDGES_MS, ms, "right")) - 1, len(LAT_EDGES_MS) - 1)] += 1
+        if probability is not None:
+            p = np.clip(np.atleast_1d(np.asarray(probability, dtype=float)), 0.0, 1.0 - 1e-12)
+            np.add.at(self.preds, (p * PRED_BINS).astype(int), 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-safe) for reports."""
+        return {"requests": self.requests, "errors": self.errors, "latency": self.latency.tolist(),
+                "preds": self.preds.tolist()}
+
+
+def empty_stats() -> dict[str, Any]:
+    """The figures of a slot that saw nothing."""
+    return SlotStats().to_dict()
+
+
+def add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Sum of two reports (several replicas)."""
+    return {"requests": a["requests"] + b["requests"], "errors": a["errors"] + b["errors"],
+            "latency": (np.asarray(a["latency"]) + np.asarray(b["latency"])).tolist(),
+            "preds": (np.asarray(a["preds"]) + np.asarray(b["preds"])).tolist()}
+
+
+def minus(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """Figures between two cumulative reports (a restarted replica's counters start again: clamp at 0)."""
+    return {"requests": max(after["requests"] - before["requests"], 0),
+            "errors": max(after["errors"] - before["errors"], 0),
+            "latency": np.maximum(np.asarray(after["latency"]) - np.asarray(before["latency"]), 0).tolist(),
+            "preds": np.maximum(np.asarray(after["preds"]) - np.asarray(before["preds"]), 0).tolist()}
+
+
+def percentile_ms(hist: list[int], q: float) -> float | None:
+    """The ``q`` percentile (0-100) of a latency histogram, as its bucket's upper edge; None if empty."""
+    h = np.asarray(hist)
+    total = h.sum()
+    if total == 0:
+        return None
+    idx = int(np.searchsorted(np.cumsum(h), q / 100.0 * total))
+    return float(LAT_EDGES_MS[min(idx + 1, len(LAT_EDGES_MS) - 1)])
+
+
+def _coarse(hist: list[int], bins: int = 10) -> np.ndarray:
+    h = np.asarray(hist, dtype=float)
+    return h.reshape(bins, -1).sum(axis=1) if len(h) % bins == 0 else h
+
+
+def prediction_psi(live: list[int], cand: list[int]) -> float | None:
+    """PSI between two prediction-score histograms (10 bins, add-half smoothing); None if either is empty."""
+    a, b = _coarse(live), _coarse(cand)
+    if a.sum() == 0 or b.sum() == 0:
+        return None
+    a = (a + 0.5) / (a.sum() + 0.5 * len(a))
+    b = (b + 0.5) / (b.sum() + 0.5 * len(b))
+    return float(np.sum((b - a) * np.log(b / a)))
+
+
+def prediction_shift_p(live: list[int], cand: list[int]) -> float | None:
+    """p-value of a chi-square test that both histograms come from one distribution (small samples
+    cannot make PSI alone fail a step)."""
+    from scipy.stats import chi2_contingency
+
+    table = np.vstack([_coarse(live), _coarse(cand)])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return None
+    return float(chi2_contingency(table)[1])
+
+
+def summary(stats: dict[str, Any]) -> dict[str, Any]:
+    """Requests, error rate and latency percentiles of one slot's figures."""
+    n = stats["requests"]
+    return {"requests": n, "errors": stats["errors"], "error_rate": (stats["errors"] / n) if n else None,
+            "p50_ms": percentile_ms(stats["latency"], 50), "p99_ms": percentile_ms(stats["latency"], 99)}
+
+
+def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[int, float] | None,
+                   cand_acc: tuple[int, float] | None, cfg: RolloutConfig) -> tuple[bool, list[str], dict[str, Any]]:
+    """Compare one step's figures: (passed, reasons it failed, the figures)."""
+    ls, cs = summary(live), summary(cand)
+    figures: dict[str, Any] = {"live": ls, "candidate": cs}
+    reasons: list[str] = []
+    if cs["requests"] < cfg.min_requests:
+        figures["note"] = f"only {cs['requests']} candidate requests (wanted {cfg.min_requests})"
+    if cs["error_rate"] is not None:
+        delta = cs["error_rate"] - (ls["error_rate"] or 0.0)
+        if delta > cfg.max_error_rate_delta:
+            reasons.append(f"error rate {cs['error_rate']:.3f} vs live {ls['error_rate'] or 0.0:.3f}")
+    if cs["p99_ms"] is not None and ls["p99_ms"] is not None and cs["requests"] >= max(cfg.min_requests, 1):
+        if cs["p99_ms"] > cfg.max_latency_ratio * ls["p99_ms"] + 5.0:
+            reasons.append(f"p99 latency {cs['p99_ms']:.1f} ms vs live {ls['p99_ms']:.1f} ms")
+    psi = prediction_psi(live["preds"], cand["preds"])
+    p_value = prediction_shift_p(live["preds"], cand["preds"])
+    figures["prediction_psi"], figures["prediction_shift_p"] = psi, p_value
+    if psi is not None and p_value is not None and psi > cfg.max_prediction_psi and p_value < 0.01:
+        reasons.append(f"prediction PSI {psi:.2f} > {cfg.max_prediction_psi} (chi-square p={p_value:.1e})")
+    if live_acc and cand_acc:
+        figures["accuracy"] = {"live": live_acc, "candidate": cand_acc}
+        (ln, la), (cn, ca) = live_acc, cand_acc
+        if ln >= cfg.min_labels and cn >= cfg.min_labels and ca < la - cfg.max_accuracy_drop:
+            reasons.append(f"accuracy {ca:.3f} vs live {la:.3f} on labelled requests")
+    return not reasons, reasons, figures

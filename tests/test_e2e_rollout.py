@@ -1,0 +1,234 @@
+"""Blue-green serving on a real local Ray + Serve over HTTP: weighted and sticky splits, canary
+rollouts promoted or rolled back by analysis, the control API and its token, and a split that
+survives killing the rollout controller and a Router replica."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+import httpx
+import numpy as np
+import pytest
+import ray
+import xgboost as xgb
+
+from streamfit.config import config_from_dict
+from streamfit.registry import Registry
+from streamfit.scripts.load import RequestLoop
+from streamfit.scripts.pipeline import Pipeline, wait_until
+
+TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    os.environ["STREAMFIT_ADMIN_TOKEN"] = TOKEN
+    root = tmp_path_factory.mktemp("rollout")
+    cfg = config_from_dict({
+        "registry": {"uri": str(root / "registry")},
+        "checkpoints": {"uri": str(root / "ckpt")},
+        "serving": {"port": 0, "replicas": 2},
+        "rollout": {"steps": [10, 50, 100], "bake_s": 2.0, "min_requests": 10, "max_prediction_psi": 0.5},
+    })
+    p = Pipeline.start(cfg)
+    yield p
+    p.stop()
+
+
+class Data:
+    """Rows with every serving feature; the label depends on a few of them."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def sample(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(n, len(self.names)))
+        y = (x[:, 0] + 0.5 * x[:, 1] - 0.5 * x[:, 3] + rng.normal(0, 0.3, n) > 0).astype(float)
+        return x, y
+
+    def register(self, registry: Registry, schema_hash: str, seed: int, shuffle: bool = False) -> int:
+        x, y = self.sample(4000, seed)
+        if shuffle:
+            y = np.random.default_rng(seed + 1).permutation(y)  # a deliberately worse model
+        bst = xgb.train({"objective": "binary:logistic", "max_depth": 4, "nthread": 1},
+                        xgb.DMatrix(x, label=y, feature_names=self.names), 40)
+        sample = x[:16]
+        return registry.register(bst, {"features": self.names, "schema_hash": schema_hash, "trigger": "test",
+                                       "verify": {"x": sample.tolist(), "p": bst.inplace_predict(sample).tolist()}})
+
+    def rows(self, seed: int = 0):
+        x, _ = self.sample(5000, seed)
+        state = {"i": 0}
+
+        def next_row():
+            state["i"] += 1
+            return {n: float(v) for n, v in zip(self.names, x[state["i"] % len(x)])}, None, None
+
+        return next_row
+
+
+@pytest.fixture(scope="module")
+def data(pipe):
+    return Data(pipe.cfg.features.feature_names())
+
+
+def _traffic(p):
+    return httpx.get(f"{p.url}/traffic", timeout=10).json()
+
+
+def _rollout(p, **body):
+    r = httpx.post(f"{p.url}/rollout", json=body, headers=AUTH, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _finished(p):
+    r = _traffic(p).get("rollout")
+    return r is not None and r["phase"] not in ("loading", "baking", "paused")
+
+
+def _split(p, n: int, headers=None, key=None, data=None) -> Counter:
+    row = data.rows(7)
+    seen = Counter()
+    with httpx.Client(base_url=p.url, timeout=10) as c:
+        for _ in range(n):
+            body = {"features": row()[0]}
+            if key is not None:
+                body["routing_key"] = key
+            r = c.post("/predict", json=body, headers=headers or {})
+            assert r.status_code == 200, r.text
+            seen[r.json()["slot"]] += 1
+    return seen
+
+
+def test_control_endpoints_refuse_requests_without_the_token(pipe):
+    with httpx.Client(base_url=pipe.url, timeout=10) as c:
+        for method, path, body in [("PUT", "/traffic", {"green": 10}), ("POST", "/rollout", {}),
+                                   ("POST", "/rollout/promote", None), ("POST", "/rollout/abort", None),
+                                   ("POST", "/rollback", None), ("POST", "/retrain", None)]:
+            assert c.request(method, path, json=body).status_code == 401, path
+            assert c.request(method, path, json=body, headers={"Authorization": "Bearer wrong"}).status_code == 403
+
+
+def test_first_version_goes_live_and_a_good_candidate_is_promoted(pipe, data):
+    schema = pipe.cfg.features.schema_hash()
+    v1 = data.register(pipe.registry, schema, seed=1)
+    _rollout(pipe, version=v1)
+    assert wait_until(lambda: _finished(pipe), timeout_s=60)
+    assert _traffic(pipe)["rollout"]["phase"] == "promoted"
+    v2 = data.register(pipe.registry, schema, seed=2)
+    load = RequestLoop(pipe.url, data.rows(), rate=60).start()
+    try:
+        _rollout(pipe, version=v2, reason="good candidate")
+        assert wait_until(lambda: _finished(pipe), timeout_s=90)
+    finally:
+        result = load.stop()
+    t = _traffic(pipe)
+    assert t["rollout"]["phase"] == "promoted", (t["rollout"]["outcome"], t["rollout"]["results"])
+    assert [s["weight"] for s in t["rollout"]["results"]] == [10, 50]
+    assert t["slots"][t["live_slot"]] == v2 and t["weights"][t["live_slot"]] == 100
+    assert t["slots"][{"blue": "green", "green": "blue"}[t["live_slot"]]] == v1  # the old version stays loaded
+    assert pipe.registry.aliases()["live"] == v2 and pipe.registry.aliases()["previous"] == v1
+    assert result["failed"] == 0, result["failures"]
+    assert {v1, v2} <= set(result["versions"])
+
+
+def test_a_worse_candidate_is_rolled_back_with_the_reason_recorded(pipe, data):
+    live_before = _traffic(pipe)
+    live_version = live_before["slots"][live_before["live_slot"]]
+    bad = data.register(pipe.registry, pipe.cfg.features.schema_hash(), seed=3, shuffle=True)
+    load = RequestLoop(pipe.url, data.rows(1), rate=60).start()
+    try:
+        _rollout(pipe, version=bad, reason="shuffled labels")
+        assert wait_until(lambda: _finished(pipe), timeout_s=90)
+    finally:
+        result = load.stop()
+    t = _traffic(pipe)
+    assert t["rollout"]["phase"] == "rolled_back", t["rollout"]
+    assert "canary analysis" in t["rollout"]["outcome"] and "prediction PSI" in t["rollout"]["outcome"]
+    assert t["slots"][t["live_slot"]] == live_version and t["weights"][t["live_slot"]] == 100
+    audit = [e for e in pipe.registry.audit_log() if e["event"] == "rejected" and e.get("version") == bad]
+    assert audit and "prediction PSI" in audit[-1]["reason"]
+    assert pipe.registry.aliases()["live"] == live_version
+    assert result["failed"] == 0, result["failures"]
+
+
+def test_weighted_split_sticky_keys_and_pinned_slot(pipe, data):
+    r = httpx.put(f"{pipe.url}/traffic", json={"blue": 20, "green": 80}, headers=AUTH, timeout=10)
+    assert r.status_code == 200, r.text
+    assert wait_until(lambda: _traffic(pipe)["weights"] == {"blue": 20, "green": 80}, timeout_s=10)
+    time.sleep(1.5)  # every replica has taken the new weights
+    seen = _split(pipe, 2000, data=data)
+    assert abs(seen["blue"] / 2000 - 0.20) <= 0.04, seen
+    for key in ("user-17", "user-42", "user-99"):
+        assert len(_split(pipe, 100, key=key, data=data)) == 1, key  # one key, one slot
+    keys = Counter(next(iter(_split(pipe, 1, key=f"k{i}", data=data))) for i in range(200))
+    assert keys["blue"] > 10 and keys["green"] > 80, keys  # different keys spread by weight
+    assert _split(pipe, 50, headers={"X-Streamfit-Slot": "blue"}, data=data) == Counter(blue=50)
+    assert httpx.post(f"{pipe.url}/predict", json={"features": data.rows()()[0]},
+                      headers={"X-Streamfit-Slot": "purple"}, timeout=10).status_code == 422
+
+
+def test_rollback_returns_all_traffic_to_the_previous_version(pipe, data):
+    httpx.put(f"{pipe.url}/traffic", json={"green": 100}, headers=AUTH, timeout=10)
+    before = _traffic(pipe)
+    live, prev = before["slots"]["green"], before["slots"]["blue"]
+    r = httpx.post(f"{pipe.url}/rollback", json={"reason": "test"}, headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    after = _traffic(pipe)
+    assert after["slots"][after["live_slot"]] == pipe.registry.aliases()["live"]
+    assert after["weights"][after["live_slot"]] == 100 and after["slots"][after["live_slot"]] != live
+    assert prev is not None
+
+
+def test_killing_the_controller_and_a_router_replica_mid_canary_keeps_the_split(pipe, data):
+    v = data.register(pipe.registry, pipe.cfg.features.schema_hash(), seed=5)
+    _rollout(pipe, version=v, steps=[25, 100], bake_s=120, reason="long bake")
+    assert wait_until(lambda: (_traffic(pipe).get("rollout") or {}).get("phase") == "baking"
+                      and 25 in _traffic(pipe)["weights"].values(), timeout_s=60)
+    before = _traffic(pipe)
+    ray.kill(pipe.controller, no_restart=False)
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "Router" in a["name"]]
+    assert replicas, "no Router replica found"
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
+    assert wait_until(lambda: _safe_traffic(pipe) is not None, timeout_s=60)
+    after = _traffic(pipe)
+    assert after["weights"] == before["weights"] and after["slots"] == before["slots"]
+    assert after["rollout"]["phase"] == "baking" and after["rollout"]["version"] == v
+    assert wait_until(lambda: len(_traffic(pipe)["replicas"]) == 2, timeout_s=60)
+    time.sleep(1.5)
+    seen = _split(pipe, 1000, data=data)
+    cand = after["rollout"]["slot"]
+    assert abs(seen[cand] / 1000 - 0.25) <= 0.05, seen
+    r = httpx.post(f"{pipe.url}/rollout/abort", json={"reason": "test over"}, headers=AUTH, timeout=30)
+    assert r.status_code == 200 and _traffic(pipe)["rollout"]["phase"] == "aborted"
+
+
+def _safe_traffic(p):
+    try:
+        r = httpx.get(f"{p.url}/traffic", timeout=5)
+        return r.json() if r.status_code == 200 else None
+    except httpx.HTTPError:
+        return None
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"features": {"x0": 1.0}}, "x1"),
+    ({"rows": [{"x0": "nan?"}]}, "x0"),
+    ({"feature": {}}, "feature"),
+    ({"features": {}, "rows": []}, "rows"),
+])
+def test_malformed_predict_bodies_get_4xx_naming_the_field(pipe, body, field):
+    r = httpx.post(f"{pipe.url}/predict", json=body, timeout=10)
+    assert 400 <= r.status_code < 500
+    assert field in r.text
+
+
+def test_oversized_body_gets_413(pipe):
+    r = httpx.post(f"{pipe.url}/predict", content=b"{" + b" " * 2_000_000 + b"}",
+                   headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 413
