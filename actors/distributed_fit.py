@@ -29,7 +29,9 @@ defaults to ``max(1, floor(cpus_per_worker))``. The run's checkpoints go to
 every node reaches, such as ``s3://…``); the run directory is deleted once the booster is
 loaded. A failure raises :class:`DistributedFitError` naming the cause. Without Ray's
 dashboard (``include_dashboard=False``) Ray Train's ``PlacementGroupCleaner`` logs "Failed to
-query Ray Train Controller actor state" about once a second during the fit; it is harmless.
+query Ray Train Controller actor state" about once a second during the fit (and, when several
+Ray instances run on one machine, its monitor thread stops with "Found multiple active Ray
+instances"); it is only a safety net for a crashed controller, and the fit is unaffected.
 
 Example (needs a running Ray; start-up takes tens of seconds)::
 

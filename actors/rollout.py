@@ -254,13 +254,25 @@ class RolloutControllerActor:
             report = {"held": report}
         self.replicas.report(replica_id, report, time.time())
 
-    def status(self) -> dict[str, Any]:
-        """Desired state, what each live replica holds, per-slot figures, and the deploy history."""
+    async def status(self) -> dict[str, Any]:
+        """Desired state, what each live replica holds, per-slot figures, live accuracy, deploy history."""
         now = time.time()
         alive = self.replicas.alive(now)
+        shadow = {"compared": 0, "agreed": 0}
+        for rep in alive.values():
+            for k in shadow:
+                shadow[k] += rep.get("shadow", {}).get(k, 0)
         return {**self.state.to_dict(), "replicas": {r: rep["held"] for r, rep in alive.items()},
-                "slot_stats": self.replicas.stats(now), "deploys": list(self.deploys),
-                "rollout_config": self.cfg.model_dump()}
+                "slot_stats": self.replicas.stats(now), "shadow": shadow, "deploys": list(self.deploys),
+                "live_accuracy": await self._per_version(), "rollout_config": self.cfg.model_dump()}
+
+    async def _per_version(self) -> dict[str, Any]:
+        try:
+            from streamfit.actors.monitor import MONITOR_NAME
+
+            return {str(k): v for k, v in (await ray.get_actor(MONITOR_NAME).per_version.remote()).items()}
+        except Exception:  # no monitor: nothing measured
+            return {}
 
     def _audit(self, event: str, **fields: Any) -> None:
         self.registry.audit(event, **fields)

@@ -104,20 +104,114 @@ def models(url: str = URL_OPTION) -> None:
     console.print(t)
 
 
-@app.command()
-def status(url: str = URL_OPTION) -> None:
-    """Slots, versions, weights and replicas (from GET /traffic)."""
+def parse_duration(text: str) -> float:
+    """'30s', '2m', '1h' or plain seconds."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise typer.BadParameter(f"not a duration: {text!r} (e.g. 30s, 2m)") from None
+
+
+def traffic_table(body: dict) -> "Table":
+    """Slots, versions, weights, rollout step and per-slot figures."""
     from rich.table import Table
 
-    body = _control(lambda: _client(url).traffic())
-    t = Table(title=f"traffic (revision {body['revision']}, flips {body['flips']})")
-    for col in ("slot", "version", "weight %", "live"):
-        t.add_column(col)
+    from streamfit.actors.analysis import summary
+
+    r = body.get("rollout")
+    title = f"traffic (revision {body['revision']}, flips {body['flips']})"
+    if r:
+        step = r["steps"][min(r["step"], len(r["steps"]) - 1)]
+        title += f" — rollout v{r['version']} → {r['slot']}: {r['phase']}"
+        title += f", step {step}%" if r["phase"] in ("baking", "paused") else f" ({r.get('outcome', '')})"
+    t = Table(title=title)
+    for col in ("slot", "version", "weight %", "live", "requests", "errors", "p50 ms", "p99 ms", "accuracy"):
+        t.add_column(col, justify="right" if col not in ("slot", "live") else "left")
+    accuracy = body.get("live_accuracy", {})
     for slot in ("blue", "green"):
-        t.add_row(slot, str(body["slots"][slot]), str(body["weights"][slot]), "●" if body["live_slot"] == slot else "")
-    console.print(t)
+        s = summary(body.get("slot_stats", {}).get(slot, {"requests": 0, "errors": 0, "latency": [0], "preds": [0]}))
+        v = body["slots"][slot]
+        acc = accuracy.get(str(v)) or accuracy.get(v)
+        fmt = lambda x: "" if x is None else f"{x:.1f}"  # noqa: E731
+        t.add_row(slot, str(v), str(body["weights"][slot]), "●" if body["live_slot"] == slot else "",
+                  str(s["requests"]), str(s["errors"]), fmt(s["p50_ms"]), fmt(s["p99_ms"]),
+                  f"{acc['accuracy']:.3f} (n={acc['labelled']})" if acc else "")
+    return t
+
+
+@app.command()
+def status(url: str = URL_OPTION) -> None:
+    """Slots, versions, weights, rollout step, and per-slot requests, errors, p50/p99, accuracy."""
+    body = _control(lambda: _client(url).traffic())
+    console.print(traffic_table(body))
     for rid, held in body.get("replicas", {}).items():
         console.print(f"replica {rid}: holds blue v{held.get('blue')} green v{held.get('green')}")
+
+
+traffic_app = typer.Typer(help="Set the traffic split by hand (overrides a running rollout).", no_args_is_help=True)
+app.add_typer(traffic_app, name="traffic")
+
+
+@traffic_app.command("set")
+def traffic_set(
+    green: Optional[int] = typer.Option(None, min=0, max=100, help="percent to green (blue gets the rest)"),
+    blue: Optional[int] = typer.Option(None, min=0, max=100, help="percent to blue (green gets the rest)"),
+    shadow: Optional[float] = typer.Option(None, min=0, max=1, help="share of requests copied to the idle slot"),
+    url: str = URL_OPTION,
+) -> None:
+    """Set the split, e.g. `streamfit traffic set --green 25`."""
+    if green is None and blue is None and shadow is None:
+        raise typer.BadParameter("give --green, --blue or --shadow")
+    body = _control(lambda: _client(url).set_traffic(blue=blue, green=green, shadow_share=shadow))
+    console.print(traffic_table(body))
+
+
+rollout_app = typer.Typer(help="Canary rollouts: start, promote (approve), abort.", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
+
+
+@rollout_app.command("start")
+def rollout_start(
+    version: Optional[int] = typer.Option(None, help="version to roll out (default: the newest registered)"),
+    steps: Optional[str] = typer.Option(None, help="canary weights, e.g. 5,25,50,100"),
+    bake: Optional[str] = typer.Option(None, help="bake time per step, e.g. 30s"),
+    reason: str = typer.Option("", help="recorded in the audit log"),
+    url: str = URL_OPTION,
+) -> None:
+    """Load a version into the idle slot, verify it, and step its traffic up with analysis at each step."""
+    parsed = None
+    if steps:
+        try:
+            parsed = [int(x) for x in steps.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"--steps: comma-separated percentages, not {steps!r}") from None
+    body = _control(lambda: _client(url).rollout(version, parsed, parse_duration(bake) if bake else None,
+                                                 reason=reason))
+    console.print(f"rollout of v{body['version']} into {body['slot']} started: steps {body['steps']}, "
+                  f"bake {body['bake_s']:.0f}s")
+
+
+@rollout_app.command("promote")
+def rollout_promote(url: str = URL_OPTION) -> None:
+    """Approve a paused step, or skip the remaining steps and promote now."""
+    body = _control(lambda: _client(url).promote())
+    console.print(f"v{body['version']}: promote requested ({body['phase']})")
+
+
+@rollout_app.command("abort")
+def rollout_abort(reason: str = typer.Option("", help="recorded in the audit log"), url: str = URL_OPTION) -> None:
+    """Stop the rollout: all traffic back to the live version in one step."""
+    body = _control(lambda: _client(url).abort(reason))
+    console.print(f"v{body['version']}: {body['phase']} — {body['outcome']}")
+
+
+@app.command()
+def rollback(reason: str = typer.Option("", help="recorded in the audit log"), url: str = URL_OPTION) -> None:
+    """All traffic back to the previous version (loaded first if it is not)."""
+    body = _control(lambda: _client(url).rollback(reason))
+    console.print(traffic_table(body))
 
 
 @app.command()

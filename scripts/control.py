@@ -56,3 +56,29 @@ class ControlClient:
     def retrain(self, reason: str = "manual") -> dict[str, Any]:
         """POST /retrain (admin)."""
         return self._request("POST", "/retrain", admin=True, json={"reason": reason})
+
+    def set_traffic(self, blue: int | None = None, green: int | None = None,
+                    shadow_share: float | None = None) -> dict[str, Any]:
+        """PUT /traffic (admin)."""
+        body = {k: v for k, v in (("blue", blue), ("green", green), ("shadow_share", shadow_share)) if v is not None}
+        return self._request("PUT", "/traffic", admin=True, json=body)
+
+    def rollout(self, version: int | None = None, steps: list[int] | None = None, bake_s: float | None = None,
+                mode: str | None = None, reason: str = "") -> dict[str, Any]:
+        """POST /rollout (admin)."""
+        body = {k: v for k, v in (("version", version), ("steps", steps), ("bake_s", bake_s), ("mode", mode))
+                if v is not None}
+        body["reason"] = reason
+        return self._request("POST", "/rollout", admin=True, json=body)
+
+    def promote(self) -> dict[str, Any]:
+        """POST /rollout/promote (admin)."""
+        return self._request("POST", "/rollout/promote", admin=True)
+
+    def abort(self, reason: str = "") -> dict[str, Any]:
+        """POST /rollout/abort (admin)."""
+        return self._request("POST", "/rollout/abort", admin=True, json={"reason": reason})
+
+    def rollback(self, reason: str = "") -> dict[str, Any]:
+        """POST /rollback (admin)."""
+        return self._request("POST", "/rollback", admin=True, json={"reason": reason})

@@ -232,3 +232,40 @@ def test_oversized_body_gets_413(pipe):
     r = httpx.post(f"{pipe.url}/predict", content=b"{" + b" " * 2_000_000 + b"}",
                    headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 413
+
+
+def test_cli_traffic_commands_against_the_http_api(pipe, data):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).with_name("streamfit"))
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def run(*args, token=True):
+        e = dict(env) if token else {k: v for k, v in env.items() if k != "STREAMFIT_ADMIN_TOKEN"}
+        return subprocess.run([cli, *args, "--url", pipe.url], capture_output=True, text=True, timeout=60, env=e)
+
+    out = run("status")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "blue" in out.stdout and "green" in out.stdout and "p99 ms" in out.stdout
+    denied = run("traffic", "set", "--green", "30", token=False)
+    assert denied.returncode == 1 and "STREAMFIT_ADMIN_TOKEN" in denied.stdout
+    t = _traffic(pipe)
+    target = "green" if t["slots"]["green"] is not None else "blue"
+    set_ = run("traffic", "set", f"--{target}", "30")
+    assert set_.returncode == 0, set_.stdout
+    assert _traffic(pipe)["weights"][target] == 30
+    v = data.register(pipe.registry, pipe.cfg.features.schema_hash(), seed=8)
+    started = run("rollout", "start", "--version", str(v), "--steps", "20,100", "--bake", "1m")
+    assert started.returncode == 0 and f"v{v}" in started.stdout, started.stdout
+    assert wait_until(lambda: (_traffic(pipe).get("rollout") or {}).get("phase") == "baking", timeout_s=60)
+    promoted = run("rollout", "promote")
+    assert promoted.returncode == 0, promoted.stdout
+    assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "promoted", timeout_s=30)
+    assert pipe.registry.aliases()["live"] == v
+    back = run("rollback", "--reason", "cli test")
+    assert back.returncode == 0, back.stdout
+    assert pipe.registry.aliases()["live"] != v
+    none = run("rollout", "abort")
+    assert none.returncode == 1 and "no rollout in progress" in none.stdout
