@@ -167,6 +167,14 @@ class ReplicaTracker:
         alive = self.alive(now)
         return bool(alive) and all(rep["held"].get(slot) == version for rep in alive.values())
 
+    def load_failure(self, slot: str, version: int, now: float) -> str | None:
+        """Why some live replica could not load ``version`` into ``slot`` (None if none failed)."""
+        for rid, rep in self.alive(now).items():
+            failed = rep.get("load_failures", {}).get(slot)
+            if failed and failed.get("version") == version:
+                return f"replica {rid}: {failed['error']}"
+        return None
+
     def verification(self, slot: str, version: int, now: float) -> tuple[bool, str]:
         """(all replicas verified the version, the first failure message)."""
         for rid, rep in self.alive(now).items():
@@ -277,6 +285,11 @@ class RolloutControllerActor:
     def _audit(self, event: str, **fields: Any) -> None:
         self.registry.audit(event, **fields)
 
+    def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change rollout settings at run time (validated like the config file)."""
+        self.cfg = RolloutConfig.model_validate({**self.cfg.model_dump(), **changes})
+        return self.cfg.model_dump()
+
     # -- commands ------------------------------------------------------------------------
     async def deploy(self, version: int, reason: str = "", actor: str = "trainer") -> dict[str, Any]:
         """A new candidate from the trainer: roll it out (or queue it behind the running rollout)."""
@@ -353,8 +366,9 @@ class RolloutControllerActor:
         if self.state.slots[target] != previous:
             self.state.slots[target] = previous
             self._bump()
-            if not await self._wait_loaded(target, previous):
-                raise RuntimeError(f"v{previous} did not load on every replica in time")
+            failure = await self._wait_loaded(target, previous)
+            if failure is not None:
+                raise RuntimeError(f"v{previous} could not be loaded: {failure}")
         current = self.state.slots[live_slot]
         self.state.flip(target)
         self._bump()
@@ -385,13 +399,17 @@ class RolloutControllerActor:
         return self.state.to_dict()
 
     # -- the rollout loop ----------------------------------------------------------------
-    async def _wait_loaded(self, slot: str, version: int) -> bool:
+    async def _wait_loaded(self, slot: str, version: int) -> str | None:
+        """None once every live replica holds ``version`` in ``slot``; else why not."""
         deadline = time.time() + self.flip_timeout_s
         while not self.replicas.all_hold(slot, version, time.time()):
+            failure = self.replicas.load_failure(slot, version, time.time())
+            if failure is not None:
+                return failure
             if time.time() > deadline:
-                return False
+                return f"not loaded on every replica within {self.flip_timeout_s:.0f}s"
             await asyncio.sleep(0.05)
-        return True
+        return None
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
@@ -415,8 +433,9 @@ class RolloutControllerActor:
         r = self.state.rollout
         try:
             if r.phase == "loading":
-                if not await self._wait_loaded(r.slot, r.version):
-                    await self._finish(r, "rolled_back", "candidate did not load on every replica in time", True)
+                failure = await self._wait_loaded(r.slot, r.version)
+                if failure is not None:
+                    await self._finish(r, "rolled_back", f"candidate refused: {failure}", True)
                     return
                 ok, why = self.replicas.verification(r.slot, r.version, time.time())
                 if not ok:

@@ -58,6 +58,7 @@ class RouterCore:
         self.stats_by_slot = {s: SlotStats() for s in SLOTS}
         self.shadow = {"compared": 0, "agreed": 0, "abs_diff_sum": 0.0}
         self.load_errors: list[str] = []
+        self.load_failures: dict[str, dict[str, Any]] = {}  # slot -> the version it could not load, and why
         self._rng = random.Random(seed)
 
     def held(self) -> dict[str, int | None]:
@@ -123,11 +124,16 @@ class RouterCore:
             want = desired["slots"].get(s)
             have = self.slots[s]
             if want is not None and (have is None or have.version != want):
+                failed = self.load_failures.get(s)
+                if failed is not None and failed["version"] == want:
+                    continue  # it failed already: the controller has been told; do not retry in a loop
                 try:
                     self.slots[s] = await asyncio.to_thread(loader, s, want)
-                except Exception as err:  # keep serving what we have; the controller sees we lack it
+                    self.load_failures.pop(s, None)
+                except Exception as err:  # keep serving what we have; the controller sees why we lack it
                     self.load_errors.append(f"{s} v{want}: {err}")
                     del self.load_errors[:-20]
+                    self.load_failures[s] = {"version": want, "error": str(err)}
                     continue
         self.desired_versions = dict(desired["slots"])
         self.weights = dict(desired["weights"])
@@ -136,7 +142,7 @@ class RouterCore:
 
     def report(self) -> dict[str, Any]:
         """What the rollout controller needs: held versions, verification, cumulative per-slot figures."""
-        return {"held": self.held(),
+        return {"held": self.held(), "load_failures": dict(self.load_failures),
                 "verified": {s: (slot.verified if slot else None) for s, slot in self.slots.items()},
                 "stats": {s: st.to_dict() for s, st in self.stats_by_slot.items()},
                 "shadow": dict(self.shadow)}

@@ -269,3 +269,30 @@ def test_cli_traffic_commands_against_the_http_api(pipe, data):
     assert pipe.registry.aliases()["live"] != v
     none = run("rollout", "abort")
     assert none.returncode == 1 and "no rollout in progress" in none.stdout
+
+
+def test_a_version_with_another_feature_list_is_refused_with_the_mismatch_named(pipe, data):
+    names = data.names[:-1] + ["surprise"]
+    bad = Data(names).register(pipe.registry, pipe.cfg.features.schema_hash(), seed=11)
+    live = pipe.registry.aliases()["live"]
+    _rollout(pipe, version=bad, reason="wrong features")
+    assert wait_until(lambda: _finished(pipe), timeout_s=30)
+    r = _traffic(pipe)["rollout"]
+    assert r["phase"] == "rolled_back" and "surprise" in r["outcome"] and "feature list" in r["outcome"], r
+    assert pipe.registry.aliases()["live"] == live
+
+
+def test_a_paused_step_waits_for_approval(pipe, data):
+    v = data.register(pipe.registry, pipe.cfg.features.schema_hash(), seed=12)
+    ray.get(pipe.controller.configure.remote({"pause_before": [100]}))
+    try:
+        load = RequestLoop(pipe.url, data.rows(3), rate=60).start()
+        _rollout(pipe, version=v, steps=[50, 100], bake_s=1.0)
+        assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "paused", timeout_s=60)
+        time.sleep(2.0)
+        assert _traffic(pipe)["rollout"]["phase"] == "paused"  # it waits
+        assert httpx.post(f"{pipe.url}/rollout/promote", headers=AUTH, timeout=10).status_code == 200
+        assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "promoted", timeout_s=30)
+        assert load.stop()["failed"] == 0
+    finally:
+        ray.get(pipe.controller.configure.remote({"pause_before": []}))
