@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
+import httpx
+import numpy as np
 import pandas as pd
 import ray
+import xgboost as xgb
 
 from streamfit.config import Config, config_from_dict
 from streamfit.actors.coordinator import CoordinatorActor
@@ -124,3 +133,134 @@ def bench_ingest(num_shards: int, events: int, entities: int, batch_size: int = 
         "baseline_bytes_per_entity": base_shard.state_bytes() / max(1, base_shard.events.n_keys()),
         "training_rows": sum(s["training_rows"] for s in stats),
     }
+
+
+# -- serving -----------------------------------------------------------------------------
+
+def _loadgen(url: str, bodies_file: str, concurrency: int, duration_s: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streamfit.scripts.loadgen", url, "--concurrency",
+                             str(concurrency), "--duration", str(duration_s), "--body", bodies_file],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed: {err[-2000:]}")
+    return json.loads(out)
+
+
+def _wait_http(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout_s:.0f}s")
+
+
+def _boosters(names: list[str], n: int) -> list[tuple[xgb.Booster, dict[str, Any]]]:
+    out = []
+    for seed in range(n):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(4000, len(names)))
+        y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(0, 0.3, 4000) > 0).astype(float)
+        bst = xgb.train({"objective": "binary:logistic", "max_depth": 5, "nthread": 1},
+                        xgb.DMatrix(x, label=y, feature_names=names), 60)
+        out.append((bst, {"features": names, "trigger": "bench",
+                          "verify": {"x": x[:16].tolist(), "p": bst.inplace_predict(x[:16]).tolist()}}))
+    return out
+
+
+def bench_serve(duration_s: float = 8.0, concurrencies: tuple[int, ...] = (1, 32), swaps: int = 10,
+                port: int = 8000, isolated: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The same booster behind a bare FastAPI server and behind the streamfit Router, under the same load
+    from a separate process; then blue-green swaps under steady load, counting failed requests."""
+    from streamfit.registry import Registry
+    from streamfit.scripts.pipeline import Pipeline, free_port
+
+    work = Path(tempfile.mkdtemp(prefix="streamfit-bench-"))
+    cfg = config_from_dict({"registry": {"uri": str(work / "registry")}, "checkpoints": {"uri": str(work / "ckpt")},
+                            "serving": {"port": port, "isolated_slots": isolated}})
+    names = cfg.features.feature_names()
+    models = _boosters(names, 3)
+    model_file = work / "model.ubj"
+    models[0][0].save_model(str(model_file))
+    rng = np.random.default_rng(9)
+    bodies_file = work / "bodies.json"
+    bodies_file.write_text(json.dumps([{"features": dict(zip(names, map(float, rng.normal(size=len(names)))))}
+                                       for _ in range(200)]))
+    out: dict[str, Any] = {"duration_s": duration_s, "isolated_slots": isolated}
+
+    bare_port = free_port()
+    bare = subprocess.Popen([sys.executable, "-m", "streamfit.scripts.bare_server", str(model_file), "--port",
+                             str(bare_port), "--features", ",".join(names)], stderr=subprocess.PIPE)
+    try:
+        _wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+        for c in concurrencies:
+            log(f"bare FastAPI + uvicorn, concurrency {c} …")
+            r = _finish(_loadgen(f"http://127.0.0.1:{bare_port}/predict", str(bodies_file), c, duration_s))
+            out[f"bare_c{c}"] = {k: r[k] for k in ("requests", "failed", "rps", "p50_ms", "p99_ms")}
+    finally:
+        bare.terminate()
+        bare.wait(timeout=30)
+
+    log("starting Ray and the streamfit Router …")
+    pipe = Pipeline.start(cfg)
+    try:
+        registry = Registry(cfg.registry.uri)
+        versions = [registry.register(b, m) for b, m in models]
+
+        def swap_to(v: int) -> None:
+            ray.get(pipe.controller.start_rollout.remote(version=v, mode="flip", actor="bench"))
+            deadline = time.time() + 60
+            while True:
+                r = ray.get(pipe.controller.status.remote())["rollout"]
+                if r["version"] == v and r["phase"] == "promoted":
+                    return
+                if r["phase"] not in ("loading", "baking") or time.time() > deadline:
+                    raise RuntimeError(f"swap to v{v} failed: {r['phase']} {r.get('outcome')}")
+                time.sleep(0.25)
+
+        swap_to(versions[0])
+        url = f"{pipe.url}/predict"
+        _wait_http(f"{pipe.url}/healthz")
+        for c in concurrencies:
+            log(f"streamfit Router ({'isolated slots' if isolated else 'slots in the Router'}), concurrency {c} …")
+            r = _finish(_loadgen(url, str(bodies_file), c, duration_s))
+            out[f"router_c{c}"] = {k: r[k] for k in ("requests", "failed", "rps", "p50_ms", "p99_ms")}
+        steady_c = 8
+        log(f"steady load, concurrency {steady_c} …")
+        steady = _finish(_loadgen(url, str(bodies_file), steady_c, duration_s))
+        log(f"{swaps} blue-green swaps under the same load …")
+        proc = _loadgen(url, str(bodies_file), steady_c, 2.0 + swaps * 2.5)
+        time.sleep(1.0)
+        intervals = []
+        for i in range(swaps):
+            v = versions[(i + 1) % len(versions)]  # every swap loads a version into the idle slot
+            t0 = time.time()
+            swap_to(v)
+            intervals.append((t0, time.time()))
+            time.sleep(1.0)
+        swapped = _finish(proc)
+    finally:
+        pipe.stop()
+    overlapping = [(e - s) * 1000 for s, e, ok in swapped["records"]
+                   if ok and any(s <= b and e >= a for a, b in intervals)]
+    c_hi = max(concurrencies)
+    out.update({
+        "bare_p50_ms": out[f"bare_c{c_hi}"]["p50_ms"], "router_p50_ms": out[f"router_c{c_hi}"]["p50_ms"],
+        "bare_rps": out[f"bare_c{c_hi}"]["rps"], "router_rps": out[f"router_c{c_hi}"]["rps"],
+        "rps_ratio": out[f"router_c{c_hi}"]["rps"] / out[f"bare_c{c_hi}"]["rps"],
+        "swaps": len(intervals), "swap_failed_requests": swapped["failed"],
+        "swap_requests": swapped["requests"], "swap_seconds": [round(b - a, 3) for a, b in intervals],
+        "steady_p99_ms": steady["p99_ms"],
+        "swap_p99_ms": float(np.percentile(overlapping, 99)) if overlapping else None,
+        "swap_overlapping_requests": len(overlapping),
+        "swap_errors": swapped["errors"],
+    })
+    shutil.rmtree(work, ignore_errors=True)
+    return out

@@ -259,6 +259,40 @@ def bench_ingest_cmd(
     console.print(f"ratio sharded / baseline: [bold]{res['ratio']:.2f}x[/]")
 
 
+@bench_app.command("serve")
+def bench_serve_cmd(
+    duration: float = typer.Option(8.0, help="seconds per measurement"),
+    swaps: int = typer.Option(10, help="blue-green swaps under load"),
+    port: int = typer.Option(8000, help="the Router's HTTP port (0 = any free port)"),
+    isolated: bool = typer.Option(False, "--isolated", help="slots as separate Serve deployments"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """The same booster behind bare FastAPI + uvicorn and behind the Router (concurrency 1 and 32), then swaps."""
+    import json
+
+    from rich.table import Table
+
+    from streamfit.scripts.bench import bench_serve
+
+    log = (lambda _msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    res = bench_serve(duration, (1, 32), swaps, port, isolated, log=log)
+    if as_json:
+        print(json.dumps(res))
+        return
+    t = Table(title="serving: same booster, same load (separate process, 127.0.0.1)")
+    for col in ("server", "concurrency", "requests/s", "p50 ms", "p99 ms", "failed"):
+        t.add_column(col, justify="right")
+    for name, label in (("bare", "bare FastAPI"), ("router", "streamfit Router")):
+        for c in (1, 32):
+            r = res[f"{name}_c{c}"]
+            t.add_row(label, str(c), f"{r['rps']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["failed"]))
+    console.print(t)
+    console.print(f"throughput ratio at concurrency 32 (router / bare): [bold]{res['rps_ratio']:.2f}x[/]")
+    console.print(f"{res['swaps']} swaps under load: {res['swap_failed_requests']} failed of {res['swap_requests']} "
+                  f"requests; p99 steady {res['steady_p99_ms']:.1f} ms, overlapping a swap "
+                  f"{res['swap_p99_ms'] or 0:.1f} ms")
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()

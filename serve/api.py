@@ -15,6 +15,7 @@ Example:
 
 import asyncio
 import hmac
+import json
 import time
 from typing import Any, Awaitable, Callable, Literal
 
@@ -198,6 +199,53 @@ async def _call(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) ->
         raise HTTPException(status_code=501, detail="not available in this deployment") from None
 
 
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes`` (by Content-Length, or as it streams in)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                return await self._too_large(send)
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Callable) -> None:
+        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: FeaturesConfig | None = None,
               admin_token: str | None = None, ingest_enabled: bool = False, max_request_bytes: int = 1_000_000,
               routing_key_header: str = "X-Routing-Key", pin_slot_header: str = "X-Streamfit-Slot",
@@ -207,22 +255,7 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     app = FastAPI(title=title, description="Fresh XGBoost models on streams, served blue-green on Ray Serve.")
     app.add_exception_handler(RequestValidationError, validation_error_handler)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[..., Awaitable[Any]]) -> Any:
-        """413 for a body over the configured size (by its Content-Length, or as it streams in)."""
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_request_bytes:
-            return JSONResponse(status_code=413, content={"detail": f"request body over {max_request_bytes} bytes"})
-        if length is None and request.method in ("POST", "PUT"):
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > max_request_bytes:
-                    return JSONResponse(status_code=413,
-                                        content={"detail": f"request body over {max_request_bytes} bytes"})
-            request._body = body  # let the route read it again
-        return await call_next(request)
-
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     admin = [Depends(admin_guard(admin_token))]
     Row = row_model(core.feature_names)
 

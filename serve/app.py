@@ -130,5 +130,7 @@ def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Applic
         num_replicas=cfg.serving.replicas,
         max_ongoing_requests=cfg.serving.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
+        # A log line per request costs more than the prediction; Serve's metrics still count requests.
+        logging_config={"enable_access_log": cfg.serving.access_log},
     ).bind(registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), cfg.shards.num_shards,
            cfg.stream.source == "http", CONTROLLER_NAME, namespace)

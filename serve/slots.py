@@ -48,6 +48,7 @@ class ModelSlot:
                 + ("" if missing or extra else " (same names, other order)"))
         if schema_hash is not None and meta.get("schema_hash") not in (None, schema_hash):
             raise FeatureMismatchError(f"v{version} schema hash {meta.get('schema_hash')} != serving {schema_hash}")
+        booster.set_param({"nthread": 1})  # a single request gains nothing from threads; replicas scale out
         slot = cls(name, version, booster, feats)
         slot.verified = slot.verify(meta.get("verify"))
         return slot

@@ -252,6 +252,7 @@ class ServingConfig(_Strict):
     )
     flip_timeout_s: float = Field(60.0, gt=0, description="how long replicas may take to load a version")
     isolated_slots: bool = Field(False, description="blue and green as separate Serve deployments")
+    access_log: bool = Field(False, description="Serve's per-request access log in the replica logs")
     slot_batch_size: int = Field(32, gt=0, description="@serve.batch size of isolated slots")
     max_request_bytes: int = Field(1_000_000, gt=0, description="larger request bodies get 413")
     routing_key_header: str = "X-Routing-Key"
