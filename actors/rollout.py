@@ -163,9 +163,10 @@ class ReplicaTracker:
         return {r: rep for r, (t, rep) in self.reports.items() if now - t <= self.ttl_s}
 
     def all_hold(self, slot: str, version: int, now: float) -> bool:
-        """At least one replica is alive and every live one holds ``version`` in ``slot``."""
-        alive = self.alive(now)
-        return bool(alive) and all(rep["held"].get(slot) == version for rep in alive.values())
+        """Some live replica serves ``slot`` and every one that does holds ``version`` in it
+        (Router replicas in the default mode; the slot's own replicas with isolated slots)."""
+        serving = [rep for rep in self.alive(now).values() if slot in rep["held"]]
+        return bool(serving) and all(rep["held"][slot] == version for rep in serving)
 
     def load_failure(self, slot: str, version: int, now: float) -> str | None:
         """Why some live replica could not load ``version`` into ``slot`` (None if none failed)."""

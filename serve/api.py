@@ -294,7 +294,7 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
         if pin is not None and pin not in ("blue", "green"):
             raise HTTPException(status_code=422, detail=f"{pin_slot_header}: 'blue' or 'green', not {pin!r}")
         try:
-            slot, probs = core.predict(x, key=key, pin=pin)
+            slot_name, version, probs = await core.apredict(x, key=key, pin=pin)
         except NoModelError as err:
             raise HTTPException(status_code=503, detail=str(err)) from None
         except SlotNotReadyError as err:
@@ -302,12 +302,12 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
         ids = [req.event_id] if req.event_id is not None else (req.event_ids or [])
         if ids:
             now = time.time()
-            backend.log_predictions([(i, slot.version, slot.name, float(p), now) for i, p in zip(ids, probs)])
+            backend.log_predictions([(i, version, slot_name, float(p), now) for i, p in zip(ids, probs)])
         if req.features is not None:
             p = float(probs[0])
-            return Prediction(prediction=int(p >= 0.5), probability=p, model_version=slot.version, slot=slot.name)
+            return Prediction(prediction=int(p >= 0.5), probability=p, model_version=version, slot=slot_name)
         return BatchPrediction(predictions=[int(p >= 0.5) for p in probs], probabilities=[float(p) for p in probs],
-                               model_version=slot.version, slot=slot.name)
+                               model_version=version, slot=slot_name)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

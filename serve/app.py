@@ -42,12 +42,14 @@ class Router(Backend):
     """Ingress deployment: HTTP API + blue/green slots inside every replica."""
 
     async def __init__(self, registry_uri: str, features: dict[str, Any], serving: dict[str, Any], num_shards: int,
-                       ingest: bool, controller_name: str, namespace: str) -> None:
+                       ingest: bool, controller_name: str, namespace: str, blue: Any = None,
+                       green: Any = None) -> None:
         self.features_cfg = FeaturesConfig.model_validate(features)
         self.serving = ServingConfig.model_validate(serving)
         self.schema_hash = self.features_cfg.schema_hash()
         self.registry = Registry(registry_uri)
-        self.core = RouterCore(self.features_cfg.feature_names())
+        remote = {"blue": blue, "green": green} if blue is not None else None
+        self.core = RouterCore(self.features_cfg.feature_names(), remote=remote)
         self.namespace = namespace
         self.num_shards = num_shards
         self.ingest_enabled = ingest
@@ -124,8 +126,70 @@ class Router(Backend):
                 pass
 
 
+@serve.deployment(name="Slot")
+class SlotServer:
+    """One slot as its own deployment (``serving.isolated_slots``): it loads the version the desired
+    state names for its slot, reports to the controller, and predicts in batches (``@serve.batch``)."""
+
+    async def __init__(self, slot: str, registry_uri: str, features: dict[str, Any], serving: dict[str, Any],
+                       controller_name: str, namespace: str) -> None:
+        features_cfg = FeaturesConfig.model_validate(features)
+        self.slot = slot
+        self.schema_hash = features_cfg.schema_hash()
+        self.registry = Registry(registry_uri)
+        self.core = RouterCore(features_cfg.feature_names())
+        self.controller = ray.get_actor(controller_name, namespace=namespace)
+        self.replica_id = f"{slot}:{serve.get_replica_context().replica_id.unique_id}"
+        self._batch.set_max_batch_size(ServingConfig.model_validate(serving).slot_batch_size)
+        self._task = asyncio.get_running_loop().create_task(self._reconcile_forever())
+
+    def _load(self, slot: str, version: int) -> ModelSlot:
+        booster, meta = self.registry.load(version)
+        return ModelSlot.from_registry(slot, version, booster, meta, self.core.feature_names, self.schema_hash)
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            try:
+                desired = await self.controller.desired.remote(self.core.revision, 1.0)
+                mine = {**desired, "slots": {s: (v if s == self.slot else None) for s, v in desired["slots"].items()}}
+                await self.core.apply(mine, self._load)
+                rep = self.core.report()
+                rep["held"] = {self.slot: rep["held"][self.slot]}
+                rep["stats"] = {}  # the Router counts requests per slot
+                self.controller.report.remote(self.replica_id, rep)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("slot reconcile failed: %s", err)
+                await asyncio.sleep(0.5)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _batch(self, xs: list[np.ndarray]) -> list[dict[str, Any]]:
+        slot = self.core.slots[self.slot]
+        if slot is None:
+            raise RuntimeError(f"slot {self.slot} holds no model yet")
+        probs = slot.predict(np.vstack(xs))
+        out, start = [], 0
+        for x in xs:
+            out.append({"version": slot.version, "probs": probs[start:start + len(x)]})
+            start += len(x)
+        return out
+
+    async def predict(self, x: np.ndarray) -> dict[str, Any]:
+        """Probabilities for the rows of ``x`` and the version that made them."""
+        return await self._batch(x)
+
+
 def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Application:
-    """Bind the Router deployment for ``serve.run`` with the configured replicas and concurrency."""
+    """Bind the Router (and, with isolated slots, the two slot deployments) for ``serve.run``."""
+    slot_handles: dict[str, Any] = {}
+    if cfg.serving.isolated_slots:
+        for s in ("blue", "green"):
+            slot_handles[s] = SlotServer.options(
+                name=f"Slot{s.capitalize()}", num_replicas=cfg.serving.replicas,
+                max_ongoing_requests=cfg.serving.max_ongoing_requests, ray_actor_options={"num_cpus": 0},
+                logging_config={"enable_access_log": cfg.serving.access_log},
+            ).bind(s, registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), CONTROLLER_NAME, namespace)
     return Router.options(
         num_replicas=cfg.serving.replicas,
         max_ongoing_requests=cfg.serving.max_ongoing_requests,
@@ -133,4 +197,4 @@ def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Applic
         # A log line per request costs more than the prediction; Serve's metrics still count requests.
         logging_config={"enable_access_log": cfg.serving.access_log},
     ).bind(registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), cfg.shards.num_shards,
-           cfg.stream.source == "http", CONTROLLER_NAME, namespace)
+           cfg.stream.source == "http", CONTROLLER_NAME, namespace, slot_handles.get("blue"), slot_handles.get("green"))

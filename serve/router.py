@@ -45,11 +45,26 @@ def key_bucket(key: str) -> int:
     return int(hash_keys(np.array([key], dtype=object))[0] % np.uint64(100))
 
 
+class RemoteSlot:
+    """A slot served by its own Serve deployment (``serving.isolated_slots``), reached by a handle."""
+
+    def __init__(self, name: str, version: int, handle: Any) -> None:
+        self.name, self.version, self.handle = name, version, handle
+        self.verified = None
+
+    async def apredict(self, x: np.ndarray) -> tuple[int, np.ndarray]:
+        """(version that answered, probabilities) from one replica of the slot's deployment."""
+        out = await self.handle.predict.remote(x)
+        return out["version"], np.asarray(out["probs"], dtype=float)
+
+
 class RouterCore:
     """Slots held by this replica, the weights it routes by, and per-slot request figures."""
 
-    def __init__(self, feature_names: list[str], seed: int | None = None) -> None:
+    def __init__(self, feature_names: list[str], seed: int | None = None,
+                 remote: dict[str, Any] | None = None) -> None:
         self.feature_names = list(feature_names)
+        self.remote = remote  # isolated slots: a DeploymentHandle per slot instead of local boosters
         self.slots: dict[str, ModelSlot | None] = {s: None for s in SLOTS}
         self.desired_versions: dict[str, int | None] = {s: None for s in SLOTS}
         self.weights: dict[str, int] = {"blue": 100, "green": 0}
@@ -92,7 +107,7 @@ class RouterCore:
         return self.slots[ready[-1]]  # type: ignore[return-value]
 
     def predict(self, x: np.ndarray, key: str | None = None, pin: str | None = None) -> tuple[ModelSlot, np.ndarray]:
-        """Route one request (one or more rows) to a slot, predict, and record its figures."""
+        """Route one request (one or more rows) to a local slot, predict, and record its figures."""
         slot = self.choose(key, pin)
         started = time.perf_counter()
         try:
@@ -105,6 +120,40 @@ class RouterCore:
             self._shadow(slot, x, probs)
         return slot, probs
 
+    async def apredict(self, x: np.ndarray, key: str | None = None,
+                       pin: str | None = None) -> tuple[str, int, np.ndarray]:
+        """Like ``predict``, for either slot mode: (slot name, version that answered, probabilities)."""
+        if self.remote is None:
+            slot, probs = self.predict(x, key, pin)
+            return slot.name, slot.version, probs
+        slot = self.choose(key, pin)
+        started = time.perf_counter()
+        try:
+            version, probs = await slot.apredict(x)
+        except Exception:
+            self.stats_by_slot[slot.name].record(time.perf_counter() - started, None, error=True)
+            fallback = self.slots[other_slot(slot.name)]
+            if pin is not None or fallback is None or fallback.name not in self.ready_slots():
+                raise
+            # A slot replica that is (re)starting must not fail the request: the other slot answers.
+            slot = fallback
+            version, probs = await slot.apredict(x)
+        self.stats_by_slot[slot.name].record(time.perf_counter() - started, probs)
+        if self.shadow_share > 0 and pin is None and self._rng.random() < self.shadow_share:
+            idle = self.slots[other_slot(slot.name)]
+            if idle is not None and idle.name in self.ready_slots():
+                try:
+                    _, shadow = await idle.apredict(x)
+                    self._compare(probs, shadow)
+                except Exception:
+                    pass
+        return slot.name, version, probs
+
+    def _compare(self, probs: np.ndarray, shadow: np.ndarray) -> None:
+        self.shadow["compared"] += len(probs)
+        self.shadow["agreed"] += int(((shadow >= 0.5) == (probs >= 0.5)).sum())
+        self.shadow["abs_diff_sum"] += float(np.abs(shadow - probs).sum())
+
     def _shadow(self, served: ModelSlot, x: np.ndarray, probs: np.ndarray) -> None:
         """Copy the request to the other slot; compare its answers, never return them."""
         idle = self.slots[other_slot(served.name)]
@@ -114,26 +163,27 @@ class RouterCore:
             shadow = idle.predict(x)
         except Exception:
             return
-        self.shadow["compared"] += len(probs)
-        self.shadow["agreed"] += int(((shadow >= 0.5) == (probs >= 0.5)).sum())
-        self.shadow["abs_diff_sum"] += float(np.abs(shadow - probs).sum())
+        self._compare(probs, shadow)
 
     async def apply(self, desired: dict[str, Any], loader: Loader) -> None:
         """Move toward the desired state: load missing versions (off the event loop), then take its weights."""
         for s in SLOTS:
             want = desired["slots"].get(s)
             have = self.slots[s]
+            if self.remote is not None:  # the slot deployments load; their replicas report to the controller
+                self.slots[s] = RemoteSlot(s, want, self.remote[s]) if want is not None else None
+                continue
             if want is not None and (have is None or have.version != want):
                 failed = self.load_failures.get(s)
-                if failed is not None and failed["version"] == want:
-                    continue  # it failed already: the controller has been told; do not retry in a loop
+                if failed is not None and failed["version"] == want and failed["revision"] == desired["revision"]:
+                    continue  # it failed for this very request: the controller has been told; retry on a new one
                 try:
                     self.slots[s] = await asyncio.to_thread(loader, s, want)
                     self.load_failures.pop(s, None)
                 except Exception as err:  # keep serving what we have; the controller sees why we lack it
                     self.load_errors.append(f"{s} v{want}: {err}")
                     del self.load_errors[:-20]
-                    self.load_failures[s] = {"version": want, "error": str(err)}
+                    self.load_failures[s] = {"version": want, "error": str(err), "revision": desired["revision"]}
                     continue
         self.desired_versions = dict(desired["slots"])
         self.weights = dict(desired["weights"])
@@ -142,7 +192,8 @@ class RouterCore:
 
     def report(self) -> dict[str, Any]:
         """What the rollout controller needs: held versions, verification, cumulative per-slot figures."""
-        return {"held": self.held(), "load_failures": dict(self.load_failures),
+        held = {} if self.remote is not None else self.held()  # only slot replicas hold models then
+        return {"held": held, "load_failures": dict(self.load_failures),
                 "verified": {s: (slot.verified if slot else None) for s, slot in self.slots.items()},
                 "stats": {s: st.to_dict() for s, st in self.stats_by_slot.items()},
                 "shadow": dict(self.shadow)}

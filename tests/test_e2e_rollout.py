@@ -23,14 +23,14 @@ TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
+@pytest.fixture(scope="module", params=["slots_in_router", "isolated_slots"])
+def pipe(request, tmp_path_factory):
     os.environ["STREAMFIT_ADMIN_TOKEN"] = TOKEN
     root = tmp_path_factory.mktemp("rollout")
     cfg = config_from_dict({
         "registry": {"uri": str(root / "registry")},
         "checkpoints": {"uri": str(root / "ckpt")},
-        "serving": {"port": 0, "replicas": 2},
+        "serving": {"port": 0, "replicas": 2, "isolated_slots": request.param == "isolated_slots"},
         "rollout": {"steps": [10, 50, 100], "bake_s": 2.0, "min_requests": 10, "max_prediction_psi": 0.5},
     })
     p = Pipeline.start(cfg)
@@ -192,14 +192,15 @@ def test_killing_the_controller_and_a_router_replica_mid_canary_keeps_the_split(
                       and 25 in _traffic(pipe)["weights"].values(), timeout_s=60)
     before = _traffic(pipe)
     ray.kill(pipe.controller, no_restart=False)
-    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "Router" in a["name"]]
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#Router#" in a["name"]]
     assert replicas, "no Router replica found"
     ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
     assert wait_until(lambda: _safe_traffic(pipe) is not None, timeout_s=60)
     after = _traffic(pipe)
     assert after["weights"] == before["weights"] and after["slots"] == before["slots"]
     assert after["rollout"]["phase"] == "baking" and after["rollout"]["version"] == v
-    assert wait_until(lambda: len(_traffic(pipe)["replicas"]) == 2, timeout_s=60)
+    n_reporting = 2 * (3 if pipe.cfg.serving.isolated_slots else 1)  # routers, plus each slot's replicas
+    assert wait_until(lambda: len(_traffic(pipe)["replicas"]) == n_reporting, timeout_s=60)
     time.sleep(1.5)
     seen = _split(pipe, 1000, data=data)
     cand = after["rollout"]["slot"]
