@@ -156,6 +156,7 @@ class CoordinatorActor:
         self.trainer_call: Any = None
         self.counters: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
+        self.nulls: Counter[str] = Counter()
         self.per_shard_accepted = [0] * len(shards)
         self._stop = False
         self._running = False
@@ -224,6 +225,8 @@ class CoordinatorActor:
         self.counters["rejected"] += result.rejected
         self.counters["events"] += result.events
         self.reasons.update(result.reasons)
+        self.nulls.update(result.nulls)
+        self.counters["event_rows"] += result.event_rows
         self.per_shard_accepted[i] += result.accepted
         if result.training_rows is not None and len(result.training_rows):
             self.rows_out.append(result.training_rows)
@@ -278,10 +281,8 @@ class CoordinatorActor:
 
     async def _forward_rows(self, final: bool = False) -> None:
         if self.monitor is not None and self.rows_out:
-            # Labels for the live-accuracy join (predictions logged by the Routers carry event ids).
-            ids = [x for r in self.rows_out for x in r["event_id"].astype(str).tolist()]
-            labels = [float(x) for r in self.rows_out for x in r["label"].tolist()]
-            self.monitor.labels.remote(ids, labels)
+            # Labelled rows: the live-accuracy join with logged predictions, drift, stream accuracy.
+            self.monitor.observe_rows.remote(pd.concat(self.rows_out, ignore_index=True))
         if self.trainer is None:
             self.counters["training_rows"] += sum(len(r) for r in self.rows_out)
             self.rows_out.clear()
@@ -314,5 +315,8 @@ class CoordinatorActor:
             "resumed_from_batch": self.resumed_from["batch_id"] if self.resumed_from else None,
             **dict(self.counters),
             "reasons": dict(self.reasons),
+            "null_rate": {f: n / max(self.counters["event_rows"], 1) for f, n in self.nulls.items()},
+            "watermark_lag_s": (self.watermark.clock - self.watermark.value)
+            if np.isfinite(self.watermark.value) else None,
             "per_shard_accepted": list(self.per_shard_accepted),
         }

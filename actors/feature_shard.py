@@ -52,6 +52,8 @@ class ShardResult:
     reasons: dict[str, int] = field(default_factory=dict)
     training_rows: pd.DataFrame | None = None
     events: int = 0
+    nulls: dict[str, int] = field(default_factory=dict)  # missing values per field among event rows
+    event_rows: int = 0
     replay_from: int | None = None  # set when the shard restarted and needs batches after this id again
 
 
@@ -330,8 +332,10 @@ class FeatureShard:
             self.counters["expired_unlabelled"] += self.pending.expire(watermark - self.cfg.label_timeout_s)
         bad = reason != ""
         reasons = {str(k): int(v) for k, v in pd.Series(reason[bad]).value_counts().items()}
+        nulls = {f: int(clean[f].isna().values[is_event].sum()) for f in self.fields}
         result = ShardResult(batch_id=batch_id, accepted=int((~bad).sum()), rejected=int(bad.sum()),
-                             reasons=reasons, training_rows=rows, events=n_events)
+                             reasons=reasons, training_rows=rows, events=n_events, nulls=nulls,
+                             event_rows=int(is_event.sum()))
         self.counters["accepted"] += result.accepted
         self.counters["rejected"] += result.rejected
         self.counters["events"] += n_events

@@ -5,14 +5,24 @@ Triggers, all combinable; each refit records the one that fired:
 - ``manual``      — an operator asked (``POST /retrain``, ``streamfit retrain``);
 - ``drift``       — a detector (Page-Hinkley or ADWIN, from River) on the live version's
                     error stream raised an alarm;
+- ``drift_followup`` — 1x, 2x, 4x … ``drift_window_rows`` rows after a drift refit
+                    (``drift_followups`` times): the drift refit had to learn from rows mostly
+                    before the change, these learn from rows after it (and restart the detector);
 - ``performance`` — the live version's accuracy over the newest labelled rows fell below a threshold;
 - ``psi``         — some feature's PSI against the live version's reference exceeded a threshold;
 - ``time``        — this much event time passed since the last refit;
 - ``volume``      — this many new labelled rows arrived since the last refit.
 
-Strategies: ``full`` (refit on a sliding window; on the newest rows only after a drift
-alarm) or ``incremental`` (continue the live booster with new trees; a full refit once the
-tree count would pass ``max_trees``).
+Strategies: ``full`` (refit on a sliding window; on the newest ``drift_window_rows`` only after
+a drift alarm; with ``grow_window_after_drift``, later refits learn only from rows that arrived
+after the alarm, at least ``drift_window_rows`` of them, until the window is ``window_rows`` long
+again) or ``incremental`` (continue the live booster with new trees; a full refit once the tree
+count would pass ``max_trees``).
+
+Measured with ``streamfit bench quality`` (50,000-row streams: the built-in one with three
+abrupt and one gradual drift, River's SEA, Agrawal and Hyperplane, and a stationary one):
+refitting often mattered most; with a drift trigger, a long window hurt only until it was cut
+at the alarm; the follow-ups took a drift trigger alone from 82.5 % to 86.1 % mean accuracy.
 
 Example:
     >>> from streamfit.config import TrainerConfig
@@ -20,7 +30,7 @@ Example:
     >>> p.observe(60, event_time=10.0); p.decide(10.0) is None
     True
     >>> p.observe(60, event_time=20.0); p.decide(20.0)
-    Decision(reason='volume', strategy='full', window_rows=16000)
+    Decision(reason='volume', strategy='full', window_rows=8000)
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ class RefitPolicy:
         self.psi_alarm: str | None = None
         self.manual: str | None = None
         self.rows_since_drift: int | None = None  # rows since the last drift refit (None: none yet)
+        self.followups_done = 0  # follow-up refits done since that drift refit
 
     def _new_detector(self):
         if self.cfg.drift_detector == "page_hinkley":
@@ -109,6 +120,8 @@ class RefitPolicy:
             acc = self.live_accuracy()
             if self.drift_alarm:
                 reason = "drift"
+            elif self._followup_due():
+                reason = "drift_followup"
             elif (cfg.accuracy_below is not None and acc is not None
                   and len(self.recent_errors) >= min(cfg.accuracy_window, 100) and acc < cfg.accuracy_below):
                 reason = "performance"
@@ -132,9 +145,20 @@ class RefitPolicy:
     def window_rows(self) -> int:
         """Rows a full refit learns from: the sliding window, never reaching back past the last drift."""
         cfg = self.cfg
-        if not getattr(cfg, "grow_window_after_drift", False) or self.rows_since_drift is None:
+        if not cfg.grow_window_after_drift or self.rows_since_drift is None:
             return cfg.window_rows
-        return min(cfg.window_rows, cfg.drift_window_rows + self.rows_since_drift)
+        # Never less than the drift window; past it, only rows that arrived after the alarm.
+        return min(cfg.window_rows, max(cfg.drift_window_rows, self.rows_since_drift))
+
+    def _followup_threshold(self) -> int | None:
+        """Rows after the last drift refit at which the next follow-up is due (1x, 2x, 4x … drift_window_rows)."""
+        if self.rows_since_drift is None or self.followups_done >= self.cfg.drift_followups:
+            return None
+        return self.cfg.drift_window_rows * 2 ** self.followups_done
+
+    def _followup_due(self) -> bool:
+        due = self._followup_threshold()
+        return due is not None and self.rows_since_drift >= due
 
     def refitted(self, event_time: float) -> None:
         """A refit happened (accepted or not): start counting afresh."""
@@ -145,5 +169,11 @@ class RefitPolicy:
         self.recent_errors.clear()  # they measured the previous live version
         if self.drift_alarm:
             self.rows_since_drift = 0
+            self.followups_done = 0
             self.drift_alarm = False
             self.detector = self._new_detector()
+        elif self._followup_due():
+            # Any refit once a follow-up is due counts as it (a volume refit may get there first).
+            while self._followup_due():
+                self.followups_done += 1
+            self.detector = self._new_detector()  # it measured a model of the previous concept

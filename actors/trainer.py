@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable
 
@@ -152,11 +153,16 @@ class TrainerCore:
         decision = self.policy.decide(self.latest_time, self._trees(self.champion))
         return self.refit(decision) if decision is not None else None
 
-    def request_refit(self, reason: str = "manual") -> int | None:
-        """An operator's refit: runs now (the gate still applies)."""
+    def request_refit(self, reason: str = "manual", kind: str = "manual") -> int | None:
+        """A refit asked from outside — an operator (``manual``) or the monitor's drift alarm (``drift``):
+        runs now (the gate still applies)."""
         self.policy.request(reason)
         decision = self.policy.decide(self.latest_time, self._trees(self.champion))
-        return self.refit(decision) if decision is not None else None
+        if decision is None:
+            return None
+        if kind != "manual":
+            decision = dataclasses.replace(decision, reason=kind)
+        return self.refit(decision)
 
     @staticmethod
     def _trees(booster: xgb.Booster | None) -> int | None:
@@ -274,9 +280,9 @@ class TrainerActor:
         self._follow_live()
         return self._hand_over(self.core.add_rows(rows))
 
-    def request_refit(self, reason: str = "manual") -> dict[str, Any]:
+    def request_refit(self, reason: str = "manual", kind: str = "manual") -> dict[str, Any]:
         self._follow_live()
-        version = self._hand_over(self.core.request_refit(reason))
+        version = self._hand_over(self.core.request_refit(reason, kind))
         return {"version": version, "attempt": self.core.history[-1] if self.core.history else None}
 
     def stats(self) -> dict[str, Any]:

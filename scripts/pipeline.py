@@ -59,7 +59,8 @@ def start_ray(cfg: Config, address: str | None = None) -> None:
     if address:
         ray.init(address=address, namespace=NAMESPACE)
     else:
-        ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
+        ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False,
+                 _metrics_export_port=cfg.serving.metrics_port)
 
 
 def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) -> tuple[list[Any], Any]:
@@ -106,12 +107,14 @@ class Pipeline:
         controller = RolloutControllerActor.options(
             name=CONTROLLER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
         ).remote(registry_uri, cfg.serving.flip_timeout_s, cfg.rollout.model_dump())
-        monitor = MonitorActor.options(name=MONITOR_NAME, namespace=NAMESPACE, get_if_exists=True).remote()
+        monitor = MonitorActor.options(name=MONITOR_NAME, namespace=NAMESPACE, get_if_exists=True).remote(
+            cfg.monitor.model_dump(), registry_uri, cfg.features.feature_names(), [f.name for f in cfg.features.fields])
         trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus).remote(
             cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,
             cfg.features.schema_hash()
         )
         shards, coordinator = start_data_plane(cfg, trainer, monitor)
+        monitor.attach.remote(coordinator=coordinator, controller=controller, trainer=trainer)
         port = cfg.serving.port or free_port()
         serve.start(http_options={"host": cfg.serving.host, "port": port})
         serve.run(build_router(cfg, registry_uri, NAMESPACE), name=APP_NAME, route_prefix="/")

@@ -155,7 +155,7 @@ class DriftingStream:
             events[name] = x[:, j]
         events[LABEL] = np.nan
         labels = pd.DataFrame({KIND: LABEL_KIND, EVENT_ID: ids, ENTITY: ents,
-                               EVENT_TIME: t + self.label_delay / self.events_per_second})
+                               EVENT_TIME: START_TIME + (idx + self.label_delay) / self.events_per_second})
         for name in SYNTHETIC_FIELDS:
             labels[name] = np.nan
         labels[LABEL] = label
@@ -254,8 +254,8 @@ class CsvStream:
             if pd.api.types.is_numeric_dtype(col.dtype):
                 t = col.astype(float).to_numpy()
             else:
-                t = pd.to_datetime(col, errors="coerce", utc=True).astype("int64").to_numpy() / 1e9
-                t[pd.to_datetime(col, errors="coerce").isna().to_numpy()] = np.nan
+                stamps = pd.to_datetime(col, errors="coerce", utc=True)
+                t = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=float)
         ids = np.char.add("row-", np.arange(n).astype(str)).astype(object)
         ents = self.df[self.entity].astype(str).to_numpy(dtype=object) if self.entity else np.full(n, "all", object)
         events = pd.DataFrame({KIND: EVENT, EVENT_ID: ids, ENTITY: ents, EVENT_TIME: t})

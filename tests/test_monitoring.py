@@ -1,0 +1,144 @@
+"""Monitoring on a real local Ray: bad rows, a shifted feature and flipped labels each move their own
+figure and not the others; the drift alarm triggers a refit; Prometheus sees the metrics with tags."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamfit.config import config_from_dict
+from streamfit.actors.sources import FramesSource, SyntheticSource
+from streamfit.scripts.pipeline import Pipeline, free_port, wait_until
+
+FIELDS = ["x0", "x1", "x2"]
+
+
+def _phase(frames: list[pd.DataFrame], kind: str) -> list[pd.DataFrame]:
+    out = []
+    for i, f in enumerate(frames):
+        f = f.copy()
+        ev = f["kind"] == "event"
+        if kind == "bad":  # a tenth of the events lose a required field
+            idx = f.index[ev][::10]
+            f.loc[idx, "x2"] = np.nan
+        elif kind == "shift":
+            f.loc[ev, "x1"] = f.loc[ev, "x1"] + 3.0
+        elif kind == "flip":
+            lab = f["kind"] == "label"
+            f.loc[lab, "label"] = 1.0 - f.loc[lab, "label"]
+        out.append(f)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("monitor")
+    metrics_port = free_port()
+    os.environ["RAY_metrics_report_interval_ms"] = "1000"
+    cfg = config_from_dict({
+        "stream": {"entities": 100, "batch_size": 1000, "label_delay_events": 200, "bad_row_rate": 0.0,
+                   "drift_every": 10_000_000, "max_events_per_s": 20000},
+        "registry": {"uri": str(root / "registry")},
+        "checkpoints": {"uri": str(root / "ckpt"), "interval_s": 60},
+        "serving": {"port": 0, "metrics_port": metrics_port},
+        "trainer": {"refit_every_rows": None, "drift_detector": None, "min_rows_between": 0},
+        "rollout": {"mode": "flip"},
+        "monitor": {"window_rows": 1500, "min_rows": 300, "psi_alarm": 0.5, "sample_s": 0.5,
+                    "alarm_cooldown_s": 1000},
+    })
+    p = Pipeline.start(cfg)
+    p.metrics_port = metrics_port
+    yield p
+    p.stop()
+
+
+def _figures(p: Pipeline) -> dict:
+    coord = ray.get(p.coordinator.stats.remote())
+    drift = ray.get(p.monitor.drift.remote())
+    acc = ray.get(p.monitor.stats.remote())["stream_accuracy"]
+    live = p.registry.aliases().get("live")
+    return {"rejected": coord["rejected"], "reasons": coord["reasons"], "psi": drift["psi"],
+            "accuracy": acc.get(live, {}).get("accuracy"), "live": live, "alarm": drift.get("alarm")}
+
+
+def _rejects(fig: dict) -> dict:
+    """Rejections by reason, leaving out labels whose event was rejected earlier (they follow it)."""
+    return {k: v for k, v in fig["reasons"].items() if k != "label_unmatched"}
+
+
+def _feed(p: Pipeline, frames: list[pd.DataFrame]) -> None:
+    ray.get(p.coordinator.set_source.remote(FramesSource(frames)))
+    ray.get(p.coordinator.run.remote(None), timeout=300)
+    time.sleep(1.5)  # the monitor has the last rows
+
+
+def test_each_injected_fault_moves_its_own_figure_and_the_alarm_refits(pipe):
+    src = SyntheticSource(pipe.cfg.stream, pipe.cfg.features)
+    frames = [src.read(i)[0] for i in range(40)]
+    _feed(pipe, frames[:8])
+    out = ray.get(pipe.trainer.request_refit.remote("first model"))
+    assert out["version"] == 1
+    assert wait_until(lambda: pipe.registry.aliases().get("live") == 1, timeout_s=60)
+    _feed(pipe, frames[8:12])  # clean rows measured against v1's reference
+    base = _figures(pipe)
+    assert base["accuracy"] is not None and base["accuracy"] > 0.75
+    assert base["psi"] and max(base["psi"][f] for f in FIELDS) < 0.25, base["psi"]
+    assert base["alarm"] is None
+    assert base["rejected"] == 0
+
+    _feed(pipe, _phase(frames[12:16], "bad"))
+    bad = _figures(pipe)
+    assert bad["reasons"].get("missing:x2", 0) >= 300  # the reject counter moved …
+    assert abs(bad["accuracy"] - base["accuracy"]) < 0.05  # … accuracy did not …
+    assert max(bad["psi"][f] for f in FIELDS) < 0.25  # … nor the inputs' distribution
+
+    _feed(pipe, _phase(frames[16:22], "flip"))
+    flip = _figures(pipe)
+    assert flip["accuracy"] < base["accuracy"] - 0.3  # live accuracy moved …
+    assert _rejects(flip) == _rejects(bad)  # … rejects did not …
+    assert max(flip["psi"][f] for f in FIELDS) < 0.25  # … nor the raw inputs' PSI
+    refits_before = len(ray.get(pipe.trainer.stats.remote())["refits"])
+
+    _feed(pipe, _phase(frames[22:28], "shift"))
+    assert wait_until(lambda: ray.get(pipe.monitor.stats.remote())["refit_requests"], timeout_s=30), \
+        ray.get(pipe.monitor.stats.remote())["last_error"]
+    shift = ray.get(pipe.monitor.stats.remote())
+    alarm = shift["refit_requests"][0]["alarm"]
+    assert alarm.startswith("x1"), alarm  # the shifted feature raised the alarm …
+    assert _rejects(_figures(pipe)) == _rejects(bad)  # … rejects did not move
+    refits = ray.get(pipe.trainer.stats.remote())["refits"]
+    assert len(refits) > refits_before and refits[-1]["reason"] == "drift"  # the alarm triggered a refit
+
+
+def test_prometheus_scrape_has_streamfit_metrics_with_tags(pipe):
+    url = f"http://127.0.0.1:{pipe.metrics_port}/metrics"
+
+    def families():
+        try:
+            text = httpx.get(url, timeout=5).text
+        except httpx.HTTPError:
+            return {}
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    wanted = ("streamfit_rows_rejected", "streamfit_feature_psi", "streamfit_live_accuracy",
+              "streamfit_traffic_weight_percent")
+    assert wait_until(lambda: all(any(w in n for n in families()) for w in wanted), timeout_s=60), \
+        sorted(n for n in families() if "streamfit" in n)
+    fams = families()
+
+    def samples(name):
+        return [s for n, f in fams.items() if name in n for s in f.samples]
+
+    assert any(s.labels.get("reason") == "missing:x2" and s.value >= 300 for s in samples("streamfit_rows_rejected"))
+    assert {s.labels.get("feature") for s in samples("streamfit_feature_psi")} >= set(FIELDS)
+    assert any(s.labels.get("version") for s in samples("streamfit_live_accuracy"))
+    assert {s.labels.get("slot") for s in samples("streamfit_traffic_weight_percent")} == {"blue", "green"}
+    # Ray Serve's own request metrics come with them.
+    assert any(n.startswith("ray_serve") for n in fams)
