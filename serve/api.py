@@ -23,13 +23,14 @@ import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from streamfit.config import FeaturesConfig
 from streamfit.actors.feature_shard import validate
 from streamfit.actors.ingest import ingest_frame
 from streamfit.serve.router import NoModelError, RouterCore, SlotNotReadyError
+from streamfit.serve.status_page import render as render_status_page
 
 
 def row_model(feature_names: list[str]) -> type[BaseModel]:
@@ -120,6 +121,10 @@ class Backend:
 
     def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
         """Predictions that carry an event id, for live accuracy once labels arrive."""
+
+    async def status_page_data(self) -> dict[str, Any]:
+        """What the status page shows (see ``status_page.render``)."""
+        raise NotImplementedError
 
 
 class TrafficRequest(BaseModel):
@@ -308,6 +313,11 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
             return Prediction(prediction=int(p >= 0.5), probability=p, model_version=version, slot=slot_name)
         return BatchPrediction(predictions=[int(p >= 0.5) for p in probs], probabilities=[float(p) for p in probs],
                                model_version=version, slot=slot_name)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def status_page() -> HTMLResponse:
+        """The status page: split and slot versions, rollout step, version history with refit reasons, charts."""
+        return HTMLResponse(render_status_page(await _call(backend.status_page_data)))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

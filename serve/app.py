@@ -53,7 +53,7 @@ class Router(Backend):
         self.namespace = namespace
         self.num_shards = num_shards
         self.ingest_enabled = ingest
-        self.controller = ray.get_actor(controller_name, namespace=namespace)
+        self.controller_name = controller_name
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self._prediction_log: list[tuple[str, int, str, float, float]] = []
         loop = asyncio.get_running_loop()
@@ -64,6 +64,11 @@ class Router(Backend):
                          ingest_enabled=self.ingest_enabled, max_request_bytes=self.serving.max_request_bytes,
                          routing_key_header=self.serving.routing_key_header,
                          pin_slot_header=self.serving.pin_slot_header)
+
+    @property
+    def controller(self) -> Any:
+        """The rollout controller (looked up each time: it may start after us, or restart)."""
+        return ray.get_actor(self.controller_name, namespace=self.namespace)
 
     # -- Backend -----------------------------------------------------------------------
     def models(self) -> dict[str, Any]:
@@ -96,6 +101,20 @@ class Router(Backend):
 
     def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
         self._prediction_log.extend(rows)
+
+    async def status_page_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"fields": [f.name for f in self.features_cfg.fields]}
+        data["traffic"] = await self.controller.status.remote()
+        data["versions"] = (await asyncio.to_thread(self.models))["versions"]
+        try:
+            monitor = ray.get_actor(MONITOR_NAME, namespace=self.namespace)
+            series, drift, accuracy = await asyncio.gather(monitor.timeseries.remote(), monitor.drift.remote(),
+                                                           monitor.per_version.remote())
+        except ValueError:  # no monitor in this deployment
+            series, drift, accuracy = [], {}, {}
+        data.update(series=series, drift=drift, accuracy={str(k): v for k, v in accuracy.items()})
+        data["quality"] = next((p["quality"] for p in reversed(series) if p.get("quality")), {})
+        return data
 
     # -- background work -------------------------------------------------------------------
     def _load(self, slot: str, version: int) -> ModelSlot:
@@ -138,7 +157,7 @@ class SlotServer:
         self.schema_hash = features_cfg.schema_hash()
         self.registry = Registry(registry_uri)
         self.core = RouterCore(features_cfg.feature_names())
-        self.controller = ray.get_actor(controller_name, namespace=namespace)
+        self.controller_name, self.namespace = controller_name, namespace
         self.replica_id = f"{slot}:{serve.get_replica_context().replica_id.unique_id}"
         self._batch.set_max_batch_size(ServingConfig.model_validate(serving).slot_batch_size)
         self._task = asyncio.get_running_loop().create_task(self._reconcile_forever())
@@ -150,13 +169,14 @@ class SlotServer:
     async def _reconcile_forever(self) -> None:
         while True:
             try:
-                desired = await self.controller.desired.remote(self.core.revision, 1.0)
+                controller = ray.get_actor(self.controller_name, namespace=self.namespace)
+                desired = await controller.desired.remote(self.core.revision, 1.0)
                 mine = {**desired, "slots": {s: (v if s == self.slot else None) for s, v in desired["slots"].items()}}
                 await self.core.apply(mine, self._load)
                 rep = self.core.report()
                 rep["held"] = {self.slot: rep["held"][self.slot]}
                 rep["stats"] = {}  # the Router counts requests per slot
-                self.controller.report.remote(self.replica_id, rep)
+                controller.report.remote(self.replica_id, rep)
             except asyncio.CancelledError:
                 raise
             except Exception as err:
@@ -198,3 +218,18 @@ def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Applic
         logging_config={"enable_access_log": cfg.serving.access_log},
     ).bind(registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), cfg.shards.num_shards,
            cfg.stream.source == "http", CONTROLLER_NAME, namespace, slot_handles.get("blue"), slot_handles.get("green"))
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """Serve application builder for ``serve deploy`` / KubeRay ``serveConfigV2``
+    (``import_path: streamfit.serve.app:app_builder``).
+
+    ``args``: ``config`` (path to the streamfit YAML; default: built-in) and optionally
+    ``namespace`` (where the streamfit actors run; default ``streamfit``). The pipeline
+    (``streamfit run --address auto``) must be running, or start after: Routers wait for the
+    rollout controller.
+    """
+    from streamfit.config import load_config
+
+    cfg = load_config(args.get("config"))
+    return build_router(cfg, cfg.registry.uri, args.get("namespace", "streamfit"))

@@ -4,6 +4,8 @@ figure and not the others; the drift alarm triggers a refit; Prometheus sees the
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 
 import httpx
@@ -142,3 +144,30 @@ def test_prometheus_scrape_has_streamfit_metrics_with_tags(pipe):
     assert {s.labels.get("slot") for s in samples("streamfit_traffic_weight_percent")} == {"blue", "green"}
     # Ray Serve's own request metrics come with them.
     assert any(n.startswith("ray_serve") for n in fams)
+
+
+def _chromium(*args: str, tmp) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "Debian's chromium is not installed (make test installs it)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", f"--user-data-dir={tmp / 'chrome-profile'}", "--virtual-time-budget=3000"]
+    return subprocess.run([exe, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_status_page_in_headless_chromium(pipe, tmp_path):
+    httpx.put(f"{pipe.url}/traffic", json={"shadow_share": 0.0}, timeout=10)  # a harmless read-write check
+    assert wait_until(lambda: len(ray.get(pipe.monitor.timeseries.remote())) >= 5, timeout_s=30)
+    url = f"{pipe.url}/"
+    dom = _chromium("--dump-dom", url, tmp=tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    traffic = httpx.get(f"{pipe.url}/traffic", timeout=10).json()
+    live = traffic["slots"][traffic["live_slot"]]
+    assert f'id="live-version">v{live}<' in page
+    assert f"blue {traffic['weights']['blue']}% / green {traffic['weights']['green']}%" in page
+    assert page.count('class="chart"') == 4 and page.count("<polyline") >= 3  # the charts have lines
+    assert "drift" in page and 'class="reason">drift<' in page  # the refit the drift alarm caused
+    shot = tmp_path / "status-page.png"
+    out = _chromium(f"--screenshot={shot}", "--window-size=1280,1800", url, tmp=tmp_path)
+    assert out.returncode == 0 and shot.exists() and shot.stat().st_size > 20_000, out.stderr[-2000:]
