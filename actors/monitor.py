@@ -195,28 +195,39 @@ def _inc(counter: Any, value: float, tags: dict[str, str] | None = None) -> None
         counter.inc(value, tags)
 
 
+# (key, kind, name, description, tag keys): exported through ray.util.metrics, so Prometheus sees
+# counters as ray_<name>_total and gauges as ray_<name> on Ray's metrics-export port.
+METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
+    ("events", "counter", "streamfit_events_ingested", "events applied by the shards", ()),
+    ("accepted", "counter", "streamfit_rows_accepted", "rows accepted by the shards", ()),
+    ("rejected", "counter", "streamfit_rows_rejected", "rows rejected, by reason", ("reason",)),
+    ("watermark_lag", "gauge", "streamfit_watermark_lag_seconds", "stream clock minus watermark (event time)", ()),
+    ("requests", "counter", "streamfit_requests", "requests served, by slot and version", ("slot", "version")),
+    ("errors", "counter", "streamfit_request_errors", "failed requests, by slot and version", ("slot", "version")),
+    ("p50", "gauge", "streamfit_request_latency_p50_ms", "model latency p50 over the last interval", ("slot",)),
+    ("p99", "gauge", "streamfit_request_latency_p99_ms", "model latency p99 over the last interval", ("slot",)),
+    ("weight", "gauge", "streamfit_traffic_weight_percent", "traffic weight of each slot", ("slot",)),
+    ("slot_version", "gauge", "streamfit_slot_version", "version held by each slot", ("slot",)),
+    ("accuracy", "gauge", "streamfit_live_accuracy", "live accuracy on labelled rows, by version", ("version",)),
+    ("served_accuracy", "gauge", "streamfit_served_accuracy", "accuracy of served predictions whose labels arrived",
+     ("version",)),
+    ("psi", "gauge", "streamfit_feature_psi", "PSI of each feature against the live reference", ("feature",)),
+    ("prediction_psi", "gauge", "streamfit_prediction_psi", "PSI of the live version's scores", ()),
+    ("alarm", "gauge", "streamfit_drift_alarm", "1 while a drift alarm is raised", ()),
+    ("refits", "gauge", "streamfit_refits", "refits so far, by reason", ("reason",)),
+]
+
+
+def prometheus_names() -> set[str]:
+    """The names these metrics have in Prometheus' text format."""
+    return {f"ray_{name}_total" if kind == "counter" else f"ray_{name}" for _, kind, name, _, _ in METRICS}
+
+
 def _metrics() -> dict[str, Any]:
     from ray.util import metrics as m
 
-    return {
-        "events": m.Counter("streamfit_events_ingested", "events applied by the shards"),
-        "accepted": m.Counter("streamfit_rows_accepted", "rows accepted by the shards"),
-        "rejected": m.Counter("streamfit_rows_rejected", "rows rejected, by reason", ("reason",)),
-        "watermark_lag": m.Gauge("streamfit_watermark_lag_seconds", "stream clock minus watermark (event time)"),
-        "requests": m.Counter("streamfit_requests", "requests served, by slot and version", ("slot", "version")),
-        "errors": m.Counter("streamfit_request_errors", "failed requests, by slot and version", ("slot", "version")),
-        "p50": m.Gauge("streamfit_request_latency_p50_ms", "model latency p50 over the last interval", ("slot",)),
-        "p99": m.Gauge("streamfit_request_latency_p99_ms", "model latency p99 over the last interval", ("slot",)),
-        "weight": m.Gauge("streamfit_traffic_weight_percent", "traffic weight of each slot", ("slot",)),
-        "slot_version": m.Gauge("streamfit_slot_version", "version held by each slot", ("slot",)),
-        "accuracy": m.Gauge("streamfit_live_accuracy", "live accuracy on labelled rows, by version", ("version",)),
-        "served_accuracy": m.Gauge("streamfit_served_accuracy",
-                                   "accuracy of served predictions whose labels arrived", ("version",)),
-        "psi": m.Gauge("streamfit_feature_psi", "PSI of each feature against the live reference", ("feature",)),
-        "prediction_psi": m.Gauge("streamfit_prediction_psi", "PSI of the live version's scores"),
-        "alarm": m.Gauge("streamfit_drift_alarm", "1 while a drift alarm is raised"),
-        "refits": m.Gauge("streamfit_refits", "refits so far, by reason", ("reason",)),
-    }
+    kinds = {"counter": m.Counter, "gauge": m.Gauge}
+    return {key: kinds[kind](name, desc, tags or None) for key, kind, name, desc, tags in METRICS}
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)

@@ -147,7 +147,36 @@ def status(url: str = URL_OPTION) -> None:
     body = _control(lambda: _client(url).traffic())
     console.print(traffic_table(body))
     for rid, held in body.get("replicas", {}).items():
-        console.print(f"replica {rid}: holds blue v{held.get('blue')} green v{held.get('green')}")
+        console.print(f"replica {rid}: holds " + ", ".join(f"{s} v{v}" for s, v in held.items()))
+    from streamfit.scripts.control import ControlError
+
+    try:
+        mon = _client(url).monitor()
+    except ControlError:
+        return
+    console.print(quality_table(mon))
+
+
+def quality_table(mon: dict) -> "Table":
+    """Data quality and drift figures from GET /monitor."""
+    from rich.table import Table
+
+    q, d = mon.get("quality") or {}, mon.get("drift") or {}
+    t = Table(title=f"data quality and drift (live v{d.get('version')})", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted((q.get("reasons") or {}).items(), key=lambda kv: -kv[1]))
+    t.add_row("rows accepted / rejected", f"{q.get('accepted')} / {q.get('rejected')}  {reasons}")
+    t.add_row("null rate", ", ".join(f"{k} {v:.1%}" for k, v in (q.get("null_rate") or {}).items()))
+    lag = q.get("watermark_lag_s")
+    t.add_row("watermark lag", "" if lag is None else f"{lag:.1f} s")
+    psi = d.get("psi") or {}
+    top = sorted(psi.items(), key=lambda kv: -kv[1])[:6]
+    t.add_row("feature PSI (top)", ", ".join(f"{k} {v:.2f}" for k, v in top))
+    pp = d.get("prediction_psi")
+    t.add_row("prediction PSI", "" if pp is None else f"{pp:.2f}")
+    t.add_row("drift alarm", str(d.get("alarm") or "none"))
+    return t
 
 
 traffic_app = typer.Typer(help="Set the traffic split by hand (overrides a running rollout).", no_args_is_help=True)

@@ -49,6 +49,10 @@ class ControlClient:
         """GET /traffic."""
         return self._request("GET", "/traffic")
 
+    def monitor(self) -> dict[str, Any]:
+        """GET /monitor."""
+        return self._request("GET", "/monitor")
+
     def models(self) -> dict[str, Any]:
         """GET /models."""
         return self._request("GET", "/models")

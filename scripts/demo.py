@@ -46,6 +46,14 @@ def progress_table(stats: dict[str, Any], load: dict[str, Any], elapsed: float, 
     outcomes = Counter(h["phase"] for h in traffic.get("history", []))
     if outcomes:
         t.add_row("rollouts", ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())))
+    nulls = coord.get("null_rate") or {}
+    if nulls:
+        t.add_row("null rate", ", ".join(f"{k} {v:.1%}" for k, v in nulls.items()))
+    drift = stats.get("drift") or {}
+    if drift.get("psi"):
+        fields = [k for k in ("x0", "x1", "x2") if k in drift["psi"]] or list(drift["psi"])[:3]
+        t.add_row("drift (PSI vs live)", ", ".join(f"{k} {drift['psi'][k]:.2f}" for k in fields)
+                  + (f"  [bold red]alarm: {drift['alarm']}[/]" if drift.get("alarm") else ""))
     acc = stats.get("live_accuracy") or {}
     if acc:
         t.add_row("live accuracy", "  ".join(f"v{v}: {a['accuracy']:.3f} (n={a['labelled']})"

@@ -31,7 +31,7 @@ replaced on a drift alarm. ``seconds`` is the CPU time of each method's replay (
 learning; the shared feature pass is reported once, separately).
 
 Example:
-    >>> res = bench_quality(rows=3000, warmup=500, methods=["static", "periodic"])
+    >>> res = bench_quality(rows=3000, warmup=500, methods=["static", "periodic"], log=lambda _m: None)
     >>> sorted(res["methods"]), 0.0 <= res["methods"]["static"]["accuracy"] <= 1.0
     (['periodic', 'static'], True)
 """

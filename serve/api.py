@@ -126,6 +126,10 @@ class Backend:
         """What the status page shows (see ``status_page.render``)."""
         raise NotImplementedError
 
+    async def monitor(self) -> dict[str, Any]:
+        """Data quality, drift and live accuracy per version."""
+        raise NotImplementedError
+
 
 class TrafficRequest(BaseModel):
     """A split by hand (percentages summing to 100; one slot given means the other gets the rest)."""
@@ -336,6 +340,12 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     async def get_traffic() -> Any:
         """Desired split and slot versions, and what each Router replica holds."""
         return _json_safe(await _call(backend.traffic))
+
+    @app.get("/monitor")
+    async def get_monitor() -> Any:
+        """Data quality (rejects by reason, null rates, late rows, watermark lag), drift (PSI, KS, alarm),
+        and live accuracy per version."""
+        return _json_safe(await _call(backend.monitor))
 
     @app.get("/features/{entity}")
     async def get_features(entity: str) -> Any:

@@ -102,6 +102,14 @@ class Router(Backend):
     def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
         self._prediction_log.extend(rows)
 
+    async def monitor(self) -> dict[str, Any]:
+        monitor = ray.get_actor(MONITOR_NAME, namespace=self.namespace)
+        stats, series = await asyncio.gather(monitor.stats.remote(), monitor.timeseries.remote())
+        quality = next((p["quality"] for p in reversed(series) if p.get("quality")), {})
+        return {"quality": quality, "drift": stats["drift"],
+                "live_accuracy": {str(k): v for k, v in stats["per_version"].items()},
+                "refit_requests": stats["refit_requests"]}
+
     async def status_page_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"fields": [f.name for f in self.features_cfg.fields]}
         data["traffic"] = await self.controller.status.remote()
