@@ -287,9 +287,11 @@ class MonitorActor:
         served = self.log.per_version()
         out = {}
         for v in set(stream) | set(served):
-            s = served.get(v)
-            out[v] = {**(stream.get(v) or {}), "source": "stream"} if (s is None or s["labelled"] < 30) else \
-                {**s, "source": "served"}
+            s, st = served.get(v), stream.get(v)
+            if s is not None and (s["labelled"] >= 30 or st is None):
+                out[v] = {**s, "source": "served"}
+            else:
+                out[v] = {**st, "source": "stream"}
         return out
 
     def drift(self) -> dict[str, Any]:
