@@ -249,14 +249,17 @@ class TrainerActor:
     """Named Ray actor around TrainerCore; sends each registered candidate to the rollout controller."""
 
     def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry_uri: str,
-                 controller_name: str | None, namespace: str | None, schema_hash: str | None = None) -> None:
+                 controller_name: str | None, namespace: str | None, schema_hash: str | None = None,
+                 distributed_storage: str | None = None) -> None:
         fitter = None
         if cfg.distributed_above_rows is not None:
             from streamfit.actors.distributed_fit import fit_distributed
 
             def fitter(train, features, params, rounds, base):  # noqa: ANN001
                 if base is None and len(train) > cfg.distributed_above_rows:
-                    return fit_distributed(train, features, LABEL, params, rounds, cfg.distributed_workers)
+                    # Shared storage, so Ray Train's workers on other nodes can write their checkpoints.
+                    return fit_distributed(train, features, LABEL, params, rounds, cfg.distributed_workers,
+                                           storage_path=distributed_storage)
                 return fit_in_process(train, features, params, rounds, base)
 
         self.core = TrainerCore(cfg, feature_names, Registry(registry_uri), fitter, schema_hash=schema_hash)

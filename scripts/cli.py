@@ -48,6 +48,8 @@ def run(
     config: Path = typer.Option(..., "--config", "-c", help="YAML config"),
     duration: Optional[float] = typer.Option(None, help="stop after this many seconds (default: until the source ends)"),
     address: Optional[str] = typer.Option(None, help="Ray address of an existing cluster ('auto', 'ray://…')"),
+    serve_app: bool = typer.Option(True, "--serve/--no-serve",
+                                   help="deploy the Serve app (--no-serve when serve deploy or KubeRay owns it)"),
 ) -> None:
     """Run the pipeline from a config file until the source ends, --duration passes, or Ctrl-C."""
     import ray
@@ -55,8 +57,8 @@ def run(
     from streamfit.scripts.pipeline import Pipeline
 
     cfg = _config(config)
-    pipe = Pipeline.start(cfg, address=address)
-    console.print(f"serving on {pipe.url}")
+    pipe = Pipeline.start(cfg, address=address, deploy_serve=serve_app)
+    console.print(f"serving on {pipe.url}" if serve_app else "Serve app left to its owner (--no-serve)")
     try:
         final = ray.get(pipe.run_stream(duration))
         console.print(final)

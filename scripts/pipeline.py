@@ -96,8 +96,9 @@ class Pipeline:
         return f"http://{host}:{self.port}"
 
     @classmethod
-    def start(cls, cfg: Config, address: str | None = None) -> "Pipeline":
-        """Start every plane on Ray and deploy the Serve app; returns when HTTP answers."""
+    def start(cls, cfg: Config, address: str | None = None, deploy_serve: bool = True) -> "Pipeline":
+        """Start every plane on Ray and deploy the Serve app (unless another owner deploys it: ``serve deploy``,
+        KubeRay's ``serveConfigV2``); returns when HTTP answers."""
         start_ray(cfg, address)
         cfg = cfg.model_copy(deep=True)
         cfg.registry.uri = absolute_uri(cfg.registry.uri)
@@ -111,13 +112,14 @@ class Pipeline:
             cfg.monitor.model_dump(), registry_uri, cfg.features.feature_names(), [f.name for f in cfg.features.fields])
         trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus).remote(
             cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,
-            cfg.features.schema_hash()
+            cfg.features.schema_hash(), f"{cfg.checkpoints.uri.rstrip('/')}/ray-train"
         )
         shards, coordinator = start_data_plane(cfg, trainer, monitor)
         monitor.attach.remote(coordinator=coordinator, controller=controller, trainer=trainer)
         port = cfg.serving.port or free_port()
-        serve.start(http_options={"host": cfg.serving.host, "port": port})
-        serve.run(build_router(cfg, registry_uri, NAMESPACE), name=APP_NAME, route_prefix="/")
+        if deploy_serve:
+            serve.start(http_options={"host": cfg.serving.host, "port": port})
+            serve.run(build_router(cfg, registry_uri, NAMESPACE), name=APP_NAME, route_prefix="/")
         ray.get(controller.status.remote())
         return cls(cfg, registry, controller, shards, trainer, coordinator, port, monitor)
 

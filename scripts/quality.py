@@ -24,7 +24,8 @@ arrives.
 
 Warm-up rule (the same for every method, ARF included): every XGBoost method gets its first
 model from a fit on the first ``warmup`` labelled rows; only rows whose event time is after
-that first model went live are scored. ARF learns from the warm-up rows too, and its
+that first model went live are scored (a method whose first fit failed counts its rows
+wrong until it has a model). ARF learns from the warm-up rows too, and its
 predictions of them are not scored either. ``refits`` counts accepted new versions *after*
 that initial fit (so ``static`` has 0); for ``river_arf`` it counts the trees the forest
 replaced on a drift alarm. ``seconds`` is the CPU time of each method's replay (prediction +
@@ -449,26 +450,22 @@ def bench_quality(dataset: str = "synthetic", target: str | None = None, entity:
         raise ConfigError(f"the stream has {replay.stats['labelled_rows']} labelled rows; more than the "
                           f"warm-up ({warmup}) are needed")
     configs = method_configs(trainer or TrainerConfig())
-    results: dict[str, MethodResult] = {}
-    first_live = float("nan")
-    for name in [m for m in METHODS if m in methods and m != "river_arf"]:
-        res, live = replay_trainer(replay, configs[name], warmup)
-        results[name] = res
-        first_live = live if np.isnan(first_live) else first_live
-    if "river_arf" in methods:
-        results["river_arf"] = replay_arf(replay, seed)
-    if np.isnan(first_live):  # only ARF asked for: score from the same point the others would
-        idx = min(int(np.searchsorted(replay.bounds, warmup)), replay.chunks - 1)
-        first_live = float(replay.arrival[idx])
-    scored = replay.rows[EVENT_TIME].to_numpy(dtype=float) > first_live
+    # Scoring starts when the first fit (at the end of the chunk that completes the warm-up) goes
+    # live: the same rows for every method. A method whose first fit failed (one class only) has
+    # its rows counted wrong until it has a model.
+    first_chunk = int(np.searchsorted(replay.bounds[1:], warmup, side="left"))
+    scored = replay.rows[EVENT_TIME].to_numpy(dtype=float) > float(replay.arrival[first_chunk])
     out: dict[str, Any] = {"methods": {}}
-    for name in [m for m in METHODS if m in results]:
-        r = results[name]
+    for name in [m for m in METHODS if m in methods]:
+        if name == "river_arf":
+            r = replay_arf(replay, seed)
+        else:
+            r, _ = replay_trainer(replay, configs[name], warmup)
         acc = float(r.correct[scored].mean()) if scored.any() else float("nan")
         out["methods"][name] = {"accuracy": round(acc, 5), "refits": int(r.refits), "seconds": round(r.seconds, 2)}
-        rejected = sum(1 for h in r.history if not h["accepted"])
+        refused = sum(1 for h in r.history if not h["accepted"])
         log(f"{name:<12} accuracy {acc:.4f}  refits {r.refits:>3}"
-            + (f" ({rejected} refused by the gate)" if rejected else "") + f"  {r.seconds:6.1f}s CPU")
+            + (f" ({refused} refused by the gate)" if refused else "") + f"  {r.seconds:6.1f}s CPU")
     out.update(dataset=desc, rows=int(replay.stats["labelled_rows"]), scored_rows=int(scored.sum()),
                warmup_rows=int(warmup), features=len(replay.feature_names), rejected=replay.stats["rejected"],
                feature_seconds=round(feature_seconds, 2), wall_seconds=round(time.perf_counter() - wall, 2))
