@@ -121,10 +121,12 @@ class ServingState:
             if self.live_slot() != before and new[self.live_slot()] == 100:
                 self.flips += 1
 
-    def flip(self, slot: str) -> None:
-        """All traffic to ``slot``."""
+    def flip(self, slot: str, count: bool = True) -> None:
+        """All traffic to ``slot`` (``count``: it serves another version now — a promotion or a rollback —
+        rather than a canary's share returning to where it was)."""
         if self.weights[slot] != 100:
-            self.flips += 1
+            if count and self.slots[slot] != self.live_version():
+                self.flips += 1
             self.weights = {s: (100 if s == slot else 0) for s in SLOTS}
             self.revision += 1
 
@@ -524,7 +526,7 @@ class RolloutControllerActor:
         """End a rollout that did not promote: traffic back to live in one step, reason audited."""
         r.phase, r.outcome = phase, why
         if rollback and r.live_version is not None:
-            self.state.flip(other(r.slot))
+            self.state.flip(other(r.slot), count=False)
         self._bump()
         self._wake.set()
         await asyncio.to_thread(self._audit, "rollback" if rollback else phase, actor="controller",

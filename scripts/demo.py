@@ -164,6 +164,7 @@ def demo_config() -> Config:
     drift alarms), and short canary steps."""
     cfg = Config()
     cfg.trainer.refit_every_rows = 20_000
+    cfg.trainer.min_rows_between = 6_000  # one refit every few seconds of stream at most
     cfg.rollout.bake_s = 5.0
     cfg.rollout.min_requests = 10
     return cfg

@@ -284,7 +284,8 @@ class RolloutConfig(_Strict):
     max_accuracy_drop: float = Field(0.02, ge=0, description="live accuracy minus candidate's on labelled requests")
     min_labels: int = Field(30, ge=0, description="labelled requests per version before accuracy counts")
     verify_sample: int = Field(32, ge=0, description="rows the candidate must reproduce the registry's predictions on")
-    on_new_candidate: Literal["supersede", "wait"] = "supersede"
+    on_new_candidate: Literal["supersede", "wait"] = Field(
+        "wait", description="a candidate arriving mid-rollout: wait (the newest one goes next) or supersede")
     pause_before: list[int] = Field(default_factory=list, description="steps (weights) that wait for `rollout promote`")
     shadow_share: float = Field(0.0, ge=0, le=1, description="share of requests copied to the idle slot")
 
