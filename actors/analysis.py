@@ -135,7 +135,7 @@ def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[i
     psi = prediction_psi(live["preds"], cand["preds"])
     p_value = prediction_shift_p(live["preds"], cand["preds"])
     figures["prediction_psi"], figures["prediction_shift_p"] = psi, p_value
-    if psi is not None and p_value is not None and psi > cfg.max_prediction_psi and p_value < 0.01:
+    if psi is not None and p_value is not None and psi > cfg.max_prediction_psi and p_value < cfg.prediction_shift_p:
         reasons.append(f"prediction PSI {psi:.2f} > {cfg.max_prediction_psi} (chi-square p={p_value:.1e})")
     if live_acc and cand_acc:
         figures["accuracy"] = {"live": live_acc, "candidate": cand_acc}

@@ -57,7 +57,11 @@ def run(
     from streamfit.scripts.pipeline import Pipeline
 
     cfg = _config(config)
-    pipe = Pipeline.start(cfg, address=address, deploy_serve=serve_app)
+    try:
+        pipe = Pipeline.start(cfg, address=address, deploy_serve=serve_app)
+    except ConfigError as err:
+        console.print(f"[bold red]bad config[/]\n{err}")
+        raise typer.Exit(2) from None
     console.print(f"serving on {pipe.url}" if serve_app else "Serve app left to its owner (--no-serve)")
     try:
         final = ray.get(pipe.run_stream(duration))

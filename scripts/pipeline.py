@@ -13,6 +13,7 @@ import ray
 from ray import serve
 
 from streamfit.config import Config
+from streamfit.errors import ConfigError
 from streamfit.registry import Registry
 from streamfit.actors.coordinator import CoordinatorActor
 from streamfit.actors.feature_shard import FeatureShardActor, shard_name
@@ -63,14 +64,27 @@ def start_ray(cfg: Config, address: str | None = None) -> None:
                  _metrics_export_port=cfg.serving.metrics_port)
 
 
+def check_shared_storage(cfg: Config) -> None:
+    """On a Ray cluster of several nodes, the registry and checkpoints must be on storage every node reaches."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) <= 1:
+        return
+    for path, uri in (("registry.uri", cfg.registry.uri), ("checkpoints.uri", cfg.checkpoints.uri)):
+        if path == "checkpoints.uri" and not cfg.checkpoints.enabled:
+            continue
+        if "://" not in uri or uri.startswith("file://"):
+            raise ConfigError(f"{path}: {uri!r} is a path on one node, but this Ray cluster has {len(nodes)} nodes; "
+                              "use an object-store URI (e.g. s3://bucket/prefix) that every node can reach")
+
+
 def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) -> tuple[list[Any], Any]:
     """Start the shard actors (each resumes from the last checkpoint) and the coordinator feeding ``sink``."""
     ckpt_uri = absolute_uri(cfg.checkpoints.uri) if cfg.checkpoints.enabled else None
-
     n = cfg.shards.num_shards
     shards = [
-        FeatureShardActor.options(name=shard_name(i), namespace=NAMESPACE, num_cpus=cfg.shards.num_cpus).remote(
-            cfg.features, i, ckpt_uri, n)
+        # SPREAD: on a cluster the shards go to different nodes, so losing one node loses few shards.
+        FeatureShardActor.options(name=shard_name(i), namespace=NAMESPACE, num_cpus=cfg.shards.num_cpus,
+                                  scheduling_strategy="SPREAD").remote(cfg.features, i, ckpt_uri, n)
         for i in range(n)
     ]
     coordinator = CoordinatorActor.remote(cfg, shards, sink, monitor)
@@ -100,6 +114,7 @@ class Pipeline:
         """Start every plane on Ray and deploy the Serve app (unless another owner deploys it: ``serve deploy``,
         KubeRay's ``serveConfigV2``); returns when HTTP answers."""
         start_ray(cfg, address)
+        check_shared_storage(cfg)
         cfg = cfg.model_copy(deep=True)
         cfg.registry.uri = absolute_uri(cfg.registry.uri)
         cfg.checkpoints.uri = absolute_uri(cfg.checkpoints.uri)

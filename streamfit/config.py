@@ -281,6 +281,8 @@ class RolloutConfig(_Strict):
     max_error_rate_delta: float = Field(0.01, ge=0, description="candidate error rate minus live, at most")
     max_latency_ratio: float = Field(1.5, gt=0, description="candidate p99 / live p99, at most (+ 5 ms slack)")
     max_prediction_psi: float = Field(0.5, gt=0, description="PSI of candidate vs live prediction scores, at most")
+    prediction_shift_p: float = Field(
+        0.001, gt=0, lt=1, description="... and a step fails on it only if a chi-square test is this sure")
     max_accuracy_drop: float = Field(0.02, ge=0, description="live accuracy minus candidate's on labelled requests")
     min_labels: int = Field(30, ge=0, description="labelled requests per version before accuracy counts")
     verify_sample: int = Field(32, ge=0, description="rows the candidate must reproduce the registry's predictions on")

@@ -154,3 +154,47 @@ def test_bad_late_and_duplicate_rows_are_counted_and_never_crash_a_shard(tmp_pat
     assert all(ray.get([s.stats.remote() for s in shards]))  # every shard still answers
     for a in (coord, sink, *shards):
         ray.kill(a)
+
+
+def test_changing_the_shard_count_between_runs_rebuilds_every_entity_state(tmp_path):
+    def cfg(num_shards: int, events: int):
+        c = _cfg(tmp_path / "reshard", max_events=events)
+        c.shards.num_shards = num_shards
+        return c
+
+    first, second = cfg(2, 10_000), cfg(3, 20_000)  # the second run goes on where the first stopped
+    rows = []
+    for c in (first, second):
+        sink = RowSink.remote()
+        shards, coord = start_data_plane(c, sink)
+        stats = ray.get(coord.run.remote(None), timeout=300)
+        rows.append(ray.get(sink.all_rows.remote()))
+        snaps = ray.get([s.snapshot.remote() for s in shards])
+        for a in (coord, sink, *shards):
+            ray.kill(a)
+    assert stats["resumed_from_batch"] == 10 and len(snaps) == 3
+    # Offline: one in-process shard over all 20 batches, as the coordinator sends them.
+    src = SyntheticSource(second.stream, second.features)
+    one, max_t, offline = FeatureShard(second.features), float("-inf"), []
+    for pos in range(20):
+        df, _ = src.read(pos)
+        wm = max_t - second.features.allowed_lateness_s
+        max_t = max(max_t, float(df["event_time"].max()))
+        offline.append(one.process(pos + 1, df, wm, max_t).training_rows)
+    ref = one.snapshot()
+    for name in ("events", "labels"):
+        keys = np.concatenate([s[name]["keys"] for s in snaps])
+        times = np.concatenate([s[name]["times"] for s in snaps])
+        values = np.concatenate([s[name]["values"] for s in snaps])
+        order = np.lexsort((times, keys))
+        np.testing.assert_array_equal(keys[order], ref[name]["keys"])
+        np.testing.assert_array_equal(times[order], ref[name]["times"])
+        np.testing.assert_allclose(values[order], ref[name]["values"])
+    for i, s in enumerate(snaps):  # every entity lives on the shard the new count assigns it
+        from streamfit.schema import shard_of_hash
+
+        assert (shard_of_hash(s["events"]["keys"], 3) == i).all()
+    got = pd.concat(rows, ignore_index=True).sort_values("event_id").reset_index(drop=True)
+    want = pd.concat(offline, ignore_index=True).sort_values("event_id").reset_index(drop=True)
+    assert got["event_id"].is_unique and len(got) == len(want) > 10_000
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9)

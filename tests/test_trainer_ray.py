@@ -61,7 +61,7 @@ def test_drift_alarm_refits_through_the_actor_after_the_change_only(tmp_path):
 def test_registry_survives_restarts_of_every_actor(tmp_path):
     uri = str(tmp_path)
     cfg = TrainerConfig(**{**OFF, "refit_every_rows": 500})
-    controller = RolloutControllerActor.options(name="ctl-restart").remote(uri, 20.0)
+    controller = RolloutControllerActor.options(name="ctl-restart").remote(uri, 20.0, {"mode": "flip"})
     trainer = TrainerActor.remote(cfg, FEATURES, uri, "ctl-restart", "trainer-test")
     # A stand-in Router replica that loads whatever it is asked to hold.
 
@@ -78,9 +78,15 @@ def test_registry_survives_restarts_of_every_actor(tmp_path):
     for actor in (trainer, controller):
         ray.kill(actor, no_restart=False)
     # Ray restarts both (max_restarts); they rebuild from the registry.
-    stats = ray.get(trainer.stats.remote())
-    assert stats["live_version"] == 2
-    assert ray.get(controller.status.remote()) is not None
+    def answer(actor):
+        try:
+            return ray.get(actor.stats.remote() if actor is trainer else actor.status.remote(), timeout=10)
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return None  # still restarting
+
+    assert wait_until(lambda: answer(trainer) is not None and answer(controller) is not None, timeout_s=60)
+    assert answer(trainer)["live_version"] == 2
+    assert answer(controller)["slots"]["green"] == 2  # the controller resumed its persisted state
     after = Registry(uri)
     assert (after.version_numbers(), after.aliases()) == before[:2]
     assert after.audit_log()[: len(before[2])] == before[2]
