@@ -129,7 +129,8 @@ def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[i
         delta = cs["error_rate"] - (ls["error_rate"] or 0.0)
         if delta > cfg.max_error_rate_delta:
             reasons.append(f"error rate {cs['error_rate']:.3f} vs live {ls['error_rate'] or 0.0:.3f}")
-    if cs["p99_ms"] is not None and ls["p99_ms"] is not None and cs["requests"] >= max(cfg.min_requests, 1):
+    # A p99 from a few dozen requests is one slow request: judge latency only on enough of them.
+    if cs["p99_ms"] is not None and ls["p99_ms"] is not None and cs["requests"] >= max(cfg.min_requests, 100):
         if cs["p99_ms"] > cfg.max_latency_ratio * ls["p99_ms"] + 5.0:
             reasons.append(f"p99 latency {cs['p99_ms']:.1f} ms vs live {ls['p99_ms']:.1f} ms")
     psi = prediction_psi(live["preds"], cand["preds"])
