@@ -133,14 +133,20 @@ def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[i
     if cs["p99_ms"] is not None and ls["p99_ms"] is not None and cs["requests"] >= max(cfg.min_requests, 100):
         if cs["p99_ms"] > cfg.max_latency_ratio * ls["p99_ms"] + 5.0:
             reasons.append(f"p99 latency {cs['p99_ms']:.1f} ms vs live {ls['p99_ms']:.1f} ms")
+    labelled = bool(live_acc and cand_acc and live_acc[0] >= cfg.min_labels and cand_acc[0] >= cfg.min_labels)
+    if live_acc and cand_acc:
+        figures["accuracy"] = {"live": live_acc, "candidate": cand_acc}
+    if labelled:
+        # Labels settle it: after a drift a better candidate predicts differently from a stale live
+        # version, so its prediction shift must not count against it.
+        (_, la), (_, ca) = live_acc, cand_acc
+        if ca < la - cfg.max_accuracy_drop:
+            reasons.append(f"accuracy {ca:.3f} vs live {la:.3f} on labelled requests")
     psi = prediction_psi(live["preds"], cand["preds"])
     p_value = prediction_shift_p(live["preds"], cand["preds"])
     figures["prediction_psi"], figures["prediction_shift_p"] = psi, p_value
-    if psi is not None and p_value is not None and psi > cfg.max_prediction_psi and p_value < cfg.prediction_shift_p:
+    if not labelled and psi is not None and p_value is not None and psi > cfg.max_prediction_psi \
+            and p_value < cfg.prediction_shift_p:
         reasons.append(f"prediction PSI {psi:.2f} > {cfg.max_prediction_psi} (chi-square p={p_value:.1e})")
-    if live_acc and cand_acc:
-        figures["accuracy"] = {"live": live_acc, "candidate": cand_acc}
-        (ln, la), (cn, ca) = live_acc, cand_acc
-        if ln >= cfg.min_labels and cn >= cfg.min_labels and ca < la - cfg.max_accuracy_drop:
-            reasons.append(f"accuracy {ca:.3f} vs live {la:.3f} on labelled requests")
+    figures["judged_on"] = "labelled accuracy" if labelled else "prediction shift"
     return not reasons, reasons, figures

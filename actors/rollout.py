@@ -122,11 +122,10 @@ class ServingState:
                 self.flips += 1
 
     def flip(self, slot: str, count: bool = True) -> None:
-        """All traffic to ``slot`` (``count``: it serves another version now — a promotion or a rollback —
+        """All traffic to ``slot`` (``count``: another version serves now — a promotion or a rollback —
         rather than a canary's share returning to where it was)."""
         if self.weights[slot] != 100:
-            if count and self.slots[slot] != self.live_version():
-                self.flips += 1
+            self.flips += int(count)
             self.weights = {s: (100 if s == slot else 0) for s in SLOTS}
             self.revision += 1
 
@@ -509,7 +508,7 @@ class RolloutControllerActor:
         return result
 
     async def _promote_now(self, r: Rollout) -> None:
-        self.state.flip(r.slot)
+        self.state.flip(r.slot, count=r.live_version is not None)
         r.phase, r.outcome = "promoted", r.outcome or "passed every step"
         r.step = len(r.steps)
         self._bump()

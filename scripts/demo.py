@@ -167,4 +167,5 @@ def demo_config() -> Config:
     cfg.trainer.min_rows_between = 6_000  # one refit every few seconds of stream at most
     cfg.rollout.bake_s = 5.0
     cfg.rollout.min_requests = 10
+    cfg.rollout.min_labels = 10  # the demo's requests are the stream's events: their labels follow quickly
     return cfg
