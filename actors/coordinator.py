@@ -32,7 +32,7 @@ import ray
 
 from streamfit.config import Config
 from streamfit.schema import ENTITY, EVENT_TIME, KIND, PARTITION, shard_of
-from streamfit.actors.checkpoint import CheckpointStore
+from streamfit.actors.checkpoint import CheckpointError, CheckpointStore
 from streamfit.actors.feature_shard import ShardResult
 from streamfit.actors.sources import make_source
 
@@ -240,6 +240,12 @@ class CoordinatorActor:
             await ref
         upto = applied_upto
         while True:
+            missing = self.log.batches[0].batch_id - 1 if self.log.batches else self.batch_id
+            if upto < missing:
+                # The shard came back older than anything the replay log holds (its checkpoint is gone):
+                # replaying cannot make it whole, so stop instead of looping.
+                raise CheckpointError(f"shard {i} restarted at batch {upto}, but replay starts after {missing}: "
+                                      "its checkpoint is missing or older than the last manifest")
             restarted = None
             for b in self.log.after(upto):
                 result: ShardResult = await self.shards[i].process.remote(b.batch_id, b.parts[i], b.watermark,

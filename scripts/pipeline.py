@@ -23,6 +23,9 @@ from streamfit.actors.trainer import TRAINER_NAME, TrainerActor
 from streamfit.serve.app import ADMIN_TOKEN_ENV, APP_NAME, build_router
 
 NAMESPACE = "streamfit"
+# The planes' single actors (coordinator, trainer, controller, monitor) stay on the head node: a lost
+# worker node then takes only shards (which recover) and replicas (which Serve restarts) with it.
+ON_HEAD = {"node:__internal_head__": 0.001}
 
 
 def free_port() -> int:
@@ -87,7 +90,7 @@ def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) 
                                   scheduling_strategy="SPREAD").remote(cfg.features, i, ckpt_uri, n)
         for i in range(n)
     ]
-    coordinator = CoordinatorActor.remote(cfg, shards, sink, monitor)
+    coordinator = CoordinatorActor.options(resources=ON_HEAD).remote(cfg, shards, sink, monitor)
     return shards, coordinator
 
 
@@ -121,11 +124,13 @@ class Pipeline:
         registry_uri = cfg.registry.uri
         registry = Registry(registry_uri)
         controller = RolloutControllerActor.options(
-            name=CONTROLLER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+            name=CONTROLLER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", resources=ON_HEAD
         ).remote(registry_uri, cfg.serving.flip_timeout_s, cfg.rollout.model_dump())
-        monitor = MonitorActor.options(name=MONITOR_NAME, namespace=NAMESPACE, get_if_exists=True).remote(
+        monitor = MonitorActor.options(name=MONITOR_NAME, namespace=NAMESPACE, get_if_exists=True,
+                                       resources=ON_HEAD).remote(
             cfg.monitor.model_dump(), registry_uri, cfg.features.feature_names(), [f.name for f in cfg.features.fields])
-        trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus).remote(
+        trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus,
+                                       resources=ON_HEAD).remote(
             cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,
             cfg.features.schema_hash(), f"{cfg.checkpoints.uri.rstrip('/')}/ray-train"
         )
