@@ -32,6 +32,8 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/streamfit bench ingest
+	$(BIN)/streamfit bench serve --port 0
+	$(BIN)/streamfit bench quality
 
 clean:
 	rm -rf $(VENV) .streamfit

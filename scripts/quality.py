@@ -133,12 +133,7 @@ class DriftingStream:
         x[:, 0] += 2.0 * level[ent]
         # Hidden per-entity mood: flips with probability mood_flip at each of the entity's events.
         flips = (rng.random(n) < self.mood_flip).astype(np.int64)
-        order = np.lexsort((np.arange(n), ent))
-        cum = np.zeros(n, dtype=np.int64)
-        ent_sorted, flips_sorted = ent[order], np.cumsum(flips[order])
-        first = np.r_[0, np.flatnonzero(np.diff(ent_sorted)) + 1]
-        base = np.repeat(flips_sorted[first] - flips[order][first], np.diff(np.r_[first, n]))
-        cum[order] = flips_sorted - base
+        cum = pd.Series(flips).groupby(ent).cumsum().to_numpy()  # the entity's flips so far
         start_mood = rng.integers(0, 2, size=self.entities)
         mood = np.where((cum + start_mood[ent]) % 2 == 0, 1.0, -1.0)
         idx = np.arange(n)
@@ -452,8 +447,10 @@ def bench_quality(dataset: str = "synthetic", target: str | None = None, entity:
     t0 = time.perf_counter()
     replay = feature_pass(stream.batches(batch_rows), stream.features())
     feature_seconds = time.perf_counter() - t0
+    rejected = replay.stats["rejected"]
     log(f"features: {replay.stats['labelled_rows']:,} labelled rows, {len(replay.feature_names)} features, "
-        f"{replay.chunks} chunks ({feature_seconds:.1f}s)")
+        f"{replay.chunks} chunks ({feature_seconds:.1f}s)"
+        + (f"; {rejected:,} rows rejected {replay.stats['reasons']}" if rejected else ""))
     if replay.stats["labelled_rows"] <= warmup:
         raise ConfigError(f"the stream has {replay.stats['labelled_rows']} labelled rows; more than the "
                           f"warm-up ({warmup}) are needed")
