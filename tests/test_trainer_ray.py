@@ -94,3 +94,20 @@ def test_registry_survives_restarts_of_every_actor(tmp_path):
     np.testing.assert_array_equal(after.load(2)[0].inplace_predict(x), reg.load(2)[0].inplace_predict(x))
     for actor in (trainer, controller):
         ray.kill(actor)
+
+
+@pytest.mark.parametrize("trigger, cfg, quiet, firing", [
+    ("time", {"refit_every_s": 1000.0}, lambda: rows(900, 1000, seed=40), lambda: rows(20, 2500, seed=41)),
+    ("performance", {"accuracy_below": 0.7, "accuracy_window": 300},
+     lambda: rows(600, 1000, seed=42), lambda: rows(600, 1600, flip=True, seed=43)),
+    ("psi", {"psi_above": 0.3}, lambda: rows(1000, 1000, seed=44), lambda: rows(1000, 2000, shift=3.0, seed=45)),
+])
+def test_each_remaining_trigger_fires_through_the_actor_and_only_then(tmp_path, trigger, cfg, quiet, firing):
+    trainer = TrainerActor.remote(TrainerConfig(**{**OFF, **cfg}), FEATURES, str(tmp_path), None, None)
+    ray.get(trainer.add_rows.remote(rows(1000)))
+    assert ray.get(trainer.request_refit.remote("first"))["version"] == 1
+    assert _send(trainer, quiet()) == []  # a stream built not to fire it
+    assert _send(trainer, firing())  # … and one built to fire it
+    refits = ray.get(trainer.stats.remote())["refits"]
+    assert [r["reason"] for r in refits][:2] == ["manual", trigger]
+    ray.kill(trainer)
