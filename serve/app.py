@@ -36,6 +36,12 @@ ADMIN_TOKEN_ENV = "STREAMFIT_ADMIN_TOKEN"
 CONTROL_COMMANDS = ("set_traffic", "set_shadow", "start_rollout", "promote", "abort", "rollback")
 
 
+def load_slot(registry: Registry, slot: str, version: int, features: list[str], schema_hash: str) -> ModelSlot:
+    """Read a version from the registry (sha256 checked) into a slot (features, schema and sample checked)."""
+    booster, meta = registry.load(version)
+    return ModelSlot.from_registry(slot, version, booster, meta, features, schema_hash)
+
+
 @serve.deployment(name="Router")
 @serve.ingress()
 class Router(Backend):
@@ -126,8 +132,7 @@ class Router(Backend):
 
     # -- background work -------------------------------------------------------------------
     def _load(self, slot: str, version: int) -> ModelSlot:
-        booster, meta = self.registry.load(version)
-        return ModelSlot.from_registry(slot, version, booster, meta, self.core.feature_names, self.schema_hash)
+        return load_slot(self.registry, slot, version, self.core.feature_names, self.schema_hash)
 
     async def _reconcile_forever(self) -> None:
         while True:
@@ -171,8 +176,7 @@ class SlotServer:
         self._task = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
     def _load(self, slot: str, version: int) -> ModelSlot:
-        booster, meta = self.registry.load(version)
-        return ModelSlot.from_registry(slot, version, booster, meta, self.core.feature_names, self.schema_hash)
+        return load_slot(self.registry, slot, version, self.core.feature_names, self.schema_hash)
 
     async def _reconcile_forever(self) -> None:
         while True:
