@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 import ray
 
+from streamfit.registry import Storage
 from streamfit.schema import EVENT_ID, hash_keys
 from streamfit.actors.feature_shard import Dedup
 
@@ -40,29 +40,28 @@ class IngestLog:
 
     def __init__(self, wal_uri: str | None = None, dedup_capacity: int = 1_000_000) -> None:
         self.frames: list[tuple[int, pd.DataFrame]] = []  # (first position, rows)
+        self.segments: dict[int, str] = {}  # first position -> its write-ahead object
         self.next_position = 0
         self.committed = 0
         self.dedup = Dedup(dedup_capacity)
-        self.fs: pafs.FileSystem | None = None
-        if wal_uri:
-            if "://" in wal_uri:
-                self.fs, self.root = pafs.FileSystem.from_uri(wal_uri)
-            else:
-                self.fs, self.root = pafs.LocalFileSystem(), wal_uri
-            self.fs.create_dir(self.root, recursive=True)
+        self.store = Storage(wal_uri, what="ingest log") if wal_uri else None
+        if self.store is not None:
+            self.store.ensure_dir(self.store.root)
             self._recover()
 
-    def _segment(self, first: int) -> str:
-        return f"{self.root}/{first:015d}-{uuid.uuid4().hex[:6]}.arrow"
+    @staticmethod
+    def _dedup_keys(rows: pd.DataFrame) -> np.ndarray:
+        # An event and its label share an event id: they are told apart by kind.
+        return hash_keys((rows[EVENT_ID].astype(str) + "|" + rows["kind"].astype(str)).values)
 
     def _recover(self) -> None:
-        infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
-        for info in sorted((i for i in infos if i.base_name.endswith(".arrow")), key=lambda i: i.base_name):
+        infos = [i for i in self.store.list(self.store.root) if i.base_name.endswith(".arrow")]
+        for info in sorted(infos, key=lambda i: i.base_name):
             first = int(info.base_name.split("-")[0])
-            with self.fs.open_input_stream(info.path) as f:
-                df = ipc.open_file(pa.BufferReader(f.read())).read_all().to_pandas()
+            df = ipc.open_file(pa.BufferReader(self.store.get(info.path))).read_all().to_pandas()
             self.frames.append((first, df))
-            self.dedup.check_and_add(hash_keys(df[EVENT_ID].values))
+            self.segments[first] = info.path
+            self.dedup.check_and_add(self._dedup_keys(df))
             self.next_position = max(self.next_position, first + len(df))
         if self.frames:
             self.committed = self.frames[0][0]
@@ -71,20 +70,18 @@ class IngestLog:
         """Append rows not seen before (by event id and kind); returns (accepted, duplicates)."""
         if not len(rows):
             return 0, 0
-        ids = hash_keys((rows[EVENT_ID].astype(str) + "|" + rows["kind"].astype(str)).values)
-        dup = self.dedup.check_and_add(ids)
+        dup = self.dedup.check_and_add(self._dedup_keys(rows))
         fresh = rows[~dup].reset_index(drop=True)
         if len(fresh):
             first = self.next_position
-            if self.fs is not None:  # write ahead: acknowledged rows survive a restart
+            if self.store is not None:  # write ahead: acknowledged rows survive a restart
                 sink = io.BytesIO()
                 table = pa.Table.from_pandas(fresh, preserve_index=False)
                 with ipc.new_file(sink, table.schema) as w:
                     w.write_table(table)
-                tmp = f"{self.root}/tmp-{uuid.uuid4().hex}"
-                with self.fs.open_output_stream(tmp) as out:
-                    out.write(sink.getvalue())
-                self.fs.move(tmp, self._segment(first))
+                segment = self.store.path(f"{first:015d}-{uuid.uuid4().hex[:6]}.arrow")
+                self.store.put(segment, sink.getvalue())
+                self.segments[first] = segment
             self.frames.append((first, fresh))
             self.next_position += len(fresh)
         return len(fresh), int(dup.sum())
@@ -111,10 +108,9 @@ class IngestLog:
         keep = []
         for first, df in self.frames:
             if first + len(df) <= self.committed:
-                if self.fs is not None:
-                    for info in self.fs.get_file_info(pafs.FileSelector(self.root)):
-                        if info.base_name.startswith(f"{first:015d}-"):
-                            self.fs.delete_file(info.path)
+                segment = self.segments.pop(first, None)
+                if self.store is not None and segment is not None:
+                    self.store.delete_file(segment)
             else:
                 keep.append((first, df))
         self.frames = keep

@@ -27,17 +27,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pyarrow.fs as pafs
 import ray
 
 from streamfit.config import RolloutConfig
-from streamfit.registry import Registry
+from streamfit.errors import RegistryError
+from streamfit.registry import Registry, Storage
 from streamfit.actors.analysis import add, canary_verdict, empty_stats, minus
 
 log = logging.getLogger("streamfit.rollout")
@@ -196,29 +195,21 @@ class ReplicaTracker:
 
 
 class StateStore:
-    """The serving state as one JSON object beside the registry (one PUT: atomic on object stores too)."""
+    """The serving state as one JSON object beside the registry (written atomically, on object stores too)."""
 
     def __init__(self, registry_uri: str) -> None:
-        if "://" in registry_uri:
-            self.fs, root = pafs.FileSystem.from_uri(registry_uri)
-        else:
-            self.fs, root = pafs.LocalFileSystem(), os.path.abspath(registry_uri)
-        self.path = f"{root.rstrip('/')}/{STATE_FILE}"
-        self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+        self.store = Storage(registry_uri, error=RegistryError, what="serving state")
+        self.path = self.store.path(*STATE_FILE.split("/"))
 
     def load(self) -> ServingState | None:
         """The last saved state, or None."""
-        if self.fs.get_file_info(self.path).type == pafs.FileType.NotFound:
+        if not self.store.exists(self.path):
             return None
-        with self.fs.open_input_stream(self.path) as f:
-            return ServingState.from_dict(json.loads(f.read()))
+        return ServingState.from_dict(json.loads(self.store.get(self.path)))
 
     def save(self, state: ServingState) -> None:
         """Replace the saved state."""
-        tmp = f"{self.path}.{uuid.uuid4().hex[:6]}.tmp"
-        with self.fs.open_output_stream(tmp) as out:
-            out.write(json.dumps(state.to_dict()).encode())
-        self.fs.move(tmp, self.path)
+        self.store.put(self.path, json.dumps(state.to_dict()).encode())
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)

@@ -18,7 +18,7 @@ import ray
 import xgboost as xgb
 
 from streamfit.config import Config, config_from_dict
-from streamfit.actors.coordinator import CoordinatorActor
+from streamfit.actors.coordinator import CoordinatorActor, Watermark
 from streamfit.actors.feature_shard import FeatureShard, FeatureShardActor
 from streamfit.actors.sources import SyntheticSource
 from streamfit.schema import KIND
@@ -71,12 +71,11 @@ def make_batches(cfg: Config, events: int, progress: Callable[[int], None] | Non
 def run_baseline(cfg: Config, batches: list[pd.DataFrame]) -> tuple[float, FeatureShard]:
     """One in-process FeatureShard over every batch (the single-process vectorised implementation)."""
     shard = FeatureShard(cfg.features, 0)
-    lateness = cfg.features.allowed_lateness_s
-    max_t = float("-inf")
+    watermark = Watermark(cfg.features.allowed_lateness_s)  # the coordinator's clock, in process
     started = time.perf_counter()
     for i, df in enumerate(batches, start=1):
-        shard.process(i, df, max_t - lateness)
-        max_t = max(max_t, float(df["event_time"].max()))
+        wm = watermark.observe(df)
+        shard.process(i, df, wm, watermark.clock)
     return time.perf_counter() - started, shard
 
 

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from streamfit.config import Config
+from streamfit.actors.coordinator import Watermark
 from streamfit.actors.feature_shard import FeatureShard
 from streamfit.actors.sources import SyntheticSource
 
@@ -46,10 +47,9 @@ class StreamRows:
     def __init__(self, cfg: Config, keep: int = 500) -> None:
         self.source = SyntheticSource(cfg.stream, cfg.features)
         self.shard = FeatureShard(cfg.features)
-        self.lateness = cfg.features.allowed_lateness_s
+        self.watermark = Watermark(cfg.features.allowed_lateness_s)  # as the coordinator keeps it
         self.keep = keep
         self.position = 0
-        self.max_time = float("-inf")
         self.rows: list[Row] = []
         self.next = 0
         self.lock = threading.Lock()
@@ -58,9 +58,8 @@ class StreamRows:
         """Compute features up to the pipeline's source position."""
         while self.position < position:
             df, nxt = self.source.read(self.position)
-            wm = self.max_time - self.lateness
-            self.max_time = max(self.max_time, float(df["event_time"].max()))
-            self.shard.process(self.position + 1, df, wm, self.max_time)
+            wm = self.watermark.observe(df)
+            self.shard.process(self.position + 1, df, wm, self.watermark.clock)
             self.position = nxt
         recent = self.shard.recent_events(self.keep)
         names = self.shard.feature_names

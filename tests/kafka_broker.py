@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -31,13 +30,9 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from processes import free_port, stop
+
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def broker_command(port: int) -> list[str]:
@@ -120,18 +115,6 @@ def kafka_broker(topics: dict[str, int] | None = None, start_timeout_s: float = 
         broker.admin = None  # drop its connection: the broker waits for open connections on SIGTERM
         gc.collect()
         stop(proc)
-
-
-def stop(proc: subprocess.Popen, grace_s: float = 2.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited after ``grace_s`` (it waits for open connections)."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def broker_fixture(scope: str = "module", topics: dict[str, int] | None = None):

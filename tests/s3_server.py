@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,8 @@ from typing import Iterator
 import pyarrow.fs as pafs
 import pytest
 
+from processes import free_port, stop
+
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 DUMMY_ENV = {
@@ -42,12 +42,6 @@ DUMMY_ENV = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_EC2_METADATA_DISABLED": "true",  # never ask an instance-metadata endpoint for credentials
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def moto_server_command(port: int) -> list[str]:
@@ -130,24 +124,12 @@ def s3_server(bucket: str = "streamfit-test", start_timeout_s: float = 30.0) -> 
         yield server
     finally:
         if proc is not None:
-            stop(proc)
+            stop(proc, grace_s=5.0)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited after ``grace_s``."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def s3_fixture(scope: str = "module", bucket: str = "streamfit-test"):
