@@ -18,9 +18,7 @@ import ray
 import xgboost as xgb
 
 from streamfit.config import Config, config_from_dict
-from streamfit.actors.coordinator import CoordinatorActor, Watermark
-from streamfit.actors.feature_shard import FeatureShard, FeatureShardActor
-from streamfit.actors.sources import SyntheticSource
+from streamfit.actors.stream import CoordinatorActor, FeatureShard, FeatureShardActor, SyntheticSource, Watermark
 from streamfit.schema import KIND
 
 

@@ -124,7 +124,7 @@ def traffic_table(body: dict) -> "Table":
     """Slots, versions, weights, rollout step and per-slot figures."""
     from rich.table import Table
 
-    from streamfit.actors.analysis import summary
+    from streamfit.request_stats import summary
 
     r = body.get("rollout")
     title = f"traffic (revision {body['revision']}, flips {body['flips']})"

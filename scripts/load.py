@@ -17,9 +17,7 @@ import httpx
 import numpy as np
 
 from streamfit.config import Config
-from streamfit.actors.coordinator import Watermark
-from streamfit.actors.feature_shard import FeatureShard
-from streamfit.actors.sources import SyntheticSource
+from streamfit.actors.stream import FeatureShard, SyntheticSource, Watermark
 
 Row = tuple[dict[str, float], str | None, str | None]  # features, event id, routing key
 

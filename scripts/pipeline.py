@@ -15,14 +15,13 @@ from ray import serve
 from streamfit.config import Config
 from streamfit.errors import ConfigError
 from streamfit.registry import Registry
-from streamfit.actors.coordinator import CoordinatorActor
-from streamfit.actors.feature_shard import FeatureShardActor, shard_name
-from streamfit.actors.monitor import MONITOR_NAME, MonitorActor
-from streamfit.actors.rollout import CONTROLLER_NAME, RolloutControllerActor
-from streamfit.actors.trainer import TRAINER_NAME, TrainerActor
-from streamfit.serve.app import ADMIN_TOKEN_ENV, APP_NAME, build_router
+from streamfit.names import APP_NAME, CONTROLLER_NAME, MONITOR_NAME, NAMESPACE, TRAINER_NAME, shard_name
+from streamfit.actors.stream import CoordinatorActor, FeatureShardActor
+from streamfit.actors.monitoring import MonitorActor
+from streamfit.actors.rollout import RolloutControllerActor
+from streamfit.actors.training import TrainerActor
+from streamfit.serve.app import ADMIN_TOKEN_ENV, build_router
 
-NAMESPACE = "streamfit"
 # The planes' single actors (coordinator, trainer, controller, monitor) stay on the head node: a lost
 # worker node then takes only shards (which recover) and replicas (which Serve restarts) with it.
 ON_HEAD = {"node:__internal_head__": 0.001}

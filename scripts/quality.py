@@ -303,8 +303,7 @@ class Replay:
 
 def feature_pass(batches: Iterator[pd.DataFrame], features: FeaturesConfig) -> Replay:
     """Run the source batches through one FeatureShard (all keys) with the stream-wide watermark."""
-    from streamfit.actors.coordinator import Watermark
-    from streamfit.actors.feature_shard import FeatureShard
+    from streamfit.actors.stream import FeatureShard, Watermark
 
     shard = FeatureShard(features)
     wm = Watermark(features.allowed_lateness_s)
@@ -354,7 +353,7 @@ def replay_trainer(replay: Replay, cfg: TrainerConfig, warmup: int) -> tuple[Met
 
     Returns the result and the time the first model (fit at the end of the warm-up) went live.
     """
-    from streamfit.actors.trainer import TrainerCore
+    from streamfit.actors.training import TrainerCore
 
     started = time.process_time()
     names = replay.feature_names

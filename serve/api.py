@@ -27,8 +27,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from streamfit.config import FeaturesConfig
-from streamfit.actors.feature_shard import validate
-from streamfit.actors.ingest import ingest_frame
+from streamfit.schema import validate
+from streamfit.actors.stream import ingest_frame
 from streamfit.serve.router import NoModelError, RouterCore, SlotNotReadyError
 from streamfit.serve.status_page import render as render_status_page
 

@@ -21,17 +21,12 @@ from ray import serve
 from streamfit.config import Config, FeaturesConfig, ServingConfig
 from streamfit.registry import Registry
 from streamfit.schema import shard_of
-from streamfit.actors.feature_shard import shard_name
-from streamfit.actors.ingest import INGEST_NAME
-from streamfit.actors.monitor import MONITOR_NAME
-from streamfit.actors.rollout import CONTROLLER_NAME
-from streamfit.actors.trainer import TRAINER_NAME
+from streamfit.names import CONTROLLER_NAME, INGEST_NAME, MONITOR_NAME, TRAINER_NAME, shard_name
 from streamfit.serve.api import Backend, build_api
 from streamfit.serve.router import RouterCore
 from streamfit.serve.slots import ModelSlot
 
 log = logging.getLogger("streamfit.serve")
-APP_NAME = "streamfit"
 ADMIN_TOKEN_ENV = "STREAMFIT_ADMIN_TOKEN"
 CONTROL_COMMANDS = ("set_traffic", "set_shadow", "start_rollout", "promote", "abort", "rollback")
 

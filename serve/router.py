@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from streamfit.schema import hash_keys
-from streamfit.actors.analysis import SlotStats
+from streamfit.request_stats import SlotStats
 from streamfit.serve.slots import ModelSlot
 
 SLOTS = ("blue", "green")

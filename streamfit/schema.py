@@ -1,4 +1,4 @@
-"""Event vocabulary shared by every plane: column names, batch validation and the stable partition hash.
+"""Event vocabulary shared by every plane: column names, batch validation (``validate``) and the stable partition hash.
 
 An event batch is a pandas DataFrame with one row per event or label:
 
@@ -16,8 +16,12 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+
+from streamfit.config import FeaturesConfig
 
 KIND, EVENT_ID, ENTITY, EVENT_TIME, LABEL = "kind", "event_id", "entity", "event_time", "label"
 EVENT, LABEL_KIND = "event", "label"
@@ -40,3 +44,49 @@ def shard_of_hash(hashes: np.ndarray, num_shards: int) -> np.ndarray:
 def shard_of(entities: np.ndarray | pd.Series, num_shards: int) -> np.ndarray:
     """Owning shard of each entity key: a stable (unsalted) hash modulo the shard count."""
     return shard_of_hash(hash_keys(entities), num_shards)
+
+
+def validate(df: pd.DataFrame, cfg: FeaturesConfig) -> tuple[pd.DataFrame, np.ndarray]:
+    """Coerce a batch to the schema and clean it; returns (clean frame, reason per row, '' when valid)."""
+    n = len(df)
+    reason = np.full(n, "", dtype=object)
+    out = pd.DataFrame(index=pd.RangeIndex(n))
+
+    def mark(mask: Any, why: str) -> None:
+        m = np.asarray(mask, dtype=bool) & (reason == "")
+        reason[m] = why
+
+    def column(name: str) -> pd.Series:
+        return df[name].reset_index(drop=True) if name in df else pd.Series([None] * n, dtype=object)
+
+    kind = column(KIND).fillna(EVENT).astype(str)
+    mark(~kind.isin([EVENT, LABEL_KIND]), "bad_kind")
+    out[KIND] = kind.values
+    for col in (EVENT_ID, ENTITY):
+        raw = column(col)
+        missing = raw.isna().values | (raw.astype(str).str.len().values == 0)
+        mark(missing, f"missing:{col}")
+        out[col] = raw.astype(str).values
+    t = pd.to_numeric(column(EVENT_TIME), errors="coerce").astype(float).values
+    mark(~np.isfinite(t), "missing:event_time")
+    out[EVENT_TIME] = t
+    is_event = kind.values == EVENT
+    for spec in cfg.fields:
+        raw = column(spec.name)
+        num = pd.to_numeric(raw, errors="coerce").astype(float).values
+        missing = raw.isna().values
+        mark(is_event & ~missing & np.isnan(num), f"non_numeric:{spec.name}")
+        if spec.required:
+            mark(is_event & missing, f"missing:{spec.name}")
+        mark(is_event & np.isinf(num), f"non_finite:{spec.name}")
+        lo = -np.inf if spec.min is None else spec.min
+        hi = np.inf if spec.max is None else spec.max
+        if spec.clip:
+            num = np.where(np.isnan(num), num, np.clip(num, lo, hi))
+        else:
+            mark(is_event & ((num < lo) | (num > hi)), f"out_of_range:{spec.name}")
+        out[spec.name] = num
+    lab = pd.to_numeric(column(LABEL), errors="coerce").astype(float).values
+    mark(~is_event & ~np.isin(lab, [0.0, 1.0]), "bad_label")
+    out[LABEL] = lab
+    return out, reason

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from streamfit.config import RolloutConfig
-from streamfit.actors.analysis import SlotStats, canary_verdict, minus, percentile_ms, summary
-from streamfit.actors.rollout import ServingState
+from streamfit.actors.rollout.analysis import canary_verdict
+from streamfit.request_stats import SlotStats, minus, percentile_ms, summary
+from streamfit.actors.rollout.controller import ServingState
 
 CFG = RolloutConfig(min_requests=20, min_labels=30)
 

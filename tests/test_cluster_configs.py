@@ -320,7 +320,7 @@ def serve_config_problems(cfg: dict, config_path: Path = STREAMFIT_CLUSTER_CONFI
     from ray.serve import Application
 
     from streamfit.scripts.pipeline import NAMESPACE
-    from streamfit.serve.app import APP_NAME
+    from streamfit.names import APP_NAME
 
     ServeDeploySchema.model_validate(cfg)  # raises on wrong types / missing required fields
     problems = unknown_fields(cfg, ServeDeploySchema, "serve")

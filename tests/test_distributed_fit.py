@@ -15,7 +15,7 @@ import pytest
 import ray
 import xgboost as xgb
 
-from streamfit.actors.distributed_fit import DistributedFitError, fit_distributed
+from streamfit.actors.training.distributed_fit import DistributedFitError, fit_distributed
 
 FEATURES = ["x0", "x1", "x2", "x3", "x4"]
 PARAMS = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.2, "tree_method": "hist", "seed": 7,

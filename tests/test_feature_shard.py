@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamfit.actors.checkpoint import CheckpointStore, repartition
-from streamfit.actors.coordinator import Partitioner, Watermark
-from streamfit.actors.feature_shard import FeatureShard, validate
-from streamfit.actors.sources import SyntheticSource
+from streamfit.actors.stream.checkpoint import CheckpointStore, repartition
+from streamfit.actors.stream.coordinator import Partitioner, Watermark
+from streamfit.actors.stream.feature_shard import FeatureShard
+from streamfit.schema import validate
+from streamfit.actors.stream.sources import SyntheticSource
 from streamfit.config import AggregateSpec, FeaturesConfig, FieldSpec, LabelHistoryConfig, StreamConfig
 from streamfit.schema import shard_of
 

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from streamfit.actors import file_source
-from streamfit.actors.feature_shard import validate
-from streamfit.actors.file_source import FileReplaySource, Pacer
+from streamfit.actors.stream import file_source
+from streamfit.schema import validate
+from streamfit.actors.stream.file_source import FileReplaySource, Pacer
 from streamfit.config import FeaturesConfig, FileSourceConfig
 from streamfit.errors import ConfigError
 

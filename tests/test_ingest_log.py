@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from streamfit.actors.ingest import IngestLog
+from streamfit.actors.stream.ingest import IngestLog
 
 
 def rows(ids, kind="event"):

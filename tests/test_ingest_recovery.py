@@ -11,8 +11,8 @@ import pytest
 import ray
 
 from streamfit.config import config_from_dict
-from streamfit.actors.feature_shard import FeatureShard
-from streamfit.actors.sources import SyntheticSource
+from streamfit.actors.stream.feature_shard import FeatureShard
+from streamfit.actors.stream.sources import SyntheticSource
 from streamfit.scripts.pipeline import NAMESPACE, start_data_plane, wait_until
 
 
@@ -138,7 +138,7 @@ def test_bad_late_and_duplicate_rows_are_counted_and_never_crash_a_shard(tmp_pat
     frames[7] = pd.concat([frames[7], junk], ignore_index=True)
     sink = RowSink.remote()
     shards, coord = start_data_plane(cfg, sink)
-    from streamfit.actors.sources import FramesSource
+    from streamfit.actors.stream.sources import FramesSource
 
     ray.get(coord.set_source.remote(FramesSource(frames)))
     stats = ray.get(coord.run.remote(None), timeout=120)

@@ -12,8 +12,8 @@ import ray
 
 from kafka_broker import broker_fixture
 from streamfit.config import config_from_dict
-from streamfit.actors.kafka_source import produce_events
-from streamfit.actors.sources import SyntheticSource
+from streamfit.actors.stream.kafka_source import produce_events
+from streamfit.actors.stream.sources import SyntheticSource
 from streamfit.scripts.pipeline import NAMESPACE, start_data_plane, wait_until
 
 kafka = broker_fixture()

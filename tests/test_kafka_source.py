@@ -7,8 +7,8 @@ import time
 import pandas as pd
 
 from kafka_broker import broker_fixture
-from streamfit.actors.feature_shard import validate
-from streamfit.actors.kafka_source import BAD_KIND, KafkaSource, produce_events
+from streamfit.schema import validate
+from streamfit.actors.stream.kafka_source import BAD_KIND, KafkaSource, produce_events
 from streamfit.config import FeaturesConfig, KafkaSourceConfig
 
 FEATURES = FeaturesConfig()

@@ -16,7 +16,7 @@ import ray
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamfit.config import config_from_dict
-from streamfit.actors.sources import FramesSource, SyntheticSource
+from streamfit.actors.stream.sources import FramesSource, SyntheticSource
 from streamfit.scripts.pipeline import Pipeline, free_port, wait_until
 
 FIELDS = ["x0", "x1", "x2"]

@@ -40,13 +40,15 @@ from streamfit.config import Config, config_from_dict
 from streamfit.errors import ConfigError
 from streamfit.registry import Registry
 from streamfit.schema import shard_of
-from streamfit.actors.checkpoint import CheckpointStore
-from streamfit.actors.feature_shard import shard_name
-from streamfit.actors.rollout import CONTROLLER_NAME, RolloutControllerActor
+from streamfit.actors.stream.checkpoint import CheckpointStore
+from streamfit.names import shard_name
+from streamfit.names import CONTROLLER_NAME
+from streamfit.actors.rollout.controller import RolloutControllerActor
 from streamfit.scripts.load import RandomRows, RequestLoop
 from streamfit.scripts.pipeline import (NAMESPACE, check_shared_storage, free_port, serve_environment,
                                         start_data_plane, wait_until)
-from streamfit.serve.app import ADMIN_TOKEN_ENV, APP_NAME, build_router
+from streamfit.names import APP_NAME
+from streamfit.serve.app import ADMIN_TOKEN_ENV, build_router
 
 NUM_SHARDS = 2
 MAX_EVENTS = 30_000

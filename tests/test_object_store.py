@@ -17,10 +17,10 @@ import pytest
 import xgboost as xgb
 from s3_server import s3_fixture
 
-from streamfit.actors.checkpoint import CheckpointError, CheckpointStore
-from streamfit.actors.coordinator import Partitioner, Watermark
-from streamfit.actors.feature_shard import FeatureShard
-from streamfit.actors.sources import SyntheticSource
+from streamfit.actors.stream.checkpoint import CheckpointError, CheckpointStore
+from streamfit.actors.stream.coordinator import Partitioner, Watermark
+from streamfit.actors.stream.feature_shard import FeatureShard
+from streamfit.actors.stream.sources import SyntheticSource
 from streamfit.config import AggregateSpec, FeaturesConfig, LabelHistoryConfig, StreamConfig
 from streamfit.errors import ModelIntegrityError, RegistryError, StreamfitError
 from streamfit.registry import Registry

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from streamfit.actors import policy
+from streamfit.actors.training import policy
 from streamfit.config import TrainerConfig
 from streamfit.scripts import quality
 from streamfit.scripts.quality import (METHODS, START_TIME, DriftingStream, bench_quality, feature_pass,
@@ -115,7 +115,7 @@ def test_every_row_is_predicted_before_any_model_learns_it(monkeypatch):
                          "rid": np.arange(n, dtype=float), "label": np.arange(n) % 2.0})
     bounds = np.arange(0, n + 1, 100)
     replay = quality.Replay(rows, ["rid"], bounds, rows["event_time"].to_numpy()[bounds[1:] - 1], {})
-    from streamfit.actors import trainer
+    from streamfit.actors.training import trainer
     monkeypatch.setattr(trainer, "fit_in_process", lambda train, feats, params, rounds, base:
                         Memo(train["rid"], train["label"]))
     cfg = TrainerConfig(refit_every_rows=100, min_rows_between=0, drift_detector=None, gate_margin=10.0,

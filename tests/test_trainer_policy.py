@@ -9,8 +9,9 @@ import pytest
 
 from streamfit.config import TrainerConfig
 from streamfit.registry import Registry
-from streamfit.actors.policy import RefitPolicy
-from streamfit.actors.trainer import TrainerCore, auc, better_or_close
+from streamfit.actors.training.policy import RefitPolicy
+from streamfit.actors.training.trainer import TrainerCore, better_or_close
+from streamfit.metrics import auc
 
 FEATURES = ["a", "b"]
 OFF = dict(refit_every_rows=None, refit_every_s=None, accuracy_below=None, drift_detector=None, psi_above=None,

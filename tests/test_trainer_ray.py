@@ -10,8 +10,8 @@ import ray
 
 from streamfit.config import TrainerConfig
 from streamfit.registry import Registry
-from streamfit.actors.rollout import RolloutControllerActor
-from streamfit.actors.trainer import TrainerActor
+from streamfit.actors.rollout.controller import RolloutControllerActor
+from streamfit.actors.training.trainer import TrainerActor
 from streamfit.scripts.pipeline import wait_until
 from test_trainer_policy import FEATURES, OFF, rows
 

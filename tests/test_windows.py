@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamfit.actors.windows import US, SeriesStore, concat_ranges, to_us
+from streamfit.actors.stream.windows import US, SeriesStore, concat_ranges, to_us
 
 WINDOWS_S = [30, 300]
 OPS = ["count", "sum", "mean", "std", "min", "max"]

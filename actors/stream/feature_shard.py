@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,15 +31,10 @@ import pandas as pd
 import ray
 
 from streamfit.config import FeaturesConfig
-from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, LABEL_KIND, hash_keys
-from streamfit.actors.windows import US, SeriesStore, to_us
+from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, hash_keys, validate
+from streamfit.actors.stream.windows import US, SeriesStore, to_us
 
 RESULT_CACHE = 8  # results kept per shard so a retried call gets the same answer
-
-
-def shard_name(i: int) -> str:
-    """Name of the i-th FeatureShard actor (the Router looks shards up by it)."""
-    return f"streamfit-shard-{i}"
 
 
 @dataclass
@@ -55,52 +50,6 @@ class ShardResult:
     nulls: dict[str, int] = field(default_factory=dict)  # missing values per field among event rows
     event_rows: int = 0
     replay_from: int | None = None  # set when the shard restarted and needs batches after this id again
-
-
-def validate(df: pd.DataFrame, cfg: FeaturesConfig) -> tuple[pd.DataFrame, np.ndarray]:
-    """Coerce a batch to the schema and clean it; returns (clean frame, reason per row, '' when valid)."""
-    n = len(df)
-    reason = np.full(n, "", dtype=object)
-    out = pd.DataFrame(index=pd.RangeIndex(n))
-
-    def mark(mask: Any, why: str) -> None:
-        m = np.asarray(mask, dtype=bool) & (reason == "")
-        reason[m] = why
-
-    def column(name: str) -> pd.Series:
-        return df[name].reset_index(drop=True) if name in df else pd.Series([None] * n, dtype=object)
-
-    kind = column(KIND).fillna(EVENT).astype(str)
-    mark(~kind.isin([EVENT, LABEL_KIND]), "bad_kind")
-    out[KIND] = kind.values
-    for col in (EVENT_ID, ENTITY):
-        raw = column(col)
-        missing = raw.isna().values | (raw.astype(str).str.len().values == 0)
-        mark(missing, f"missing:{col}")
-        out[col] = raw.astype(str).values
-    t = pd.to_numeric(column(EVENT_TIME), errors="coerce").astype(float).values
-    mark(~np.isfinite(t), "missing:event_time")
-    out[EVENT_TIME] = t
-    is_event = kind.values == EVENT
-    for spec in cfg.fields:
-        raw = column(spec.name)
-        num = pd.to_numeric(raw, errors="coerce").astype(float).values
-        missing = raw.isna().values
-        mark(is_event & ~missing & np.isnan(num), f"non_numeric:{spec.name}")
-        if spec.required:
-            mark(is_event & missing, f"missing:{spec.name}")
-        mark(is_event & np.isinf(num), f"non_finite:{spec.name}")
-        lo = -np.inf if spec.min is None else spec.min
-        hi = np.inf if spec.max is None else spec.max
-        if spec.clip:
-            num = np.where(np.isnan(num), num, np.clip(num, lo, hi))
-        else:
-            mark(is_event & ((num < lo) | (num > hi)), f"out_of_range:{spec.name}")
-        out[spec.name] = num
-    lab = pd.to_numeric(column(LABEL), errors="coerce").astype(float).values
-    mark(~is_event & ~np.isin(lab, [0.0, 1.0]), "bad_label")
-    out[LABEL] = lab
-    return out, reason
 
 
 def _isin_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -451,7 +400,7 @@ class FeatureShardActor:
 
     def __init__(self, cfg: FeaturesConfig, shard_id: int, checkpoint_uri: str | None = None,
                  num_shards: int = 1) -> None:
-        from streamfit.actors.checkpoint import CheckpointStore
+        from streamfit.actors.stream.checkpoint import CheckpointStore
 
         self.shard = FeatureShard(cfg, shard_id)
         self.store = CheckpointStore(checkpoint_uri) if checkpoint_uri else None

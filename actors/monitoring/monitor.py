@@ -33,10 +33,9 @@ import ray
 
 from streamfit.config import MonitorConfig
 from streamfit.registry import Registry
-from streamfit.actors.drift import psi
-from streamfit.actors.trainer import auc, binary_metrics
+from streamfit.psi import psi
+from streamfit.metrics import binary_metrics
 
-MONITOR_NAME = "streamfit-monitor"
 
 
 class PredictionLog:
@@ -375,7 +374,7 @@ class MonitorActor:
         return point
 
     def _slot_metrics(self, st: dict[str, Any], point: dict[str, Any]) -> None:
-        from streamfit.actors.analysis import minus, summary
+        from streamfit.request_stats import minus, summary
 
         prev = self._last.get("slot_stats")
         point["p50_ms"], point["p99_ms"], point["requests_per_s"] = {}, {}, {}

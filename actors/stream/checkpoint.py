@@ -18,7 +18,7 @@ re-partitions the saved state by the stable key hash.
 Example:
     >>> import tempfile
     >>> from streamfit.config import FeaturesConfig
-    >>> from streamfit.actors.feature_shard import FeatureShard
+    >>> from streamfit.actors.stream.feature_shard import FeatureShard
     >>> store = CheckpointStore(tempfile.mkdtemp())
     >>> _ = store.write_shard(1, 0, FeatureShard(FeaturesConfig()).snapshot())
     >>> store.write_manifest(1, batch_id=5, position=5, num_shards=1)

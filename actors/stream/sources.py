@@ -182,15 +182,16 @@ class FramesSource:
 def make_source(cfg: Config) -> Source:
     """The source the config names."""
     if cfg.stream.source == "file":
-        from streamfit.actors.file_source import FileReplaySource
+        from streamfit.actors.stream.file_source import FileReplaySource
 
         return FileReplaySource(cfg.stream.file, cfg.features)
     if cfg.stream.source == "kafka":
-        from streamfit.actors.kafka_source import KafkaSource
+        from streamfit.actors.stream.kafka_source import KafkaSource
 
         return KafkaSource(cfg.stream.kafka, cfg.features)
     if cfg.stream.source == "http":
-        from streamfit.actors.ingest import INGEST_NAME, HttpSource, IngestBufferActor
+        from streamfit.actors.stream.ingest import HttpSource, IngestBufferActor
+        from streamfit.names import INGEST_NAME
 
         # The coordinator owns the buffer (a named actor lives as long as a handle to it does);
         # its write-ahead log sits beside the checkpoints, so a restarted buffer resumes.

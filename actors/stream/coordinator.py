@@ -32,9 +32,9 @@ import ray
 
 from streamfit.config import Config
 from streamfit.schema import ENTITY, EVENT_TIME, KIND, PARTITION, shard_of
-from streamfit.actors.checkpoint import CheckpointError, CheckpointStore
-from streamfit.actors.feature_shard import ShardResult
-from streamfit.actors.sources import make_source
+from streamfit.actors.stream.checkpoint import CheckpointError, CheckpointStore
+from streamfit.actors.stream.feature_shard import ShardResult
+from streamfit.actors.stream.sources import make_source
 
 
 class Partitioner:

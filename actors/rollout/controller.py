@@ -36,18 +36,13 @@ import ray
 
 from streamfit.config import RolloutConfig
 from streamfit.errors import RegistryError
+from streamfit.names import MONITOR_NAME, SLOTS, other
 from streamfit.registry import Registry, Storage
-from streamfit.actors.analysis import add, canary_verdict, empty_stats, minus
+from streamfit.actors.rollout.analysis import canary_verdict
+from streamfit.request_stats import add, empty_stats, minus
 
 log = logging.getLogger("streamfit.rollout")
-SLOTS = ("blue", "green")
-CONTROLLER_NAME = "streamfit-rollout"
 STATE_FILE = "serving/state.json"
-
-
-def other(slot: str) -> str:
-    """The other slot."""
-    return SLOTS[1 - SLOTS.index(slot)]
 
 
 @dataclass
@@ -269,7 +264,6 @@ class RolloutControllerActor:
 
     async def _per_version(self) -> dict[str, Any]:
         try:
-            from streamfit.actors.monitor import MONITOR_NAME
 
             return {str(k): v for k, v in (await ray.get_actor(MONITOR_NAME).per_version.remote()).items()}
         except Exception:  # no monitor: nothing measured
@@ -415,7 +409,6 @@ class RolloutControllerActor:
         if version is None:
             return None
         try:
-            from streamfit.actors.monitor import MONITOR_NAME
 
             monitor = ray.get_actor(MONITOR_NAME)
         except ValueError:

@@ -30,9 +30,8 @@ import ray
 
 from streamfit.registry import Storage
 from streamfit.schema import EVENT_ID, hash_keys
-from streamfit.actors.feature_shard import Dedup
+from streamfit.actors.stream.feature_shard import Dedup
 
-INGEST_NAME = "streamfit-ingest"
 
 
 class IngestLog:

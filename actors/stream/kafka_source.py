@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from streamfit.actors.file_source import as_text, numeric_or_raw
+from streamfit.actors.stream.file_source import as_text, numeric_or_raw
 from streamfit.config import FeaturesConfig, KafkaSourceConfig
 from streamfit.errors import StreamfitError
 from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, PARTITION

@@ -33,38 +33,13 @@ import ray
 import xgboost as xgb
 
 from streamfit.config import TrainerConfig
+from streamfit.metrics import binary_metrics
 from streamfit.registry import Registry
 from streamfit.schema import EVENT_TIME, LABEL
-from streamfit.actors.drift import psi_by_feature, reference_for, reference_quantiles
-from streamfit.actors.policy import Decision, RefitPolicy
+from streamfit.psi import psi_by_feature, reference_for, reference_quantiles
+from streamfit.actors.training.policy import Decision, RefitPolicy
 
-TRAINER_NAME = "streamfit-trainer"
 PSI_EVERY_ROWS = 500
-
-
-def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """Accuracy, logloss and AUC of probabilities ``p`` against 0/1 labels ``y``."""
-    y = np.asarray(y, dtype=float)
-    p = np.asarray(p, dtype=float)
-    if len(y) == 0:
-        return {"accuracy": float("nan"), "logloss": float("nan"), "auc": float("nan"), "n": 0}
-    pc = np.clip(p, 1e-7, 1 - 1e-7)
-    return {
-        "accuracy": float(((p >= 0.5) == (y >= 0.5)).mean()),
-        "logloss": float(-(y * np.log(pc) + (1 - y) * np.log(1 - pc)).mean()),
-        "auc": auc(y, p),
-        "n": int(len(y)),
-    }
-
-
-def auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Area under the ROC curve (rank statistic, ties averaged); nan with one class only."""
-    y = np.asarray(y) >= 0.5
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = pd.Series(p).rank(method="average").to_numpy()
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def better_or_close(metric: str, candidate: float, live: float, margin: float) -> bool:
@@ -253,7 +228,7 @@ class TrainerActor:
                  distributed_storage: str | None = None) -> None:
         fitter = None
         if cfg.distributed_above_rows is not None:
-            from streamfit.actors.distributed_fit import fit_distributed
+            from streamfit.actors.training.distributed_fit import fit_distributed
 
             def fitter(train, features, params, rounds, base):  # noqa: ANN001
                 if base is None and len(train) > cfg.distributed_above_rows:

@@ -1,0 +1,19 @@
+"""The monitoring plane: data quality, drift, live accuracy per version, and the exported metrics.
+
+Owns: the prediction log joined with delayed labels, the ``StreamMonitor`` (drift against the
+live version's reference quantiles), the sampled time series behind the status page, and the
+Prometheus metrics; its ``MonitorActor`` shell asks the trainer for a refit on a drift alarm.
+
+May import: the core package ``streamfit`` only (other planes are reached as named actors).
+
+Exposes the names in ``__all__`` (imported lazily).
+"""
+
+from streamfit.exports import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "MonitorActor": "monitor",
+    "PredictionLog": "monitor",
+    "StreamMonitor": "monitor",
+    "prometheus_names": "monitor",
+})

@@ -1,0 +1,20 @@
+"""The rollout plane: the desired serving state, the blue-green rollout state machine, canary analysis.
+
+Owns: ``ServingState`` (which version each slot holds, the weights, the rollout in progress),
+what Router replicas report, the canary analysis of each step, the persisted state, and the
+named ``RolloutControllerActor`` that Routers long-poll.
+
+May import: the core package ``streamfit`` only (the monitor is reached as a named actor).
+
+Exposes the names in ``__all__`` (imported lazily).
+"""
+
+from streamfit.exports import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "canary_verdict": "analysis",
+    "ReplicaTracker": "controller",
+    "RolloutControllerActor": "controller",
+    "ServingState": "controller",
+    "StateStore": "controller",
+})

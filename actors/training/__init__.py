@@ -1,0 +1,22 @@
+"""The training plane: when to refit (policy and drift detectors), how (in-process or Ray Train), the gate.
+
+Owns: the ``RefitPolicy`` (time, volume, performance, drift, PSI and manual triggers), the
+``TrainerCore`` (sliding window of labelled rows, full or incremental refits, the gate
+against the live version, registration) and its ``TrainerActor`` shell, and the distributed
+fit with Ray Train's ``XGBoostTrainer``.
+
+May import: the core package ``streamfit`` only.
+
+Exposes the names in ``__all__`` (imported lazily).
+"""
+
+from streamfit.exports import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "fit_distributed": "distributed_fit",
+    "Decision": "policy",
+    "RefitPolicy": "policy",
+    "TrainerActor": "trainer",
+    "TrainerCore": "trainer",
+    "better_or_close": "trainer",
+})
