@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from ray import serve
 from streamfit.config import Config
 from streamfit.errors import ConfigError
 from streamfit.registry import Registry
+from streamfit.retry import wait_until  # noqa: F401  (re-exported: tests and the demo wait with it)
 from streamfit.names import APP_NAME, CONTROLLER_NAME, MONITOR_NAME, NAMESPACE, TRAINER_NAME, shard_name
 from streamfit.actors.stream import CoordinatorActor, FeatureShardActor
 from streamfit.actors.monitoring import MonitorActor
@@ -168,13 +168,3 @@ class Pipeline:
         serve.delete(APP_NAME)
         for actor in (self.controller, self.coordinator, self.trainer, self.monitor, *self.shards):
             ray.kill(actor)
-
-
-def wait_until(predicate, timeout_s: float, interval_s: float = 0.2) -> bool:
-    """Poll ``predicate`` until it is true or the timeout passes; returns whether it became true."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return bool(predicate())
