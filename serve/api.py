@@ -14,78 +14,32 @@ Example:
 
 
 import asyncio
-import hmac
 import json
 import time
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from streamfit.config import FeaturesConfig
+from streamfit.names import SLOTS
 from streamfit.schema import validate
+from streamfit.status import MonitorReport, RefitResult, Rollout, ServingView, TrafficStatus
 from streamfit.actors.stream import ingest_frame
+from streamfit.serve.auth import admin_guard
+from streamfit.serve.bodies import (ActionRequest, BatchPrediction, IngestRequest, IngestResponse, Prediction,
+                                    RetrainRequest, RolloutRequest, TrafficRequest, json_safe,
+                                    predict_request_model, row_model)
 from streamfit.serve.router import NoModelError, RouterCore, SlotNotReadyError
-from streamfit.serve.status_page import render as render_status_page
-
-
-def row_model(feature_names: list[str]) -> type[BaseModel]:
-    """A pydantic model with one required finite float per feature (unknown keys refused)."""
-    fields: dict[str, Any] = {name: (float, Field(..., allow_inf_nan=False)) for name in feature_names}
-    return create_model("FeatureRow", __config__=ConfigDict(extra="forbid"), **fields)
-
-
-class Prediction(BaseModel):
-    """One prediction, with the version and slot that made it."""
-
-    prediction: int
-    probability: float
-    model_version: int
-    slot: str
-
-
-class BatchPrediction(BaseModel):
-    """Predictions for a batch of rows, all made by one version."""
-
-    predictions: list[int]
-    probabilities: list[float]
-    model_version: int
-    slot: str
-
-
-def _json_safe(value: Any) -> Any:
-    """Echoed inputs may hold inf/NaN (JSON has no such numbers): render those as strings."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+from streamfit.serve.status_page import StatusPageData, render as render_status_page
 
 
 async def validation_error_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 body, made JSON-safe so a bad number never turns into a 500."""
-    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
-
-
-class IngestRequest(BaseModel):
-    """Events and labels pushed by a client; ``event_id`` makes a retried request harmless."""
-
-    model_config = ConfigDict(extra="forbid")
-    events: list[dict[str, Any]] = Field(..., min_length=1, max_length=100_000)
-
-
-class IngestResponse(BaseModel):
-    """What happened to each pushed row."""
-
-    accepted: int
-    duplicates: int
-    rejected: list[dict[str, Any]]
+    return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
 
 
 class Backend:
@@ -98,8 +52,8 @@ class Backend:
         """Registered versions and aliases (blocking: called in a thread)."""
         raise NotImplementedError
 
-    async def traffic(self) -> dict[str, Any]:
-        """Desired and actual serving state."""
+    async def traffic(self) -> TrafficStatus | dict[str, Any]:
+        """Desired and actual serving state (the rollout controller's ``status()``)."""
         raise NotImplementedError
 
     async def features(self, entity: str) -> dict[str, Any] | None:
@@ -110,7 +64,7 @@ class Backend:
         """Append validated rows to the ingest log; (accepted, duplicates)."""
         raise NotImplementedError
 
-    async def retrain(self, reason: str) -> dict[str, Any]:
+    async def retrain(self, reason: str) -> RefitResult | dict[str, Any]:
         """Ask the trainer for a refit now."""
         raise NotImplementedError
 
@@ -122,83 +76,13 @@ class Backend:
     def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
         """Predictions that carry an event id, for live accuracy once labels arrive."""
 
-    async def status_page_data(self) -> dict[str, Any]:
+    async def status_page_data(self) -> StatusPageData:
         """What the status page shows (see ``status_page.render``)."""
         raise NotImplementedError
 
-    async def monitor(self) -> dict[str, Any]:
+    async def monitor(self) -> MonitorReport:
         """Data quality, drift and live accuracy per version."""
         raise NotImplementedError
-
-
-class TrafficRequest(BaseModel):
-    """A split by hand (percentages summing to 100; one slot given means the other gets the rest)."""
-
-    model_config = ConfigDict(extra="forbid")
-    blue: int | None = Field(None, ge=0, le=100)
-    green: int | None = Field(None, ge=0, le=100)
-    shadow_share: float | None = Field(None, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _complete(self) -> "TrafficRequest":
-        if self.blue is None and self.green is None:
-            if self.shadow_share is None:
-                raise ValueError("give blue and/or green (percent), or shadow_share")
-            return self
-        if self.blue is None:
-            self.blue = 100 - self.green
-        if self.green is None:
-            self.green = 100 - self.blue
-        if self.blue + self.green != 100:
-            raise ValueError(f"blue + green must be 100, got {self.blue} + {self.green}")
-        return self
-
-
-class RolloutRequest(BaseModel):
-    """Start a rollout (defaults: the newest registered version, the configured steps and bake time)."""
-
-    model_config = ConfigDict(extra="forbid")
-    version: int | None = Field(None, ge=1)
-    steps: list[int] | None = Field(None, min_length=1)
-    bake_s: float | None = Field(None, gt=0, le=86_400)
-    mode: Literal["canary", "flip"] | None = None
-    reason: str = Field("", max_length=500)
-
-    @model_validator(mode="after")
-    def _steps(self) -> "RolloutRequest":
-        if self.steps is not None and (any(not 0 < w <= 100 for w in self.steps)
-                                       or self.steps != sorted(set(self.steps)) or self.steps[-1] != 100):
-            raise ValueError("steps: increasing percentages in (0, 100], ending at 100")
-        return self
-
-
-class ActionRequest(BaseModel):
-    """Why (recorded in the audit log)."""
-
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field("", max_length=500)
-
-
-class RetrainRequest(BaseModel):
-    """Why an operator asks for a refit (recorded with the version)."""
-
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field("manual", max_length=500)
-
-
-def admin_guard(token: str | None) -> Callable[..., Awaitable[None]]:
-    """A FastAPI dependency: 401 without a bearer token, 403 with a wrong one (compared in constant time)."""
-
-    async def check(authorization: str | None = Header(None)) -> None:
-        if not token:
-            raise HTTPException(status_code=503, detail="admin endpoints are off: set STREAMFIT_ADMIN_TOKEN")
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise HTTPException(status_code=401, detail="missing bearer token (Authorization: Bearer <token>)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(authorization[7:].strip().encode(), token.encode()):
-            raise HTTPException(status_code=403, detail="wrong admin token")
-
-    return check
 
 
 async def _call(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
@@ -268,24 +152,7 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     admin = [Depends(admin_guard(admin_token))]
     Row = row_model(core.feature_names)
 
-    class PredictRequest(BaseModel):
-        """Either ``features`` (one row) or ``rows`` (a batch)."""
-
-        model_config = ConfigDict(extra="forbid")
-        features: Row | None = None  # type: ignore[valid-type]
-        rows: list[Row] | None = Field(None, min_length=1, max_length=10_000)  # type: ignore[valid-type]
-        event_id: str | None = Field(None, max_length=200, description="joins the prediction with its label later")
-        event_ids: list[str] | None = Field(None, description="one per row of a batch")
-        routing_key: str | None = Field(None, max_length=200, description="sticky routing (e.g. the entity)")
-
-        @model_validator(mode="after")
-        def _one_of(self) -> "PredictRequest":
-            if (self.features is None) == (self.rows is None):
-                raise ValueError("give exactly one of 'features' (one row) or 'rows' (a batch)")
-            if self.event_ids is not None and (self.rows is None or len(self.event_ids) != len(self.rows)):
-                raise ValueError("event_ids: one per row of 'rows'")
-            return self
-
+    PredictRequest = predict_request_model(Row)
     names = core.feature_names
 
     @app.post("/predict", response_model=Prediction | BatchPrediction)
@@ -300,7 +167,7 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
         x = np.array([[getattr(r, n) for n in names] for r in rows], dtype=float)
         key = req.routing_key or request.headers.get(routing_key_header)
         pin = request.headers.get(pin_slot_header)
-        if pin is not None and pin not in ("blue", "green"):
+        if pin is not None and pin not in SLOTS:
             raise HTTPException(status_code=422, detail=f"{pin_slot_header}: 'blue' or 'green', not {pin!r}")
         try:
             slot_name, version, probs = await core.apredict(x, key=key, pin=pin)
@@ -332,20 +199,22 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     async def list_models() -> Any:
         """Registered versions with metrics, triggers and aliases."""
         try:
-            return _json_safe(await asyncio.to_thread(backend.models))
+            return json_safe(await asyncio.to_thread(backend.models))
         except NotImplementedError:
             raise HTTPException(status_code=501, detail="not available in this deployment") from None
 
-    @app.get("/traffic")
+    typed = {"response_model_exclude_unset": True}  # answer what the producer said, invent no defaults
+
+    @app.get("/traffic", response_model=TrafficStatus, **typed)
     async def get_traffic() -> Any:
         """Desired split and slot versions, and what each Router replica holds."""
-        return _json_safe(await _call(backend.traffic))
+        return await _call(backend.traffic)
 
-    @app.get("/monitor")
+    @app.get("/monitor", response_model=MonitorReport, **typed)
     async def get_monitor() -> Any:
         """Data quality (rejects by reason, null rates, late rows, watermark lag), drift (PSI, KS, alarm),
         and live accuracy per version."""
-        return _json_safe(await _call(backend.monitor))
+        return await _call(backend.monitor)
 
     @app.get("/features/{entity}")
     async def get_features(entity: str) -> Any:
@@ -363,7 +232,7 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
         df = ingest_frame(req.events)
         _, reason = validate(df, features_cfg)
         bad = reason != ""
-        rejected = [{"index": int(i), "event_id": _json_safe(df["event_id"].iloc[i]) if "event_id" in df else None,
+        rejected = [{"index": int(i), "event_id": json_safe(df["event_id"].iloc[i]) if "event_id" in df else None,
                      "reason": str(reason[i])} for i in np.flatnonzero(bad)]
         if bad.all():
             raise HTTPException(status_code=422, detail={"message": "every row was rejected", "rejected": rejected})
@@ -372,11 +241,11 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
 
     async def control(command: str, **kwargs: Any) -> Any:
         try:
-            return _json_safe(await _call(backend.control, command, **kwargs))
+            return await _call(backend.control, command, **kwargs)
         except ValueError as err:
             raise HTTPException(status_code=409, detail=str(err)) from None
 
-    @app.put("/traffic", dependencies=admin)
+    @app.put("/traffic", dependencies=admin, response_model=ServingView, **typed)
     async def put_traffic(req: TrafficRequest) -> Any:
         """Set the split by hand (overrides a running rollout); optionally the shadow share."""
         out = None
@@ -386,29 +255,29 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
             out = await control("set_traffic", weights={"blue": req.blue, "green": req.green})
         return out
 
-    @app.post("/rollout", dependencies=admin)
+    @app.post("/rollout", dependencies=admin, response_model=Rollout, **typed)
     async def post_rollout(req: RolloutRequest | None = None) -> Any:
         """Roll a version out into the idle slot: verify, canary steps with analysis, promote or roll back."""
         req = req or RolloutRequest()
         return await control("start_rollout", version=req.version, steps=req.steps, bake_s=req.bake_s,
                              mode=req.mode, reason=req.reason)
 
-    @app.post("/rollout/promote", dependencies=admin)
+    @app.post("/rollout/promote", dependencies=admin, response_model=Rollout, **typed)
     async def post_promote() -> Any:
         """Approve a paused step, or skip the remaining steps and promote now."""
         return await control("promote")
 
-    @app.post("/rollout/abort", dependencies=admin)
+    @app.post("/rollout/abort", dependencies=admin, response_model=Rollout, **typed)
     async def post_abort(req: ActionRequest | None = None) -> Any:
         """Stop the rollout: all traffic back to the live version in one step."""
         return await control("abort", reason=(req.reason if req else "") or "aborted")
 
-    @app.post("/rollback", dependencies=admin)
+    @app.post("/rollback", dependencies=admin, response_model=ServingView, **typed)
     async def post_rollback(req: ActionRequest | None = None) -> Any:
         """All traffic back to the previous version (loaded first if it is not)."""
         return await control("rollback", reason=(req.reason if req else "") or "rollback")
 
-    @app.post("/retrain", dependencies=admin)
+    @app.post("/retrain", dependencies=admin, response_model=RefitResult, **typed)
     async def post_retrain(req: RetrainRequest | None = None) -> Any:
         """Refit now (the validation gate still applies); answers with the new version or why there is none."""
         return await _call(backend.retrain, (req.reason if req else "manual") or "manual")

@@ -21,10 +21,12 @@ from ray import serve
 from streamfit.config import Config, FeaturesConfig, ServingConfig
 from streamfit.registry import Registry
 from streamfit.schema import shard_of
-from streamfit.names import CONTROLLER_NAME, INGEST_NAME, MONITOR_NAME, TRAINER_NAME, shard_name
+from streamfit.names import CONTROLLER_NAME, INGEST_NAME, MONITOR_NAME, SLOTS, TRAINER_NAME, shard_name
+from streamfit.status import Drift, MonitorReport, RefitResult, SeriesPoint, TrafficStatus, latest_quality
 from streamfit.serve.api import Backend, build_api
 from streamfit.serve.router import RouterCore
 from streamfit.serve.slots import ModelSlot
+from streamfit.serve.status_page import StatusPageData
 
 log = logging.getLogger("streamfit.serve")
 ADMIN_TOKEN_ENV = "STREAMFIT_ADMIN_TOKEN"
@@ -76,17 +78,18 @@ class Router(Backend):
         versions = [{k: v for k, v in m.items() if k != "verify"} for m in self.registry.list_versions()]
         return {"versions": versions, "aliases": self.registry.aliases()}
 
-    async def traffic(self) -> dict[str, Any]:
-        return await self.controller.status.remote()
+    async def traffic(self) -> TrafficStatus:
+        return TrafficStatus.model_validate(await self.controller.status.remote())
 
     async def features(self, entity: str) -> dict[str, Any] | None:
         owner = int(shard_of(np.array([entity], dtype=object), self.num_shards)[0])
         shard = ray.get_actor(shard_name(owner), namespace=self.namespace)
         return await shard.features.remote(entity)
 
-    async def retrain(self, reason: str) -> dict[str, Any]:
+    async def retrain(self, reason: str) -> RefitResult:
         trainer = ray.get_actor(TRAINER_NAME, namespace=self.namespace)
-        return await trainer.request_refit.remote(f"manual: {reason}" if reason != "manual" else "manual")
+        out = await trainer.request_refit.remote(f"manual: {reason}" if reason != "manual" else "manual")
+        return RefitResult.model_validate(out)
 
     async def ingest(self, rows: Any) -> tuple[int, int]:
         buffer = ray.get_actor(INGEST_NAME, namespace=self.namespace)
@@ -103,27 +106,22 @@ class Router(Backend):
     def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
         self._prediction_log.extend(rows)
 
-    async def monitor(self) -> dict[str, Any]:
+    async def monitor(self) -> MonitorReport:
         monitor = ray.get_actor(MONITOR_NAME, namespace=self.namespace)
         stats, series = await asyncio.gather(monitor.stats.remote(), monitor.timeseries.remote())
-        quality = next((p["quality"] for p in reversed(series) if p.get("quality")), {})
-        return {"quality": quality, "drift": stats["drift"],
-                "live_accuracy": {str(k): v for k, v in stats["per_version"].items()},
-                "refit_requests": stats["refit_requests"]}
+        return MonitorReport.from_monitor(stats, series)
 
-    async def status_page_data(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"fields": [f.name for f in self.features_cfg.fields]}
-        data["traffic"] = await self.controller.status.remote()
-        data["versions"] = (await asyncio.to_thread(self.models))["versions"]
+    async def status_page_data(self) -> StatusPageData:
+        traffic = await self.traffic()  # its live accuracy per version comes from the monitor
+        versions = (await asyncio.to_thread(self.models))["versions"]
         try:
             monitor = ray.get_actor(MONITOR_NAME, namespace=self.namespace)
-            series, drift, accuracy = await asyncio.gather(monitor.timeseries.remote(), monitor.drift.remote(),
-                                                           monitor.per_version.remote())
+            series, drift = await asyncio.gather(monitor.timeseries.remote(), monitor.drift.remote())
         except ValueError:  # no monitor in this deployment
-            series, drift, accuracy = [], {}, {}
-        data.update(series=series, drift=drift, accuracy={str(k): v for k, v in accuracy.items()})
-        data["quality"] = next((p["quality"] for p in reversed(series) if p.get("quality")), {})
-        return data
+            series, drift = [], {}
+        points = [SeriesPoint.model_validate(p) for p in series]
+        return StatusPageData(traffic=traffic, fields=[f.name for f in self.features_cfg.fields], versions=versions,
+                              series=points, drift=Drift.model_validate(drift), quality=latest_quality(points))
 
     # -- background work -------------------------------------------------------------------
     def _load(self, slot: str, version: int) -> ModelSlot:
@@ -211,7 +209,7 @@ def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Applic
     """Bind the Router (and, with isolated slots, the two slot deployments) for ``serve.run``."""
     slot_handles: dict[str, Any] = {}
     if cfg.serving.isolated_slots:
-        for s in ("blue", "green"):
+        for s in SLOTS:
             slot_handles[s] = SlotServer.options(
                 name=f"Slot{s.capitalize()}", num_replicas=cfg.serving.replicas,
                 max_ongoing_requests=cfg.serving.max_ongoing_requests, ray_actor_options={"num_cpus": 0},

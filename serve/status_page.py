@@ -1,12 +1,14 @@
 """The status page at ``GET /``: server-rendered HTML with inline SVG charts (no script, no CDN).
 
-``render(data)`` is a pure function of the figures the Router gathers (the rollout
-controller's state, the monitor's time series and drift, the registry's versions), so it is
-tested without Ray. The page reloads itself every few seconds.
+``render(data)`` is a pure function of ``StatusPageData`` — the rollout controller's
+``TrafficStatus``, the monitor's time series and drift, the registry's versions — so it is
+tested without Ray. ``traffic_html`` is the page's view of the traffic (the terminal's is
+``streamfit.scripts.views.traffic_table``, from the same model). The page reloads itself
+every few seconds.
 
 Example:
-    >>> html = render({"traffic": {"slots": {"blue": 1, "green": None}, "weights": {"blue": 100, "green": 0},
-    ...                            "live_slot": "blue", "flips": 0}, "series": [], "versions": []})
+    >>> html = render(StatusPageData.model_validate({"traffic": {"slots": {"blue": 1, "green": None},
+    ...     "weights": {"blue": 100, "green": 0}, "live_slot": "blue", "flips": 0, "revision": 1}}))
     >>> "blue" in html and "<svg" in html
     True
 """
@@ -17,6 +19,21 @@ import html
 import math
 import time
 from typing import Any
+
+from streamfit.names import SLOTS
+from streamfit.status import Drift, Open, Quality, SeriesPoint, TrafficStatus
+
+
+class StatusPageData(Open):
+    """What the page shows: the traffic status, the monitor's series and drift, the registered versions."""
+
+    traffic: TrafficStatus
+    fields: list[str] = []
+    versions: list[dict[str, Any]] = []
+    series: list[SeriesPoint] = []
+    drift: Drift = Drift()
+    quality: Quality = Quality()
+
 
 COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#4d7c0f", "#be185d"]
 SLOT_COLORS = {"blue": "#2563eb", "green": "#16a34a"}
@@ -74,79 +91,65 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], unit: s
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(body)}</svg>')
 
 
-def _series(points: list[dict[str, Any]], key: str) -> dict[str, list[tuple[float, float]]]:
+def _series(points: list[SeriesPoint], key: str) -> dict[str, list[tuple[float, float]]]:
     out: dict[str, list[tuple[float, float]]] = {}
     for p in points:
-        value = p.get(key)
+        value = getattr(p, key, None)
         if isinstance(value, dict):
             for name, v in value.items():
                 if v is not None:
-                    out.setdefault(str(name), []).append((p["t"], float(v)))
+                    out.setdefault(str(name), []).append((p.t, float(v)))
         elif value is not None:
-            out.setdefault(key, []).append((p["t"], float(value)))
+            out.setdefault(key, []).append((p.t, float(value)))
     return out
 
 
-def render(data: dict[str, Any], refresh_s: int = 5) -> str:
-    """The whole page."""
-    traffic = data.get("traffic") or {}
-    slots, weights = traffic.get("slots", {}), traffic.get("weights", {})
-    live_slot = traffic.get("live_slot", "blue")
-    live_version = slots.get(live_slot)
-    points = data.get("series") or []
-    accuracy = data.get("accuracy") or {}
-    drift = data.get("drift") or {}
-    fields = data.get("fields") or []
-
+def traffic_html(t: TrafficStatus) -> str:
+    """The page's view of the traffic: a card per slot (version, weight, live accuracy) and the rollout."""
     cards = []
-    for slot in ("blue", "green"):
-        v = slots.get(slot)
-        acc = accuracy.get(str(v)) if v is not None else None
-        acc_text = f" · accuracy {_num(acc['accuracy'])} (n={acc['labelled']})" if acc else ""
+    for slot in SLOTS:
+        v, w, live = t.slots.get(slot), t.weight(slot), slot == t.live_slot
+        acc = t.accuracy_of(slot)
         cards.append(
-            f'<div class="card slot {"live" if slot == live_slot else ""}" id="slot-{slot}">'
-            f'<div class="k">{slot}{" · live" if slot == live_slot else ""}</div>'
+            f'<div class="card slot {"live" if live else ""}" id="slot-{slot}">'
+            f'<div class="k">{slot}{" · live" if live else ""}</div>'
             f'<div class="v">v{_esc(v) if v is not None else "–"}</div>'
-            f'<div class="w"><span class="weight" style="width:{int(weights.get(slot, 0))}%;'
-            f'background:{SLOT_COLORS[slot]}"></span></div>'
-            f'<div class="k">{int(weights.get(slot, 0))} % of traffic{acc_text}</div></div>')
+            f'<div class="w"><span class="weight" style="width:{w}%;background:{SLOT_COLORS[slot]}"></span></div>'
+            f'<div class="k">{w} % of traffic{" · accuracy " + acc.text() if acc else ""}</div></div>')
+    r = t.rollout
+    if r is None:
+        return "".join(cards) + ('<div class="card wide" id="rollout"><div class="k">rollout</div>'
+                                 '<div class="v">none yet</div></div>')
+    steps = " → ".join(f"<b>{w}%</b>" if i == r.step and r.stepping else f"{w}%" for i, w in enumerate(r.steps))
+    checks = "".join(
+        f'<li class="{"ok" if s.passed else "bad"}">{s.weight}%: '
+        f'{"passed" if s.passed else "; ".join(_esc(x) for x in s.reasons)}'
+        f' · candidate p99 {_num(s.candidate.p99_ms if s.candidate else None, 1)} ms'
+        f' · prediction PSI {_num(s.prediction_psi, 2)}</li>' for s in r.results)
+    return "".join(cards) + (
+        f'<div class="card wide" id="rollout"><div class="k">rollout</div>'
+        f'<div class="v">v{_esc(r.version)} → {_esc(r.slot)}: {_esc(r.phase)}'
+        f'{f" at {r.weight}%" if r.stepping else ""}</div>'
+        f'<div>{steps}</div><div class="k">{_esc(r.outcome)} · {_esc(r.reason)}</div><ul>{checks}</ul></div>')
 
-    r = traffic.get("rollout")
-    if r:
-        step = r["steps"][min(r["step"], len(r["steps"]) - 1)]
-        steps = " → ".join(f'<b>{w}%</b>' if i == r["step"] and r["phase"] in ("baking", "paused") else f"{w}%"
-                           for i, w in enumerate(r["steps"]))
-        checks = "".join(
-            f'<li class="{"ok" if s["passed"] else "bad"}">{s["weight"]}%: '
-            f'{"passed" if s["passed"] else "; ".join(_esc(x) for x in s["reasons"])}'
-            f' · candidate p99 {_num((s.get("candidate") or {}).get("p99_ms"), 1)} ms'
-            f' · prediction PSI {_num(s.get("prediction_psi"), 2)}</li>' for s in r.get("results", []))
-        rollout = (f'<div class="card wide" id="rollout"><div class="k">rollout</div>'
-                   f'<div class="v">v{_esc(r["version"])} → {_esc(r["slot"])}: {_esc(r["phase"])}'
-                   f'{f" at {step}%" if r["phase"] in ("baking", "paused") else ""}</div>'
-                   f'<div>{steps}</div><div class="k">{_esc(r.get("outcome"))} · {_esc(r.get("reason"))}</div>'
-                   f'<ul>{checks}</ul></div>')
-    else:
-        rollout = '<div class="card wide" id="rollout"><div class="k">rollout</div><div class="v">none yet</div></div>'
 
+def render(data: StatusPageData, refresh_s: int = 5) -> str:
+    """The whole page."""
+    traffic, points, drift, quality = data.traffic, data.series, data.drift, data.quality
+    accuracy = traffic.live_accuracy
     rows = []
-    for m in reversed((data.get("versions") or [])[-15:]):
+    for m in reversed(data.versions[-15:]):
         hold = (m.get("metrics") or {}).get("holdout") or {}
-        acc = accuracy.get(str(m["version"])) or {}
+        acc = accuracy.get(str(m["version"]))
         rows.append(f'<tr><td>v{m["version"]}</td><td>{_esc(",".join(m.get("aliases", [])))}</td>'
                     f'<td class="reason">{_esc(m.get("trigger"))}</td><td>{_esc(m.get("strategy", ""))}</td>'
-                    f'<td>{_num(hold.get("accuracy"))}</td><td>{_num(acc.get("accuracy"))}</td>'
+                    f'<td>{_num(hold.get("accuracy"))}</td><td>{_num(acc.accuracy if acc else None)}</td>'
                     f'<td>{_esc(m.get("rows"))}</td>'
                     f'<td>{time.strftime("%H:%M:%S", time.localtime(m.get("registered_at", 0)))}</td></tr>')
-    history = "".join(
-        f'<li>v{_esc(h["version"])}: <b>{_esc(h["phase"])}</b> — {_esc(h.get("outcome"))} '
-        f'({_esc(h.get("reason"))})</li>' for h in reversed((traffic.get("history") or [])[-8:]))
+    history = "".join(f"<li>v{_esc(h.version)}: <b>{_esc(h.phase)}</b> — {_esc(h.outcome)} ({_esc(h.reason)})</li>"
+                      for h in reversed(traffic.history[-8:]))
 
-    psi_series = {f: s for f, s in _series(points, "psi").items() if not fields or f in fields}
-    quality = data.get("quality") or {}
-    reasons = ", ".join(f"{_esc(k)}: {v}" for k, v in sorted((quality.get("reasons") or {}).items(),
-                                                              key=lambda kv: -kv[1])[:6]) or "none"
-    nulls = ", ".join(f"{_esc(k)} {v:.1%}" for k, v in (quality.get("null_rate") or {}).items())
+    psi_series = {f: s for f, s in _series(points, "psi").items() if not data.fields or f in data.fields}
     charts = "".join([
         line_chart("ingest rate (events/s)", _series(points, "events_per_s"), "events/s", y_min=0),
         line_chart("live accuracy by version", {f"v{k}": v for k, v in _series(points, "accuracy").items()},
@@ -154,10 +157,10 @@ def render(data: dict[str, Any], refresh_s: int = 5) -> str:
         line_chart("drift: PSI of input fields vs the live reference", psi_series, y_min=0),
         line_chart("model latency p99 by slot (ms)", _series(points, "p99_ms"), "ms", y_min=0, colors=SLOT_COLORS),
     ])
-    alarm = drift.get("alarm")
+    alarm = drift.alarm
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><meta http-equiv="refresh" content="{refresh_s}">
-<title>streamfit — v{_esc(live_version)} live</title>
+<title>streamfit — v{_esc(traffic.live_version)} live</title>
 <style>
 body{{font:14px system-ui,sans-serif;margin:20px;color:#111;background:#f8fafc}}
 h1{{font-size:20px;margin:0 0 12px}} h2{{font-size:15px;margin:18px 0 8px}}
@@ -170,15 +173,15 @@ table{{border-collapse:collapse;background:#fff}} td,th{{border-bottom:1px solid
 .ct{{font-size:13px;font-weight:600}} .tick{{font-size:10px;fill:#64748b}} .axis{{stroke:#cbd5e1}}
 .empty{{fill:#94a3b8;font-size:12px}} li.ok{{color:#166534}} li.bad{{color:#991b1b}} .alarm{{color:#b91c1c;font-weight:600}}
 </style></head><body>
-<h1>streamfit · live: <span id="live-version">v{_esc(live_version)}</span> in {_esc(live_slot)} ·
-split <span id="split">blue {int(weights.get("blue", 0))}% / green {int(weights.get("green", 0))}%</span></h1>
-<div class="row">{"".join(cards)}{rollout}</div>
+<h1>streamfit · live: <span id="live-version">v{_esc(traffic.live_version)}</span> in {_esc(traffic.live_slot)} ·
+split <span id="split">{traffic.split()}</span></h1>
+<div class="row">{traffic_html(traffic)}</div>
 <h2>charts</h2><div class="row" id="charts">{charts}</div>
 <h2>data quality and drift</h2>
-<div class="row"><div class="card wide" id="quality">accepted {_esc(quality.get("accepted"))} ·
-rejected {_esc(quality.get("rejected"))} ({reasons}) · null rates {nulls or "–"} · watermark lag
-{_num(quality.get("watermark_lag_s"), 1)} s</div>
-<div class="card wide" id="drift">live v{_esc(drift.get("version"))}: prediction PSI {_num(drift.get("prediction_psi"), 2)} ·
+<div class="row"><div class="card wide" id="quality">accepted {_esc(quality.accepted)} ·
+rejected {_esc(quality.rejected)} ({_esc(quality.top_reasons()) or "none"}) · null rates {_esc(quality.nulls()) or "–"}
+· watermark lag {_num(quality.watermark_lag_s, 1)} s</div>
+<div class="card wide" id="drift">live v{_esc(drift.version)}: prediction PSI {_num(drift.prediction_psi, 2)} ·
 {"<span class='alarm'>alarm: " + _esc(alarm) + "</span>" if alarm else "no drift alarm"}</div></div>
 <h2>versions and why they were trained</h2>
 <table id="versions"><tr><th>version</th><th>aliases</th><th>refit reason</th><th>strategy</th>

@@ -245,12 +245,19 @@ def test_models_route(loaded):
     assert r.json() == MODELS
 
 
+# A status as the rollout controller reports it (typed by streamfit.status.TrafficStatus).
+TRAFFIC = {"slots": {"blue": 1, "green": 2}, "weights": {"blue": 95, "green": 5}, "revision": 7, "live_slot": "blue",
+           "flips": 1, "shadow_share": 0.0, "rollout": None, "history": [], "replicas": {"r1": {"blue": 1, "green": 2}},
+           "slot_stats": {}, "shadow": {"compared": 0, "agreed": 0}, "deploys": [], "live_accuracy": {},
+           "rollout_config": {"steps": [5, 25, 50, 100]}}
+
+
 def test_traffic_route_answers_501_without_a_backend_and_the_state_with_one():
     core = RouterCore(FEATURES)
     client = TestClient(build_api(core, FakeBackend()))
     assert client.get("/traffic").status_code == 501
-    client = TestClient(build_api(core, FakeBackend(traffic={"weights": {"blue": 95, "green": 5}})))
-    assert client.get("/traffic").json() == {"weights": {"blue": 95, "green": 5}}
+    client = TestClient(build_api(core, FakeBackend(traffic=TRAFFIC)))
+    assert client.get("/traffic").json() == TRAFFIC
 
 
 def test_retrain_needs_the_admin_token():
