@@ -31,6 +31,9 @@ def demo(
     port: Optional[int] = typer.Option(None, help="HTTP port (default from config: 8000; 0 = any free port)"),
     workdir: Path = typer.Option(Path(".streamfit/demo"), help="registry and state of this demo (wiped at start)"),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="also write the summary as JSON"),
+    until_flips: int = typer.Option(0, "--until-flips", min=0,
+                                    help="keep streaming past --duration until this many traffic flips happened"),
+    max_duration: float = typer.Option(600.0, "--max-duration", help="with --until-flips: stop after this long anyway"),
 ) -> None:
     """The main job on the embedded default: local Ray, synthetic drifting stream, live serving, refits, flips."""
     from streamfit.scripts.demo import demo_config, run_demo
@@ -38,7 +41,8 @@ def demo(
     cfg = _config(config) if config else demo_config()
     if port is not None:
         cfg.serving.port = port
-    summary = run_demo(cfg, duration, workdir, summary_json, console)
+    summary = run_demo(cfg, duration, workdir, summary_json, console, until_flips=until_flips,
+                       max_duration_s=max_duration)
     if summary["requests_failed"]:
         raise typer.Exit(1)
 
@@ -120,69 +124,28 @@ def parse_duration(text: str) -> float:
         raise typer.BadParameter(f"not a duration: {text!r} (e.g. 30s, 2m)") from None
 
 
-def traffic_table(body: dict) -> "Table":
-    """Slots, versions, weights, rollout step and per-slot figures."""
-    from rich.table import Table
+def _traffic(body: dict):
+    from streamfit.status import TrafficStatus
 
-    from streamfit.request_stats import summary
-
-    r = body.get("rollout")
-    title = f"traffic (revision {body['revision']}, flips {body['flips']})"
-    if r:
-        step = r["steps"][min(r["step"], len(r["steps"]) - 1)]
-        title += f" — rollout v{r['version']} → {r['slot']}: {r['phase']}"
-        title += f", step {step}%" if r["phase"] in ("baking", "paused") else f" ({r.get('outcome', '')})"
-    t = Table(title=title)
-    for col in ("slot", "version", "weight %", "live", "requests", "errors", "p50 ms", "p99 ms", "accuracy"):
-        t.add_column(col, justify="right" if col not in ("slot", "live") else "left")
-    accuracy = body.get("live_accuracy", {})
-    for slot in ("blue", "green"):
-        s = summary(body.get("slot_stats", {}).get(slot, {"requests": 0, "errors": 0, "latency": [0], "preds": [0]}))
-        v = body["slots"][slot]
-        acc = accuracy.get(str(v)) or accuracy.get(v)
-        fmt = lambda x: "" if x is None else f"{x:.1f}"  # noqa: E731
-        t.add_row(slot, str(v), str(body["weights"][slot]), "●" if body["live_slot"] == slot else "",
-                  str(s["requests"]), str(s["errors"]), fmt(s["p50_ms"]), fmt(s["p99_ms"]),
-                  f"{acc['accuracy']:.3f} (n={acc['labelled']})" if acc else "")
-    return t
+    return TrafficStatus.model_validate(body)
 
 
 @app.command()
 def status(url: str = URL_OPTION) -> None:
     """Slots, versions, weights, rollout step, and per-slot requests, errors, p50/p99, accuracy."""
-    body = _control(lambda: _client(url).traffic())
-    console.print(traffic_table(body))
-    for rid, held in body.get("replicas", {}).items():
-        console.print(f"replica {rid}: holds " + ", ".join(f"{s} v{v}" for s, v in held.items()))
     from streamfit.scripts.control import ControlError
+    from streamfit.scripts.views import quality_table, replica_lines, traffic_table
+    from streamfit.status import MonitorReport
 
+    traffic = _traffic(_control(lambda: _client(url).traffic()))
+    console.print(traffic_table(traffic))
+    for line in replica_lines(traffic):
+        console.print(line)
     try:
         mon = _client(url).monitor()
     except ControlError:
         return
-    console.print(quality_table(mon))
-
-
-def quality_table(mon: dict) -> "Table":
-    """Data quality and drift figures from GET /monitor."""
-    from rich.table import Table
-
-    q, d = mon.get("quality") or {}, mon.get("drift") or {}
-    t = Table(title=f"data quality and drift (live v{d.get('version')})", show_header=False)
-    t.add_column(style="bold")
-    t.add_column()
-    reasons = ", ".join(f"{k}: {v}" for k, v in sorted((q.get("reasons") or {}).items(), key=lambda kv: -kv[1]))
-    t.add_row("rows accepted / rejected", f"{q.get('accepted')} / {q.get('rejected')}  {reasons}")
-    t.add_row("null rate", ", ".join(f"{k} {v:.1%}" for k, v in (q.get("null_rate") or {}).items()))
-    lag = q.get("watermark_lag_s")
-    t.add_row("watermark lag", "" if lag is None else f"{lag:.1f} s")
-    psi = d.get("psi") or {}
-    top = sorted(psi.items(), key=lambda kv: -kv[1])[:6]
-    t.add_row("feature PSI (top)", ", ".join(f"{k} {v:.2f}" for k, v in top))
-    pp = d.get("prediction_psi")
-    t.add_row("prediction PSI", "" if pp is None else f"{pp:.2f}")
-    t.add_row("drift alarm", str(d.get("alarm") or "none"))
-    return t
+    console.print(quality_table(MonitorReport.model_validate(mon)))
 
 
 traffic_app = typer.Typer(help="Set the traffic split by hand (overrides a running rollout).", no_args_is_help=True)
@@ -199,8 +162,10 @@ def traffic_set(
     """Set the split, e.g. `streamfit traffic set --green 25`."""
     if green is None and blue is None and shadow is None:
         raise typer.BadParameter("give --green, --blue or --shadow")
+    from streamfit.scripts.views import traffic_table
+
     body = _control(lambda: _client(url).set_traffic(blue=blue, green=green, shadow_share=shadow))
-    console.print(traffic_table(body))
+    console.print(traffic_table(_traffic(body)))
 
 
 rollout_app = typer.Typer(help="Canary rollouts: start, promote (approve), abort.", no_args_is_help=True)
@@ -222,42 +187,51 @@ def rollout_start(
             parsed = [int(x) for x in steps.split(",")]
         except ValueError:
             raise typer.BadParameter(f"--steps: comma-separated percentages, not {steps!r}") from None
-    body = _control(lambda: _client(url).rollout(version, parsed, parse_duration(bake) if bake else None,
-                                                 reason=reason))
-    console.print(f"rollout of v{body['version']} into {body['slot']} started: steps {body['steps']}, "
-                  f"bake {body['bake_s']:.0f}s")
+    from streamfit.status import Rollout
+
+    r = Rollout.model_validate(_control(lambda: _client(url).rollout(
+        version, parsed, parse_duration(bake) if bake else None, reason=reason)))
+    console.print(f"rollout of v{r.version} into {r.slot} started: steps {r.steps}, bake {r.bake_s:.0f}s")
 
 
 @rollout_app.command("promote")
 def rollout_promote(url: str = URL_OPTION) -> None:
     """Approve a paused step, or skip the remaining steps and promote now."""
-    body = _control(lambda: _client(url).promote())
-    console.print(f"v{body['version']}: promote requested ({body['phase']})")
+    from streamfit.status import Rollout
+
+    r = Rollout.model_validate(_control(lambda: _client(url).promote()))
+    console.print(f"v{r.version}: promote requested ({r.phase})")
 
 
 @rollout_app.command("abort")
 def rollout_abort(reason: str = typer.Option("", help="recorded in the audit log"), url: str = URL_OPTION) -> None:
     """Stop the rollout: all traffic back to the live version in one step."""
-    body = _control(lambda: _client(url).abort(reason))
-    console.print(f"v{body['version']}: {body['phase']} — {body['outcome']}")
+    from streamfit.status import Rollout
+
+    r = Rollout.model_validate(_control(lambda: _client(url).abort(reason)))
+    console.print(f"v{r.version}: {r.phase} — {r.outcome}")
 
 
 @app.command()
 def rollback(reason: str = typer.Option("", help="recorded in the audit log"), url: str = URL_OPTION) -> None:
     """All traffic back to the previous version (loaded first if it is not)."""
+    from streamfit.scripts.views import traffic_table
+
     body = _control(lambda: _client(url).rollback(reason))
-    console.print(traffic_table(body))
+    console.print(traffic_table(_traffic(body)))
 
 
 @app.command()
 def retrain(url: str = URL_OPTION, reason: str = typer.Option("manual", help="recorded with the refit")) -> None:
     """Ask for a refit now (POST /retrain; needs STREAMFIT_ADMIN_TOKEN). The validation gate still applies."""
-    body = _control(lambda: _client(url).retrain(reason))
-    attempt = body.get("attempt") or {}
-    if body.get("version") is not None:
-        console.print(f"registered v{body['version']} ({attempt.get('reason')}); the rollout controller deploys it")
+    from streamfit.status import RefitResult
+
+    out = RefitResult.model_validate(_control(lambda: _client(url).retrain(reason)))
+    if out.version is not None:
+        console.print(f"registered v{out.version} ({out.attempt.reason if out.attempt else ''}); "
+                      "the rollout controller deploys it")
     else:
-        console.print(f"no new version: {attempt.get('why', 'nothing to train on yet')}")
+        console.print(f"no new version: {(out.attempt.why if out.attempt else None) or 'nothing to train on yet'}")
 
 
 bench_app = typer.Typer(help="Benchmarks: ratios against a baseline measured in the same run.", no_args_is_help=True)

@@ -5,89 +5,78 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import ray
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from streamfit.config import Config
 from streamfit.scripts.load import RequestLoop, StreamRows
 from streamfit.scripts.pipeline import Pipeline, wait_until
+from streamfit.scripts.views import traffic_table
+from streamfit.status import PlaneStats
 
 
-def progress_table(stats: dict[str, Any], load: dict[str, Any], elapsed: float, duration: float) -> Table:
-    """One live view of every plane."""
-    coord, traffic, trainer = stats["coordinator"], stats["traffic"], stats["trainer"]
-    live = traffic["live_slot"]
-    t = Table(title=f"streamfit demo — {elapsed:5.0f}s / {duration:.0f}s", show_header=False)
+def progress_table(stats: PlaneStats, load: dict[str, Any], title: str) -> Table:
+    """The stream, training, quality and request figures of the live view (the traffic has its own table)."""
+    coord, trainer, traffic = stats.coordinator, stats.trainer, stats.traffic
+    t = Table(title=title, show_header=False)
     t.add_column(style="bold cyan")
     t.add_column()
-    t.add_row("events ingested", f"{coord.get('events', 0):,}")
-    t.add_row("rows rejected", f"{coord.get('rejected', 0):,}  {_top_reasons(coord.get('reasons', {}))}")
-    t.add_row("rows accepted per shard", " / ".join(f"{n:,}" for n in coord.get("per_shard_accepted", [])))
-    t.add_row("training rows", f"{coord.get('training_rows', 0):,}")
-    t.add_row("versions trained", str(len(trainer["refits"])))
-    last = trainer["refits"][-1] if trainer["refits"] else None
-    if last:
-        t.add_row("last refit", f"v{last['version']} ({last['reason']}), holdout accuracy {last['candidate']['accuracy']:.3f}")
-    t.add_row("live", f"{live} = v{traffic['slots'][live]}" if traffic["slots"][live] else "(no model yet)")
-    t.add_row("slots", f"blue v{traffic['slots']['blue']} {traffic['weights']['blue']}%  ·  "
-                       f"green v{traffic['slots']['green']} {traffic['weights']['green']}%")
-    t.add_row("traffic flips", str(traffic["flips"]))
-    r = traffic.get("rollout")
-    if r:
-        step = f"step {min(r['step'] + 1, len(r['steps']))}/{len(r['steps'])} ({r['steps'][min(r['step'], len(r['steps']) - 1)]}%)"
-        t.add_row("rollout", f"v{r['version']} → {r['slot']}: {r['phase']} {step if r['phase'] == 'baking' else ''} "
-                             f"{r.get('outcome') or ''}")
-    outcomes = Counter(h["phase"] for h in traffic.get("history", []))
+    t.add_row("events ingested", f"{coord.events or 0:,}")
+    reasons = coord.top_reasons(3)
+    t.add_row("rows rejected", f"{coord.rejected or 0:,}  " + (f"({reasons})" if reasons else ""))
+    t.add_row("rows accepted per shard", " / ".join(f"{n:,}" for n in coord.per_shard_accepted))
+    t.add_row("training rows", f"{coord.training_rows:,}")
+    t.add_row("versions trained", str(len(trainer.refits)))
+    if trainer.refits:
+        last = trainer.refits[-1]
+        holdout = f", holdout accuracy {last.candidate.accuracy:.3f}" if last.candidate else ""
+        t.add_row("last refit", f"v{last.version} ({last.reason}){holdout}")
+    outcomes = traffic.outcomes()
     if outcomes:
-        t.add_row("rollouts", ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())))
-    nulls = coord.get("null_rate") or {}
-    if nulls:
-        t.add_row("null rate", ", ".join(f"{k} {v:.1%}" for k, v in nulls.items()))
-    drift = stats.get("drift") or {}
-    if drift.get("psi"):
-        fields = [k for k in ("x0", "x1", "x2") if k in drift["psi"]] or list(drift["psi"])[:3]
-        t.add_row("drift (PSI vs live)", ", ".join(f"{k} {drift['psi'][k]:.2f}" for k in fields)
-                  + (f"  [bold red]alarm: {drift['alarm']}[/]" if drift.get("alarm") else ""))
-    acc = stats.get("live_accuracy") or {}
-    if acc:
-        t.add_row("live accuracy", "  ".join(f"v{v}: {a['accuracy']:.3f} (n={a['labelled']})"
-                                              for v, a in sorted(acc.items(), key=lambda kv: int(kv[0]))[-4:]))
+        t.add_row("rollouts", ", ".join(f"{k}: {v}" for k, v in outcomes.items()))
+    if coord.null_rate:
+        t.add_row("null rate", coord.nulls())
+    if stats.drift.psi:
+        t.add_row("drift (PSI vs live)", stats.drift.top_psi(3)
+                  + (f"  [bold red]alarm: {stats.drift.alarm}[/]" if stats.drift.alarm else ""))
+    if stats.live_accuracy:
+        recent = sorted(stats.live_accuracy.items(), key=lambda kv: int(kv[0]))[-4:]
+        t.add_row("live accuracy", "  ".join(f"v{v}: {a.text()}" for v, a in recent))
     t.add_row("requests served / failed", f"{load.get('served', 0):,} / {load.get('failed', 0)}")
     return t
 
 
-def _top_reasons(reasons: dict[str, int]) -> str:
-    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
-    return "(" + ", ".join(f"{k}: {v}" for k, v in top) + ")" if top else ""
+def live_view(stats: PlaneStats, load: dict[str, Any], title: str) -> Group:
+    """The demo's live view: every plane's figures above the traffic table `streamfit status` shows."""
+    return Group(progress_table(stats, load, title), traffic_table(stats.traffic))
 
 
-def summarize(stats: dict[str, Any], load: dict[str, Any]) -> dict[str, Any]:
+def summarize(stats: PlaneStats, load: dict[str, Any]) -> dict[str, Any]:
     """The demo's final figures."""
-    coord, traffic, trainer = stats["coordinator"], stats["traffic"], stats["trainer"]
-    outcomes = Counter(h["phase"] for h in traffic.get("history", []))
+    coord, traffic, trainer = stats.coordinator, stats.traffic, stats.trainer
+    outcomes = traffic.outcomes()
     return {
-        "events_ingested": int(coord.get("events", 0)),
-        "rows_rejected": int(coord.get("rejected", 0)),
-        "rejected_by_reason": coord.get("reasons", {}),
-        "versions_trained": len(trainer["refits"]),
-        "traffic_flips": int(traffic["flips"]),
-        "live_version": traffic["slots"][traffic["live_slot"]],
+        "events_ingested": int(coord.events or 0),
+        "rows_rejected": int(coord.rejected or 0),
+        "rejected_by_reason": dict(coord.reasons),
+        "versions_trained": len(trainer.refits),
+        "traffic_flips": traffic.flips,
+        "live_version": traffic.live_version,
         "requests_served": int(load.get("served", 0)),
         "requests_failed": int(load.get("failed", 0)),
         "rollouts_promoted": outcomes.get("promoted", 0),
         "rollouts_rolled_back": outcomes.get("rolled_back", 0),
         "rollouts_superseded": outcomes.get("superseded", 0),
-        "refit_reasons": dict(Counter(r["reason"] for r in trainer["refits"])),
-        "gate_rejections": len(trainer.get("rejected", [])),
-        "live_accuracy_by_version": {str(v): a for v, a in (stats.get("live_accuracy") or {}).items()},
-        "refits": [{k: r.get(k) for k in ("version", "reason", "strategy", "rows", "event_time")}
-                   for r in trainer["refits"]],
+        "refit_reasons": trainer.refit_reasons(),
+        "gate_rejections": len(trainer.rejected),
+        "live_accuracy_by_version": {v: a.model_dump(mode="json") for v, a in stats.live_accuracy.items()},
+        "refits": [r.model_dump(mode="json", include={"version", "reason", "strategy", "rows", "event_time"})
+                   for r in trainer.refits],
     }
 
 
@@ -106,10 +95,39 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return t
 
 
+class Schedule:
+    """When the demo's stream stops: after ``duration_s``, or — with ``until_flips`` — once that many
+    traffic flips happened and ``duration_s`` passed, and at the latest after ``max_duration_s``.
+
+    Example:
+        >>> s = Schedule(30, until_flips=1, max_duration_s=300)
+        >>> s.bound_s, s.done(40, flips=0), s.done(40, flips=1), s.done(20, flips=1)
+        (300, False, True, False)
+    """
+
+    def __init__(self, duration_s: float, until_flips: int = 0, max_duration_s: float | None = None) -> None:
+        self.duration_s, self.until_flips = duration_s, until_flips
+        self.bound_s = max(max_duration_s or 0.0, duration_s) if until_flips else duration_s
+
+    def done(self, elapsed_s: float, flips: int) -> bool:
+        """Stop the stream now (the bound itself is left to the coordinator's run)?"""
+        return bool(self.until_flips) and elapsed_s >= self.duration_s and flips >= self.until_flips
+
+    def title(self, elapsed_s: float) -> str:
+        """The live view's title: time so far and the goal."""
+        goal = f"{self.duration_s:.0f}s"
+        if self.until_flips:
+            goal += f" and {self.until_flips} flip(s), at most {self.bound_s:.0f}s"
+        return f"streamfit demo — {elapsed_s:5.0f}s / {goal}"
+
+
 def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path | None,
-             console: Console | None = None, request_rate: float = 50.0) -> dict[str, Any]:
-    """Run the pipeline for ``duration_s`` seconds with live serving and a request load; return the summary."""
+             console: Console | None = None, request_rate: float = 50.0, until_flips: int = 0,
+             max_duration_s: float | None = None) -> dict[str, Any]:
+    """Run the pipeline with live serving and a request load for ``duration_s`` seconds (with ``until_flips``:
+    until that many traffic flips too, at most ``max_duration_s``); return the summary."""
     console = console or Console()
+    schedule = Schedule(duration_s, until_flips, max_duration_s)
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -123,17 +141,20 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
     rows = StreamRows(cfg)  # the stream's own events, so labels arriving later score each version
     started = time.time()
     try:
-        run_ref = pipe.run_stream(duration_s)
+        run_ref = pipe.run_stream(schedule.bound_s)
+        stopping = False
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             while True:
                 elapsed = time.time() - started
-                stats = pipe.stats()
-                rows.advance_to(int(stats["coordinator"]["position"]))
-                live_slot = stats["traffic"]["live_slot"]
-                if load is None and stats["traffic"]["slots"][live_slot] is not None:
+                stats = PlaneStats.model_validate(pipe.stats())
+                rows.advance_to(int(stats.coordinator.position))
+                if load is None and stats.traffic.live_version is not None:
                     # Requests start once a first version is live: before that there is nothing to serve.
                     load = RequestLoop(pipe.url, rows, rate=request_rate).start()
-                live.update(progress_table(stats, load.summary() if load else {}, elapsed, duration_s))
+                live.update(live_view(stats, load.summary() if load else {}, schedule.title(elapsed)))
+                if not stopping and schedule.done(elapsed, stats.traffic.flips):
+                    pipe.coordinator.stop.remote()  # the run drains, checkpoints and returns
+                    stopping = True
                 done, _ = ray.wait([run_ref], timeout=1.0)
                 if done:
                     break
@@ -141,12 +162,15 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
         # Let the last registered version finish its flip before the figures are taken.
         wait_until(lambda: not _deploy_pending(pipe), timeout_s=cfg.serving.flip_timeout_s)
         load_summary = load.stop() if load else {}
-        summary = summarize(pipe.stats(), load_summary)
+        summary = summarize(PlaneStats.model_validate(pipe.stats()), load_summary)
     finally:
         if load is not None:
             load.stop()
         pipe.stop()
     console.print(summary_table(summary))
+    if until_flips and summary["traffic_flips"] < until_flips:
+        console.print(f"[bold yellow]only {summary['traffic_flips']} of {until_flips} traffic flip(s) "
+                      f"within {schedule.bound_s:.0f}s[/]")
     if summary_json:
         summary_json.write_text(json.dumps(summary, indent=2))
         console.print(f"summary written to {summary_json}")
@@ -154,9 +178,8 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
 
 
 def _deploy_pending(pipe: Pipeline) -> bool:
-    stats = pipe.stats()
-    rollout = stats["traffic"].get("rollout")
-    return bool(rollout and rollout["phase"] in ("loading", "baking", "paused"))
+    rollout = PlaneStats.model_validate(pipe.stats()).traffic.rollout
+    return rollout is not None and rollout.active
 
 
 def demo_config() -> Config:
