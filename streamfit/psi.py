@@ -1,20 +1,39 @@
 """Distribution shift: reference quantiles kept with a model, and the population stability index (PSI).
 
+One PSI for every shift the system measures: ``psi`` compares two histograms (bin counts), with
+add-half smoothing so that an empty bin in a small sample costs a bounded amount instead of
+``log(0)``. Feature drift bins the live values on the reference's quantile edges
+(``psi_against``); the canary compares the two slots' prediction-score histograms directly.
+
 Example:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> ref = reference_quantiles(rng.normal(size=5000))
-    >>> round(psi(ref, rng.normal(size=5000)), 3) < 0.02, psi(ref, rng.normal(2.0, 1.0, size=5000)) > 0.5
+    >>> psi_against(ref, rng.normal(size=5000)) < 0.02, psi_against(ref, rng.normal(2.0, 1.0, size=5000)) > 0.5
     (True, True)
+    >>> round(psi([50, 50], [25, 75]), 3), psi([0, 0], [3, 1]) is None
+    (0.269, True)
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 N_BINS = 10
-EPS = 1e-4
+SMOOTHING = 0.5  # pseudo-count added to every bin of both histograms (Jeffreys' prior)
+
+
+def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> float | None:
+    """PSI of the histogram ``actual`` against ``expected`` (bin counts, same bins); None if either is empty."""
+    e, a = np.asarray(expected, dtype=float), np.asarray(actual, dtype=float)
+    if e.sum() <= 0 or a.sum() <= 0:
+        return None
+    e = (e + SMOOTHING) / (e.sum() + SMOOTHING * len(e))
+    a = (a + SMOOTHING) / (a.sum() + SMOOTHING * len(a))
+    return float(np.sum((a - e) * np.log(a / e)))
 
 
 def reference_quantiles(values: np.ndarray, bins: int = N_BINS) -> list[float]:
@@ -26,22 +45,31 @@ def reference_quantiles(values: np.ndarray, bins: int = N_BINS) -> list[float]:
     return [float(q) for q in np.quantile(v, np.linspace(0, 1, bins + 1))]
 
 
-def psi(edges: list[float], values: np.ndarray) -> float:
-    """PSI of ``values`` against the reference bins (each reference bin holds 1/bins of the mass)."""
+def binned(edges: list[float], values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(reference mass, live counts) per bin of the reference's quantile edges; None without bins or values."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     inner = np.unique(np.asarray(edges[1:-1], dtype=float)) if len(edges) > 2 else np.array([])
     if not len(v) or not len(inner):
-        return 0.0
+        return None
     # With repeated quantiles (discrete features) the reference mass per bin is not uniform:
     # recompute it from the edges' positions in the quantile grid.
     grid = np.linspace(0, 1, len(edges))
     cdf_at = np.interp(inner, np.asarray(edges, dtype=float), grid)
-    ref = np.diff(np.concatenate([[0.0], cdf_at, [1.0]]))
-    cur = np.bincount(np.searchsorted(inner, v, side="right"), minlength=len(inner) + 1) / len(v)
-    ref = np.clip(ref, EPS, None)
-    cur = np.clip(cur, EPS, None)
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
+    mass = np.diff(np.concatenate([[0.0], cdf_at, [1.0]]))
+    counts = np.bincount(np.searchsorted(inner, v, side="right"), minlength=len(inner) + 1)
+    return mass, counts
+
+
+def psi_against(edges: list[float], values: np.ndarray) -> float:
+    """PSI of ``values`` against a reference's quantile edges (0.0 when there is nothing to compare)."""
+    bins = binned(edges, values)
+    if bins is None:
+        return 0.0
+    mass, counts = bins
+    # The reference keeps only its quantiles, not its size: weigh it as a sample as large as the live one.
+    out = psi(mass * counts.sum(), counts)
+    return 0.0 if out is None else out
 
 
 def reference_for(frame: pd.DataFrame, columns: list[str]) -> dict[str, list[float]]:
@@ -51,4 +79,4 @@ def reference_for(frame: pd.DataFrame, columns: list[str]) -> dict[str, list[flo
 
 def psi_by_feature(reference: dict[str, list[float]], frame: pd.DataFrame) -> dict[str, float]:
     """PSI of each referenced column present in ``frame``."""
-    return {c: psi(edges, frame[c].to_numpy()) for c, edges in reference.items() if c in frame}
+    return {c: psi_against(edges, frame[c].to_numpy()) for c, edges in reference.items() if c in frame}

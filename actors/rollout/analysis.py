@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from streamfit.config import RolloutConfig
+from streamfit.psi import psi
 from streamfit.request_stats import summary
+
 
 def _coarse(hist: list[int], bins: int = 10) -> np.ndarray:
     h = np.asarray(hist, dtype=float)
@@ -30,13 +32,8 @@ def _coarse(hist: list[int], bins: int = 10) -> np.ndarray:
 
 
 def prediction_psi(live: list[int], cand: list[int]) -> float | None:
-    """PSI between two prediction-score histograms (10 bins, add-half smoothing); None if either is empty."""
-    a, b = _coarse(live), _coarse(cand)
-    if a.sum() == 0 or b.sum() == 0:
-        return None
-    a = (a + 0.5) / (a.sum() + 0.5 * len(a))
-    b = (b + 0.5) / (b.sum() + 0.5 * len(b))
-    return float(np.sum((b - a) * np.log(b / a)))
+    """PSI of the candidate's prediction-score histogram against the live one's (10 bins); None if either is empty."""
+    return psi(_coarse(live), _coarse(cand))
 
 
 def prediction_shift_p(live: list[int], cand: list[int]) -> float | None:
@@ -76,11 +73,11 @@ def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[i
         (_, la), (_, ca) = live_acc, cand_acc
         if ca < la - cfg.max_accuracy_drop:
             reasons.append(f"accuracy {ca:.3f} vs live {la:.3f} on labelled requests")
-    psi = prediction_psi(live["preds"], cand["preds"])
+    shift = prediction_psi(live["preds"], cand["preds"])
     p_value = prediction_shift_p(live["preds"], cand["preds"])
-    figures["prediction_psi"], figures["prediction_shift_p"] = psi, p_value
-    if not labelled and psi is not None and p_value is not None and psi > cfg.max_prediction_psi \
+    figures["prediction_psi"], figures["prediction_shift_p"] = shift, p_value
+    if not labelled and shift is not None and p_value is not None and shift > cfg.max_prediction_psi \
             and p_value < cfg.prediction_shift_p:
-        reasons.append(f"prediction PSI {psi:.2f} > {cfg.max_prediction_psi} (chi-square p={p_value:.1e})")
+        reasons.append(f"prediction PSI {shift:.2f} > {cfg.max_prediction_psi} (chi-square p={p_value:.1e})")
     figures["judged_on"] = "labelled accuracy" if labelled else "prediction shift"
     return not reasons, reasons, figures
