@@ -7,7 +7,7 @@ import numpy as np
 from streamfit.config import RolloutConfig
 from streamfit.actors.rollout.analysis import canary_verdict
 from streamfit.request_stats import SlotStats, minus, percentile_ms, summary
-from streamfit.actors.rollout.controller import ServingState
+from streamfit.actors.rollout.serving_state import ServingState
 
 CFG = RolloutConfig(min_requests=20, min_labels=30)
 
@@ -69,5 +69,6 @@ def test_serving_state_counts_a_flip_per_version_change_and_round_trips():
     assert st.flips == 0 and st.weights == {"blue": 100, "green": 0}
     st.flip("green")
     assert st.flips == 1 and st.live_version() == 2
-    again = ServingState.from_dict(st.to_dict())
-    assert again.to_dict() == st.to_dict()
+    again = ServingState()
+    again.restore(st.snapshot())
+    assert again.snapshot() == st.snapshot()

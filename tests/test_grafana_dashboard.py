@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from streamfit.actors.monitoring.monitor import prometheus_names
+from streamfit.actors.monitoring import prometheus_names
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "cluster" / "grafana" / "streamfit-dashboard.json"
 SERVE_SOURCE = Path(ray.__file__).parent / "serve" / "_private"

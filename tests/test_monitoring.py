@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 
 import httpx
 import numpy as np
@@ -78,7 +77,9 @@ def _rejects(fig: dict) -> dict:
 def _feed(p: Pipeline, frames: list[pd.DataFrame]) -> None:
     ray.get(p.coordinator.set_source.remote(FramesSource(frames)))
     ray.get(p.coordinator.run.remote(None), timeout=300)
-    time.sleep(1.5)  # the monitor has the last rows
+    # The coordinator sends labelled rows to the monitor without waiting: wait until all arrived.
+    sent = ray.get(p.coordinator.stats.remote())["training_rows"]
+    assert wait_until(lambda: ray.get(p.monitor.rows_observed.remote()) >= sent, timeout_s=60), sent
 
 
 def test_each_injected_fault_moves_its_own_figure_and_the_alarm_refits(pipe):

@@ -12,8 +12,13 @@ Exposes the names in ``__all__`` (imported lazily).
 from streamfit.exports import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
+    "MetricsExport": "metrics_export",
+    "Monitor": "core",
     "MonitorActor": "monitor",
-    "PredictionLog": "monitor",
-    "StreamMonitor": "monitor",
-    "prometheus_names": "monitor",
+    "PredictionLog": "prediction_log",
+    "RefitAlarm": "alarms",
+    "Sample": "sampler",
+    "Sampler": "sampler",
+    "StreamMonitor": "stream_monitor",
+    "prometheus_names": "metrics_export",
 })

@@ -1,0 +1,108 @@
+"""The Prometheus metrics: which figure of a sample goes to which metric, with which tags.
+
+Exported through ``ray.util.metrics``, so Prometheus sees counters as ``ray_<name>_total`` and
+gauges as ``ray_<name>`` on Ray's metrics-export port. ``MetricsExport`` takes any mapping of
+metric objects with ``inc(value, tags)`` / ``set(value, tags)``: the actor passes Ray's
+(``ray_metrics()``), the unit tests a recorder.
+
+Example:
+    >>> sorted(prometheus_names())[:2]
+    ['ray_streamfit_drift_alarm', 'ray_streamfit_events_ingested_total']
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Mapping
+
+from streamfit.actors.monitoring.sampler import Sample
+
+# (key, kind, name, description, tag keys)
+METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
+    ("events", "counter", "streamfit_events_ingested", "events applied by the shards", ()),
+    ("accepted", "counter", "streamfit_rows_accepted", "rows accepted by the shards", ()),
+    ("rejected", "counter", "streamfit_rows_rejected", "rows rejected, by reason", ("reason",)),
+    ("watermark_lag", "gauge", "streamfit_watermark_lag_seconds", "stream clock minus watermark (event time)", ()),
+    ("requests", "counter", "streamfit_requests", "requests served, by slot and version", ("slot", "version")),
+    ("errors", "counter", "streamfit_request_errors", "failed requests, by slot and version", ("slot", "version")),
+    ("p50", "gauge", "streamfit_request_latency_p50_ms", "model latency p50 over the last interval", ("slot",)),
+    ("p99", "gauge", "streamfit_request_latency_p99_ms", "model latency p99 over the last interval", ("slot",)),
+    ("weight", "gauge", "streamfit_traffic_weight_percent", "traffic weight of each slot", ("slot",)),
+    ("slot_version", "gauge", "streamfit_slot_version", "version held by each slot", ("slot",)),
+    ("accuracy", "gauge", "streamfit_live_accuracy", "live accuracy on labelled rows, by version", ("version",)),
+    ("served_accuracy", "gauge", "streamfit_served_accuracy", "accuracy of served predictions whose labels arrived",
+     ("version",)),
+    ("psi", "gauge", "streamfit_feature_psi", "PSI of each feature against the live reference", ("feature",)),
+    ("prediction_psi", "gauge", "streamfit_prediction_psi", "PSI of the live version's scores", ()),
+    ("alarm", "gauge", "streamfit_drift_alarm", "1 while a drift alarm is raised", ()),
+    ("refits", "gauge", "streamfit_refits", "refits so far, by reason", ("reason",)),
+]
+
+
+def prometheus_names() -> set[str]:
+    """The names these metrics have in Prometheus' text format."""
+    return {f"ray_{name}_total" if kind == "counter" else f"ray_{name}" for _, kind, name, _, _ in METRICS}
+
+
+def ray_metrics() -> dict[str, Any]:
+    """The metrics as ``ray.util.metrics`` objects (inside a Ray worker), by key."""
+    from ray.util import metrics as m
+
+    kinds = {"counter": m.Counter, "gauge": m.Gauge}
+    return {key: kinds[kind](name, desc, tags or None) for key, kind, name, desc, tags in METRICS}
+
+
+class MetricsExport:
+    """Maps each sample's figures onto the metrics."""
+
+    def __init__(self, metrics: Mapping[str, Any]) -> None:
+        self.metrics = metrics
+
+    def _inc(self, key: str, value: float, tags: dict[str, str] | None = None) -> None:
+        if value > 0:  # ray.util.metrics counters refuse 0 (and a restarted plane's counters start again)
+            self.metrics[key].inc(value, tags)
+
+    def _set(self, key: str, value: float, tags: dict[str, str] | None = None) -> None:
+        self.metrics[key].set(value, tags)
+
+    def export(self, sample: Sample) -> None:
+        """Move the counters by what moved since the last sample, and set the gauges to this sample's figures."""
+        if sample.coordinator is not None:
+            self._stream(sample)
+        if sample.control is not None:
+            self._slots(sample)
+        for f, value in sample.drift["psi"].items():
+            self._set("psi", value, {"feature": f})
+        if sample.drift.get("prediction_psi") is not None:
+            self._set("prediction_psi", sample.drift["prediction_psi"])
+        self._set("alarm", 1.0 if sample.drift.get("alarm") else 0.0)
+        for key, by_version in (("accuracy", sample.stream_accuracy), ("served_accuracy", sample.served_accuracy)):
+            for v, a in by_version.items():
+                self._set(key, a["accuracy"], {"version": str(v)})
+        for reason, n in Counter(r["reason"] for r in sample.refits or ()).items():
+            self._set("refits", n, {"reason": reason})
+
+    def _stream(self, sample: Sample) -> None:
+        if sample.moved:
+            self._inc("events", sample.moved["events"])
+            self._inc("accepted", sample.moved["accepted"])
+            for reason, n in sample.moved["reasons"].items():
+                self._inc("rejected", n, {"reason": reason})
+        if sample.coordinator.get("watermark_lag_s") is not None:
+            self._set("watermark_lag", sample.coordinator["watermark_lag_s"])
+
+    def _slots(self, sample: Sample) -> None:
+        st = sample.control
+        for slot in st["slot_stats"]:
+            self._set("weight", st["weights"][slot], {"slot": slot})
+            if st["slots"].get(slot) is not None:
+                self._set("slot_version", st["slots"][slot], {"slot": slot})
+            s = sample.slots.get(slot)
+            if s is None:
+                continue
+            tags = {"slot": slot, "version": str(st["slots"].get(slot))}
+            self._inc("requests", s["requests"], tags)
+            self._inc("errors", s["errors"], tags)
+            if s["p50_ms"] is not None:
+                self._set("p50", s["p50_ms"], {"slot": slot})
+                self._set("p99", s["p99_ms"], {"slot": slot})
