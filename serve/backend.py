@@ -1,0 +1,125 @@
+"""What the HTTP API needs from the rest of the system, on Ray: ``RayBackend`` (the registry, and the
+planes' actors looked up by name) and ``follow_controller``, the loop that keeps a replica's slots as
+the rollout controller wants them. Both are plain: the Serve deployments in ``app`` only hold them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import numpy as np
+import ray
+
+from streamfit.config import FeaturesConfig
+from streamfit.names import INGEST_NAME, MONITOR_NAME, TRAINER_NAME, shard_name
+from streamfit.registry import Registry
+from streamfit.schema import shard_of
+from streamfit.status import Drift, MonitorReport, RefitResult, SeriesPoint, TrafficStatus, latest_quality
+from streamfit.serve.api import Backend
+from streamfit.serve.router import RouterCore
+from streamfit.serve.slots import ModelSlot
+from streamfit.serve.status_page import StatusPageData
+
+log = logging.getLogger("streamfit.serve")
+CONTROL_COMMANDS = ("set_traffic", "set_shadow", "start_rollout", "promote", "abort", "rollback")
+
+
+def load_slot(registry: Registry, slot: str, version: int, features: list[str], schema_hash: str) -> ModelSlot:
+    """Read a version from the registry (sha256 checked) into a slot (features, schema and sample checked)."""
+    booster, meta = registry.load(version)
+    return ModelSlot.from_registry(slot, version, booster, meta, features, schema_hash)
+
+
+class RayBackend(Backend):
+    """The API's backend on Ray: registry reads, the controller, shards, trainer, ingest log and monitor."""
+
+    def __init__(self, registry: Registry, features_cfg: FeaturesConfig, namespace: str, num_shards: int,
+                 controller_name: str) -> None:
+        self.registry, self.features_cfg = registry, features_cfg
+        self.namespace, self.num_shards, self.controller_name = namespace, num_shards, controller_name
+        self._prediction_log: list[tuple[str, int, str, float, float]] = []
+
+    def actor(self, name: str) -> Any:
+        """A named actor of this deployment (looked up each time: it may start later, or restart)."""
+        return ray.get_actor(name, namespace=self.namespace)
+
+    def models(self) -> dict[str, Any]:
+        versions = [{k: v for k, v in m.items() if k != "verify"} for m in self.registry.list_versions()]
+        return {"versions": versions, "aliases": self.registry.aliases()}
+
+    async def traffic(self) -> TrafficStatus:
+        return TrafficStatus.model_validate(await self.actor(self.controller_name).status.remote())
+
+    async def features(self, entity: str) -> dict[str, Any] | None:
+        owner = int(shard_of(np.array([entity], dtype=object), self.num_shards)[0])
+        return await self.actor(shard_name(owner)).features.remote(entity)
+
+    async def retrain(self, reason: str) -> RefitResult:
+        out = await self.actor(TRAINER_NAME).request_refit.remote(f"manual: {reason}" if reason != "manual" else "manual")
+        return RefitResult.model_validate(out)
+
+    async def ingest(self, rows: Any) -> tuple[int, int]:
+        return await self.actor(INGEST_NAME).append.remote(rows)
+
+    async def control(self, command: str, **kwargs: Any) -> dict[str, Any]:
+        if command not in CONTROL_COMMANDS:
+            raise NotImplementedError
+        controller = self.actor(self.controller_name)
+        try:
+            return await getattr(controller, command).remote(**{k: v for k, v in kwargs.items() if v is not None})
+        except (ValueError, RuntimeError) as err:  # Ray re-raises the actor's error as a subclass of it
+            raise ValueError(str(getattr(err, "cause", None) or err)) from None
+
+    def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
+        self._prediction_log.extend(rows)
+
+    def flush_predictions(self) -> None:
+        """Send the logged predictions to the monitor (dropped when there is none: accuracy is not measured)."""
+        if not self._prediction_log:
+            return
+        rows, self._prediction_log = self._prediction_log, []
+        try:
+            self.actor(MONITOR_NAME).record.remote(rows)
+        except Exception:  # no monitor in this deployment
+            pass
+
+    async def monitor(self) -> MonitorReport:
+        monitor = self.actor(MONITOR_NAME)
+        stats, series = await asyncio.gather(monitor.stats.remote(), monitor.timeseries.remote())
+        return MonitorReport.from_monitor(stats, series)
+
+    async def status_page_data(self) -> StatusPageData:
+        traffic = await self.traffic()  # its live accuracy per version comes from the monitor
+        versions = (await asyncio.to_thread(self.models))["versions"]
+        try:
+            monitor = self.actor(MONITOR_NAME)
+            series, drift = await asyncio.gather(monitor.timeseries.remote(), monitor.drift.remote())
+        except ValueError:  # no monitor in this deployment
+            series, drift = [], {}
+        points = [SeriesPoint.model_validate(p) for p in series]
+        return StatusPageData(traffic=traffic, fields=[f.name for f in self.features_cfg.fields], versions=versions,
+                              series=points, drift=Drift.model_validate(drift), quality=latest_quality(points))
+
+
+def _same(d: dict[str, Any]) -> dict[str, Any]:
+    return d
+
+
+async def follow_controller(core: RouterCore, controller: Callable[[], Any], load: Callable[[str, int], ModelSlot],
+                            replica_id: str, wanted: Callable[[dict], dict] = _same,
+                            reported: Callable[[dict], dict] = _same) -> None:
+    """Forever: long-poll the desired state, load what it names (``wanted`` picks this replica's part),
+    report what the replica holds (shaped by ``reported``); a controller restarting is retried shortly."""
+    while True:
+        try:
+            ctl = controller()
+            desired = await ctl.desired.remote(core.revision, 1.0)
+            await core.apply(wanted(desired), load)
+            ctl.report.remote(replica_id, reported(core.report()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # controller restarting: keep serving, retry shortly
+            log.warning("reconcile failed: %s", err)
+            await asyncio.sleep(0.5)
