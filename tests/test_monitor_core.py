@@ -257,6 +257,13 @@ def test_the_monitor_follows_the_live_version_and_reports_in_its_shapes():
     assert mon.timeseries() == []
 
 
+def test_the_sampling_tick_follows_the_live_version_while_no_rows_come():
+    mon = Monitor(MonitorConfig(), Registry(3, reference()), FEATURES, ["x0"])
+    assert mon.drift()["version"] is None
+    mon.sample(10.0)
+    assert mon.drift()["version"] == 3 and mon.drift()["rows"] == 0
+
+
 def test_with_few_served_labels_the_stream_speaks_for_a_version():
     mon = Monitor(MonitorConfig(), Registry(1, reference()), FEATURES, ["x0"])
     batch = rows(300, 8)

@@ -89,6 +89,7 @@ def test_each_injected_fault_moves_its_own_figure_and_the_alarm_refits(pipe):
     out = ray.get(pipe.trainer.request_refit.remote("first model"))
     assert out["version"] == 1
     assert wait_until(lambda: pipe.registry.aliases().get("live") == 1, timeout_s=60)
+    assert wait_until(lambda: ray.get(pipe.monitor.drift.remote())["version"] == 1, timeout_s=60)  # it follows v1
     _feed(pipe, frames[8:12])  # clean rows measured against v1's reference
     base = _figures(pipe)
     assert base["accuracy"] is not None and base["accuracy"] > 0.75

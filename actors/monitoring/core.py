@@ -116,6 +116,7 @@ class Monitor:
     def sample(self, now: float, coordinator: dict[str, Any] | None = None, controller: dict[str, Any] | None = None,
                trainer: dict[str, Any] | None = None) -> Sample:
         """One point of the time series from the planes' reports (None: not attached); says if a refit is due."""
+        self.follow_live(now)  # also while no labelled rows come: drift() then names the version it measures
         drift = self.stream.drift()
         stream, served = self.stream.live_accuracy(), self.log.per_version()
         sample = self.sampler.take(now, coordinator, controller, drift, merge_accuracy(stream, served))
