@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import mannwhitneyu
 
 CLIP = 1e-7  # logloss clamps probabilities into [CLIP, 1 - CLIP]
 
@@ -47,6 +46,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
     """Area under the ROC curve (rank statistic, ties averaged); nan with one class only."""
+    from scipy.stats import mannwhitneyu  # imported on first use: scipy.stats takes seconds to import
+
     pos = np.asarray(y) >= 0.5
     p = np.asarray(p, dtype=float)
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
