@@ -1,8 +1,9 @@
 """The rollout plane: the desired serving state, the blue-green rollout state machine, canary analysis.
 
 Owns: ``ServingState`` (which version each slot holds, the weights, the rollout in progress),
-what Router replicas report, the canary analysis of each step, the persisted state, and the
-named ``RolloutControllerActor`` that Routers long-poll.
+the ``RolloutMachine`` that moves it (commands and ``step`` → transitions), what Router
+replicas report, the canary analysis of each step, the persisted state, and the named
+``RolloutControllerActor`` (a shell that ticks the machine) that Routers long-poll.
 
 May import: the core package ``streamfit`` only (the monitor is reached as a named actor).
 
@@ -13,8 +14,11 @@ from streamfit.exports import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "canary_verdict": "analysis",
-    "ReplicaTracker": "controller",
+    "ControllerCore": "controller",
+    "ReplicaTracker": "replicas",
+    "Rollout": "serving_state",
     "RolloutControllerActor": "controller",
-    "ServingState": "controller",
-    "StateStore": "controller",
+    "RolloutMachine": "machine",
+    "ServingState": "serving_state",
+    "StateStore": "state_store",
 })

@@ -1,0 +1,387 @@
+"""The rollout as a plain state machine: operator commands and ``step`` return the transitions they made.
+
+A rollout of a candidate version goes ``loading`` (every replica loads it into the idle slot
+and checks it reproduces the registry's predictions) → ``baking`` one canary step after
+another (analysed against the live version on that step's requests), or ``paused`` before a
+step until approved → ``promoted``, or ``rolled_back`` / ``aborted`` / ``superseded`` with all
+traffic back on the live version in one step.
+
+Everything happens in ``step(now, replicas, analysis)`` and in the commands, each checked
+against the current phase before it changes anything. Only the rollout held in the state is
+driven, so one that was aborted or superseded can do nothing later. The machine keeps the
+``live``/``previous`` aliases agreeing with the split, asking for each change as ``SetAlias``.
+
+Example:
+    >>> from streamfit.config import RolloutConfig
+    >>> from streamfit.actors.rollout.replicas import ReplicaTracker
+    >>> m, reps = RolloutMachine(RolloutConfig(mode="flip")), ReplicaTracker()
+    >>> _ = m.start(1, now=0.0)
+    >>> reps.report("r1", {"held": {"blue": 1}}, now=0.5)
+    >>> [t.version for t in m.step(1.0, reps) if isinstance(t, SetAlias)], m.state.rollout.phase
+    ([1], <Phase.PROMOTED: 'promoted'>)
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Callable
+
+from streamfit.config import RolloutConfig
+from streamfit.names import SLOTS, Phase, other
+from streamfit.actors.rollout.analysis import canary_verdict
+from streamfit.actors.rollout.canary_step import due, judge
+from streamfit.actors.rollout.replicas import ReplicaTracker
+from streamfit.actors.rollout.serving_state import Rollout, ServingState, check_weights
+from streamfit.actors.rollout.transitions import (Audit, Candidate, Changed, FlipWait, Queued, SetAlias, Transition,
+                                                  WaitDone)
+
+Accuracy = dict[int, "tuple[int, float] | None"]
+
+
+class RolloutMachine:
+    """The serving state and the rollout in progress, moved only by commands and ``step``."""
+
+    def __init__(self, cfg: RolloutConfig | None = None, flip_timeout_s: float = 60.0,
+                 state: ServingState | None = None, aliases: dict[str, int] | None = None,
+                 verdict: Callable[..., tuple[bool, list[str], dict[str, Any]]] = canary_verdict) -> None:
+        self.cfg = cfg or RolloutConfig()
+        self.flip_timeout_s = flip_timeout_s
+        self.state = state or ServingState()
+        if self.state.shadow_share == 0.0:
+            self.state.shadow_share = self.cfg.shadow_share
+        self.aliases = {k: v for k, v in (aliases or {}).items() if k in ("live", "previous")}
+        self.loaded: dict[str, int | None] = {s: None for s in SLOTS}  # seen on every replica since staged
+        self.queued: Candidate | None = None
+        self.waiting: FlipWait | None = None
+        self.deploys: list[dict[str, Any]] = []
+        self._verdict = verdict
+        self._begun: tuple[str, int] | None = None  # (rollout id, step) whose weights are set and baking
+        self._clock_in: dict[str, float] = {}  # rollout id -> when this machine first drove its loading
+        self._out: list[Transition] = []
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def rollout(self) -> Rollout | None:
+        """The rollout in progress (None if none is)."""
+        r = self.state.rollout
+        return r if r is not None and r.active else None
+
+    def live_version(self) -> int | None:
+        """The version serving (the one a rollout in progress started from)."""
+        return self.rollout.live_version if self.rollout else self.state.live_version()
+
+    def analysis_wanted(self, now: float, replicas: ReplicaTracker) -> tuple[list[int], float] | None:
+        """(versions, since) whose labelled accuracy the next ``step`` needs, when a step is due for analysis."""
+        r = self.rollout
+        if r is None or not self._due(r, now, replicas):
+            return None
+        return [v for v in (r.live_version, r.version) if v is not None], r.step_started or r.started
+
+    # -- commands ------------------------------------------------------------------------
+    def start(self, version: int, now: float, steps: list[int] | None = None, bake_s: float | None = None,
+              reason: str = "", actor: str = "operator", mode: str | None = None) -> list[Transition]:
+        """An operator's rollout of ``version`` into the idle slot (supersedes the one in progress)."""
+        self._check_startable(version)
+        self._drop_queued(f"rollout of v{version} started by {actor}")
+        self._start(version, now, steps, bake_s, reason, actor, mode)
+        return self._drain()
+
+    def deploy(self, version: int, now: float, reason: str = "", actor: str = "trainer") -> list[Transition]:
+        """A trainer's candidate: rolled out now, or queued behind the rollout (or rollback) in progress."""
+        if self.waiting is not None or (self.rollout and self.cfg.on_new_candidate == "wait"):
+            self.queued = Candidate(version, reason, actor)
+            return [Queued(version)]
+        self._check_startable(version)
+        self._start(version, now, None, None, reason, actor, None)
+        return self._drain()
+
+    def promote(self, now: float, actor: str = "operator") -> list[Transition]:
+        """Approve a paused step, or skip the remaining steps and promote as soon as the candidate is loaded."""
+        r = self._active()
+        r.approved = True
+        if r.phase != Phase.PAUSED:
+            r.step, r.outcome = len(r.steps) - 1, f"promoted by {actor}"
+        self._emit(Changed(f"promote v{r.version}"), Audit("rollout_promote", actor, fields={"version": r.version}))
+        return self._drain()
+
+    def approve(self, now: float, actor: str = "operator") -> list[Transition]:
+        """Let a paused step go on."""
+        if self._active().phase != Phase.PAUSED:
+            raise ValueError("no paused step to approve")
+        return self.promote(now, actor)
+
+    def abort(self, now: float, actor: str = "operator", reason: str = "aborted") -> list[Transition]:
+        """Stop the rollout: all traffic back to the live version in one step."""
+        r = self._active()
+        self._drop_queued(f"rollout aborted by {actor}")
+        self._finish(r, Phase.ABORTED, f"{reason} by {actor}", now, rollback=True)
+        return self._drain()
+
+    def rollback(self, now: float, actor: str = "operator", reason: str = "rollback") -> list[Transition]:
+        """Abort the rollout in progress; else all traffic to the previous version, loading it first if needed
+        (then ``waiting`` is set and a ``WaitDone`` transition ends it)."""
+        r = self.rollout
+        if r is None and self.aliases.get("previous") is None:
+            raise ValueError("no previous version to roll back to")
+        self._drop_queued(f"rollback by {actor}")
+        if r is not None:
+            self._finish(r, Phase.ABORTED, f"{reason} by {actor}", now, rollback=True)
+            return self._drain()
+        self._end_wait(f"superseded by another rollback by {actor}")
+        previous = self.aliases["previous"]
+        live = self.state.live_slot()
+        target = other(live)
+        if self.state.slots[target] == previous and self.loaded[target] == previous:
+            self._flip_to(target, actor, reason)
+            return self._drain()
+        if self.state.weights[target] > 0:  # a hand-set split: no traffic on the slot about to be reloaded
+            self.state.flip(live, count=False)
+            self._emit(Changed("traffic off the rollback's slot"))
+            self._sync_aliases(actor, reason)
+        self._put(target, previous)
+        self._emit(Changed(f"v{previous} staged for a rollback"))
+        self.waiting = FlipWait(uuid.uuid4().hex[:8], target, previous, now + self.flip_timeout_s, actor, reason)
+        return self._drain()
+
+    def set_traffic(self, weights: dict[str, int], now: float, actor: str = "operator") -> list[Transition]:
+        """Set the split by hand (it stops a rollout in progress where it is)."""
+        for s, w in weights.items():
+            if w > 0 and self.state.slots.get(s) is None:
+                raise ValueError(f"slot {s} holds no version")
+        new = check_weights(weights)
+        for s in SLOTS:
+            if new[s] > 0 and self.loaded[s] != self.state.slots[s]:
+                raise ValueError(f"slot {s}: v{self.state.slots[s]} is not loaded on every replica yet")
+        self._drop_queued(f"manual traffic change by {actor}")
+        self._end_wait(f"superseded by a manual traffic change by {actor}")
+        if self.rollout is not None:
+            self._finish(self.rollout, Phase.ABORTED, f"manual traffic change by {actor}", now, rollback=False)
+        self.state.set_weights(new)
+        self._emit(Changed("traffic"), Audit("traffic", actor, fields={"weights": dict(self.state.weights)}))
+        self._sync_aliases(actor, "manual traffic change")
+        return self._drain()
+
+    def set_shadow(self, share: float, now: float, actor: str = "operator") -> list[Transition]:
+        """Copy a share of requests to the idle slot (answers compared, never returned)."""
+        self.state.shadow_share = max(0.0, min(1.0, float(share)))
+        self.state.revision += 1
+        self._emit(Changed("shadow"), Audit("shadow", actor, fields={"share": self.state.shadow_share}))
+        return self._drain()
+
+    def fail(self, now: float, error: str) -> list[Transition]:
+        """Roll back the rollout in progress after an unexpected error (never leave traffic on a half-checked candidate)."""
+        if self.rollout is not None:
+            self._finish(self.rollout, Phase.ROLLED_BACK, f"rollout error: {error}", now, rollback=True)
+        return self._drain()
+
+    # -- time ----------------------------------------------------------------------------
+    def step(self, now: float, replicas: ReplicaTracker, analysis: Accuracy | None = None) -> list[Transition]:
+        """Move on as far as the replicas' reports, the clock and ``analysis`` (labelled accuracy per version
+        since the step started, as asked by ``analysis_wanted``; None if not gathered) allow."""
+        for s in SLOTS:
+            v = self.state.slots[s]
+            if v is not None and replicas.all_hold(s, v, now):
+                self.loaded[s] = v
+        if self.waiting is not None:
+            self._step_wait(self.waiting, now, replicas)
+        r = self.rollout
+        if r is not None and (r.phase != Phase.LOADING or self._candidate_ready(r, now, replicas)):
+            while r.active and self._step_once(r, now, replicas, analysis):
+                pass
+        return self._drain()
+
+    def _step_wait(self, w: FlipWait, now: float, replicas: ReplicaTracker) -> None:
+        if self.loaded[w.slot] == w.version:
+            self.waiting = None
+            self._flip_to(w.slot, w.actor, w.reason)
+            self._emit(WaitDone(w.id, None))
+        else:
+            failure = replicas.load_failure(w.slot, w.version, now)
+            if failure is None and now <= w.deadline:
+                return
+            self._end_wait(f"v{w.version} could not be loaded: "
+                           f"{failure or f'not loaded on every replica within {self.flip_timeout_s:.0f}s'}")
+        self._start_queued(now)
+
+    def _candidate_ready(self, r: Rollout, now: float, replicas: ReplicaTracker) -> bool:
+        began = self._clock_in.setdefault(r.id, now)
+        if self.loaded[r.slot] != r.version:
+            failure = replicas.load_failure(r.slot, r.version, now)
+            if failure is None and now > began + self.flip_timeout_s:
+                failure = f"not loaded on every replica within {self.flip_timeout_s:.0f}s"
+            if failure is not None:
+                self._finish(r, Phase.ROLLED_BACK, f"candidate refused: {failure}", now, rollback=True)
+            return False
+        ok, why = replicas.verification(r.slot, r.version, now)
+        if not ok:
+            self._finish(r, Phase.ROLLED_BACK, f"candidate failed verification: {why}", now, rollback=True)
+            return False
+        if r.live_version is None:  # nothing live yet: nothing to compare with
+            r.step = len(r.steps) - 1
+        r.phase = Phase.BAKING
+        self._emit(Changed(f"v{r.version} loaded"))
+        return True
+
+    def _step_once(self, r: Rollout, now: float, replicas: ReplicaTracker, analysis: Accuracy | None) -> bool:
+        """Begin the current step or judge it; True if the rollout moved on and may move again at once."""
+        if self._begun != (r.id, r.step):
+            return self._begin_step(r, now, replicas)
+        if analysis is None or not self._due(r, now, replicas):
+            return False
+        passed, reasons = self._analyse(r, now, replicas, analysis)
+        if not passed:
+            self._finish(r, Phase.ROLLED_BACK, "canary analysis: " + "; ".join(reasons), now, rollback=True)
+            return False
+        r.step += 1
+        self._emit(Changed(f"v{r.version} passed a step"))
+        return True
+
+    def _begin_step(self, r: Rollout, now: float, replicas: ReplicaTracker) -> bool:
+        if r.step >= len(r.steps):
+            self._promote_now(r, now)
+            return False
+        weight = r.steps[r.step]
+        if r.phase == Phase.PAUSED and not r.approved:
+            return False
+        if r.phase != Phase.PAUSED and weight in self.cfg.pause_before and not r.approved \
+                and r.live_version is not None:
+            r.phase = Phase.PAUSED
+            self._emit(Changed(f"v{r.version} paused before {weight}%"))
+            return False
+        r.phase, r.approved = Phase.BAKING, False
+        if weight == 100:
+            self._promote_now(r, now)
+            return False
+        self.state.set_weights({r.slot: weight, other(r.slot): 100 - weight})
+        r.step_started, r.baseline = now, replicas.stats(now)
+        self._begun = (r.id, r.step)
+        self._emit(Changed(f"v{r.version} at {weight}%"))
+        return False
+
+    def _due(self, r: Rollout, now: float, replicas: ReplicaTracker) -> bool:
+        return r.phase == Phase.BAKING and self._begun == (r.id, r.step) and due(r, now, replicas.stats(now), self.cfg)
+
+    def _analyse(self, r: Rollout, now: float, replicas: ReplicaTracker, analysis: Accuracy) -> tuple[bool, list[str]]:
+        res = judge(r, now, replicas.stats(now), analysis, self.cfg, self._verdict)
+        self._emit(Audit("canary_step", "controller", "; ".join(res["reasons"]),
+                         {"version": r.version, "weight": res["weight"], "passed": res["passed"]}))
+        return res["passed"], res["reasons"]
+
+    # -- endings -------------------------------------------------------------------------
+    def _promote_now(self, r: Rollout, now: float) -> None:
+        self.state.flip(r.slot, count=r.live_version is not None)
+        r.phase, r.outcome = Phase.PROMOTED, r.outcome or "passed every step"
+        r.step = len(r.steps)
+        self._emit(Changed(f"v{r.version} promoted"))
+        self._set_live(r.version, r.live_version, r.actor, r.reason)
+        self._emit(Audit("promote", r.actor, r.outcome, {"version": r.version}))
+        self._record(r, now)
+        self._start_queued(now)
+
+    def _finish(self, r: Rollout, phase: Phase, why: str, now: float, rollback: bool) -> None:
+        """End a rollout that did not promote: traffic back to live in one step, reason audited."""
+        r.phase, r.outcome = phase, why
+        if rollback and r.live_version is not None:
+            self.state.flip(other(r.slot), count=False)
+        elif rollback and self.state.slots[r.slot] == r.version:  # a first version that never went live
+            self.state.slots[r.slot], self.loaded[r.slot] = None, None
+            self.state.revision += 1
+        self._emit(Changed(f"v{r.version} {phase}"),
+                   Audit("rollback" if rollback else str(phase), "controller", why, {"version": r.version}))
+        if phase != Phase.SUPERSEDED:
+            self._emit(Audit("rejected", "controller", why, {"version": r.version}))
+        self._record(r, now)
+        if phase != Phase.SUPERSEDED:
+            self._start_queued(now)
+
+    def _record(self, r: Rollout, now: float) -> None:
+        self.state.history.append({"version": r.version, "phase": str(r.phase), "outcome": r.outcome,
+                                   "reason": r.reason, "steps": [x["weight"] for x in r.results],
+                                   "seconds": round(now - r.started, 2)})
+        self.deploys.append({"version": r.version, "slot": r.slot, "ok": r.phase == Phase.PROMOTED,
+                             "phase": str(r.phase), "outcome": r.outcome})
+        self._emit(Changed("history"))
+
+    def _flip_to(self, slot: str, actor: str, reason: str) -> None:
+        """All traffic to ``slot`` (a rollback): the version serving until now becomes ``previous``."""
+        version, current = self.state.slots[slot], self.state.slots[other(slot)]
+        self.state.flip(slot)
+        self._emit(Changed(f"rolled back to v{version}"))
+        self._set_live(version, current, actor, reason)
+        self._emit(Audit("rollback", actor, reason, {"version": version, "from_version": current}))
+
+    def _set_live(self, version: int, previous: int | None, actor: str, reason: str) -> None:
+        if previous is not None:
+            self._alias("previous", previous, actor, reason)
+        self._alias("live", version, actor, reason)
+
+    def _sync_aliases(self, actor: str, reason: str) -> None:
+        """After a hand-made split: ``live`` names the version in the live slot if it alone serves, or if
+        the aliased version no longer serves at all."""
+        target, live = self.state.live_version(), self.aliases.get("live")
+        if target is None or target == live:
+            return
+        if self.state.settled() or live not in self.state.serving():
+            self._set_live(target, live, actor, reason)
+
+    def _alias(self, name: str, version: int, actor: str, reason: str) -> None:
+        self.aliases[name] = version
+        self._emit(SetAlias(name, version, actor, reason))
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _start(self, version: int, now: float, steps: list[int] | None, bake_s: float | None, reason: str,
+               actor: str, mode: str | None) -> None:
+        self._end_wait(f"superseded by a rollout of v{version}")
+        if self.rollout is not None:
+            self._finish(self.rollout, Phase.SUPERSEDED, f"superseded by v{version}", now, rollback=True)
+        live = self.state.live_slot()
+        if not self.state.settled() and self.state.slots[live] is not None:
+            # A hand-set split: take the traffic off the slot about to be restaged.
+            self.state.flip(live, count=False)
+            self._sync_aliases(actor, f"rollout of v{version}")
+        use_steps = [100] if (mode or self.cfg.mode) == "flip" else list(steps or self.cfg.steps)
+        live_version = self.state.live_version()
+        slot = self.state.idle_slot() if self.state.slots[live] is not None else live
+        self._put(slot, version)
+        r = Rollout(version=version, slot=slot, live_version=live_version, steps=use_steps,
+                    bake_s=self.cfg.bake_s if bake_s is None else bake_s, reason=reason, actor=actor, started=now)
+        self.state.rollout = r
+        self._clock_in[r.id] = now
+        self._emit(Changed(f"rollout of v{version}"),
+                   Audit("rollout_start", actor, reason, {"version": version, "slot": slot, "steps": use_steps}))
+
+    def _start_queued(self, now: float) -> None:
+        q, self.queued = self.queued, None
+        if q is not None and q.version != self.live_version():
+            self._start(q.version, now, None, None, q.reason, q.actor, None)
+
+    def _check_startable(self, version: int) -> None:
+        if version == self.live_version():
+            raise ValueError(f"v{version} is already live")
+
+    def _active(self) -> Rollout:
+        if self.rollout is None:
+            raise ValueError("no rollout in progress")
+        return self.rollout
+
+    def _put(self, slot: str, version: int) -> None:
+        if self.state.slots[slot] != version:
+            self.loaded[slot] = None
+        self.state.put(slot, version)
+
+    def _drop_queued(self, why: str) -> None:
+        if self.queued is not None:
+            self._emit(Audit("candidate_dropped", "controller", why, {"version": self.queued.version}))
+            self.queued = None
+
+    def _end_wait(self, error: str) -> None:
+        if self.waiting is not None:
+            self._emit(WaitDone(self.waiting.id, error))
+            self.waiting = None
+
+    def _emit(self, *transitions: Transition) -> None:
+        self._out.extend(transitions)
+
+    def _drain(self) -> list[Transition]:
+        out, self._out = self._out, []
+        return out
