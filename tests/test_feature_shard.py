@@ -705,10 +705,10 @@ def test_repartition_two_shards_into_three_continues_like_three_fresh_shards(tmp
     # every entity's window rows, label rows and pending rows end up in exactly one new shard, unchanged
     for i in range(3):
         for part in ("events", "labels"):
-            a, b = getattr(moved[i], part).state(), getattr(fresh[i], part).state()
+            a, b = getattr(moved[i], part).snapshot(), getattr(fresh[i], part).snapshot()
             for k in ("keys", "times", "values"):
                 assert np.array_equal(a[k], b[k]), (i, part, k)
-        pa_, pb = moved[i].pending.state(), fresh[i].pending.state()
+        pa_, pb = moved[i].pending.snapshot(), fresh[i].pending.snapshot()
         order_a, order_b = np.argsort(pa_["ids"]), np.argsort(pb["ids"])
         for k in pa_:
             a_, b_ = pa_[k][order_a], pb[k][order_b]

@@ -331,7 +331,7 @@ def test_s3_repartition_two_shards_into_three(s3):
     _feed(fresh, batches[:cut])
     for i in range(3):
         for part in ("events", "labels"):
-            a, b = getattr(moved[i], part).state(), getattr(fresh[i], part).state()
+            a, b = getattr(moved[i], part).snapshot(), getattr(fresh[i], part).snapshot()
             for k in ("keys", "times", "values"):
                 assert np.array_equal(a[k], b[k]), (i, part, k)
     assert sum(len(s.events) for s in moved) == sum(len(s.events) for s in two) > 0

@@ -200,7 +200,8 @@ def test_prune_keeps_reachable_rows_and_each_keys_newest_row():
                           "a": [5.0, 6.0], "b": [1e6, 1e6]})
     df = pd.concat([early, df], ignore_index=True)
     st_full, _ = _feed(df, 1, False)
-    st = SeriesStore.from_state({k: v.copy() for k, v in st_full.state().items()}, 2)
+    st = SeriesStore(n_values=2)
+    st.restore({k: v.copy() for k, v in st_full.snapshot().items()})
     wmax = max(WINDOWS_S) * US
     watermark = int(df["t"].iloc[2000]) * US
     horizon = watermark - wmax
@@ -244,7 +245,8 @@ def test_prune_on_empty_store_and_everything_kept():
 def test_state_round_trip_gives_identical_arrays_and_answers():
     df = _stream(n=800, n_entities=20, seed=2)
     st, _ = _feed(_shuffle_within_batches(df, 4), 4, False)
-    back = SeriesStore.from_state(st.state(), 2)
+    back = SeriesStore(n_values=2)
+    back.restore(st.snapshot())
     for name in ("keys", "times", "values"):
         assert np.array_equal(getattr(back, name), getattr(st, name))
         assert getattr(back, name).dtype == getattr(st, name).dtype

@@ -39,7 +39,7 @@ import pyarrow.ipc as ipc
 
 from streamfit.config import FeaturesConfig
 from streamfit.errors import StreamfitError
-from streamfit.registry import STALE_AFTER_S, Storage
+from streamfit.storage import STALE_AFTER_S, Storage
 from streamfit.schema import hash_keys, shard_of_hash
 
 PART_MARKER = "meta.json"  # written last: a shard's part is complete once it exists
@@ -115,7 +115,10 @@ class CheckpointStore:
         self._write_table(f"{final}/pending.arrow", _matrix_table(
             "f", p["feats"], ids=p["ids"], event_ids=p["event_ids"].astype(str), entities=p["entities"].astype(str),
             times=p["times"]))
-        self._write_table(f"{final}/dedup.arrow", pa.table({"ids": pa.array(snap["dedup"]["ids"], pa.uint64())}))
+        d = snap["dedup"]
+        n_old = int(d.get("n_old", len(d["ids"])))
+        self._write_table(f"{final}/dedup.arrow", pa.table({"ids": pa.array(d["ids"], pa.uint64())},
+                                                          metadata={"n_old": str(n_old)}))
         self.store.put(f"{final}/{PART_MARKER}", json.dumps(snap["meta"]).encode())  # the part's commit
         return final
 
@@ -178,7 +181,10 @@ class CheckpointStore:
                            "event_ids": np.asarray(t["event_ids"].to_pylist(), dtype=object),
                            "entities": np.asarray(t["entities"].to_pylist(), dtype=object),
                            "times": t["times"].to_numpy().astype(np.float64), "feats": _matrix(t, "f")}
-        snap["dedup"] = {"ids": self._read_table(f"{d}/dedup.arrow")["ids"].to_numpy().astype(np.uint64)}
+        t = self._read_table(f"{d}/dedup.arrow")
+        ids = t["ids"].to_numpy().astype(np.uint64)
+        n_old = (t.schema.metadata or {}).get(b"n_old")  # absent in older checkpoints: all ids count as older
+        snap["dedup"] = {"ids": ids, "n_old": len(ids) if n_old is None else int(n_old)}
         return snap
 
     def load_shard_state(self, shard_id: int, num_shards: int, cfg: FeaturesConfig) -> dict[str, Any] | None:
@@ -215,5 +221,13 @@ def repartition(snaps: list[dict[str, Any]], shard_id: int, num_shards: int, bat
         "events": series("events"),
         "labels": series("labels"),
         "pending": pend,
-        "dedup": {"ids": np.concatenate([s["dedup"]["ids"] for s in snaps])},
+        "dedup": _merge_dedup([s["dedup"] for s in snaps]),
     }
+
+
+def _merge_dedup(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several shards' remembered ids as one memory, generation by generation."""
+    n_old = [int(p.get("n_old", len(p["ids"]))) for p in parts]
+    older = [p["ids"][:n] for p, n in zip(parts, n_old)]
+    newer = [p["ids"][n:] for p, n in zip(parts, n_old)]
+    return {"ids": np.concatenate([*older, *newer]).astype(np.uint64), "n_old": sum(len(o) for o in older)}

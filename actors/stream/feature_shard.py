@@ -32,6 +32,8 @@ import ray
 
 from streamfit.config import FeaturesConfig
 from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, hash_keys, validate
+from streamfit.actors.stream.dedup import Dedup
+from streamfit.actors.stream.pending import PendingRows
 from streamfit.actors.stream.windows import US, SeriesStore, to_us
 
 RESULT_CACHE = 8  # results kept per shard so a retried call gets the same answer
@@ -52,133 +54,8 @@ class ShardResult:
     replay_from: int | None = None  # set when the shard restarted and needs batches after this id again
 
 
-def _isin_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    if not len(sorted_ids):
-        return np.zeros(len(ids), dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return sorted_ids[pos] == ids
-
-
-class Dedup:
-    """Bounded memory of event-id hashes already applied: 8 bytes per id, two generations.
-
-    Ids live in sorted numpy arrays; when the newer generation reaches half the capacity
-    it becomes the older one and the oldest ids are forgotten, so at least
-    ``capacity / 2`` and at most ``capacity`` recent ids are remembered.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.old = np.zeros(0, np.uint64)
-        self.new: list[np.ndarray] = []
-        self.new_size = 0
-
-    @property
-    def size(self) -> int:
-        return len(self.old) + self.new_size
-
-    def check_and_add(self, ids: np.ndarray) -> np.ndarray:
-        """Mask of ids already seen (earlier, or earlier in this same array); remembers the rest."""
-        ids = np.asarray(ids, dtype=np.uint64)
-        dup = _isin_sorted(self.old, ids)
-        for chunk in self.new:
-            dup |= _isin_sorted(chunk, ids)
-        _, first = np.unique(ids, return_index=True)
-        repeat = np.ones(len(ids), dtype=bool)
-        repeat[first] = False
-        dup |= repeat
-        fresh = np.sort(ids[~dup])
-        self.new.append(fresh)
-        self.new_size += len(fresh)
-        if len(self.new) > 16:
-            self.new = [np.sort(np.concatenate(self.new))]
-        if self.new_size >= max(self.capacity // 2, 1):
-            self.old = np.sort(np.concatenate(self.new))
-            self.new, self.new_size = [], 0
-        return dup
-
-    def state(self) -> np.ndarray:
-        """Remembered ids."""
-        return np.concatenate([self.old, *self.new])
-
-    @classmethod
-    def from_state(cls, ids: np.ndarray, capacity: int) -> "Dedup":
-        """Rebuild from ``state()``."""
-        d = cls(capacity)
-        d.old = np.sort(np.asarray(ids, dtype=np.uint64))
-        return d
-
-
-class PendingRows:
-    """Feature vectors of events waiting for their label, keyed by event-id hash."""
-
-    def __init__(self, n_features: int) -> None:
-        self.n_features = n_features
-        self.index: dict[int, int] = {}
-        self.ids = np.zeros(0, np.uint64)
-        self.event_ids = np.zeros(0, object)
-        self.entities = np.zeros(0, object)
-        self.times = np.zeros(0, np.float64)
-        self.feats = np.zeros((0, n_features), np.float64)
-        self.alive = np.zeros(0, bool)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def add(self, ids: np.ndarray, event_ids: np.ndarray, entities: np.ndarray, times: np.ndarray,
-            feats: np.ndarray) -> None:
-        """Keep these events until their labels arrive."""
-        base = len(self.ids)
-        self.index.update(zip(ids.tolist(), range(base, base + len(ids))))
-        self.ids = np.concatenate([self.ids, ids])
-        self.event_ids = np.concatenate([self.event_ids, event_ids.astype(object)])
-        self.entities = np.concatenate([self.entities, entities.astype(object)])
-        self.times = np.concatenate([self.times, times])
-        self.feats = np.vstack([self.feats, feats])
-        self.alive = np.concatenate([self.alive, np.ones(len(ids), bool)])
-
-    def take(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, row positions) for these ids; found rows leave the pending set."""
-        pos = np.fromiter((self.index.pop(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
-        found = pos >= 0
-        self.alive[pos[found]] = False
-        return found, pos[found]
-
-    def expire(self, before: float) -> int:
-        """Drop events older than ``before`` (event time) still unlabelled; returns how many."""
-        old = self.alive & (self.times < before)
-        for i in self.ids[old].tolist():
-            self.index.pop(i, None)
-        self.alive[old] = False
-        n = int(old.sum())
-        if len(self.alive) > 1024 and self.alive.sum() < len(self.alive) // 2:
-            self._compact()
-        return n
-
-    def _compact(self) -> None:
-        keep = self.alive
-        self.ids, self.event_ids, self.entities = self.ids[keep], self.event_ids[keep], self.entities[keep]
-        self.times, self.feats, self.alive = self.times[keep], self.feats[keep], self.alive[keep]
-        self.index = dict(zip(self.ids.tolist(), range(len(self.ids))))
-
-    def state(self) -> dict[str, np.ndarray]:
-        """Live rows, for a snapshot."""
-        self._compact()
-        return {"ids": self.ids, "event_ids": self.event_ids, "entities": self.entities, "times": self.times,
-                "feats": self.feats}
-
-    @classmethod
-    def from_state(cls, st: dict[str, np.ndarray], n_features: int) -> "PendingRows":
-        """Rebuild from ``state()``."""
-        p = cls(n_features)
-        p.add(np.asarray(st["ids"], np.uint64), np.asarray(st["event_ids"], object),
-              np.asarray(st["entities"], object), np.asarray(st["times"], np.float64),
-              np.asarray(st["feats"], np.float64).reshape(-1, n_features))
-        return p
-
-
 class FeatureShard:
-    """Feature state for the entities one shard owns."""
+    """Feature state for the entities one shard owns (a ``Stateful``: ``snapshot``/``restore``)."""
 
     def __init__(self, cfg: FeaturesConfig, shard_id: int = 0) -> None:
         self.cfg = cfg
@@ -374,23 +251,23 @@ class FeatureShard:
             "meta": {"last_batch_id": self.last_batch_id, "latest_us": int(self.latest_us),
                      "clock_us": int(self.clock_us),
                      "counters": dict(self.counters), "shard_id": self.shard_id},
-            "events": self.events.state(),
-            "labels": self.labels.state(),
-            "pending": self.pending.state(),
-            "dedup": {"ids": self.dedup.state()},
+            "events": self.events.snapshot(),
+            "labels": self.labels.snapshot(),
+            "pending": self.pending.snapshot(),
+            "dedup": self.dedup.snapshot(),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
-        """Resume from ``snapshot()`` output."""
+        """Replace this shard's state with ``snapshot()`` output, in place."""
         meta = snap["meta"]
         self.last_batch_id = int(meta["last_batch_id"])
         self.latest_us = int(meta["latest_us"])
         self.clock_us = int(meta.get("clock_us", self.latest_us))
         self.counters = Counter(meta["counters"])
-        self.events = SeriesStore.from_state(snap["events"], len(self.agg_fields))
-        self.labels = SeriesStore.from_state(snap["labels"], 1)
-        self.pending = PendingRows.from_state(snap["pending"], len(self.feature_names))
-        self.dedup = Dedup.from_state(snap["dedup"]["ids"], self.cfg.dedup_capacity)
+        self.events.restore(snap["events"])
+        self.labels.restore(snap["labels"])
+        self.pending.restore(snap["pending"])
+        self.dedup.restore(snap["dedup"])
         self.results.clear()
 
 

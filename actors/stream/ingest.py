@@ -3,7 +3,9 @@
 ``IngestLog`` is plain Python: an append-only sequence of rows, idempotent by event id
 (a client retrying a request does not add its events twice), replayable by position,
 and written ahead to storage (one Arrow file per append) so acknowledged events survive a
-restart of the actor. ``IngestBufferActor`` is its named Ray shell; ``HttpSource`` is the
+restart of the actor; the committed position is written there too, so a restarted log
+numbers new rows after everything already checkpointed. ``IngestLog`` is a ``Stateful``
+(its in-memory state as plain data). ``IngestBufferActor`` is its named Ray shell; ``HttpSource`` is the
 ``Source`` the coordinator reads it through.
 
 Example:
@@ -19,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from typing import Any
 
@@ -28,10 +31,12 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import ray
 
-from streamfit.registry import Storage
+from streamfit.storage import Storage
 from streamfit.schema import EVENT_ID, hash_keys
-from streamfit.actors.stream.feature_shard import Dedup
+from streamfit.actors.stream.dedup import Dedup
 
+
+COMMITTED = "committed.json"  # the committed position, beside the write-ahead segments
 
 
 class IngestLog:
@@ -64,6 +69,10 @@ class IngestLog:
             self.next_position = max(self.next_position, first + len(df))
         if self.frames:
             self.committed = self.frames[0][0]
+        marker = self.store.path(COMMITTED)
+        if self.store.exists(marker):  # every segment may be gone: positions still go on from here
+            self.committed = max(self.committed, int(json.loads(self.store.get(marker))["committed"]))
+        self.next_position = max(self.next_position, self.committed)
 
     def append(self, rows: pd.DataFrame) -> tuple[int, int]:
         """Append rows not seen before (by event id and kind); returns (accepted, duplicates)."""
@@ -103,7 +112,11 @@ class IngestLog:
 
     def commit(self, position: int) -> None:
         """Rows before ``position`` are in a checkpoint: forget them (and their write-ahead files)."""
-        self.committed = max(self.committed, position)
+        if position <= self.committed:
+            return
+        self.committed = position
+        if self.store is not None:  # before the segments go, so a restart never numbers rows from 0 again
+            self.store.put(self.store.path(COMMITTED), json.dumps({"committed": position}).encode())
         keep = []
         for first, df in self.frames:
             if first + len(df) <= self.committed:
@@ -118,6 +131,21 @@ class IngestLog:
         """Positions and rows held."""
         return {"next_position": self.next_position, "committed": self.committed,
                 "rows_held": int(sum(len(df) for _, df in self.frames))}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Positions, the rows not yet committed (column arrays per append) and the remembered ids."""
+        frames = [{"first": first, "columns": {str(c): df[c].to_numpy() for c in df.columns}}
+                  for first, df in self.frames]
+        return {"committed": self.committed, "next_position": self.next_position, "frames": frames,
+                "dedup": self.dedup.snapshot()}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Replace the in-memory state with ``snap``'s (the write-ahead log is left as it is)."""
+        self.committed = int(snap["committed"])
+        self.next_position = int(snap["next_position"])
+        self.frames = [(int(f["first"]), pd.DataFrame({c: np.array(v) for c, v in f["columns"].items()}))
+                       for f in snap["frames"]]
+        self.dedup.restore(snap["dedup"])
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -141,26 +169,39 @@ class IngestBufferActor:
 
 
 class HttpSource:
-    """The coordinator's view of the ingest buffer (position = row sequence number)."""
+    """The coordinator's view of the ingest buffer (position = row sequence number).
+
+    ``buffer`` is the ``IngestBufferActor``'s handle, or an ``IngestLog`` in this process
+    (a local runner, tests).
+    """
 
     def __init__(self, buffer: Any, batch_size: int) -> None:
         self.buffer = buffer
         self.batch_size = batch_size
 
+    def _call(self, method: str, *args: Any) -> Any:
+        if isinstance(self.buffer, IngestLog):
+            return getattr(self.buffer, method)(*args)
+        return ray.get(getattr(self.buffer, method).remote(*args))
+
     def initial_position(self) -> int:
-        return int(ray.get(self.buffer.stats.remote())["committed"])
+        """The log's committed position: everything before it is in a checkpoint."""
+        return int(self._call("stats")["committed"])
 
     def read(self, position: int) -> tuple[pd.DataFrame, int]:
-        return ray.get(self.buffer.read.remote(position, self.batch_size))
+        """Up to ``batch_size`` rows from ``position`` and the position after them."""
+        return self._call("read", position, self.batch_size)
 
     def at_end(self, position: int) -> bool:
+        """Pushed events have no end."""
         return False
 
     def commit(self, position: int) -> None:
-        ray.get(self.buffer.commit.remote(position))
+        """The log forgets the rows before ``position`` (and their write-ahead files)."""
+        self._call("commit", position)
 
     def close(self) -> None:
-        pass
+        """Nothing to close: the buffer outlives the source."""
 
 
 def ingest_frame(events: list[dict[str, Any]]) -> pd.DataFrame:

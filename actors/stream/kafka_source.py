@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from typing import Any, Iterable
 
 import numpy as np
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 BAD_KIND = "bad"  # kind of a row made from a message that is not a JSON object: the shards reject it
 METADATA_TIMEOUT_S = 10.0
+CATCH_UP_S = 10.0  # longest a read waits for messages the broker said are there
 
 KafkaPosition = dict[str, int]
 
@@ -104,10 +106,9 @@ class KafkaSource:
             if not pos:
                 return self.empty(), {}
         self._position_at(pos)
-        messages = self.consumer.consume(num_messages=self.cfg.batch_size, timeout=self.cfg.poll_timeout_s)
         rows = []
         after = dict(pos)
-        for msg in messages:
+        for msg in self._consume(after):
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
@@ -177,6 +178,45 @@ class KafkaSource:
                 log.info("kafka seek %s[%s] -> %d failed (%s); re-assigning", self.cfg.topic, part, offset, err)
                 self._assign(pos)
                 return
+
+    def _consume(self, pos: KafkaPosition) -> list[Any]:
+        """Up to ``batch_size`` messages from ``pos``.
+
+        One poll may return a short batch, or nothing just after a seek, while fetches are
+        still on their way (a loaded machine). So polling goes on while the batch is short
+        and the broker's last fetch reported more (a cached high watermark past where we
+        are; for at most ``CATCH_UP_S``), or while polls keep bringing messages when that is
+        unknown: a position read again gives the same batch when the topic already holds it.
+        """
+        want, timeout = self.cfg.batch_size, self.cfg.poll_timeout_s
+        deadline = time.monotonic() + max(timeout, CATCH_UP_S)
+        messages = last = self.consumer.consume(num_messages=want, timeout=timeout)
+        while len(messages) < want:
+            behind = self._behind(pos, messages)
+            left = deadline - time.monotonic()
+            if behind is False or (behind is None and not last) or left <= 0:
+                break
+            last = self.consumer.consume(num_messages=want - len(messages), timeout=min(timeout, left))
+            messages += last
+        return messages
+
+    def _behind(self, pos: KafkaPosition, messages: list[Any]) -> bool | None:
+        """Whether the broker's last fetch showed messages past what ``messages`` reach (None: not known)."""
+        nxt = dict(pos)
+        for msg in messages:
+            if msg.error() is None:
+                nxt[str(msg.partition())] = msg.offset() + 1
+        known = True
+        for part, offset in nxt.items():
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, int(part)), cached=True)
+            except KafkaException:
+                high = -1
+            if high < 0 or offset < 0:
+                known = False
+            elif offset < high:
+                return True
+        return False if known else None
 
     def _assign(self, pos: KafkaPosition) -> None:
         self.consumer.assign([TopicPartition(self.cfg.topic, int(p), o) for p, o in pos.items()])

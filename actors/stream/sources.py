@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,13 @@ START_TIME = 1_700_000_000.0  # fixed epoch so event times are reproducible
 Position = Any  # JSON-serialisable: it is written into checkpoint manifests
 
 
+@runtime_checkable
 class Source(Protocol):
-    """What the coordinator needs of a source: batches at replayable positions."""
+    """What the coordinator needs of a source: batches at replayable positions.
+
+    ``tests/test_source_contract.py`` checks every implementation: a position read again gives
+    the same rows, and after ``commit(p)`` a new instance continues at ``p``.
+    """
 
     def initial_position(self) -> Position:
         """Where to start when there is no checkpoint (e.g. the consumer group's committed offsets)."""

@@ -66,7 +66,7 @@ def _range_reduce(ufunc: np.ufunc, arr: np.ndarray, s: np.ndarray, e: np.ndarray
 
 
 class SeriesStore:
-    """Rows (key, time µs, values) still needed by some window, sorted by (key, time)."""
+    """Rows (key, time µs, values) still needed by some window, sorted by (key, time) (a ``Stateful``)."""
 
     def __init__(self, n_values: int) -> None:
         self.n_values = n_values
@@ -182,15 +182,12 @@ class SeriesStore:
         if not keep.all():
             self.keys, self.times, self.values = self.keys[keep], self.times[keep], self.values[keep]
 
-    def state(self) -> dict[str, np.ndarray]:
-        """The arrays, for a snapshot."""
+    def snapshot(self) -> dict[str, Any]:
+        """The arrays (``keys``, ``times``, ``values``), sorted by (key, time)."""
         return {"keys": self.keys, "times": self.times, "values": self.values}
 
-    @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray], n_values: int) -> "SeriesStore":
-        """Rebuild from ``state()``."""
-        st = cls(n_values)
-        st.keys = np.asarray(arrays["keys"], dtype=np.uint64)
-        st.times = np.asarray(arrays["times"], dtype=np.int64)
-        st.values = np.asarray(arrays["values"], dtype=np.float64).reshape(len(st.keys), n_values)
-        return st
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Replace the rows with ``snap``'s (copied, so the snapshot stays untouched)."""
+        self.keys = np.array(snap["keys"], dtype=np.uint64)
+        self.times = np.array(snap["times"], dtype=np.int64)
+        self.values = np.array(snap["values"], dtype=np.float64).reshape(len(self.keys), self.n_values)
