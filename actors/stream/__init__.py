@@ -17,6 +17,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "CheckpointStore": "checkpoint",
     "CoordinatorActor": "coordinator",
     "Watermark": "coordinator",
+    "Coordinator": "coordinator_core",
+    "LocalRunner": "local_runner",
     "FeatureShard": "feature_shard",
     "FeatureShardActor": "feature_shard",
     "ShardResult": "feature_shard",
