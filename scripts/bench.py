@@ -18,7 +18,8 @@ import ray
 import xgboost as xgb
 
 from streamfit.config import Config, config_from_dict
-from streamfit.actors.stream import CoordinatorActor, FeatureShard, FeatureShardActor, SyntheticSource, Watermark
+from streamfit.actors.stream import (CoordinatorActor, FeatureShard, FeatureShardActor, FramesSource, LocalRunner,
+                                     SyntheticSource)
 from streamfit.schema import KIND
 
 
@@ -68,13 +69,10 @@ def make_batches(cfg: Config, events: int, progress: Callable[[int], None] | Non
 
 def run_baseline(cfg: Config, batches: list[pd.DataFrame]) -> tuple[float, FeatureShard]:
     """One in-process FeatureShard over every batch (the single-process vectorised implementation)."""
-    shard = FeatureShard(cfg.features, 0)
-    watermark = Watermark(cfg.features.allowed_lateness_s)  # the coordinator's clock, in process
+    runner = LocalRunner(cfg.features, FramesSource(batches))
     started = time.perf_counter()
-    for i, df in enumerate(batches, start=1):
-        wm = watermark.observe(df)
-        shard.process(i, df, wm, watermark.clock)
-    return time.perf_counter() - started, shard
+    runner.run()
+    return time.perf_counter() - started, runner.shards[0]
 
 
 def run_sharded(cfg: Config, batches: list[pd.DataFrame], num_shards: int) -> tuple[float, list[dict[str, Any]]]:

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from streamfit.config import Config
-from streamfit.actors.stream import FeatureShard, SyntheticSource, Watermark
+from streamfit.actors.stream import LocalRunner, SyntheticSource
 
 Row = tuple[dict[str, float], str | None, str | None]  # features, event id, routing key
 
@@ -43,22 +43,16 @@ class StreamRows:
     with the pipeline's position (``advance_to``)."""
 
     def __init__(self, cfg: Config, keep: int = 500) -> None:
-        self.source = SyntheticSource(cfg.stream, cfg.features)
-        self.shard = FeatureShard(cfg.features)
-        self.watermark = Watermark(cfg.features.allowed_lateness_s)  # as the coordinator keeps it
+        self.runner = LocalRunner(cfg.features, SyntheticSource(cfg.stream, cfg.features))
+        self.shard = self.runner.shards[0]
         self.keep = keep
-        self.position = 0
         self.rows: list[Row] = []
         self.next = 0
         self.lock = threading.Lock()
 
     def advance_to(self, position: int) -> None:
         """Compute features up to the pipeline's source position."""
-        while self.position < position:
-            df, nxt = self.source.read(self.position)
-            wm = self.watermark.observe(df)
-            self.shard.process(self.position + 1, df, wm, self.watermark.clock)
-            self.position = nxt
+        self.runner.run_until(position)
         recent = self.shard.recent_events(self.keep)
         names = self.shard.feature_names
         rows = [({n: float(v) for n, v in zip(names, vals)}, eid, ent)
