@@ -124,20 +124,13 @@ def parse_duration(text: str) -> float:
         raise typer.BadParameter(f"not a duration: {text!r} (e.g. 30s, 2m)") from None
 
 
-def _traffic(body: dict):
-    from streamfit.status import TrafficStatus
-
-    return TrafficStatus.model_validate(body)
-
-
 @app.command()
 def status(url: str = URL_OPTION) -> None:
     """Slots, versions, weights, rollout step, and per-slot requests, errors, p50/p99, accuracy."""
     from streamfit.scripts.control import ControlError
     from streamfit.scripts.views import quality_table, replica_lines, traffic_table
-    from streamfit.status import MonitorReport
 
-    traffic = _traffic(_control(lambda: _client(url).traffic()))
+    traffic = _control(lambda: _client(url).traffic())
     console.print(traffic_table(traffic))
     for line in replica_lines(traffic):
         console.print(line)
@@ -145,7 +138,7 @@ def status(url: str = URL_OPTION) -> None:
         mon = _client(url).monitor()
     except ControlError:
         return
-    console.print(quality_table(MonitorReport.model_validate(mon)))
+    console.print(quality_table(mon))
 
 
 traffic_app = typer.Typer(help="Set the traffic split by hand (overrides a running rollout).", no_args_is_help=True)
@@ -165,7 +158,7 @@ def traffic_set(
     from streamfit.scripts.views import traffic_table
 
     body = _control(lambda: _client(url).set_traffic(blue=blue, green=green, shadow_share=shadow))
-    console.print(traffic_table(_traffic(body)))
+    console.print(traffic_table(body))
 
 
 rollout_app = typer.Typer(help="Canary rollouts: start, promote (approve), abort.", no_args_is_help=True)
@@ -187,28 +180,21 @@ def rollout_start(
             parsed = [int(x) for x in steps.split(",")]
         except ValueError:
             raise typer.BadParameter(f"--steps: comma-separated percentages, not {steps!r}") from None
-    from streamfit.status import Rollout
-
-    r = Rollout.model_validate(_control(lambda: _client(url).rollout(
-        version, parsed, parse_duration(bake) if bake else None, reason=reason)))
+    r = _control(lambda: _client(url).rollout(version, parsed, parse_duration(bake) if bake else None, reason=reason))
     console.print(f"rollout of v{r.version} into {r.slot} started: steps {r.steps}, bake {r.bake_s:.0f}s")
 
 
 @rollout_app.command("promote")
 def rollout_promote(url: str = URL_OPTION) -> None:
     """Approve a paused step, or skip the remaining steps and promote now."""
-    from streamfit.status import Rollout
-
-    r = Rollout.model_validate(_control(lambda: _client(url).promote()))
+    r = _control(lambda: _client(url).promote())
     console.print(f"v{r.version}: promote requested ({r.phase})")
 
 
 @rollout_app.command("abort")
 def rollout_abort(reason: str = typer.Option("", help="recorded in the audit log"), url: str = URL_OPTION) -> None:
     """Stop the rollout: all traffic back to the live version in one step."""
-    from streamfit.status import Rollout
-
-    r = Rollout.model_validate(_control(lambda: _client(url).abort(reason)))
+    r = _control(lambda: _client(url).abort(reason))
     console.print(f"v{r.version}: {r.phase} — {r.outcome}")
 
 
@@ -218,15 +204,13 @@ def rollback(reason: str = typer.Option("", help="recorded in the audit log"), u
     from streamfit.scripts.views import traffic_table
 
     body = _control(lambda: _client(url).rollback(reason))
-    console.print(traffic_table(_traffic(body)))
+    console.print(traffic_table(body))
 
 
 @app.command()
 def retrain(url: str = URL_OPTION, reason: str = typer.Option("manual", help="recorded with the refit")) -> None:
     """Ask for a refit now (POST /retrain; needs STREAMFIT_ADMIN_TOKEN). The validation gate still applies."""
-    from streamfit.status import RefitResult
-
-    out = RefitResult.model_validate(_control(lambda: _client(url).retrain(reason)))
+    out = _control(lambda: _client(url).retrain(reason))
     if out.version is not None:
         console.print(f"registered v{out.version} ({out.attempt.reason if out.attempt else ''}); "
                       "the rollout controller deploys it")

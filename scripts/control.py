@@ -1,22 +1,35 @@
 """An HTTP client for the streamfit API: what the CLI's status, models and control commands call.
 
 It talks to the Serve app over HTTP only, so the same commands work against a remote cluster
-(``--url``); the admin token comes from ``STREAMFIT_ADMIN_TOKEN``.
+(``--url``); the admin token comes from ``STREAMFIT_ADMIN_TOKEN``. Answers are parsed once into the
+typed status models of ``streamfit.status``.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
+from streamfit.status import MonitorReport, RefitResult, Rollout, TrafficStatus
+
+M = TypeVar("M", bound=BaseModel)
 DEFAULT_URL = "http://127.0.0.1:8000"
 TOKEN_ENV = "STREAMFIT_ADMIN_TOKEN"
 
 
 class ControlError(RuntimeError):
     """The API refused a request or could not be reached; the message says why."""
+
+
+def _parse(model: type[M], body: Any) -> M:
+    """The answer as ``model``; an answer of another shape (another streamfit version?) is a ControlError."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise ControlError(f"unexpected answer from the API: {err}") from None
 
 
 class ControlClient:
@@ -45,44 +58,44 @@ class ControlClient:
             raise ControlError(f"{method} {path}: HTTP {r.status_code}: {detail}")
         return r.json()
 
-    def traffic(self) -> dict[str, Any]:
+    def traffic(self) -> TrafficStatus:
         """GET /traffic."""
-        return self._request("GET", "/traffic")
+        return _parse(TrafficStatus, self._request("GET", "/traffic"))
 
-    def monitor(self) -> dict[str, Any]:
+    def monitor(self) -> MonitorReport:
         """GET /monitor."""
-        return self._request("GET", "/monitor")
+        return _parse(MonitorReport, self._request("GET", "/monitor"))
 
     def models(self) -> dict[str, Any]:
         """GET /models."""
         return self._request("GET", "/models")
 
-    def retrain(self, reason: str = "manual") -> dict[str, Any]:
+    def retrain(self, reason: str = "manual") -> RefitResult:
         """POST /retrain (admin)."""
-        return self._request("POST", "/retrain", admin=True, json={"reason": reason})
+        return _parse(RefitResult, self._request("POST", "/retrain", admin=True, json={"reason": reason}))
 
     def set_traffic(self, blue: int | None = None, green: int | None = None,
-                    shadow_share: float | None = None) -> dict[str, Any]:
-        """PUT /traffic (admin)."""
+                    shadow_share: float | None = None) -> TrafficStatus:
+        """PUT /traffic (admin): the new serving state."""
         body = {k: v for k, v in (("blue", blue), ("green", green), ("shadow_share", shadow_share)) if v is not None}
-        return self._request("PUT", "/traffic", admin=True, json=body)
+        return _parse(TrafficStatus, self._request("PUT", "/traffic", admin=True, json=body))
 
     def rollout(self, version: int | None = None, steps: list[int] | None = None, bake_s: float | None = None,
-                mode: str | None = None, reason: str = "") -> dict[str, Any]:
+                mode: str | None = None, reason: str = "") -> Rollout:
         """POST /rollout (admin)."""
         body = {k: v for k, v in (("version", version), ("steps", steps), ("bake_s", bake_s), ("mode", mode))
                 if v is not None}
         body["reason"] = reason
-        return self._request("POST", "/rollout", admin=True, json=body)
+        return _parse(Rollout, self._request("POST", "/rollout", admin=True, json=body))
 
-    def promote(self) -> dict[str, Any]:
+    def promote(self) -> Rollout:
         """POST /rollout/promote (admin)."""
-        return self._request("POST", "/rollout/promote", admin=True)
+        return _parse(Rollout, self._request("POST", "/rollout/promote", admin=True))
 
-    def abort(self, reason: str = "") -> dict[str, Any]:
+    def abort(self, reason: str = "") -> Rollout:
         """POST /rollout/abort (admin)."""
-        return self._request("POST", "/rollout/abort", admin=True, json={"reason": reason})
+        return _parse(Rollout, self._request("POST", "/rollout/abort", admin=True, json={"reason": reason}))
 
-    def rollback(self, reason: str = "") -> dict[str, Any]:
-        """POST /rollback (admin)."""
-        return self._request("POST", "/rollback", admin=True, json={"reason": reason})
+    def rollback(self, reason: str = "") -> TrafficStatus:
+        """POST /rollback (admin): the new serving state."""
+        return _parse(TrafficStatus, self._request("POST", "/rollback", admin=True, json={"reason": reason}))

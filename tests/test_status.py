@@ -271,9 +271,9 @@ def test_cli_status_and_traffic_set_render_the_typed_answers(monkeypatch):
     from streamfit.scripts import cli, control
 
     state = {k: v for k, v in controller_status().items() if k in ServingView.model_fields}
-    monkeypatch.setattr(control.ControlClient, "traffic", lambda self: controller_status())
-    monkeypatch.setattr(control.ControlClient, "monitor", lambda self: {"drift": {"alarm": "x1 PSI 0.60 > 0.5"}})
-    monkeypatch.setattr(control.ControlClient, "set_traffic", lambda self, **kw: state)
+    answers = {("GET", "/traffic"): controller_status(), ("GET", "/monitor"): {"drift": {"alarm": "x1 PSI 0.60 > 0.5"}},
+               ("PUT", "/traffic"): state, ("POST", "/rollout/promote"): {"slots": "not a rollout"}}
+    monkeypatch.setattr(control.ControlClient, "_request", lambda self, method, path, **kw: answers[method, path])
     monkeypatch.setattr(cli, "console", Console(width=160, file=io.StringIO(), record=True))
     runner = CliRunner()
     assert runner.invoke(cli.app, ["status"]).exit_code == 0
@@ -283,3 +283,5 @@ def test_cli_status_and_traffic_set_render_the_typed_answers(monkeypatch):
     monkeypatch.setenv("STREAMFIT_ADMIN_TOKEN", "t")
     assert runner.invoke(cli.app, ["traffic", "set", "--green", "25"]).exit_code == 0
     assert "revision 9, flips 2" in cli.console.export_text()
+    wrong = runner.invoke(cli.app, ["rollout", "promote"])  # an answer of another shape: a clear error, exit 1
+    assert wrong.exit_code == 1 and "unexpected answer from the API" in cli.console.export_text()
