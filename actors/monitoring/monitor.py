@@ -10,8 +10,9 @@ metrics and, when the alarm policy says so, asks the trainer for a refit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import ray
@@ -22,6 +23,16 @@ from streamfit.actors.monitoring.core import Monitor
 from streamfit.actors.monitoring.metrics_export import MetricsExport, ray_metrics
 
 REPORTS = {"coordinator": "stats", "controller": "status", "trainer": "stats"}  # plane -> its report method
+
+
+def forward(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An actor method that calls ``method`` on the actor's ``core`` (same name, signature and docstring)."""
+
+    @functools.wraps(method)  # Ray reads the signature through __wrapped__ and checks the arguments
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return method(self.core, *args, **kwargs)
+
+    return call
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -36,13 +47,16 @@ class MonitorActor:
         self.planes: dict[str, Any] = {}
         self._task = asyncio.get_event_loop().create_task(self._sample_forever())
 
+    record = forward(Monitor.record)
+    accuracy_since = forward(Monitor.accuracy_since)
+    per_version = forward(Monitor.per_version)
+    drift = forward(Monitor.drift)
+    timeseries = forward(Monitor.timeseries)
+    stats = forward(Monitor.stats)
+
     def attach(self, **handles: Any) -> None:
         """Handles of the planes to sample: coordinator, controller, trainer."""
         self.planes.update(handles)
-
-    def record(self, rows: list[tuple[str, int, str, float, float]]) -> None:
-        """Predictions a Router replica served: (event_id, version, slot, probability, time)."""
-        self.core.record(rows)
 
     def labels(self, event_ids: list[str], labels: list[float]) -> int:
         """Labels that arrived; how many matched a logged prediction."""
@@ -55,26 +69,6 @@ class MonitorActor:
     def rows_observed(self) -> int:
         """Labelled rows observed so far (the coordinator's ``training_rows`` once they all arrived)."""
         return self.core.rows_observed
-
-    def accuracy_since(self, version: int, since: float) -> tuple[int, float] | None:
-        """(labelled served predictions, accuracy) of ``version`` since ``since``."""
-        return self.core.accuracy_since(version, since)
-
-    def per_version(self) -> dict[int, dict[str, Any]]:
-        """Live accuracy per version, served or on the stream."""
-        return self.core.per_version()
-
-    def drift(self) -> dict[str, Any]:
-        """PSI and KS per feature, prediction PSI and the alarm."""
-        return self.core.drift()
-
-    def timeseries(self) -> list[dict[str, Any]]:
-        """The sampled points, oldest first."""
-        return self.core.timeseries()
-
-    def stats(self) -> dict[str, Any]:
-        """The monitor's report."""
-        return self.core.stats()
 
     async def _sample_forever(self) -> None:
         while True:
