@@ -1,7 +1,9 @@
-"""The HTTP API (FastAPI): request/response models and routes, independent of Ray.
+"""The HTTP API (FastAPI): the routes, independent of Ray.
 
 ``build_api`` takes a ``RouterCore`` and a ``Backend`` for the parts that live elsewhere
 (registry, controller, shards, trainer), so it can be tested with FastAPI's TestClient alone.
+Request bodies are in ``bodies``, the admin token check in ``auth``; the status routes answer
+the typed models of ``streamfit.status``, so OpenAPI documents them.
 
 Example:
     >>> from streamfit.serve.router import RouterCore
@@ -11,7 +13,6 @@ Example:
     >>> r.status_code, r.json()["detail"][0]["loc"]
     (422, ['body', 'features', 'b'])
 """
-
 
 import asyncio
 import json

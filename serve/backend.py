@@ -46,24 +46,30 @@ class RayBackend(Backend):
         return ray.get_actor(name, namespace=self.namespace)
 
     def models(self) -> dict[str, Any]:
+        """Registered versions (without their verification sample) and aliases."""
         versions = [{k: v for k, v in m.items() if k != "verify"} for m in self.registry.list_versions()]
         return {"versions": versions, "aliases": self.registry.aliases()}
 
     async def traffic(self) -> TrafficStatus:
+        """The rollout controller's status."""
         return TrafficStatus.model_validate(await self.actor(self.controller_name).status.remote())
 
     async def features(self, entity: str) -> dict[str, Any] | None:
+        """The entity's features, from the shard that owns it."""
         owner = int(shard_of(np.array([entity], dtype=object), self.num_shards)[0])
         return await self.actor(shard_name(owner)).features.remote(entity)
 
     async def retrain(self, reason: str) -> RefitResult:
+        """A refit now, from the trainer."""
         out = await self.actor(TRAINER_NAME).request_refit.remote(f"manual: {reason}" if reason != "manual" else "manual")
         return RefitResult.model_validate(out)
 
     async def ingest(self, rows: Any) -> tuple[int, int]:
+        """Rows appended to the ingest log: (accepted, duplicates)."""
         return await self.actor(INGEST_NAME).append.remote(rows)
 
     async def control(self, command: str, **kwargs: Any) -> dict[str, Any]:
+        """A traffic command, run by the rollout controller; what it cannot do now is a ValueError."""
         if command not in CONTROL_COMMANDS:
             raise NotImplementedError
         controller = self.actor(self.controller_name)
@@ -73,6 +79,7 @@ class RayBackend(Backend):
             raise ValueError(str(getattr(err, "cause", None) or err)) from None
 
     def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
+        """Keep predictions with an event id until the next flush."""
         self._prediction_log.extend(rows)
 
     def flush_predictions(self) -> None:
@@ -86,11 +93,13 @@ class RayBackend(Backend):
             pass
 
     async def monitor(self) -> MonitorReport:
+        """The monitor's report."""
         monitor = self.actor(MONITOR_NAME)
         stats, series = await asyncio.gather(monitor.stats.remote(), monitor.timeseries.remote())
         return MonitorReport.from_monitor(stats, series)
 
     async def status_page_data(self) -> StatusPageData:
+        """Traffic, versions, the monitor's series and drift, for the status page."""
         traffic = await self.traffic()  # its live accuracy per version comes from the monitor
         versions = (await asyncio.to_thread(self.models))["versions"]
         try:
