@@ -8,10 +8,13 @@ return value is the observable output) and how to compare two instances. Every c
     already holds other state), feed the rest -> the same outputs and the same final state
     as the run that never stopped; taking a snapshot changes nothing observable;
 (b) survive storage: the snapshot is plain data (it goes through JSON in ``Storage``), and
-    shard state also goes through the real ``CheckpointStore`` (Arrow files);
+    goes through the store that really keeps it: shard state through the ``CheckpointStore``
+    (Arrow files), the watermark through a checkpoint manifest, the serving state through
+    the controller's ``StateStore``;
 (c) be a ``Stateful`` (``isinstance``).
 
-To add a stateful class: write a ``Case`` and append it to ``CASES``. ``BROKEN`` holds
+To add a stateful class: write a ``Case`` and append it to ``CASES`` (a test fails while a
+class of the core or a plane has ``snapshot``/``restore`` and no case). ``BROKEN`` holds
 deliberately broken implementations that the checks must catch, so the suite can fail.
 """
 
@@ -19,8 +22,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import importlib
+import inspect
 import json
 import math
+import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,14 +35,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamfit.actors.rollout.serving_state import ServingState
+from streamfit.actors.rollout.state_store import StateStore
 from streamfit.actors.stream.checkpoint import CheckpointStore
 from streamfit.actors.stream.dedup import Dedup
 from streamfit.actors.stream.feature_shard import FeatureShard
 from streamfit.actors.stream.ingest import IngestLog
+from streamfit.actors.stream.partition import Watermark
 from streamfit.actors.stream.pending import PendingRows
 from streamfit.actors.stream.sources import SyntheticSource
 from streamfit.actors.stream.windows import US, SeriesStore
 from streamfit.config import AggregateSpec, FeaturesConfig, LabelHistoryConfig, StreamConfig
+from streamfit.names import Slot
+from streamfit.schema import EVENT_TIME, PARTITION
 from streamfit.stateful import Stateful
 from streamfit.storage import Storage
 
@@ -152,6 +163,24 @@ def via_checkpoint(part: str | None, features: FeaturesConfig) -> RoundTrip:
     return round_trip
 
 
+def via_manifest(snap: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """A watermark through a checkpoint manifest, as the coordinator records and reloads it."""
+    store = CheckpointStore(str(tmp / "checkpoints"))
+    store.write_shard(1, 0, FeatureShard(FEATURES).snapshot())
+    store.write_manifest(1, batch_id=0, position=0, num_shards=1, extra={"max_event_times": snap["max_times"]})
+    manifest = store.latest_manifest()
+    assert manifest is not None
+    return {"max_times": manifest["max_event_times"]}
+
+
+def via_state_store(snap: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """Serving state through the controller's StateStore (JSON in Storage)."""
+    StateStore(str(tmp / "registry")).write(snap)
+    loaded = StateStore(str(tmp / "registry")).load()
+    assert loaded is not None
+    return loaded.snapshot()
+
+
 # == the cases ====================================================================================
 
 FEATURES = FeaturesConfig(
@@ -166,7 +195,7 @@ STREAM = StreamConfig(batch_size=50, entities=15, label_delay_events=40, events_
                       bad_row_rate=0.05, seed=5)
 
 
-def shard_inputs(n_batches: int = 36) -> list[tuple[int, pd.DataFrame, float, float]]:
+def shard_inputs(n_batches: int = 24) -> list[tuple[int, pd.DataFrame, float, float]]:
     """(batch id, frame, watermark, clock); some batches repeat older events (retries the dedup must catch)."""
     src = SyntheticSource(STREAM, FEATURES)
     out, frames, wm, clock = [], [], -math.inf, -math.inf
@@ -295,12 +324,52 @@ def ingest_same(a: IngestLog, b: IngestLog) -> None:
     assert_same(dedup_view(a.dedup), dedup_view(b.dedup), "dedup")
 
 
+def watermark_inputs() -> list[tuple]:
+    """Batches from two partitions read unevenly (one ahead), some rows without a time; partitions announced."""
+    rng = np.random.default_rng(9)
+    out: list[tuple] = [("expect", ["0", "1"])]
+    for i in range(30):
+        part = "0" if i % 3 else "1"
+        t = 1000.0 + i * (4.0 if part == "0" else 2.0) + rng.normal(0, 3, size=8)
+        t[rng.random(8) < 0.1] = np.nan
+        out.append(("observe", pd.DataFrame({EVENT_TIME: t, PARTITION: part})))
+        if i == 20:
+            out.append(("expect", ["0", "1", "2"]))  # a partition appears
+    return out
+
+
+def watermark_feed(w: Watermark, x: tuple) -> Any:
+    if x[0] == "expect":
+        w.expect(x[1])
+        return None
+    return w.observe(x[1]), w.value, w.clock
+
+
+SLOT_OPS: list[tuple] = [("stage", 1), ("stage", 2), ("weights", 90), ("weights", 50), ("flip", Slot.GREEN.value),
+                         ("stage", 3), ("weights", 70), ("flip", Slot.BLUE.value, False), ("put", Slot.BLUE.value, 4),
+                         ("flip", Slot.GREEN.value), ("stage", 5), ("weights", 100)]
+
+
+def serving_feed(st: ServingState, x: tuple) -> Any:
+    if x[0] == "stage":
+        st.stage(x[1])
+    elif x[0] == "put":
+        st.put(x[1], x[2])
+    elif x[0] == "weights":  # a share for the live slot; the rest to the idle one
+        st.set_weights({st.live_slot(): x[1], st.idle_slot(): 100 - x[1]})
+    else:
+        st.flip(*x[1:])
+    return st.snapshot()
+
+
 ROUND_TRIPS: dict[str, RoundTrip] = {
     "json": via_json,
     "checkpoint": via_checkpoint(None, FEATURES),
     "checkpoint:events": via_checkpoint("events", FEATURES),
     "checkpoint:pending": via_checkpoint("pending", FEATURES),
     "checkpoint:dedup": via_checkpoint("dedup", FEATURES),
+    "manifest": via_manifest,
+    "state_store": via_state_store,
 }
 
 CASES: list[Case] = [
@@ -313,6 +382,10 @@ CASES: list[Case] = [
     Case("PendingRows", lambda: PendingRows(N_FEATS), pending_inputs, pending_feed, pending_same,
          storage=["json", "checkpoint:pending"]),
     Case("IngestLog", lambda: IngestLog(dedup_capacity=60), ingest_inputs, ingest_feed, ingest_same),
+    Case("Watermark", lambda: Watermark(lateness_s=5.0), watermark_inputs, watermark_feed,
+         lambda a, b: assert_same(a.snapshot(), b.snapshot(), "watermark"), storage=["json", "manifest"]),
+    Case("ServingState", ServingState, lambda: list(SLOT_OPS), serving_feed,
+         lambda a, b: assert_same(a.snapshot(), b.snapshot(), "serving state"), storage=["json", "state_store"]),
 ]
 
 
@@ -366,6 +439,30 @@ def test_restore_replaces_the_state_of_a_used_instance(case: Case) -> None:
                          ids=[f"{c.name}-{s}" for c in CASES for s in c.storage])
 def test_snapshot_survives_storage(case: Case, storage: str, tmp_path: Path) -> None:
     check_resume(case, case.cuts[-1], ROUND_TRIPS[storage], tmp_path)
+
+
+PACKAGES = ["streamfit", "streamfit.actors.stream", "streamfit.actors.training", "streamfit.actors.monitoring",
+            "streamfit.actors.rollout"]
+
+
+def stateful_classes() -> set[type]:
+    """Every class of the core and the planes that has ``snapshot`` and ``restore``."""
+    found = set()
+    for package in PACKAGES:
+        for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+            if info.ispkg:
+                continue
+            module = importlib.import_module(f"{package}.{info.name}")
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                if cls.__module__ == module.__name__ and cls is not Stateful and \
+                        callable(getattr(cls, "snapshot", None)) and callable(getattr(cls, "restore", None)):
+                    found.add(cls)
+    return found
+
+
+def test_every_stateful_class_has_a_case() -> None:
+    covered = {type(c.make()) for c in CASES}
+    assert {f"{c.__module__}.{c.__name__}" for c in stateful_classes() - covered} == set()
 
 
 def test_the_stream_of_each_case_is_deterministic() -> None:

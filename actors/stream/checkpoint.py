@@ -6,6 +6,10 @@ Layout under the root (a local path or a URI such as
     shards/000000012/shard-0/{events.arrow, labels.arrow, pending.arrow, dedup.arrow, meta.json}
     manifests/000000012.json   {"checkpoint_id", "batch_id", "position", "num_shards", "time"}
 
+The files hold the parts of ``FeatureShard.snapshot()``; ``dedup.arrow``'s schema metadata
+``n_old`` says how many of its ids are the dedup memory's older generation (absent in
+checkpoints written before: then all are).
+
 Object stores have no atomic directory rename, so the same protocol is used everywhere:
 each file is one atomic object write (a single PUT; on a local disk a temporary file
 renamed into place); a shard's part writes its data files first and ``meta.json`` last,

@@ -5,8 +5,8 @@
 and written ahead to storage (one Arrow file per append) so acknowledged events survive a
 restart of the actor; the committed position is written there too, so a restarted log
 numbers new rows after everything already checkpointed. ``IngestLog`` is a ``Stateful``
-(its in-memory state as plain data). ``IngestBufferActor`` is its named Ray shell; ``HttpSource`` is the
-``Source`` the coordinator reads it through.
+(its in-memory state as plain data). ``IngestBufferActor`` is its named Ray shell;
+``HttpSource`` is the ``Source`` the coordinator reads it through.
 
 Example:
     >>> import pandas as pd
