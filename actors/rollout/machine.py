@@ -35,7 +35,7 @@ from streamfit.actors.rollout.serving_state import Rollout, ServingState, check_
 from streamfit.actors.rollout.transitions import (Audit, Candidate, Changed, FlipWait, Queued, SetAlias, Transition,
                                                   WaitDone)
 
-Accuracy = dict[int, "tuple[int, float] | None"]
+Accuracy = dict[int, tuple[int, float] | None]  # labelled (count, accuracy) per version
 
 
 class RolloutMachine:
