@@ -183,16 +183,18 @@ class KafkaSource:
         """Up to ``batch_size`` messages from ``pos``.
 
         One poll may return a short batch, or nothing just after a seek, while fetches are
-        still on their way (a loaded machine). So polling goes on while the batch is short
-        and the broker's last fetch reported more (a cached high watermark past where we
-        are; for at most ``CATCH_UP_S``), or while polls keep bringing messages when that is
-        unknown: a position read again gives the same batch when the topic already holds it.
+        still on their way (a loaded machine). So polling goes on while the batch is short and
+        short of the end the broker had reported after the first poll (a cached high watermark,
+        fixed then, so a stream that keeps growing does not keep a read waiting), for at most
+        ``CATCH_UP_S``; where that end is not known, while polls keep bringing messages. A
+        position read again thus gives the same batch when the topic already holds it.
         """
         want, timeout = self.cfg.batch_size, self.cfg.poll_timeout_s
         deadline = time.monotonic() + max(timeout, CATCH_UP_S)
         messages = last = self.consumer.consume(num_messages=want, timeout=timeout)
+        ends = {part: self._high(part) for part in pos}
         while len(messages) < want:
-            behind = self._behind(pos, messages)
+            behind = self._behind(pos, messages, ends)
             left = deadline - time.monotonic()
             if behind is False or (behind is None and not last) or left <= 0:
                 break
@@ -200,21 +202,26 @@ class KafkaSource:
             messages += last
         return messages
 
-    def _behind(self, pos: KafkaPosition, messages: list[Any]) -> bool | None:
-        """Whether the broker's last fetch showed messages past what ``messages`` reach (None: not known)."""
+    def _high(self, part: str) -> int:
+        """The partition's end as of the last fetch (no request to the broker); -1 if not known."""
+        try:
+            return int(self.consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, int(part)), cached=True)[1])
+        except KafkaException:
+            return -1
+
+    @staticmethod
+    def _behind(pos: KafkaPosition, messages: list[Any], ends: dict[str, int]) -> bool | None:
+        """Whether ``messages`` stop short of ``ends`` on some partition (None: not known)."""
         nxt = dict(pos)
         for msg in messages:
             if msg.error() is None:
                 nxt[str(msg.partition())] = msg.offset() + 1
         known = True
         for part, offset in nxt.items():
-            try:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, int(part)), cached=True)
-            except KafkaException:
-                high = -1
-            if high < 0 or offset < 0:
+            end = ends.get(part, -1)
+            if end < 0 or offset < 0:
                 known = False
-            elif offset < high:
+            elif offset < end:
                 return True
         return False if known else None
 
