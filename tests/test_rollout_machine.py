@@ -545,6 +545,51 @@ def test_a_restarted_machine_resumes_the_step_with_the_same_split():
     assert w.m.state.rollout.phase == Phase.PROMOTED
 
 
+L, B, P, A, S, PR = Phase.LOADING, Phase.BAKING, Phase.PAUSED, Phase.ABORTED, Phase.SUPERSEDED, Phase.PROMOTED
+COMMANDS = [  # command, {phase before (None: no rollout): phase of that rollout right after, or "refused"}
+    (("promote",), {None: "refused", L: L, B: PR, P: PR}),
+    (("approve",), {None: "refused", L: "refused", B: "refused", P: PR}),
+    (("abort",), {None: "refused", L: A, B: A, P: A}),
+    (("rollback",), {None: "refused", L: A, B: A, P: A}),  # no previous version yet: nothing to roll back to
+    (("set_traffic", {"blue": 100}), {None: None, L: A, B: A, P: A}),
+    (("start", 3), {None: None, L: S, B: S, P: S}),
+    (("deploy", 3), {None: None, L: L, B: B, P: P}),  # queued behind it
+    (("set_shadow", 0.5), {None: None, L: L, B: B, P: P}),
+]
+
+
+@pytest.mark.parametrize("phase", [None, L, B, P])
+@pytest.mark.parametrize("command, expected", COMMANDS, ids=[c[0][0] for c in COMMANDS])
+def test_every_command_in_every_phase(command, expected, phase):
+    w = world(pause_before=[100])
+    if phase is not None:
+        at(w, phase)
+    r = w.m.rollout
+    accepted = w.command(*command)
+    want = expected[phase]
+    assert accepted == (want != "refused")
+    if r is not None and accepted:
+        assert r.phase == want, (command, phase, r.phase)
+    if r is not None and not accepted:
+        assert w.m.rollout is r and r.phase == phase  # a refused command changes nothing
+    w.check()
+
+
+def test_a_trainer_candidate_waits_for_a_rollback_that_loads_first():
+    w = world()
+    for v in (2, 3):
+        w.command("start", v, mode="flip")
+        follow(w)
+    w.command("start", 4, mode="flip")
+    follow(w)
+    w.aliases["previous"] = w.m.aliases["previous"] = 2
+    w.command("rollback")
+    assert w.m.waiting is not None
+    assert [type(t).__name__ for t in w.m.deploy(7, now=w.now)] == ["Queued"]
+    run(w, ("follow",))
+    assert w.aliases["live"] == 2 and w.m.rollout.version == 7 and w.m.rollout.live_version == 2
+
+
 # -- persistence ----------------------------------------------------------------------------------
 
 OLD_STATE = {  # written by the controller before the machine (ServingState.to_dict)
