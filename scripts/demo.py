@@ -115,10 +115,10 @@ class Schedule:
 
     def title(self, elapsed_s: float) -> str:
         """The live view's title: time so far and the goal."""
-        goal = f"{self.duration_s:.0f}s"
-        if self.until_flips:
-            goal += f" and {self.until_flips} flip(s), at most {self.bound_s:.0f}s"
-        return f"streamfit demo — {elapsed_s:5.0f}s / {goal}"
+        if not self.until_flips:
+            return f"streamfit demo — {elapsed_s:5.0f}s / {self.duration_s:.0f}s"
+        flips = f"{self.until_flips} flip{'s' if self.until_flips > 1 else ''}"
+        return f"streamfit demo — {elapsed_s:5.0f}s · until {flips} after {self.duration_s:.0f}s, max {self.bound_s:.0f}s"
 
 
 def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path | None,
@@ -158,6 +158,8 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
                 done, _ = ray.wait([run_ref], timeout=1.0)
                 if done:
                     break
+        if not console.is_terminal:  # Live leaves its last line open when writing to a file or pipe
+            console.line()
         ray.get(run_ref)
         # Let the last registered version finish its flip before the figures are taken.
         wait_until(lambda: not _deploy_pending(pipe), timeout_s=cfg.serving.flip_timeout_s)
