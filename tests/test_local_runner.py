@@ -3,7 +3,8 @@
 - one shard: the same training rows, chunks, clocks and state as a FeatureShard fed by hand
   with the stream-wide watermark (the loop bench, quality and load used to write themselves);
 - three shards: the same training rows as one;
-- ``run_until`` stops at a source position and continues from it;
+- ``run_until`` stops at a source position and continues from it, keeping no batches for replay
+  (an unbounded source does not grow its memory);
 - stopped after a checkpoint and started again on the same checkpoint folder, it ends with
   the state and rows of a run that was never stopped.
 """
@@ -75,6 +76,7 @@ def test_run_until_stops_at_the_position_and_continues(batches):
     runner = LocalRunner(FEATURES, FramesSource(batches))
     assert runner.run_until(7)["position"] == 7
     assert runner.shards[0].last_batch_id == 7
+    assert not runner.coordinator.log.batches  # in-process shards never restart: no batches kept for replay
     assert runner.run_until(3)["position"] == 7  # never backwards
     assert runner.run_until(len(batches) + 5)["position"] == len(batches)  # stops at the end of the source
 

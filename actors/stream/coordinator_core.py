@@ -15,8 +15,8 @@ shard in this process (``LocalRunner``) — so one loop serves both. It
   collected are discarded, so nothing is counted or emitted twice.
 
 Example:
-    >>> log = ReplayLog()
     >>> import asyncio
+    >>> log = ReplayLog()
     >>> for b in (1, 2, 3):
     ...     log.append(b, 0.0, 0.0, [])
     >>> log.truncate(1)
@@ -119,9 +119,10 @@ class Coordinator:
     def __init__(self, source: Source, shards: Sequence[ShardPort], trainer: TrainerPort | None = None,
                  monitor: MonitorPort | None = None, *, lateness_s: float = 0.0, max_in_flight: int = 2,
                  store: CheckpointStore | None = None, checkpoint_every_s: float = 60.0,
-                 pace_events_per_s: float | None = None, offload: bool = True,
+                 pace_events_per_s: float | None = None, offload: bool = True, replay: bool = True,
                  now: Callable[[], float] = time.time) -> None:
         self.source, self.shards, self.trainer, self.monitor = source, list(shards), trainer, monitor
+        self.replay = replay  # False for shards that never restart (in process): no replay log to keep
         self.max_in_flight, self.store, self.checkpoint_every_s = max_in_flight, store, checkpoint_every_s
         self.pace, self.offload, self.now = pace_events_per_s, offload, now
         self.partitioner = Partitioner(len(self.shards))
@@ -218,7 +219,8 @@ class Coordinator:
         wm = self.watermark.observe(df)
         clock = self.watermark.clock
         parts = self.partitioner.split(df)
-        self.log.append(self.batch_id, wm, clock, parts)
+        if self.replay:
+            self.log.append(self.batch_id, wm, clock, parts)
         self.counters["batches"] += 1
         self.counters["rows_read"] += len(df)
         for i, part in enumerate(parts):

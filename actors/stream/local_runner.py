@@ -91,7 +91,7 @@ class LocalRunner:
         rows = _RowsPort(on_rows, lambda: self.coordinator) if on_rows is not None else None
         self.coordinator = Coordinator(source, [LocalShard(s, store) for s in self.shards], rows,
                                        lateness_s=features.allowed_lateness_s, max_in_flight=0, store=store,
-                                       checkpoint_every_s=checkpoint_every_s, offload=False)
+                                       checkpoint_every_s=checkpoint_every_s, offload=False, replay=False)
 
     @property
     def position(self) -> Position:
