@@ -102,6 +102,7 @@ class StreamConfig(_Strict):
 
 
 WindowOp = Literal["sum", "mean", "std", "min", "max"]
+_SCORING_ONLY = ("served_log_capacity", "max_future_s", "max_past_s")
 
 
 class AggregateSpec(_Strict):
@@ -146,6 +147,13 @@ class FeaturesConfig(_Strict):
     late_policy: Literal["drop", "apply"] = "drop"
     dedup_capacity: int = Field(1_000_000, gt=0, description="event ids remembered for dedup")
     label_timeout_s: float = Field(3600.0, gt=0, description="unlabelled events expire after this (event time)")
+    served_log_capacity: int = Field(
+        100_000, gt=0, description="served feature vectors (scored events with an event_id) kept per shard until "
+                                   "their label arrives; the oldest are evicted first")
+    max_future_s: float = Field(
+        300.0, ge=0, description="a scored event's time may be at most this far ahead of the stream clock")
+    max_past_s: float = Field(
+        3600.0, ge=0, description="... and at most this far behind it (older windows are already pruned)")
 
     @model_validator(mode="after")
     def _aggregated_fields_exist(self) -> "FeaturesConfig":
@@ -165,7 +173,10 @@ class FeaturesConfig(_Strict):
         """A short hash of everything that shapes the feature vector (a model is only valid for one)."""
         import hashlib
 
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        # The scoring limits do not shape the vector; leaving them out keeps the hashes of versions
+        # registered before they existed valid.
+        dumped = self.model_dump_json(exclude=set(_SCORING_ONLY))
+        return hashlib.sha256(dumped.encode()).hexdigest()[:16]
 
     def aggregated_fields(self) -> list[str]:
         """Fields that any aggregate reads, in config order, once each."""
@@ -221,6 +232,9 @@ class TrainerConfig(_Strict):
     psi_above: float | None = Field(None, gt=0, description="drift: any feature's PSI against the live reference above this")
     min_rows_between: int = Field(500, ge=0, description="no automatic refit before this many new rows")
     # -- how --
+    training_features: Literal["served", "point_in_time"] = Field(
+        "served", description="a scored event's training row: the feature vector it was served with (what the "
+                              "model saw), or the one recomputed when the event arrived in the stream")
     strategy: Literal["full", "incremental"] = "full"
     window_rows: int = Field(8000, gt=0, description="full refit on the newest N labelled rows")
     window_s: float | None = Field(None, gt=0, description="... and at most the newest N seconds of event time")
@@ -268,6 +282,11 @@ class ServingConfig(_Strict):
     slot_batch_size: int = Field(32, gt=0, description="@serve.batch size of isolated slots")
     max_request_bytes: int = Field(1_000_000, gt=0, description="larger request bodies get 413")
     routing_key_header: str = "X-Routing-Key"
+    lookup_timeout_s: float = Field(1.0, gt=0, description="a shard lookup slower than this answers 503 + Retry-After")
+    lookup_wait_ms: float = Field(2.0, ge=0, description="micro-batch tick: lookups gathered per shard for this long")
+    lookup_max_batch: int = Field(256, gt=0, description="... or until this many events wait for one shard")
+    max_batch_events: int = Field(
+        1000, gt=0, description="raw events per /predict request, at most (more are refused with 4xx)")
     pin_slot_header: str = "X-Streamfit-Slot"
 
 

@@ -263,3 +263,33 @@ def test_feature_names_sub_second_window_is_not_labelled_zero():
     half = FeaturesConfig(windows_s=[0.5]).feature_names()
     assert "count_0h" not in half and "count_500ms" in half
     assert half != FeaturesConfig(windows_s=[1.0]).feature_names()
+
+
+def test_online_scoring_fields_have_defaults_and_validate():
+    cfg = Config()
+    assert cfg.trainer.training_features == "served"
+    assert cfg.features.served_log_capacity > 0
+    assert cfg.features.max_future_s >= 0 and cfg.features.max_past_s >= 0
+    assert cfg.serving.lookup_timeout_s == 1.0 and cfg.serving.lookup_wait_ms == 2.0
+    assert cfg.serving.lookup_max_batch == 256 and cfg.serving.max_batch_events == 1000
+    bad = [
+        ({"trainer": {"training_features": "both"}}, "trainer.training_features"),
+        ({"features": {"served_log_capacity": 0}}, "features.served_log_capacity"),
+        ({"features": {"max_future_s": -1}}, "features.max_future_s"),
+        ({"features": {"max_past_s": -1}}, "features.max_past_s"),
+        ({"serving": {"lookup_timeout_s": 0}}, "serving.lookup_timeout_s"),
+        ({"serving": {"lookup_wait_ms": -1}}, "serving.lookup_wait_ms"),
+        ({"serving": {"lookup_max_batch": 0}}, "serving.lookup_max_batch"),
+        ({"serving": {"max_batch_events": 0}}, "serving.max_batch_events"),
+    ]
+    for data, path in bad:
+        with pytest.raises(ConfigError, match=path):
+            config_from_dict(data)
+
+
+def test_scoring_limits_do_not_change_the_schema_hash():
+    # Versions registered before these fields existed must still match the serving schema.
+    base = FeaturesConfig().schema_hash()
+    assert FeaturesConfig(served_log_capacity=5, max_future_s=1, max_past_s=2).schema_hash() == base
+    assert base == "9f33e57914fa85f3"
+    assert FeaturesConfig(windows_s=[60]).schema_hash() != base
