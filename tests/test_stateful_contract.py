@@ -43,6 +43,8 @@ from streamfit.actors.stream.feature_shard import FeatureShard
 from streamfit.actors.stream.ingest import IngestLog
 from streamfit.actors.stream.partition import Watermark
 from streamfit.actors.stream.pending import PendingRows
+from streamfit.actors.stream.served_log import ServedLog
+from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint, write_shard_checkpoint
 from streamfit.actors.stream.sources import SyntheticSource
 from streamfit.actors.stream.windows import US, SeriesStore
 from streamfit.config import AggregateSpec, FeaturesConfig, LabelHistoryConfig, StreamConfig
@@ -293,6 +295,40 @@ def pending_same(a: PendingRows, b: PendingRows) -> None:
     assert_same(a.snapshot(), b.snapshot(), "pending")
 
 
+def served_inputs() -> list[tuple]:
+    """Records (ids repeated within and across calls, past capacity) and takes (some ids unknown)."""
+    rng = np.random.default_rng(11)
+    out: list[tuple] = []
+    for step in range(30):
+        ids = rng.integers(0, 120, size=25).astype(np.uint64)
+        out.append(("record", ids, rng.normal(size=(25, N_FEATS))))
+        out.append(("take", rng.integers(0, 150, size=10).astype(np.uint64)))
+    return out
+
+
+def served_feed(log: ServedLog, x: tuple) -> Any:
+    return log.record(x[1], x[2]) if x[0] == "record" else log.take(x[1])
+
+
+def served_same(a: ServedLog, b: ServedLog) -> None:
+    assert len(a) == len(b) and a.evicted == b.evicted
+    assert_same(a.snapshot(), b.snapshot(), "served")
+
+
+def via_served_checkpoint(snap: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """A served log inside a shard, through the shard's checkpoint (``served.arrow`` beside its part)."""
+    features = FeaturesConfig(fields=FEATURES.fields[:N_FEATS], windows_s=[60.0], aggregates=[], count=False,
+                              age=False, label_history=LabelHistoryConfig(enabled=False))
+    shard = FeatureShard(features)
+    shard.served.restore(snap)
+    store = CheckpointStore(str(tmp / "checkpoints"))
+    write_shard_checkpoint(store, 1, shard)
+    store.write_manifest(1, batch_id=0, position=0, num_shards=1)
+    fresh = FeatureShard(features)
+    assert load_shard_checkpoint(store, fresh, num_shards=1)
+    return fresh.served.snapshot()
+
+
 def ingest_inputs() -> list[tuple]:
     """Appends (with retries and labels), reads and commits."""
     rng = np.random.default_rng(2)
@@ -370,6 +406,7 @@ ROUND_TRIPS: dict[str, RoundTrip] = {
     "checkpoint:dedup": via_checkpoint("dedup", FEATURES),
     "manifest": via_manifest,
     "state_store": via_state_store,
+    "checkpoint:served": via_served_checkpoint,
 }
 
 CASES: list[Case] = [
@@ -382,6 +419,8 @@ CASES: list[Case] = [
     Case("PendingRows", lambda: PendingRows(N_FEATS), pending_inputs, pending_feed, pending_same,
          storage=["json", "checkpoint:pending"]),
     Case("IngestLog", lambda: IngestLog(dedup_capacity=60), ingest_inputs, ingest_feed, ingest_same),
+    Case("ServedLog", lambda: ServedLog(N_FEATS, capacity=50), served_inputs, served_feed, served_same,
+         storage=["json", "checkpoint:served"]),
     Case("Watermark", lambda: Watermark(lateness_s=5.0), watermark_inputs, watermark_feed,
          lambda a, b: assert_same(a.snapshot(), b.snapshot(), "watermark"), storage=["json", "manifest"]),
     Case("ServingState", ServingState, lambda: list(SLOT_OPS), serving_feed,

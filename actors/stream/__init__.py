@@ -22,6 +22,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "FeatureShard": "feature_shard",
     "FeatureShardActor": "feature_shard",
     "ShardResult": "feature_shard",
+    "LookupResult": "lookup",
+    "ServedLog": "served_log",
     "FileReplaySource": "file_source",
     "HttpSource": "ingest",
     "IngestBufferActor": "ingest",

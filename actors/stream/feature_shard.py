@@ -33,10 +33,13 @@ import ray
 from streamfit.config import FeaturesConfig
 from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, hash_keys, validate
 from streamfit.actors.stream.dedup import Dedup
+from streamfit.actors.stream.lookup import NO_CLOCK, LookupResult, ShardView, prepare
 from streamfit.actors.stream.pending import PendingRows
+from streamfit.actors.stream.served_log import ServedLog, skew_of
 from streamfit.actors.stream.windows import US, SeriesStore, to_us
 
 RESULT_CACHE = 8  # results kept per shard so a retried call gets the same answer
+LOOKUPS = "lookups"  # the actor's concurrency group for lookups
 
 
 @dataclass
@@ -52,14 +55,16 @@ class ShardResult:
     nulls: dict[str, int] = field(default_factory=dict)  # missing values per field among event rows
     event_rows: int = 0
     replay_from: int | None = None  # set when the shard restarted and needs batches after this id again
+    skew: dict[str, Any] | None = None  # served vs point-in-time vectors of this batch's labelled rows (served_log)
 
 
 class FeatureShard:
     """Feature state for the entities one shard owns (a ``Stateful``: ``snapshot``/``restore``)."""
 
-    def __init__(self, cfg: FeaturesConfig, shard_id: int = 0) -> None:
+    def __init__(self, cfg: FeaturesConfig, shard_id: int = 0, training_features: str = "served") -> None:
         self.cfg = cfg
         self.shard_id = shard_id
+        self.use_served = training_features == "served"
         self.fields = [f.name for f in cfg.fields]
         self.agg_fields = cfg.aggregated_fields()
         self.agg_idx = [self.fields.index(f) for f in self.agg_fields]
@@ -70,12 +75,18 @@ class FeatureShard:
         self.labels = SeriesStore(1)
         self.pending = PendingRows(len(self.feature_names))
         self.dedup = Dedup(cfg.dedup_capacity)
+        self.served = ServedLog(len(self.feature_names), cfg.served_log_capacity)
         self.last_batch_id = 0
-        self.latest_us = np.iinfo(np.int64).min
-        self.clock_us = np.iinfo(np.int64).min
+        self.latest_us = NO_CLOCK
+        self.clock_us = NO_CLOCK
         self.counters: Counter[str] = Counter()
         self.results: OrderedDict[int, ShardResult] = OrderedDict()
         self.needs_minmax = any(op in ("min", "max") for a in cfg.aggregates for op in a.ops)
+        self._publish()
+
+    def _publish(self) -> None:
+        # One reference swap: a lookup sees the state after some whole batch, never one half applied.
+        self.view = ShardView.of(self.events, self.labels, self.clock_us, self.last_batch_id)
 
     # -- the batch path ----------------------------------------------------------------
     def process(self, batch_id: int, df: pd.DataFrame, watermark: float, clock: float | None = None) -> ShardResult:
@@ -93,6 +104,7 @@ class FeatureShard:
             return ShardResult(batch_id=batch_id, replay_from=self.last_batch_id)
         result = self._apply(batch_id, df, watermark, clock)
         self.last_batch_id = batch_id
+        self._publish()
         self.results[batch_id] = result
         while len(self.results) > RESULT_CACHE:
             self.results.popitem(last=False)
@@ -137,12 +149,13 @@ class FeatureShard:
             feats = self._features_at(keys[ev], t_us[ev], x)
             self.pending.add(ids[ev], clean[EVENT_ID].values[ev], clean[ENTITY].values[ev], times[ev], feats)
             self.latest_us = max(self.latest_us, int(t_us[ev].max()))
-        rows = self.empty_rows()
+        rows, skew = self.empty_rows(), None
         if lab.any():
             found, pos = self.pending.take(ids[lab])
             self.counters["labels"] += len(pos)
             if len(pos):
-                rows = pd.DataFrame(self.pending.feats[pos], columns=self.feature_names)
+                feats, skew = self._training_feats(pos)
+                rows = pd.DataFrame(feats, columns=self.feature_names)
                 rows.insert(0, EVENT_TIME, self.pending.times[pos])
                 rows.insert(0, ENTITY, self.pending.entities[pos])
                 rows.insert(0, EVENT_ID, self.pending.event_ids[pos])
@@ -161,7 +174,7 @@ class FeatureShard:
         nulls = {f: int(clean[f].isna().values[is_event].sum()) for f in self.fields}
         result = ShardResult(batch_id=batch_id, accepted=int((~bad).sum()), rejected=int(bad.sum()),
                              reasons=reasons, training_rows=rows, events=n_events, nulls=nulls,
-                             event_rows=int(is_event.sum()))
+                             event_rows=int(is_event.sum()), skew=skew)
         self.counters["accepted"] += result.accepted
         self.counters["rejected"] += result.rejected
         self.counters["events"] += n_events
@@ -170,13 +183,30 @@ class FeatureShard:
             self.counters[f"rejected:{k}"] += v
         return result
 
-    def _features_at(self, keys: np.ndarray, t_us: np.ndarray, x: np.ndarray | None) -> np.ndarray:
-        """Feature matrix (in feature_names order) as of each (key, time); raw fields from ``x``."""
+    def _training_feats(self, pos: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """The labelled rows' vectors (served ones in mode ``served``) and their served-vs-point-in-time skew."""
+        feats = self.pending.feats[pos]
+        found, served = self.served.take(self.pending.ids[pos])
+        if not found.any():
+            return feats, None
+        skew = skew_of(served, feats[found], self.feature_names)
+        if self.use_served:
+            feats = feats.copy()
+            feats[found] = served
+        return feats, skew
+
+    def _features_at(self, keys: np.ndarray, t_us: np.ndarray, x: np.ndarray | None,
+                     view: ShardView | None = None) -> np.ndarray:
+        """Feature matrix (in feature_names order) as of each (key, time); raw fields from ``x``.
+
+        Reads the live state, or ``view`` (a lookup): the one implementation of every feature.
+        """
         n = len(keys)
+        state = view if view is not None else self
         cols: list[np.ndarray] = []
         if x is not None:
             cols += [x[:, j] for j in range(len(self.fields))]
-        q = self.events.query(keys, t_us, self.windows_us, minmax=self.needs_minmax)
+        q = state.events.query(keys, t_us, self.windows_us, minmax=self.needs_minmax)
         for wi in range(len(self.windows_us)):
             if self.cfg.count:
                 cols.append(q["count"][wi].astype(np.float64))
@@ -191,7 +221,7 @@ class FeatureShard:
             age = q["age_us"].astype(np.float64) / US
             cols.append(np.where(q["age_us"] < 0, np.nan, age))
         if self.cfg.label_history.enabled:
-            lq = self.labels.query(keys, t_us, self.label_windows_us)
+            lq = state.labels.query(keys, t_us, self.label_windows_us)
             cols.append(lq["last"][:, 0])
             for wi in range(len(self.label_windows_us)):
                 cols.append(lq["mean"][wi][:, 0])
@@ -207,6 +237,27 @@ class FeatureShard:
                              for c in self._row_columns()})
 
     # -- reads ---------------------------------------------------------------------------
+    def lookup(self, events: pd.DataFrame, record: bool = False) -> LookupResult:
+        """Each event's model row as this shard would compute it if the event arrived now (state untouched).
+
+        ``events``: ``entity``, ``event_time`` (NaN = the stream clock), the fields, ``event_id``
+        ('' = none). Invalid rows, and times beyond ``max_future_s``/``max_past_s`` of the clock,
+        get a reason and NaN features. ``record`` keeps the served vectors of rows with an id.
+        """
+        view = self.view  # read once: a batch applied meanwhile publishes a new view, this one stays whole
+        clean, reason, times = prepare(events, self.cfg, view.clock_us)
+        ok = reason == ""
+        feats = np.full((len(clean), len(self.feature_names)), np.nan)
+        if ok.any():
+            x = clean[self.fields].to_numpy(dtype=np.float64)[ok]
+            feats[ok] = self._features_at(hash_keys(clean[ENTITY].values[ok]), to_us(times[ok]), x, view)
+        if record and EVENT_ID in events:
+            eid = events[EVENT_ID].fillna("").astype(str).values
+            keep = ok & (eid != "")
+            self.served.record(hash_keys(eid[keep]), feats[keep])
+        return LookupResult(features=feats, feature_names=list(self.feature_names),
+                            times=np.where(ok, times, np.nan), as_of=view.as_of, reasons=reason.tolist())
+
     def features(self, entity: str) -> dict[str, Any] | None:
         """An entity's current aggregates (as of just after its latest event), or None if unknown."""
         key = hash_keys(np.array([entity], dtype=object))
@@ -255,6 +306,7 @@ class FeatureShard:
             "labels": self.labels.snapshot(),
             "pending": self.pending.snapshot(),
             "dedup": self.dedup.snapshot(),
+            "served": self.served.snapshot(),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -268,35 +320,46 @@ class FeatureShard:
         self.labels.restore(snap["labels"])
         self.pending.restore(snap["pending"])
         self.dedup.restore(snap["dedup"])
+        # Snapshots from before served logs existed have none: start with an empty one.
+        self.served.restore(snap.get("served") or ServedLog(len(self.feature_names), 1).snapshot())
         self.results.clear()
+        self._publish()
 
 
-@ray.remote(max_restarts=-1, max_task_retries=-1)
+@ray.remote(max_restarts=-1, max_task_retries=-1, concurrency_groups={LOOKUPS: 2})
 class FeatureShardActor:
-    """Ray actor holding one FeatureShard; loads the last complete checkpoint when (re)started."""
+    """Ray actor holding one FeatureShard; loads the last complete checkpoint when (re)started.
+
+    Lookups run in their own concurrency group (threads beside the one that applies batches):
+    they read the view published after the last whole batch, so they never wait for ``process``.
+    """
 
     def __init__(self, cfg: FeaturesConfig, shard_id: int, checkpoint_uri: str | None = None,
-                 num_shards: int = 1) -> None:
+                 num_shards: int = 1, training_features: str = "served") -> None:
         from streamfit.actors.stream.checkpoint import CheckpointStore
+        from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint
 
-        self.shard = FeatureShard(cfg, shard_id)
+        self.shard = FeatureShard(cfg, shard_id, training_features)
         self.store = CheckpointStore(checkpoint_uri) if checkpoint_uri else None
         self.restored_from: int | None = None
-        if self.store is not None:
-            snap = self.store.load_shard_state(shard_id, num_shards, cfg)
-            if snap is not None:
-                self.shard.restore(snap)
-                self.restored_from = self.shard.last_batch_id
+        if self.store is not None and load_shard_checkpoint(self.store, self.shard, num_shards):
+            self.restored_from = self.shard.last_batch_id
 
     def process(self, batch_id: int, df: pd.DataFrame, watermark: float, clock: float | None = None) -> ShardResult:
         return self.shard.process(batch_id, df, watermark, clock)
 
+    @ray.method(concurrency_group=LOOKUPS)
+    def lookup(self, events: pd.DataFrame, record: bool = False) -> LookupResult:
+        return self.shard.lookup(events, record)
+
     def checkpoint(self, checkpoint_id: int, batch_id: int) -> str | None:
         """Write this shard's snapshot for checkpoint ``checkpoint_id`` if it has applied exactly up to
         ``batch_id``; returns its path, or None when it has not (it restarted and needs a replay first)."""
+        from streamfit.actors.stream.shard_checkpoint import write_shard_checkpoint
+
         if self.shard.last_batch_id != batch_id:
             return None
-        return self.store.write_shard(checkpoint_id, self.shard.shard_id, self.shard.snapshot())
+        return write_shard_checkpoint(self.store, checkpoint_id, self.shard)
 
     def features(self, entity: str) -> dict[str, Any] | None:
         return self.shard.features(entity)

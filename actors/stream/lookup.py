@@ -1,0 +1,104 @@
+"""Online lookups: a raw event in, the model row a shard would compute for it now, out.
+
+``FeatureShard.lookup`` scores events against a ``ShardView``: the shard's state as it was
+after its last applied batch. The view holds the same ``SeriesStore`` arrays as the shard;
+it can be shared because the store never changes an array in place (every insert and prune
+builds new arrays and then rebinds them), so a view published after a batch stays exactly
+that batch's state while the next batch is applied. A lookup reads ``shard.view`` once and
+never touches the live state: that is what lets the Ray actor answer lookups in their own
+concurrency group, beside a running ``process()``, without a lock.
+
+This module prepares the rows (the time of an event without one is the shard's stream
+clock; the fields go through ``streamfit.schema.validate``, the rules every ingested event
+passes; times too far from the clock are refused) and holds the answer type; the features
+themselves come from ``FeatureShard._features_at``, the function that makes training rows.
+
+Example:
+    >>> import pandas as pd
+    >>> from streamfit.config import FeaturesConfig
+    >>> ev = pd.DataFrame({"entity": ["u", "u"], "event_time": [float("nan"), 1e9],
+    ...                    "x0": [1.0, 1.0], "x1": [0.0, 0.0], "x2": [0.0, "a"], "event_id": ["", "e"]})
+    >>> clean, reason, times = prepare(ev, FeaturesConfig(), clock_us=10_000_000)
+    >>> reason.tolist(), times[0]
+    (['', 'non_numeric:x2'], 10.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from streamfit.config import FeaturesConfig
+from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, validate
+from streamfit.actors.stream.windows import US, SeriesStore
+
+NO_CLOCK = int(np.iinfo(np.int64).min)  # the stream clock before any event
+
+
+@dataclass
+class LookupResult:
+    """Model rows of looked-up events (rows not scored are NaN and carry a reason)."""
+
+    features: np.ndarray  # (n, len(feature_names)) float64, NaN = missing
+    feature_names: list[str]  # == FeaturesConfig.feature_names()
+    times: np.ndarray  # the event time (s) each row was computed at
+    as_of: float  # the shard's stream clock (s); NaN before any event
+    reasons: list[str]  # '' if scored, else why not ('non_numeric:x0', 'event_time_future', ...)
+
+    def __len__(self) -> int:
+        return len(self.reasons)
+
+    def scored(self) -> np.ndarray:
+        """Mask of the rows that were scored."""
+        return np.array([r == "" for r in self.reasons], dtype=bool)
+
+
+@dataclass(frozen=True)
+class ShardView:
+    """A shard's state after one batch, frozen: what lookups read while the next batch is applied."""
+
+    events: SeriesStore
+    labels: SeriesStore
+    clock_us: int
+    last_batch_id: int
+
+    @classmethod
+    def of(cls, events: SeriesStore, labels: SeriesStore, clock_us: int, last_batch_id: int) -> "ShardView":
+        """A view sharing the stores' current arrays (they are replaced, never written, afterwards)."""
+        return cls(_frozen(events), _frozen(labels), int(clock_us), int(last_batch_id))
+
+    @property
+    def as_of(self) -> float:
+        """The stream clock in seconds (NaN before any event)."""
+        return float("nan") if self.clock_us == NO_CLOCK else self.clock_us / US
+
+
+def _frozen(store: SeriesStore) -> SeriesStore:
+    view = SeriesStore(store.n_values)
+    view.keys, view.times, view.values = store.keys, store.times, store.values
+    return view
+
+
+def prepare(events: pd.DataFrame, cfg: FeaturesConfig, clock_us: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(clean frame, reason per row ('' = score it), event time in seconds per row) for lookup rows."""
+    n = len(events)
+    df = pd.DataFrame({c: events[c].reset_index(drop=True) for c in events.columns}, index=pd.RangeIndex(n))
+    has_clock = clock_us != NO_CLOCK
+    now = clock_us / US if has_clock else 0.0  # before any event every history is empty, at any time
+    t = pd.to_numeric(df[EVENT_TIME], errors="coerce").astype(float).values if EVENT_TIME in df else np.full(n, np.nan)
+    df[EVENT_TIME] = np.where(np.isnan(t), now, t)
+    df[KIND] = EVENT
+    # A lookup may name no event; validate's rule that events carry an id is for the stream.
+    ids = df[EVENT_ID].astype(object).where(df[EVENT_ID].notna(), "") if EVENT_ID in df else pd.Series([""] * n)
+    df[EVENT_ID] = np.where(ids.astype(str).values == "", "-", ids.astype(str).values)
+    if ENTITY not in df:
+        df[ENTITY] = None
+    clean, reason = validate(df, cfg)
+    times = clean[EVENT_TIME].values
+    if has_clock:
+        ok = reason == ""
+        reason[ok & (times > now + cfg.max_future_s)] = "event_time_future"
+        reason[ok & (times < now - cfg.max_past_s)] = "event_time_past"
+    return clean, reason, times
