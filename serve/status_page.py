@@ -1,8 +1,8 @@
 """The status page at ``GET /``: server-rendered HTML with inline SVG charts (no script, no CDN).
 
 ``render(data)`` is a pure function of ``StatusPageData`` — the rollout controller's
-``TrafficStatus``, the monitor's time series and drift, the registry's versions — so it is
-tested without Ray. ``traffic_html`` is the page's view of the traffic (the terminal's is
+``TrafficStatus``, the monitor's time series, drift and serving/training skew, the registry's
+versions — so it is tested without Ray. ``traffic_html`` is the page's view of the traffic (the terminal's is
 ``streamfit.scripts.views.traffic_table``, from the same model). The page reloads itself
 every few seconds.
 
@@ -18,14 +18,16 @@ from __future__ import annotations
 import html
 import math
 import time
-from typing import Any
+from typing import Any, Optional
+
+from pydantic import model_validator
 
 from streamfit.names import SLOTS
-from streamfit.status import Drift, Open, Quality, SeriesPoint, TrafficStatus
+from streamfit.status import Drift, Open, Quality, SeriesPoint, Skew, TrafficStatus
 
 
 class StatusPageData(Open):
-    """What the page shows: the traffic status, the monitor's series and drift, the registered versions."""
+    """What the page shows: the traffic status, the monitor's series, drift and skew, the registered versions."""
 
     traffic: TrafficStatus
     fields: list[str] = []
@@ -33,6 +35,13 @@ class StatusPageData(Open):
     series: list[SeriesPoint] = []
     drift: Drift = Drift()
     quality: Quality = Quality()
+    skew: Optional[Skew] = None  # when not given: the newest in the series
+
+    @model_validator(mode="after")
+    def _skew_of_the_series(self) -> "StatusPageData":
+        if self.skew is None:
+            self.skew = next((p.skew for p in reversed(self.series) if p.skew is not None), None)
+        return self
 
 
 COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#4d7c0f", "#be185d"]
@@ -133,6 +142,19 @@ def traffic_html(t: TrafficStatus) -> str:
         f'<div>{steps}</div><div class="k">{_esc(r.outcome)} · {_esc(r.reason)}</div><ul>{checks}</ul></div>')
 
 
+def skew_html(skew: Skew | None, top: int = 5) -> str:
+    """The skew card: the summary line and the features that differ most (share of rows, largest gap)."""
+    if skew is None:
+        return '<div class="card wide" id="skew">serving/training skew: not reported</div>'
+    worst = sorted(((k, f) for k, f in skew.features.items() if f.differing),
+                   key=lambda kv: (-kv[1].share, -kv[1].max_abs_diff))[:top]
+    rows = "".join(f"<tr><td>{_esc(k)}</td><td>{f.differing}</td><td>{f.share:.1%}</td>"
+                   f"<td>{_num(f.max_abs_diff, 3)}</td></tr>" for k, f in worst)
+    table = ('<table><tr><th>feature</th><th>rows differing</th><th>share</th><th>max |Δ|</th></tr>'
+             f"{rows}</table>") if rows else ""
+    return f'<div class="card wide" id="skew">serving/training skew: {_esc(skew.text())}{table}</div>'
+
+
 def render(data: StatusPageData, refresh_s: int = 5) -> str:
     """The whole page."""
     traffic, points, drift, quality = data.traffic, data.series, data.drift, data.quality
@@ -177,12 +199,13 @@ table{{border-collapse:collapse;background:#fff}} td,th{{border-bottom:1px solid
 split <span id="split">{traffic.split()}</span></h1>
 <div class="row">{traffic_html(traffic)}</div>
 <h2>charts</h2><div class="row" id="charts">{charts}</div>
-<h2>data quality and drift</h2>
+<h2>data quality, drift and serving/training skew</h2>
 <div class="row"><div class="card wide" id="quality">accepted {_esc(quality.accepted)} ·
 rejected {_esc(quality.rejected)} ({_esc(quality.top_reasons()) or "none"}) · null rates {_esc(quality.nulls()) or "–"}
 · watermark lag {_num(quality.watermark_lag_s, 1)} s</div>
 <div class="card wide" id="drift">live v{_esc(drift.version)}: prediction PSI {_num(drift.prediction_psi, 2)} ·
 {"<span class='alarm'>alarm: " + _esc(alarm) + "</span>" if alarm else "no drift alarm"}</div></div>
+<div class="row">{skew_html(data.skew)}</div>
 <h2>versions and why they were trained</h2>
 <table id="versions"><tr><th>version</th><th>aliases</th><th>refit reason</th><th>strategy</th>
 <th>holdout accuracy</th><th>live accuracy</th><th>rows</th><th>registered</th></tr>{"".join(rows)}</table>

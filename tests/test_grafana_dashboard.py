@@ -11,8 +11,10 @@ import pytest
 import ray
 
 from streamfit.actors.monitoring import prometheus_names
+from streamfit.actors.monitoring.metrics_export import SERVE_METRICS
 
-DASHBOARD = Path(__file__).resolve().parents[1] / "cluster" / "grafana" / "streamfit-dashboard.json"
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "cluster" / "grafana" / "streamfit-dashboard.json"
 SERVE_SOURCE = Path(ray.__file__).parent / "serve" / "_private"
 METRIC = re.compile(r"\bray_[A-Za-z0-9_]+")
 
@@ -28,7 +30,17 @@ def queried_metrics(dashboard: dict) -> list[str]:
 
 
 def exported(name: str) -> bool:
+    """The monitor's metrics and streamfit's Serve replicas' (both in ``prometheus_names()``), or Ray Serve's."""
     return name in prometheus_names() or (name.startswith("ray_serve_") and serve_exports(name))
+
+
+def test_the_metrics_declared_as_serve_counted_are_made_in_serve():
+    """``SERVE_METRICS`` are listed as exported: the Serve code must make them (``serve_metrics()``, or by name)."""
+    source = "".join(p.read_text() for p in (ROOT / "serve").glob("*.py") if p.name != "status_page.py")
+    made = "serve_metrics(" in source
+    missing = [name for key, _, name, _, _ in SERVE_METRICS
+               if f'"{name}"' not in source and not (made and f'"{key}"' in source)]
+    assert not missing, missing
 
 
 def test_every_query_names_an_exported_metric():

@@ -15,7 +15,7 @@ from streamfit.psi import reference_quantiles
 from streamfit.request_stats import SlotStats
 from streamfit.actors.monitoring import (MetricsExport, Monitor, PredictionLog, RefitAlarm, Sampler, StreamMonitor,
                                          prometheus_names)
-from streamfit.actors.monitoring.metrics_export import METRICS
+from streamfit.actors.monitoring.metrics_export import METRICS, SERVE_METRICS
 
 FEATURES = ["x0", "x1"]
 
@@ -232,7 +232,7 @@ def test_a_restarted_coordinator_moves_no_counter_backwards():
 
 
 def test_every_metric_has_its_prometheus_name():
-    assert len(prometheus_names()) == len(METRICS)
+    assert len(prometheus_names()) == len(METRICS) + len(SERVE_METRICS)
     assert "ray_streamfit_rows_rejected_total" in prometheus_names() and "ray_streamfit_feature_psi" in prometheus_names()
 
 
@@ -248,7 +248,7 @@ def test_the_monitor_follows_the_live_version_and_reports_in_its_shapes():
     assert registry.loads == 1 and mon.stream.version == 1
     stats = mon.stats()
     assert list(stats) == ["predictions_logged", "joined", "waiting", "per_version", "stream_accuracy",
-                           "served_accuracy", "drift", "refit_requests", "last_error"]
+                           "served_accuracy", "drift", "refit_requests", "last_error", "skew"]
     assert (stats["predictions_logged"], stats["joined"], stats["waiting"]) == (40, 40, 0)
     assert stats["per_version"][1]["source"] == "served"  # 40 labelled served predictions are enough
     assert stats["stream_accuracy"][1]["labelled"] == 610

@@ -105,12 +105,13 @@ class Monitor:
         return list(self.sampler.series)
 
     def stats(self) -> dict[str, Any]:
-        """The monitor's report: joins, accuracy per version and by source, drift, refit requests, last error."""
+        """The monitor's report: joins, accuracy per version and by source, drift, refit requests, last error,
+        and the serving/training skew of the coordinator's latest report (None before one had it)."""
         return {"predictions_logged": self.log.predictions_logged, "joined": self.log.joined,
                 "waiting": len(self.log.waiting), "per_version": self.per_version(),
                 "stream_accuracy": self.stream.live_accuracy(), "served_accuracy": self.log.per_version(),
                 "drift": self.stream.drift(), "refit_requests": list(self.alarm.requests),
-                "last_error": self.last_error}
+                "last_error": self.last_error, "skew": self.sampler.skew}
 
     # -- sampling ----------------------------------------------------------------------
     def sample(self, now: float, coordinator: dict[str, Any] | None = None, controller: dict[str, Any] | None = None,

@@ -5,9 +5,15 @@ gauges as ``ray_<name>`` on Ray's metrics-export port. ``MetricsExport`` takes a
 metric objects with ``inc(value, tags)`` / ``set(value, tags)``: the actor passes Ray's
 (``ray_metrics()``), the unit tests a recorder.
 
+``SERVE_METRICS`` are counted where they happen, in the Serve replicas, not from a sample:
+``serve_metrics()`` makes them there. They are declared here so that ``prometheus_names()``
+lists every name streamfit exports (the Grafana dashboard's queries are checked against it).
+
 Example:
     >>> sorted(prometheus_names())[:2]
     ['ray_streamfit_drift_alarm', 'ray_streamfit_events_ingested_total']
+    >>> "ray_streamfit_lookup_unavailable_total" in prometheus_names()
+    True
 """
 
 from __future__ import annotations
@@ -36,20 +42,39 @@ METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("prediction_psi", "gauge", "streamfit_prediction_psi", "PSI of the live version's scores", ()),
     ("alarm", "gauge", "streamfit_drift_alarm", "1 while a drift alarm is raised", ()),
     ("refits", "gauge", "streamfit_refits", "refits so far, by reason", ("reason",)),
+    ("skew_rows", "gauge", "streamfit_skew_rows_compared",
+     "labelled scored events whose served vector was compared with the point-in-time one", ()),
+    ("skew_rows_differing", "gauge", "streamfit_skew_rows_differing",
+     "compared events whose served vector differed in any feature", ()),
+    ("skew_share", "gauge", "streamfit_skew_share", "share of compared events whose served value differed, by feature",
+     ("feature",)),
+    ("skew_max_abs_diff", "gauge", "streamfit_skew_max_abs_diff",
+     "largest |served - point-in-time| difference, by feature", ("feature",)),
+]
+
+SERVE_METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
+    ("lookup_unavailable", "counter", "streamfit_lookup_unavailable",
+     "raw-event requests answered 503 because a shard lookup timed out (shard slow or restarting)", ()),
 ]
 
 
 def prometheus_names() -> set[str]:
-    """The names these metrics have in Prometheus' text format."""
-    return {f"ray_{name}_total" if kind == "counter" else f"ray_{name}" for _, kind, name, _, _ in METRICS}
+    """The names these metrics (the monitor's and the Serve replicas') have in Prometheus' text format."""
+    return {f"ray_{name}_total" if kind == "counter" else f"ray_{name}"
+            for _, kind, name, _, _ in METRICS + SERVE_METRICS}
 
 
-def ray_metrics() -> dict[str, Any]:
-    """The metrics as ``ray.util.metrics`` objects (inside a Ray worker), by key."""
+def ray_metrics(table: list[tuple[str, str, str, str, tuple[str, ...]]] = METRICS) -> dict[str, Any]:
+    """The metrics of ``table`` as ``ray.util.metrics`` objects (inside a Ray worker), by key."""
     from ray.util import metrics as m
 
     kinds = {"counter": m.Counter, "gauge": m.Gauge}
-    return {key: kinds[kind](name, desc, tags or None) for key, kind, name, desc, tags in METRICS}
+    return {key: kinds[kind](name, desc, tags or None) for key, kind, name, desc, tags in table}
+
+
+def serve_metrics() -> dict[str, Any]:
+    """The metrics a Serve replica counts (``SERVE_METRICS``) as ``ray.util.metrics`` objects, by key."""
+    return ray_metrics(SERVE_METRICS)
 
 
 class MetricsExport:
@@ -90,6 +115,15 @@ class MetricsExport:
                 self._inc("rejected", n, {"reason": reason})
         if sample.coordinator.get("watermark_lag_s") is not None:
             self._set("watermark_lag", sample.coordinator["watermark_lag_s"])
+        if sample.skew is not None:
+            self._skew(sample.skew)
+
+    def _skew(self, skew: dict[str, Any]) -> None:
+        self._set("skew_rows", skew.get("compared_rows", 0))
+        self._set("skew_rows_differing", skew.get("rows_differing", 0))
+        for f, s in skew.get("features", {}).items():
+            self._set("skew_share", s["share"], {"feature": f})
+            self._set("skew_max_abs_diff", s["max_abs_diff"], {"feature": f})
 
     def _slots(self, sample: Sample) -> None:
         st = sample.control

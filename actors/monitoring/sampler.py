@@ -3,8 +3,10 @@ points, rates, and what each counter moved since the previous sample.
 
 The coordinator and the Router replicas report cumulative counters; ``Sampler.take`` keeps the
 previous report and returns a ``Sample``: the point appended to the series (rates per second,
-latency percentiles of the requests since the last sample, drift, accuracy) and the deltas the
-Prometheus counters need (``metrics_export``). It reads no clock: the caller passes ``now``.
+latency percentiles of the requests since the last sample, drift, accuracy, the serving/training
+skew) and the deltas the Prometheus counters need (``metrics_export``). It reads no clock: the
+caller passes ``now``. The skew in a point keeps only the features that differ (a point per
+sample, hundreds of them); the latest full figures are ``Sampler.skew``.
 
 Example:
     >>> s = Sampler(points=10)
@@ -14,6 +16,11 @@ Example:
     (100.0, 5.0, 190)
     >>> len(s.series)
     2
+    >>> skew = {"compared_rows": 4, "rows_differing": 1, "features": {
+    ...     "a": {"differing": 1, "share": 0.25, "max_abs_diff": 2.0},
+    ...     "b": {"differing": 0, "share": 0.0, "max_abs_diff": 0.0}}}
+    >>> s.take(104.0, coordinator={"events": 300, "skew": skew}).point["skew"]["features"]
+    {'a': {'differing': 1, 'share': 0.25, 'max_abs_diff': 2.0}}
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ class Sample:
     served_accuracy: dict[int, dict[str, Any]] = field(default_factory=dict)
     refits: list[dict[str, Any]] | None = None  # the trainer's refits (None: no trainer attached)
     refit_reason: str | None = None  # set when the alarm policy asks for a refit now
+    skew: dict[str, Any] | None = None  # the coordinator's serving/training skew (None: not reported)
+
+
+def differing_only(skew: dict[str, Any]) -> dict[str, Any]:
+    """The skew figures without the features that never differed (what a point of the series keeps)."""
+    return {**skew, "features": {f: s for f, s in skew.get("features", {}).items() if s.get("differing")}}
 
 
 def moved_since(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +72,7 @@ class Sampler:
         self.t: float | None = None
         self.coordinator: dict[str, Any] | None = None
         self.slot_stats: dict[str, Any] | None = None
+        self.skew: dict[str, Any] | None = None
 
     def take(self, now: float, coordinator: dict[str, Any] | None = None, control: dict[str, Any] | None = None,
              drift: dict[str, Any] | None = None, accuracy: dict[int, dict[str, Any]] | None = None) -> Sample:
@@ -82,6 +96,9 @@ class Sampler:
             sample.point["events_per_s"] = sample.moved["events"] / dt
             sample.point["rejected_per_s"] = sample.moved["rejected"] / dt
         sample.point["quality"] = {k: c.get(k) for k in QUALITY}
+        if c.get("skew") is not None:
+            sample.skew = self.skew = c["skew"]
+            sample.point["skew"] = differing_only(c["skew"])
         self.coordinator = c
 
     def _slots(self, sample: Sample, st: dict[str, Any], dt: float) -> None:
