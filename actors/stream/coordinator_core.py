@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from streamfit.schema import KIND
 from streamfit.actors.stream.checkpoint import CheckpointError, CheckpointStore
 from streamfit.actors.stream.feature_shard import ShardResult
 from streamfit.actors.stream.partition import Partitioner, Watermark
+from streamfit.actors.stream.served_log import add_skew, empty_skew
 from streamfit.actors.stream.sources import Source, make_source
 
 
@@ -120,7 +122,7 @@ class Coordinator:
                  monitor: MonitorPort | None = None, *, lateness_s: float = 0.0, max_in_flight: int = 2,
                  store: CheckpointStore | None = None, checkpoint_every_s: float = 60.0,
                  pace_events_per_s: float | None = None, offload: bool = True, replay: bool = True,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, feature_names: Sequence[str] = ()) -> None:
         self.source, self.shards, self.trainer, self.monitor = source, list(shards), trainer, monitor
         self.replay = replay  # False for shards that never restart (in process): no replay log to keep
         self.max_in_flight, self.store, self.checkpoint_every_s = max_in_flight, store, checkpoint_every_s
@@ -149,6 +151,7 @@ class Coordinator:
         self.reasons: Counter[str] = Counter()
         self.nulls: Counter[str] = Counter()
         self.per_shard_accepted = [0] * len(self.shards)
+        self.skew = empty_skew(list(feature_names))  # served vs point-in-time vectors, summed over batches
         self._stop = False
         self._running = False
         self._last_checkpoint = now()
@@ -164,6 +167,7 @@ class Coordinator:
             checkpoint_every_s=cfg.checkpoints.interval_s,
             # Pacing is for the generator; a file source paces itself (speed) and Kafka is paced by producers.
             pace_events_per_s=cfg.stream.max_events_per_s if cfg.stream.source == "synthetic" else None,
+            feature_names=cfg.features.feature_names(),
         )
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -249,6 +253,7 @@ class Coordinator:
         self.nulls.update(result.nulls)
         self.counters["event_rows"] += result.event_rows
         self.per_shard_accepted[i] += result.accepted
+        add_skew(self.skew, result.skew)
         if result.training_rows is not None and len(result.training_rows):
             self.rows_out.append(result.training_rows)
 
@@ -348,4 +353,5 @@ class Coordinator:
             "watermark_lag_s": (self.watermark.clock - self.watermark.value)
             if np.isfinite(self.watermark.value) else None,
             "per_shard_accepted": list(self.per_shard_accepted),
+            "skew": copy.deepcopy(self.skew),
         }

@@ -32,6 +32,7 @@ from streamfit.config import FeaturesConfig
 from streamfit.actors.stream.checkpoint import CheckpointStore
 from streamfit.actors.stream.coordinator_core import Coordinator, Ready
 from streamfit.actors.stream.feature_shard import FeatureShard, ShardResult
+from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint, write_shard_checkpoint
 from streamfit.actors.stream.sources import Position, Source
 
 RowsCallback = Callable[[pd.DataFrame, float], Any]  # (training rows, stream clock when they completed)
@@ -53,7 +54,7 @@ class LocalShard:
         """Write the snapshot if exactly ``batch_id`` is applied (None otherwise)."""
         if self.store is None or self.shard.last_batch_id != batch_id:
             return Ready(None)
-        return Ready(self.store.write_shard(checkpoint_id, self.shard.shard_id, self.shard.snapshot()))
+        return Ready(write_shard_checkpoint(self.store, checkpoint_id, self.shard))
 
     def stats(self) -> Ready:
         """The shard's counters."""
@@ -81,17 +82,16 @@ class LocalRunner:
 
     def __init__(self, features: FeaturesConfig, source: Source, num_shards: int = 1,
                  on_rows: RowsCallback | None = None, checkpoint_uri: str | None = None,
-                 checkpoint_every_s: float = float("inf")) -> None:
+                 checkpoint_every_s: float = float("inf"), training_features: str = "served") -> None:
         store = CheckpointStore(checkpoint_uri) if checkpoint_uri else None
-        self.shards = [FeatureShard(features, i) for i in range(num_shards)]
+        self.shards = [FeatureShard(features, i, training_features) for i in range(num_shards)]
         for shard in self.shards if store else []:
-            snap = store.load_shard_state(shard.shard_id, num_shards, features)
-            if snap is not None:
-                shard.restore(snap)
+            load_shard_checkpoint(store, shard, num_shards)
         rows = _RowsPort(on_rows, lambda: self.coordinator) if on_rows is not None else None
         self.coordinator = Coordinator(source, [LocalShard(s, store) for s in self.shards], rows,
                                        lateness_s=features.allowed_lateness_s, max_in_flight=0, store=store,
-                                       checkpoint_every_s=checkpoint_every_s, offload=False, replay=False)
+                                       checkpoint_every_s=checkpoint_every_s, offload=False, replay=False,
+                                       feature_names=features.feature_names())
 
     @property
     def position(self) -> Position:
