@@ -54,7 +54,7 @@ METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
 
 SERVE_METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("lookup_unavailable", "counter", "streamfit_lookup_unavailable",
-     "raw-event requests answered 503 because a shard lookup timed out (shard slow or restarting)", ()),
+     "raw-event requests answered 503: a feature shard was slow or restarting", ("shard",)),
 ]
 
 
