@@ -1,9 +1,17 @@
 """Request load against /predict that counts served and failed requests (bounded, 127.0.0.1).
 
-``RequestLoop`` sends requests from a background thread at a fixed rate; where rows come from
-is up to a row source: ``RandomRows`` (any valid feature vector) or ``StreamRows`` (the real
-stream's events with their features and event ids, so that labels arriving later score each
-version's live accuracy).
+``RequestLoop`` sends requests from a background thread at a fixed rate; what it sends is up to
+a source of requests: ``StreamEvents`` (the real stream's raw events — entity, event time, event
+id and fields — as a client sends them: the Router joins each entity's live features, and the
+labels arriving later score each version's live accuracy and the served features' skew) or
+``RandomRows`` (any valid precomputed feature vector, for clients that compute features).
+
+Example:
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"kind": ["event", "label"], "event_id": ["ev1", "ev0"], "entity": ["u3", "u2"],
+    ...                    "event_time": [10.5, 11.0], "x0": [0.25, float("nan")], "label": [float("nan"), 1.0]})
+    >>> event_bodies(df, ["x0"])
+    [{'entity': 'u3', 'event_time': 10.5, 'event_id': 'ev1', 'x0': 0.25}]
 """
 
 from __future__ import annotations
@@ -11,15 +19,28 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import httpx
 import numpy as np
+import pandas as pd
 
 from streamfit.config import Config
-from streamfit.actors.stream import LocalRunner, SyntheticSource
+from streamfit.actors.stream import SyntheticSource
+from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, validate
 
-Row = tuple[dict[str, float], str | None, str | None]  # features, event id, routing key
+Row = tuple[dict[str, float], Union[str, None], Union[str, None]]  # precomputed features, event id, routing key
+Event = dict[str, Any]  # a raw event: entity, event_time, event_id and the configured fields
+
+
+def event_bodies(df: pd.DataFrame, fields: list[str]) -> list[Event]:
+    """The event rows of a stream batch as raw events a client sends (a missing field is left out)."""
+    events = df[df[KIND] == EVENT]
+    out = []
+    for rec in events[[ENTITY, EVENT_TIME, EVENT_ID, *fields]].to_dict("records"):
+        out.append({k: (float(v) if k in fields or k == EVENT_TIME else str(v))
+                    for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))})
+    return out
 
 
 class RandomRows:
@@ -38,46 +59,60 @@ class RandomRows:
         return row, None, None
 
 
-class StreamRows:
-    """The synthetic stream's events, with the features the pipeline computes for them, kept in step
-    with the pipeline's position (``advance_to``)."""
+class StreamEvents:
+    """The synthetic stream's own events, regenerated from its seed, as a client scores them: as they
+    happen, just before the stream has them. ``advance_to(position)`` takes the next ``keep`` events
+    from the pipeline's source position on (those the schema accepts: a client checks what it sends),
+    so each scored event's served features are logged before its label arrives and the trainer's row
+    for it can use them."""
 
     def __init__(self, cfg: Config, keep: int = 500) -> None:
-        self.runner = LocalRunner(cfg.features, SyntheticSource(cfg.stream, cfg.features))
-        self.shard = self.runner.shards[0]
+        self.source = SyntheticSource(cfg.stream, cfg.features)
+        self.features = cfg.features
+        self.fields = [f.name for f in cfg.features.fields]
         self.keep = keep
-        self.rows: list[Row] = []
+        self.position = -1
+        self.events: list[Event] = []
         self.next = 0
         self.lock = threading.Lock()
 
     def advance_to(self, position: int) -> None:
-        """Compute features up to the pipeline's source position."""
-        self.runner.run_until(position)
-        recent = self.shard.recent_events(self.keep)
-        names = self.shard.feature_names
-        rows = [({n: float(v) for n, v in zip(names, vals)}, eid, ent)
-                for eid, ent, vals in zip(recent["event_id"], recent["entity"], recent[names].to_numpy())]
+        """Take the events of the source positions from ``position`` on (not yet read by the pipeline)."""
+        if position == self.position:
+            return
+        frames, n, pos = [], 0, position
+        while n < self.keep and not self.source.at_end(pos):
+            df, pos = self.source.read(pos)
+            frames.append(df)
+            n += int((df[KIND] == EVENT).sum())
+        events: list[Event] = []
+        if frames:
+            clean, reason = validate(pd.concat(frames, ignore_index=True), self.features)
+            events = event_bodies(clean[reason == ""], self.fields)[:self.keep]
         with self.lock:
-            self.rows, self.next = rows, 0
+            self.position, self.events, self.next = position, events, 0
 
-    def __call__(self) -> Row | None:
+    def __call__(self) -> Event | None:
         with self.lock:
-            if not self.rows:
+            if not self.events:
                 return None
-            row = self.rows[self.next % len(self.rows)]
+            event = self.events[self.next % len(self.events)]
             self.next += 1
-            return row
+            return event
 
 
 class RequestLoop:
-    """Sends /predict requests at about ``rate`` per second until stopped."""
+    """Sends /predict requests at about ``rate`` per second until stopped: a ``Row`` as precomputed
+    ``features``, an ``Event`` as a raw ``event`` (counted in ``raw_served``)."""
 
-    def __init__(self, url: str, rows: Callable[[], Row | None], rate: float = 20.0, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, rows: Callable[[], Row | Event | None], rate: float = 20.0,
+                 timeout_s: float = 10.0) -> None:
         self.url = url.rstrip("/") + "/predict"
         self.rows = rows
         self.rate = rate
         self.timeout_s = timeout_s
         self.served = 0
+        self.raw_served = 0
         self.failed = 0
         self.versions: Counter[int] = Counter()
         self.slots: Counter[str] = Counter()
@@ -85,19 +120,26 @@ class RequestLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamfit-load", daemon=True)
 
+    @staticmethod
+    def body(row: Row | Event) -> dict[str, Any]:
+        """The request body of a precomputed row or of a raw event."""
+        if isinstance(row, dict):
+            return {"event": row}
+        features, event_id, key = row
+        body: dict[str, Any] = {"features": features}
+        if event_id is not None:
+            body["event_id"] = event_id
+        if key is not None:
+            body["routing_key"] = key
+        return body
+
     def _run(self) -> None:
         with httpx.Client(timeout=self.timeout_s) as client:
             next_at = time.perf_counter()
             while not self._stop.is_set():
                 row = self.rows()
                 if row is not None:
-                    features, event_id, key = row
-                    body: dict[str, Any] = {"features": features}
-                    if event_id is not None:
-                        body["event_id"] = event_id
-                    if key is not None:
-                        body["routing_key"] = key
-                    self._send(client, body)
+                    self._send(client, self.body(row))
                 next_at += 1.0 / self.rate
                 delay = next_at - time.perf_counter()
                 if delay > 0:
@@ -111,7 +153,8 @@ class RequestLoop:
             if r.status_code == 200:
                 out = r.json()
                 self.served += 1
-                self.versions[out["model_version"]] += 1
+                self.raw_served += "event" in body
+                self.versions[out["model_version"] if "model_version" in out else out["version"]] += 1
                 self.slots[out["slot"]] += 1
             else:
                 self._fail(f"HTTP {r.status_code}: {r.text[:200]}")
@@ -135,6 +178,6 @@ class RequestLoop:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        """Served, failed, versions and slots seen so far."""
-        return {"served": self.served, "failed": self.failed, "versions": dict(self.versions),
-                "slots": dict(self.slots), "failures": list(self.failures)}
+        """Served (of which from raw events), failed, versions and slots seen so far."""
+        return {"served": self.served, "raw_served": self.raw_served, "failed": self.failed,
+                "versions": dict(self.versions), "slots": dict(self.slots), "failures": list(self.failures)}

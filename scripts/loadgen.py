@@ -1,134 +1,245 @@
-"""A bounded HTTP load generator for the serving benchmark, run in its own process.
+"""The benchmarks' load generators: wrk for HTTP (a Debian package, in its own process) and a paced
+caller of the shard actors' lookups.
 
-``python -m streamfit.scripts.loadgen URL --concurrency 32 --duration 10 --body FILE`` keeps
-``concurrency`` requests in flight (keep-alive HTTP/1.1 connections, 127.0.0.1 only) for ``duration``
-seconds and prints one JSON object: per-request start/end times and whether each succeeded,
-plus p50/p99 and requests per second.
+``Wrk(bodies, workdir)`` writes a Lua script that POSTs JSON bodies (each wrk thread rotates through
+the set, from its own offset), runs ``wrk --latency`` against a loopback URL at a given concurrency
+and duration, and parses wrk's report into a ``WrkResult``: requests/s, latency percentiles,
+non-2xx responses and socket errors. A compiled load generator does not saturate before the server
+does, as a Python loop on the same two cores would.
+
+Example (parsing wrk's report):
+    >>> r = parse_wrk(SAMPLE_REPORT)
+    >>> r.requests, r.non_2xx, r.socket_errors["timeout"], r.failed, r.p99_ms, round(r.rps, 1)
+    (100000, 5, 12, 17, 3000.0, 9999.5)
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
+import re
+import shutil
+import signal
+import subprocess
+import threading
 import time
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 import numpy as np
 
+SAMPLE_REPORT = """Running 10s test @ http://127.0.0.1:8000/predict
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.23ms  456.00us  10.00ms   90.00%
+    Req/Sec     5.00k   300.00     6.00k    70.00%
+  Latency Distribution
+     50%  850.00us
+     75%    1.40ms
+     90%    1.80ms
+     99%    3.00s
+  100000 requests in 10.00s, 20.00MB read
+  Socket errors: connect 0, read 0, write 0, timeout 12
+  Non-2xx or 3xx responses: 5
+Requests/sec:  10000.00
+Transfer/sec:      2.00MB
+"""
 
-class _Conn:
-    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for POST + JSON replies
-    (a lean client, so the load generator is not the bottleneck it would be with a full client)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, raw: bytes) -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(raw)
-        await self.writer.drain()
-        status_line = await self.reader.readline()
-        if not status_line:
-            raise ConnectionError("connection closed")
-        status = int(status_line.split()[1])
-        length, chunked, close = 0, False, False
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value.strip())
-            elif name == "transfer-encoding" and "chunked" in value.lower():
-                chunked = True
-            elif name == "connection" and "close" in value.lower():
-                close = True
-        if chunked:
-            while True:
-                size = int((await self.reader.readline()).strip(), 16)
-                await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-        elif length:
-            await self.reader.readexactly(length)
-        if close:
-            self.close()
-        return status
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
+_UNITS_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-async def run(url: str, bodies: list[dict[str, Any]], concurrency: int, duration_s: float,
-              timeout_s: float = 30.0) -> dict[str, Any]:
-    """Drive the load and return the figures."""
-    u = urlparse(url)
-    if u.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(f"refusing to load {u.hostname}: loopback only")
-    raws = []
-    for body in bodies:
-        data = json.dumps(body).encode()
-        raws.append((f"POST {u.path or '/'} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\n"
-                     f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data)
-    records: list[tuple[float, float, bool]] = []
-    errors: list[str] = []
-    deadline = time.perf_counter() + duration_s
-
-    async def worker(i: int) -> None:
-        conn = _Conn(u.hostname, u.port or 80)
-        n = i
-        while time.perf_counter() < deadline:
-            raw = raws[n % len(raws)]
-            n += concurrency
-            t0 = time.perf_counter()
-            try:
-                status = await asyncio.wait_for(conn.request(raw), timeout_s)
-                ok = status == 200
-                if not ok and len(errors) < 10:
-                    errors.append(f"HTTP {status}")
-            except (OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as err:
-                ok = False
-                conn.close()
-                if len(errors) < 10:
-                    errors.append(f"{type(err).__name__}: {err}")
-            records.append((t0, time.perf_counter(), ok))
-        conn.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    lat = np.array([(e - s) * 1000 for s, e, ok in records if ok])
-    shift = time.time() - time.perf_counter()
-    return {
-        "requests": len(records), "failed": sum(1 for *_, ok in records if not ok), "seconds": elapsed,
-        "rps": sum(1 for *_, ok in records if ok) / elapsed if elapsed else 0.0,
-        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-        "records": [(s + shift, e + shift, ok) for s, e, ok in records],
-        "errors": errors,
-    }
+def _seconds(text: str) -> float:
+    """wrk's time with its unit ('850.00us', '1.40ms', '10.00s', '1.00m') in seconds."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        raise ValueError(f"not a wrk time: {text!r}")
+    return float(m.group(1)) * _UNITS_S[m.group(2)]
 
 
-def main() -> None:
-    """Command line entry (used by ``streamfit bench serve`` in a subprocess)."""
-    ap = argparse.ArgumentParser()
-    ap.add_argument("url")
-    ap.add_argument("--concurrency", type=int, default=1)
-    ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--body", required=True, help="JSON file: a list of request bodies")
-    args = ap.parse_args()
-    with open(args.body) as f:
-        bodies = json.load(f)
-    print(json.dumps(asyncio.run(run(args.url, bodies, args.concurrency, args.duration))))
+@dataclass
+class WrkResult:
+    """One wrk run: ``rps`` counts answered 2xx/3xx requests only (wrk's own figure is ``wrk_rps``)."""
+
+    requests: int
+    seconds: float
+    wrk_rps: float
+    non_2xx: int
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    percentiles_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        """Non-2xx responses plus socket errors (connect, read, write, timeout)."""
+        return self.non_2xx + sum(self.socket_errors.values())
+
+    @property
+    def rps(self) -> float:
+        """Successful requests per second."""
+        return (self.requests - self.non_2xx) / self.seconds if self.seconds else 0.0
+
+    @property
+    def p50_ms(self) -> float | None:
+        """Median latency."""
+        return self.percentiles_ms.get("50")
+
+    @property
+    def p99_ms(self) -> float | None:
+        """99th percentile latency."""
+        return self.percentiles_ms.get("99")
+
+    def figures(self) -> dict[str, Any]:
+        """Plain data for the bench's JSON."""
+        return {**asdict(self), "rps": self.rps, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "failed": self.failed}
 
 
-if __name__ == "__main__":
-    main()
+def parse_wrk(report: str) -> WrkResult:
+    """wrk's text report (run with ``--latency``) as figures."""
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+\w+),", report, re.M)
+    if not m:
+        raise ValueError(f"no request count in wrk's report:\n{report[-2000:]}")
+    rps = re.search(r"^Requests/sec:\s*([\d.]+)", report, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", report)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", report)
+    pct = {p: _seconds(t) * 1000 for p, t in re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)\s*$", report, re.M)}
+    return WrkResult(
+        requests=int(m.group(1)), seconds=_seconds(m.group(2)), wrk_rps=float(rps.group(1)) if rps else 0.0,
+        non_2xx=int(non2xx.group(1)) if non2xx else 0,
+        socket_errors=dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups())))
+        if errors else {}, percentiles_ms=pct)
+
+
+def _long_string(text: str) -> str:
+    """``text`` as a Lua long-bracket literal whose level never occurs inside it."""
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    eq = "=" * level
+    return f"[{eq}[{text}]{eq}]"
+
+
+def lua_script(bodies: list[dict[str, Any]]) -> str:
+    """A wrk script POSTing the JSON ``bodies`` in turn; each thread starts at its own offset."""
+    literals = ",\n".join(_long_string(json.dumps(b)) for b in bodies)
+    return f"""wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {{
+{literals}
+}}
+local threads = 0
+function setup(thread)
+  thread:set("offset", threads)
+  threads = threads + 1
+end
+local requests, i = {{}}, 0
+function init(args)
+  for k, body in ipairs(bodies) do requests[k] = wrk.format(nil, nil, nil, body) end
+  i = (offset or 0) * 7919
+end
+function request()
+  i = i + 1
+  return requests[(i % #requests) + 1]
+end
+"""
+
+
+def wrk_binary() -> str:
+    """Path of the wrk executable, or an error saying how to install it."""
+    path = shutil.which("wrk")
+    if path is None:
+        raise RuntimeError("wrk is missing: `make bench` installs it as root (apt-get install wrk), "
+                           "or install Debian's wrk package")
+    return path
+
+
+class Wrk:
+    """wrk against loopback URLs with one set of request bodies (a Lua script in ``workdir``)."""
+
+    def __init__(self, bodies: list[dict[str, Any]], workdir: Path, name: str = "bodies") -> None:
+        self.binary = wrk_binary()
+        self.script = Path(workdir) / f"wrk_{name}.lua"
+        self.script.write_text(lua_script(bodies))
+
+    def start(self, url: str, concurrency: int, duration_s: float, timeout_s: float = 10.0) -> "WrkRun":
+        """Start wrk in its own process (two threads at most: the machine's other core serves)."""
+        host = urlparse(url).hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"refusing to load {host}: loopback only")
+        cmd = [self.binary, "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{duration_s:g}s",
+               "--timeout", f"{timeout_s:g}s", "--latency", "-s", str(self.script), url]
+        return WrkRun(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+
+    def run(self, url: str, concurrency: int, duration_s: float) -> WrkResult:
+        """Run wrk to the end and return its figures."""
+        return self.start(url, concurrency, duration_s).result()
+
+
+@dataclass
+class WrkRun:
+    """A wrk process under way."""
+
+    proc: subprocess.Popen
+
+    def result(self, timeout_s: float = 600.0) -> WrkResult:
+        """Wait for wrk to end and parse its report."""
+        out, err = self.proc.communicate(timeout=timeout_s)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"wrk failed ({self.proc.returncode}): {err[-2000:]}")
+        return parse_wrk(out)
+
+    def stop(self) -> WrkResult:
+        """Interrupt wrk (it reports what it measured so far, as on Ctrl-C) and parse its report."""
+        self.proc.send_signal(signal.SIGINT)
+        return self.result(timeout_s=30)
+
+
+class PacedCalls:
+    """Calls ``send(i)`` about ``rate`` times a second from a background thread; ``send`` returns a
+    waitable (a Ray ObjectRef) and ``harvest(pending)`` returns the finished ones with whether each
+    succeeded. At most ``max_in_flight`` calls are outstanding: past that, calls are skipped and
+    counted, not queued."""
+
+    def __init__(self, send: Callable[[int], Any], harvest: Callable[[list[Any]], list[tuple[Any, bool]]],
+                 rate: float, max_in_flight: int = 256) -> None:
+        self.send, self.harvest, self.rate, self.max_in_flight = send, harvest, rate, max_in_flight
+        self.sent = self.done = self.skipped = self.failed = 0
+        self.latencies_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="streamfit-paced", daemon=True)
+        self.seconds = 0.0
+
+    def _run(self) -> None:
+        pending: dict[Any, float] = {}
+        started = next_at = time.perf_counter()
+        while not self._stop.is_set():
+            now = time.perf_counter()
+            while next_at <= now:
+                if len(pending) < self.max_in_flight:
+                    pending[self.send(self.sent + self.skipped)] = now
+                    self.sent += 1
+                else:
+                    self.skipped += 1
+                next_at += 1.0 / self.rate
+            if pending:
+                end = time.perf_counter()
+                for ref, ok in self.harvest(list(pending)):
+                    self.latencies_ms.append((end - pending.pop(ref)) * 1000)
+                    self.done += ok
+                    self.failed += not ok
+            self._stop.wait(max(0.0, next_at - time.perf_counter()))
+        self.seconds = time.perf_counter() - started
+
+    def start(self) -> "PacedCalls":
+        """Start calling in the background."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        """Stop and return the calls' figures (latency from sending to seeing the answer)."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+        lat = np.array(self.latencies_ms)
+        return {"sent": self.sent, "answered": self.done, "failed": self.failed, "skipped": self.skipped,
+                "rps": self.done / self.seconds if self.seconds else 0.0,
+                "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+                "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None}
