@@ -14,10 +14,10 @@ from rich.live import Live
 from rich.table import Table
 
 from streamfit.config import Config
-from streamfit.scripts.load import RequestLoop, StreamRows
+from streamfit.scripts.load import RequestLoop, StreamEvents
 from streamfit.scripts.pipeline import Pipeline, wait_until
 from streamfit.scripts.views import traffic_table
-from streamfit.status import PlaneStats
+from streamfit.status import PlaneStats, Skew
 
 
 def progress_table(stats: PlaneStats, load: dict[str, Any], title: str) -> Table:
@@ -47,7 +47,9 @@ def progress_table(stats: PlaneStats, load: dict[str, Any], title: str) -> Table
     if stats.live_accuracy:
         recent = sorted(stats.live_accuracy.items(), key=lambda kv: int(kv[0]))[-4:]
         t.add_row("live accuracy", "  ".join(f"v{v}: {a.text()}" for v, a in recent))
-    t.add_row("requests served / failed", f"{load.get('served', 0):,} / {load.get('failed', 0)}")
+    t.add_row("requests served (raw events) / failed",
+              f"{load.get('served', 0):,} ({load.get('raw_served', 0):,}) / {load.get('failed', 0)}")
+    t.add_row("skew (served vs point-in-time)", (coord.skew or Skew()).text())
     return t
 
 
@@ -68,7 +70,9 @@ def summarize(stats: PlaneStats, load: dict[str, Any]) -> dict[str, Any]:
         "traffic_flips": traffic.flips,
         "live_version": traffic.live_version,
         "requests_served": int(load.get("served", 0)),
+        "requests_served_raw": int(load.get("raw_served", 0)),
         "requests_failed": int(load.get("failed", 0)),
+        "skew": skew_figures(coord.skew or Skew()),
         "rollouts_promoted": outcomes.get("promoted", 0),
         "rollouts_rolled_back": outcomes.get("rolled_back", 0),
         "rollouts_superseded": outcomes.get("superseded", 0),
@@ -80,6 +84,22 @@ def summarize(stats: PlaneStats, load: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def skew_figures(skew: Skew) -> dict[str, Any]:
+    """The skew line's figures: rows compared, share differing, the worst feature and its largest gap.
+
+    Example:
+        >>> f = skew_figures(Skew(compared_rows=200, rows_differing=4,
+        ...                       features={"count_5m": {"differing": 4, "share": 0.02, "max_abs_diff": 1.0}}))
+        >>> f["share_differing"], f["worst_feature"], f["worst_max_abs_diff"]
+        (0.02, 'count_5m', 1.0)
+    """
+    name, worst = skew.worst() or (None, None)
+    return {"compared_rows": skew.compared_rows, "rows_differing": skew.rows_differing,
+            "share_differing": skew.share, "worst_feature": name,
+            "worst_share": worst.share if worst else None, "worst_max_abs_diff": worst.max_abs_diff if worst else None,
+            "text": skew.text()}
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """The summary as a two-column table."""
     t = Table(title="streamfit demo — summary")
@@ -87,8 +107,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
     t.add_column("value", justify="right")
     for key in ("events_ingested", "rows_rejected", "versions_trained", "traffic_flips", "rollouts_promoted",
                 "rollouts_rolled_back", "rollouts_superseded", "gate_rejections", "live_version",
-                "requests_served", "requests_failed"):
+                "requests_served", "requests_served_raw", "requests_failed"):
         t.add_row(key, f"{summary[key]:,}" if isinstance(summary[key], int) else str(summary[key]))
+    t.add_row("skew (served vs point-in-time)", summary["skew"]["text"])
     t.add_row("refit reasons", ", ".join(f"{k}: {v}" for k, v in summary["refit_reasons"].items()))
     for v, a in sorted(summary["live_accuracy_by_version"].items(), key=lambda kv: int(kv[0])):
         t.add_row(f"live accuracy v{v}", f"{a['accuracy']:.3f} (n={a['labelled']})")
@@ -138,7 +159,7 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
     pipe = Pipeline.start(cfg)
     console.print(f"Serving on [link]{pipe.url}[/link]  ·  POST /predict  ·  GET /models  ·  GET /traffic")
     load: RequestLoop | None = None
-    rows = StreamRows(cfg)  # the stream's own events, so labels arriving later score each version
+    events = StreamEvents(cfg)  # the stream's own raw events, scored just before the stream has them
     started = time.time()
     try:
         run_ref = pipe.run_stream(schedule.bound_s)
@@ -147,10 +168,10 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
             while True:
                 elapsed = time.time() - started
                 stats = PlaneStats.model_validate(pipe.stats())
-                rows.advance_to(int(stats.coordinator.position))
+                events.advance_to(int(stats.coordinator.position))
                 if load is None and stats.traffic.live_version is not None:
                     # Requests start once a first version is live: before that there is nothing to serve.
-                    load = RequestLoop(pipe.url, rows, rate=request_rate).start()
+                    load = RequestLoop(pipe.url, events, rate=request_rate).start()
                 live.update(live_view(stats, load.summary() if load else {}, schedule.title(elapsed)))
                 if not stopping and schedule.done(elapsed, stats.traffic.flips):
                     pipe.coordinator.stop.remote()  # the run drains, checkpoints and returns

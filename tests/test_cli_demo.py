@@ -32,6 +32,15 @@ def test_demo_ends_by_itself_with_a_summary(tmp_path):
     assert summary["traffic_flips"] >= 1
     assert summary["requests_served"] > 0
     assert summary["requests_failed"] == 0
+    # Every request is a raw event of the stream (the Router joins the entity's live features) ...
+    assert summary["requests_served_raw"] == summary["requests_served"]
+    # ... scored before the stream has it, so its label later compares the served vector with the point-in-time one.
+    skew = summary["skew"]
+    assert skew["compared_rows"] > 0
+    assert 0 <= skew["rows_differing"] <= skew["compared_rows"]
+    assert skew["share_differing"] == skew["rows_differing"] / skew["compared_rows"]
+    assert (skew["worst_feature"] is None) == (skew["rows_differing"] == 0)
+    assert "skew (served vs point-in-time)" in proc.stdout and "rows compared" in proc.stdout
     registry = tmp_path / "demo" / "registry" / "versions"
     assert len(list(registry.iterdir())) == summary["versions_trained"]
 
