@@ -31,10 +31,12 @@ from streamfit.schema import validate
 from streamfit.status import MonitorReport, RefitResult, Rollout, ServingView, TrafficStatus
 from streamfit.actors.stream import ingest_frame
 from streamfit.serve.auth import admin_guard
-from streamfit.serve.bodies import (ActionRequest, BatchPrediction, IngestRequest, IngestResponse, Prediction,
-                                    RetrainRequest, RolloutRequest, TrafficRequest, json_safe,
-                                    predict_request_model, row_model)
-from streamfit.serve.router import NoModelError, RouterCore, SlotNotReadyError
+from streamfit.serve.bodies import (ActionRequest, BatchPrediction, EventBatchPrediction, EventPrediction,
+                                    IngestRequest, IngestResponse, Prediction, RetrainRequest, RolloutRequest,
+                                    TrafficRequest, event_model, json_safe, predict_request_model, row_model)
+from streamfit.serve.lookup import EventRows, LookupAnswer
+from streamfit.serve.router import RouterCore
+from streamfit.serve.scoring import RawScorer, predict_rows
 from streamfit.serve.status_page import StatusPageData, render as render_status_page
 
 
@@ -60,6 +62,15 @@ class Backend:
     async def features(self, entity: str) -> dict[str, Any] | None:
         """An entity's current features, None if unknown."""
         raise NotImplementedError
+
+    async def lookup(self, rows: EventRows, record: bool) -> LookupAnswer:
+        """Model rows for raw events from their owning shards (``ShardUnavailable`` when one cannot answer);
+        with ``record`` the shards log the served vectors of events with an id."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        """Figures of this replica's backend (lookups), shown by ``/healthz``."""
+        return {}
 
     async def ingest(self, rows: Any) -> tuple[int, int]:
         """Append validated rows to the ingest log; (accepted, duplicates)."""
@@ -143,8 +154,10 @@ class _TooLarge(Exception):
 def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: FeaturesConfig | None = None,
               admin_token: str | None = None, ingest_enabled: bool = False, max_request_bytes: int = 1_000_000,
               routing_key_header: str = "X-Routing-Key", pin_slot_header: str = "X-Streamfit-Slot",
-              title: str = "streamfit") -> FastAPI:
-    """The FastAPI app: prediction, ingestion, features, models, traffic and admin endpoints."""
+              title: str = "streamfit", max_batch_events: int = 1000) -> FastAPI:
+    """The FastAPI app: prediction, ingestion, features, models, traffic and admin endpoints.
+
+    With ``features_cfg``, ``POST /predict`` also scores raw events (at most ``max_batch_events`` a request)."""
     backend = backend or Backend()
     app = FastAPI(title=title, description="Fresh XGBoost models on streams, served blue-green on Ray Serve.")
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -153,29 +166,46 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     admin = [Depends(admin_guard(admin_token))]
     Row = row_model(core.feature_names)
 
-    PredictRequest = predict_request_model(Row)
+    Event = event_model(features_cfg.fields) if features_cfg is not None else None
+    PredictRequest = predict_request_model(Row, Event, max_batch_events)
     names = core.feature_names
 
-    @app.post("/predict", response_model=Prediction | BatchPrediction)
-    async def predict(req: PredictRequest, request: Request) -> Prediction | BatchPrediction:
-        """Predict one row (``features``) or a batch (``rows``) with the traffic split.
+    async def ingest_events(events: list[dict[str, Any]]) -> IngestResponse:
+        """Validate rows and append the valid ones to the ingest log (the path of every ingested event)."""
+        df = ingest_frame(events)
+        _, reason = validate(df, features_cfg)
+        bad = reason != ""
+        rejected = [{"index": int(i), "event_id": json_safe(df["event_id"].iloc[i]) if "event_id" in df else None,
+                     "reason": str(reason[i])} for i in np.flatnonzero(bad)]
+        if bad.all():
+            return IngestResponse(accepted=0, duplicates=0, rejected=rejected)
+        accepted, dups = await _call(backend.ingest, df[~bad].reset_index(drop=True))
+        return IngestResponse(accepted=accepted, duplicates=dups, rejected=rejected)
 
-        A routing key (``routing_key`` or the routing-key header) makes the choice of slot sticky;
-        the pin header (``X-Streamfit-Slot: green``) sends the request to that slot, for testing a
-        candidate by hand.
+    can_ingest = ingest_enabled and features_cfg is not None
+    raw = RawScorer(core, backend, [f.name for f in features_cfg.fields] if features_cfg else [],
+                    ingest_events if can_ingest else None)
+    answers = Prediction | BatchPrediction | EventPrediction | EventBatchPrediction
+
+    @app.post("/predict", response_model=answers)
+    async def predict(req: PredictRequest, request: Request) -> Any:
+        """Predict one row (``features``), a batch (``rows``), one raw event (``event``) or raw events
+        (``events``) with the traffic split.
+
+        A raw event is scored on its entity's live features, computed by the shard that owns it
+        (``return_features`` shows them; ``ingest`` also sends the event into the stream). A routing
+        key (``routing_key`` or the routing-key header) makes the choice of slot sticky; the pin
+        header (``X-Streamfit-Slot: green``) sends the request to that slot, for testing a candidate by hand.
         """
-        rows = [req.features] if req.features is not None else req.rows
-        x = np.array([[getattr(r, n) for n in names] for r in rows], dtype=float)
         key = req.routing_key or request.headers.get(routing_key_header)
         pin = request.headers.get(pin_slot_header)
         if pin is not None and pin not in SLOTS:
             raise HTTPException(status_code=422, detail=f"{pin_slot_header}: 'blue' or 'green', not {pin!r}")
-        try:
-            slot_name, version, probs = await core.apredict(x, key=key, pin=pin)
-        except NoModelError as err:
-            raise HTTPException(status_code=503, detail=str(err)) from None
-        except SlotNotReadyError as err:
-            raise HTTPException(status_code=409, detail=str(err)) from None
+        if req.is_raw():
+            return await raw.score(req, key, pin)
+        rows = [req.features] if req.features is not None else req.rows
+        x = np.array([[getattr(r, n) for n in names] for r in rows], dtype=float)
+        slot_name, version, probs = await predict_rows(core, x, key, pin)
         ids = [req.event_id] if req.event_id is not None else (req.event_ids or [])
         if ids:
             now = time.time()
@@ -194,7 +224,7 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness and what this replica holds."""
-        return {"status": "ok", "ready": bool(core.ready_slots()), **core.stats()}
+        return {"status": "ok", "ready": bool(core.ready_slots()), **core.stats(), **backend.stats()}
 
     @app.get("/models")
     async def list_models() -> Any:
@@ -228,17 +258,12 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     @app.post("/ingest", response_model=IngestResponse)
     async def post_ingest(req: IngestRequest) -> IngestResponse:
         """Push events and labels (stream.source: http); invalid rows are rejected with a reason."""
-        if not ingest_enabled or features_cfg is None:
+        if not can_ingest:
             raise HTTPException(status_code=409, detail="ingest is off: this deployment reads another source")
-        df = ingest_frame(req.events)
-        _, reason = validate(df, features_cfg)
-        bad = reason != ""
-        rejected = [{"index": int(i), "event_id": json_safe(df["event_id"].iloc[i]) if "event_id" in df else None,
-                     "reason": str(reason[i])} for i in np.flatnonzero(bad)]
-        if bad.all():
-            raise HTTPException(status_code=422, detail={"message": "every row was rejected", "rejected": rejected})
-        accepted, dups = await _call(backend.ingest, df[~bad].reset_index(drop=True))
-        return IngestResponse(accepted=accepted, duplicates=dups, rejected=rejected)
+        out = await ingest_events(req.events)
+        if len(out.rejected) == len(req.events):
+            raise HTTPException(status_code=422, detail={"message": "every row was rejected", "rejected": out.rejected})
+        return out
 
     async def control(command: str, **kwargs: Any) -> Any:
         try:

@@ -43,7 +43,8 @@ class Router:
         self.registry = Registry(registry_uri)
         remote = {"blue": blue, "green": green} if blue is not None else None
         self.core = RouterCore(self.features_cfg.feature_names(), remote=remote)
-        self.backend = RayBackend(self.registry, self.features_cfg, namespace, num_shards, controller_name)
+        self.backend = RayBackend(self.registry, self.features_cfg, namespace, num_shards, controller_name,
+                                  self.serving)
         self.ingest_enabled = ingest
         replica_id = serve.get_replica_context().replica_id.unique_id
         loop = asyncio.get_running_loop()
@@ -55,7 +56,8 @@ class Router:
         return build_api(self.core, self.backend, self.features_cfg, admin_token=os.environ.get(ADMIN_TOKEN_ENV),
                          ingest_enabled=self.ingest_enabled, max_request_bytes=self.serving.max_request_bytes,
                          routing_key_header=self.serving.routing_key_header,
-                         pin_slot_header=self.serving.pin_slot_header)
+                         pin_slot_header=self.serving.pin_slot_header,
+                         max_batch_events=self.serving.max_batch_events)
 
     def _load(self, slot: str, version: int) -> ModelSlot:
         return load_slot(self.registry, slot, version, self.core.feature_names, self.schema_hash)

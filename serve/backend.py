@@ -1,6 +1,10 @@
 """What the HTTP API needs from the rest of the system, on Ray: ``RayBackend`` (the registry, and the
 planes' actors looked up by name) and ``follow_controller``, the loop that keeps a replica's slots as
 the rollout controller wants them. Both are plain: the Serve deployments in ``app`` only hold them.
+
+Raw events' feature lookups go through a ``LookupBatcher`` per replica (one call per shard per
+tick); a shard that cannot answer in time is counted in ``streamfit_lookup_unavailable``
+(Prometheus: ``ray_streamfit_lookup_unavailable_total``, by shard).
 """
 
 from __future__ import annotations
@@ -10,14 +14,16 @@ import logging
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 import ray
 
-from streamfit.config import FeaturesConfig
+from streamfit.config import FeaturesConfig, ServingConfig
 from streamfit.names import INGEST_NAME, MONITOR_NAME, TRAINER_NAME, shard_name
 from streamfit.registry import Registry
 from streamfit.schema import shard_of
 from streamfit.status import Drift, MonitorReport, RefitResult, SeriesPoint, TrafficStatus, latest_quality
 from streamfit.serve.api import Backend
+from streamfit.serve.lookup import EventRows, LookupAnswer, LookupBatcher, ShardUnavailable
 from streamfit.serve.router import RouterCore
 from streamfit.serve.slots import ModelSlot
 from streamfit.serve.status_page import StatusPageData
@@ -36,10 +42,15 @@ class RayBackend(Backend):
     """The API's backend on Ray: registry reads, the controller, shards, trainer, ingest log and monitor."""
 
     def __init__(self, registry: Registry, features_cfg: FeaturesConfig, namespace: str, num_shards: int,
-                 controller_name: str) -> None:
+                 controller_name: str, serving: ServingConfig | None = None) -> None:
         self.registry, self.features_cfg = registry, features_cfg
         self.namespace, self.num_shards, self.controller_name = namespace, num_shards, controller_name
         self._prediction_log: list[tuple[str, int, str, float, float]] = []
+        s = serving or ServingConfig()
+        self.batcher = LookupBatcher(self._shard_lookup, num_shards, wait_s=s.lookup_wait_ms / 1000,
+                                     max_batch=s.lookup_max_batch, timeout_s=s.lookup_timeout_s)
+        self._shards: dict[int, Any] = {}  # handles stay valid across a shard's restarts
+        self._unavailable: Any = None
 
     def actor(self, name: str) -> Any:
         """A named actor of this deployment (looked up each time: it may start later, or restart)."""
@@ -58,6 +69,33 @@ class RayBackend(Backend):
         """The entity's features, from the shard that owns it."""
         owner = int(shard_of(np.array([entity], dtype=object), self.num_shards)[0])
         return await self.actor(shard_name(owner)).features.remote(entity)
+
+    async def _shard_lookup(self, shard: int, events: pd.DataFrame, record: bool) -> Any:
+        handle = self._shards.get(shard)
+        if handle is None:
+            handle = self._shards[shard] = self.actor(shard_name(shard))
+        try:
+            return await handle.lookup.remote(events, record)
+        except Exception:
+            self._shards.pop(shard, None)  # looked up again next time: the actor may have been started anew
+            raise
+
+    async def lookup(self, rows: EventRows, record: bool) -> LookupAnswer:
+        """Model rows for raw events, micro-batched per owning shard; counts the requests no shard answered."""
+        try:
+            return await self.batcher.lookup(rows, record)
+        except ShardUnavailable as err:
+            if self._unavailable is None:
+                from ray.util.metrics import Counter
+
+                self._unavailable = Counter("streamfit_lookup_unavailable", "raw-event requests answered 503: "
+                                            "a feature shard was slow or restarting", ("shard",))
+            self._unavailable.inc(1.0, {"shard": str(err.shard)})
+            raise
+
+    def stats(self) -> dict[str, Any]:
+        """The lookups of this replica: requests, calls, events, timeouts, errors, unavailable."""
+        return {"lookups": self.batcher.stats()}
 
     async def retrain(self, reason: str) -> RefitResult:
         """A refit now, from the trainer."""

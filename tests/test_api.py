@@ -280,3 +280,228 @@ def test_openapi_lists_feature_fields(loaded):
     assert "/predict" in spec["paths"]
     row = spec["components"]["schemas"]["FeatureRow"]
     assert set(row["required"]) == set(FEATURES)
+
+
+# -- raw events (scored on the entity's live features, from a fake shard lookup) -------------
+
+from streamfit.config import FeaturesConfig  # noqa: E402
+from streamfit.serve.lookup import LookupAnswer, ShardUnavailable  # noqa: E402
+
+RAW_CFG = FeaturesConfig.model_validate({
+    "fields": [{"name": "x0", "min": -50, "max": 50}, {"name": "x1", "required": False}],
+    "windows_s": [60], "aggregates": [{"field": "x0", "ops": ["mean"]}], "label_history": {"enabled": False}})
+RAW_NAMES = RAW_CFG.feature_names()  # x0, x1, count_1m, x0_mean_1m, age_s
+CLOCK = 1_000.0
+
+
+def _raw_booster() -> xgb.Booster:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, len(RAW_NAMES)))
+    return xgb.train({"max_depth": 2, "objective": "binary:logistic", "eta": 0.5},
+                     xgb.DMatrix(x, label=(x[:, 0] + x[:, 3] > 0).astype(float), feature_names=RAW_NAMES), 5)
+
+
+RAW_BST = _raw_booster()
+
+
+class LookupBackend(FakeBackend):
+    """A shard lookup that answers the columns in reverse order (the API must reorder them): the raw fields,
+    count = 2, mean = x0 / 2, no age; times more than 60 s from the clock are refused, entities starting
+    with 'down' are on a shard that cannot answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.lookups, self.ingested, self.logged = [], [], []
+
+    async def lookup(self, rows, record):
+        self.lookups.append((rows, record))
+        if any(e.startswith("down") for e in rows.entity):
+            raise ShardUnavailable(1, "no answer within 1 s")
+        t = np.where(np.isnan(rows.event_time), CLOCK, rows.event_time)
+        x0, x1 = rows.x[:, 0], rows.x[:, 1]
+        feats = np.column_stack([x0, x1, np.full(len(t), 2.0), x0 / 2, np.full(len(t), np.nan)])
+        reasons = ["event_time_future" if v > CLOCK + 60 else "event_time_past" if v < CLOCK - 60
+                   else "out_of_range:x0" if abs(x) > 50 else "" for v, x in zip(t, x0)]
+        return LookupAnswer(feats[:, ::-1], RAW_NAMES[::-1], t, np.full(len(t), CLOCK), reasons)
+
+    async def ingest(self, rows):
+        self.ingested.append(rows)
+        return len(rows), 0
+
+    def log_predictions(self, rows):
+        self.logged += rows
+
+
+def _raw_client(ingest: bool = False, max_batch_events: int = 5) -> tuple[TestClient, LookupBackend]:
+    core = RouterCore(RAW_NAMES, seed=0)
+    core.slots["blue"] = ModelSlot("blue", 4, RAW_BST, list(RAW_NAMES))
+    core.desired_versions["blue"] = 4
+    backend = LookupBackend()
+    app = build_api(core, backend, RAW_CFG, ingest_enabled=ingest, max_batch_events=max_batch_events)
+    return TestClient(app, raise_server_exceptions=False), backend
+
+
+EVENT = {"entity": "card-1", "event_time": CLOCK - 5, "x0": 3.0, "x1": 1.0}
+
+
+def _expected(x0: float, x1: float) -> float:
+    row = np.array([[x0, x1, 2.0, x0 / 2, np.nan]])
+    return float(RAW_BST.inplace_predict(row)[0])
+
+
+def test_raw_event_is_scored_on_the_lookup_row_in_feature_order():
+    client, backend = _raw_client()
+    r = client.post("/predict", json={"event": {**EVENT, "event_id": "e1"}, "return_features": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["probability"] == pytest.approx(_expected(3.0, 1.0), rel=1e-6)
+    assert body["prediction"] == int(body["probability"] >= 0.5)
+    assert (body["version"], body["model_version"], body["slot"]) == (4, 4, "blue")
+    assert body["features_as_of"] == CLOCK and body["event_id"] == "e1"
+    assert body["features"] == {"age_s": None, "x0_mean_1m": 1.5, "count_1m": 2.0, "x1": 1.0, "x0": 3.0}
+    (rows, record), = backend.lookups
+    assert record is True and rows.event_id == ["e1"]  # scored with an id: the served vector is recorded
+    assert [(i, v, s) for i, v, s, _, _ in backend.logged] == [("e1", 4, "blue")]
+    assert backend.ingested == []  # scoring alone never reaches the stream
+
+
+def test_raw_event_without_time_or_id_or_optional_field():
+    client, backend = _raw_client()
+    r = client.post("/predict", json={"event": {"entity": "card-2", "x0": 1.0}})
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"prediction", "probability", "version", "model_version", "slot", "features_as_of"}
+    (rows, record), = backend.lookups
+    assert record is False and np.isnan(rows.event_time[0]) and np.isnan(rows.x[0, 1])
+
+
+def test_raw_batch_answers_each_event_and_lists_the_rejected():
+    client, _ = _raw_client()
+    events = [EVENT, {**EVENT, "x0": 99.0}, {**EVENT, "x0": -2.0, "x1": 0.5}]
+    r = client.post("/predict", json={"events": events})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["rejected"] == [{"index": 1, "reason": "out_of_range:x0"}]
+    assert [p["index"] for p in body["predictions"]] == [0, 2]
+    assert body["predictions"][1]["probability"] == pytest.approx(_expected(-2.0, 0.5), rel=1e-6)
+
+
+@pytest.mark.parametrize("event, loc", [
+    ({**EVENT, "x9": 1.0}, ["body", "event", "x9"]),  # unknown field
+    ({k: v for k, v in EVENT.items() if k != "entity"}, ["body", "event", "entity"]),
+    ({**EVENT, "entity": ""}, ["body", "event", "entity"]),
+    ({**EVENT, "entity": 7}, ["body", "event", "entity"]),  # typed: an entity is a string
+    ({**EVENT, "entity": "e" * 201}, ["body", "event", "entity"]),
+    ({k: v for k, v in EVENT.items() if k != "x0"}, ["body", "event", "x0"]),  # a required field
+    ({**EVENT, "x0": "3"}, ["body", "event", "x0"]),  # numbers are JSON numbers
+    ({**EVENT, "x1": True}, ["body", "event", "x1"]),
+    ({**EVENT, "event_time": "yesterday"}, ["body", "event", "event_time"]),
+    ({**EVENT, "event_id": ""}, ["body", "event", "event_id"]),
+], ids=["unknown", "no-entity", "empty-entity", "int-entity", "long-entity", "no-field", "string-number", "bool",
+        "bad-time", "empty-id"])
+def test_bad_raw_event_is_422_naming_the_field(event, loc):
+    client, backend = _raw_client()
+    r = client.post("/predict", json={"event": event})
+    assert r.status_code == 422, r.text
+    assert loc in _locs(r)
+    assert backend.lookups == []
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400"])
+@pytest.mark.parametrize("key", ["x0", "x1", "event_time"])
+def test_non_finite_raw_value_is_422_naming_it(token, key):
+    client, backend = _raw_client()
+    body = '{"events": [{"entity": "a", "x0": 1.0}, {"entity": "b", "x0": 1.0, "%s": %s}]}' % (key, token)
+    r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert ["body", "events", 1, key] in _locs(r)
+    assert backend.lookups == []
+
+
+@pytest.mark.parametrize("t, reason", [(CLOCK + 86_400, "event_time_future"), (CLOCK - 86_400, "event_time_past")])
+def test_event_time_far_from_the_stream_is_422_naming_event_time(t, reason):
+    client, _ = _raw_client()
+    r = client.post("/predict", json={"event": {**EVENT, "event_time": t}})
+    assert r.status_code == 422, r.text
+    assert _locs(r) == [["body", "event", "event_time"]] and reason in r.text
+    r = client.post("/predict", json={"events": [{**EVENT, "event_time": t}]})
+    assert r.status_code == 422 and r.json()["detail"]["rejected"] == [{"index": 0, "reason": reason}]
+
+
+def test_oversized_batch_is_422_saying_the_limit():
+    client, backend = _raw_client(max_batch_events=5)
+    r = client.post("/predict", json={"events": [EVENT] * 6})
+    assert r.status_code == 422
+    assert ["body", "events"] in _locs(r) and "at most 5" in r.text
+    assert client.post("/predict", json={"events": [EVENT] * 5}).status_code == 200
+    assert client.post("/predict", json={"events": []}).status_code == 422
+
+
+@pytest.mark.parametrize("payload, words", [
+    ({"event": EVENT, "features": dict(zip(RAW_NAMES, [0.0] * 5))}, "exactly one"),
+    ({"event": EVENT, "events": [EVENT]}, "exactly one"),
+    ({"event": EVENT, "event_id": "e1"}, "carries its own"),
+    ({"features": dict(zip(RAW_NAMES, [0.0] * 5)), "ingest": True}, "go with raw events"),
+    ({"rows": [dict(zip(RAW_NAMES, [0.0] * 5))], "return_features": True}, "go with raw events"),
+])
+def test_raw_and_precomputed_do_not_mix(payload, words):
+    client, _ = _raw_client()
+    r = client.post("/predict", json=payload)
+    assert r.status_code == 422 and words in r.text
+
+
+def test_a_shard_that_cannot_answer_is_503_with_retry_after():
+    client, _ = _raw_client()
+    r = client.post("/predict", json={"events": [EVENT, {**EVENT, "entity": "down-1"}]})
+    assert r.status_code == 503
+    assert int(r.headers["Retry-After"]) >= 1 and "shard 1" in r.json()["detail"]
+    assert client.post("/predict", json={"event": EVENT}).status_code == 200
+
+
+def test_ingest_needs_the_http_source():
+    client, backend = _raw_client(ingest=False)
+    r = client.post("/predict", json={"event": {**EVENT, "event_id": "e1"}, "ingest": True})
+    assert r.status_code == 409 and "stream.source: http" in r.json()["detail"]
+    assert backend.lookups == [] and backend.ingested == []
+
+
+def test_ingest_needs_an_event_id():
+    client, backend = _raw_client(ingest=True)
+    r = client.post("/predict", json={"events": [{**EVENT, "event_id": "e1"}, EVENT], "ingest": True})
+    assert r.status_code == 422 and ["body", "events", 1, "event_id"] in _locs(r)
+    assert backend.ingested == []
+
+
+def test_ingest_sends_the_scored_events_through_the_ingest_path():
+    client, backend = _raw_client(ingest=True)
+    events = [{**EVENT, "event_id": "e1"}, {**EVENT, "event_id": "e2", "x0": 80.0},
+              {"entity": "card-3", "x0": 2.0, "event_id": "e3"}]
+    r = client.post("/predict", json={"events": events, "ingest": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["ingested"] == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert body["rejected"] == [{"index": 1, "reason": "out_of_range:x0"}]  # not scored, not ingested
+    df, = backend.ingested
+    assert df["event_id"].tolist() == ["e1", "e3"] and (df["kind"] == "event").all()
+    assert df["event_time"].tolist() == [CLOCK - 5, CLOCK]  # an event without a time enters at the stream's clock
+    assert df["x0"].tolist() == [3.0, 2.0] and np.isnan(df["x1"].iloc[1])
+    single = client.post("/predict", json={"event": {**EVENT, "event_id": "e4"}, "ingest": True}).json()
+    assert single["ingested"]["accepted"] == 1 and single["event_id"] == "e4"
+
+
+def test_raw_events_without_a_features_config_are_unknown(loaded):
+    client, _ = loaded
+    r = client.post("/predict", json={"event": EVENT})
+    assert r.status_code == 422 and ["body", "event"] in _locs(r)
+
+
+def test_raw_event_before_any_model_is_503():
+    core = RouterCore(RAW_NAMES)
+    empty = TestClient(build_api(core, LookupBackend(), RAW_CFG), raise_server_exceptions=False)
+    assert empty.post("/predict", json={"event": EVENT}).status_code == 503
+
+
+def test_openapi_documents_raw_events():
+    client, _ = _raw_client()
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(schemas["Event"]["required"]) == {"entity", "x0"}
+    assert {"EventPrediction", "EventBatchPrediction"} <= set(schemas)

@@ -1,0 +1,226 @@
+"""Micro-batched feature lookups of one Router replica: one call per owning shard per short tick.
+
+``LookupBatcher`` is plain asyncio (unit-tested without Ray). Each request's raw events
+(``EventRows``) are split by owning shard (``streamfit.schema.shard_of``, the coordinator's
+hash); the parts of every request that arrive within ``wait_s`` go to that shard in one call,
+sooner when ``max_batch`` events wait for it. The answer is split back per request, in the
+request's row order (``LookupAnswer``). A call slower than ``timeout_s``, or one that fails (an
+actor dead or restarting), fails only the requests that had events in it, with
+``ShardUnavailable``: the caller answers 503 with ``Retry-After``; other shards keep answering.
+
+Example:
+    >>> import asyncio, numpy as np
+    >>> from types import SimpleNamespace
+    >>> calls = []
+    >>> async def call(shard, events, record):
+    ...     calls.append((shard, len(events)))
+    ...     n = len(events)
+    ...     return SimpleNamespace(features=np.zeros((n, 1)), feature_names=["f"], times=events["event_time"].values,
+    ...                            as_of=5.0, reasons=[""] * n)
+    >>> b = LookupBatcher(call, num_shards=1, wait_s=0.001)
+    >>> rows = [EventRows.of([{"entity": "u1", "event_time": 1.0, "x": 2.0}], ["x"]) for _ in range(3)]
+    >>> async def main():
+    ...     return await asyncio.gather(*(b.lookup(r) for r in rows))
+    >>> answers = asyncio.run(main())
+    >>> calls, answers[0].as_of.tolist()      # three requests, one call
+    ([(0, 3)], [5.0])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+import pandas as pd
+
+from streamfit.schema import ENTITY, EVENT_ID, EVENT_TIME, shard_of
+
+LookupCall = Callable[[int, pd.DataFrame, bool], Awaitable[Any]]
+
+
+class ShardUnavailable(Exception):
+    """A shard did not answer a lookup in time, or failed (dead or restarting)."""
+
+    def __init__(self, shard: int, why: str) -> None:
+        super().__init__(f"feature shard {shard} is unavailable ({why}); retry shortly")
+        self.shard = shard
+
+
+@dataclass
+class EventRows:
+    """Raw events as columns: entities, times (NaN = the stream's now), ids ('' = none), field values."""
+
+    entity: list[str]
+    event_time: np.ndarray
+    event_id: list[str]
+    x: np.ndarray  # (n, len(fields)) float, NaN = missing
+    fields: list[str]
+
+    @classmethod
+    def of(cls, events: list[dict[str, Any]], fields: list[str]) -> "EventRows":
+        """From event dicts (absent or None values become NaN / '')."""
+        nan = math.nan
+        times = [e.get(EVENT_TIME) for e in events]
+        x = [[nan if (v := e.get(f)) is None else v for f in fields] for e in events]
+        return cls([e[ENTITY] for e in events], np.array([nan if t is None else t for t in times], dtype=float),
+                   [e.get(EVENT_ID) or "" for e in events], np.array(x, dtype=float).reshape(len(events), len(fields)),
+                   list(fields))
+
+    def __len__(self) -> int:
+        return len(self.entity)
+
+    def take(self, idx: np.ndarray) -> "EventRows":
+        """The rows at positions ``idx``."""
+        return EventRows([self.entity[i] for i in idx], self.event_time[idx], [self.event_id[i] for i in idx],
+                         self.x[idx], self.fields)
+
+    @classmethod
+    def concat(cls, parts: list["EventRows"]) -> "EventRows":
+        """The rows of every part, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls([e for p in parts for e in p.entity], np.concatenate([p.event_time for p in parts]),
+                   [i for p in parts for i in p.event_id], np.vstack([p.x for p in parts]), parts[0].fields)
+
+    def frame(self, record: bool = True) -> pd.DataFrame:
+        """The lookup's input frame (``FeatureShard.lookup``); without ``record`` the ids are left out."""
+        cols: dict[str, Any] = {ENTITY: np.array(self.entity, dtype=object), EVENT_TIME: self.event_time}
+        cols.update({f: self.x[:, j] for j, f in enumerate(self.fields)})
+        cols[EVENT_ID] = np.array(self.event_id if record else [""] * len(self), dtype=object)
+        return pd.DataFrame(cols)
+
+
+@dataclass
+class LookupAnswer:
+    """One request's lookup, in its row order: model rows, the time each was computed at, the answering
+    shard's stream clock per row, and why a row was not scored ('' if it was)."""
+
+    features: np.ndarray
+    feature_names: list[str]
+    times: np.ndarray
+    as_of: np.ndarray
+    reasons: list[str]
+
+
+@dataclass
+class _Part:
+    rows: EventRows
+    positions: np.ndarray  # where these rows sit in their request
+    record: bool
+    done: asyncio.Future
+
+
+class LookupBatcher:
+    """Groups concurrent requests' events into one lookup call per owning shard per tick."""
+
+    def __init__(self, call: LookupCall, num_shards: int, wait_s: float = 0.002, max_batch: int = 256,
+                 timeout_s: float = 1.0) -> None:
+        self.call, self.num_shards = call, num_shards
+        self.wait_s, self.max_batch, self.timeout_s = wait_s, max_batch, timeout_s
+        self._queues: dict[int, list[_Part]] = {}
+        self._queued: Counter[int] = Counter()  # events waiting per shard
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._running: set[asyncio.Task] = set()
+        self.counters: Counter[str] = Counter()
+
+    async def lookup(self, rows: EventRows, record: bool = False) -> LookupAnswer:
+        """Model rows for ``rows`` from their owning shards; ``ShardUnavailable`` if one of them cannot answer.
+        With ``record`` the shards log the served vectors of rows with an event id."""
+        loop = asyncio.get_running_loop()
+        owners = shard_of(np.asarray(rows.entity, dtype=object), self.num_shards)
+        parts = []
+        for shard in np.unique(owners).tolist():
+            idx = np.flatnonzero(owners == shard)
+            part = _Part(rows if len(idx) == len(rows) else rows.take(idx), idx, record, loop.create_future())
+            parts.append(part)
+            self._enqueue(shard, part)
+        self.counters["requests"] += 1
+        done = await asyncio.gather(*(p.done for p in parts), return_exceptions=True)
+        failed = [d for d in done if isinstance(d, BaseException)]
+        if failed:
+            self.counters["unavailable"] += 1
+            raise failed[0]
+        if len(done) == 1:
+            return done[0]
+        return self._merge(len(rows), parts, done)
+
+    @staticmethod
+    def _merge(n: int, parts: list[_Part], answers: list[LookupAnswer]) -> LookupAnswer:
+        names = answers[0].feature_names
+        feats, times, as_of = np.empty((n, len(names))), np.empty(n), np.empty(n)
+        reasons = [""] * n
+        for part, a in zip(parts, answers):
+            feats[part.positions], times[part.positions], as_of[part.positions] = a.features, a.times, a.as_of
+            for i, why in zip(part.positions.tolist(), a.reasons):
+                reasons[i] = why
+        return LookupAnswer(feats, names, times, as_of, reasons)
+
+    def _enqueue(self, shard: int, part: _Part) -> None:
+        queue = self._queues.setdefault(shard, [])
+        queue.append(part)
+        self._queued[shard] += len(part.rows)
+        if self._queued[shard] >= self.max_batch:
+            self.counters["full_batches"] += 1
+            self._flush(shard)
+        elif shard not in self._timers:
+            self._timers[shard] = asyncio.get_running_loop().call_later(self.wait_s, self._flush, shard)
+
+    def _flush(self, shard: int) -> None:
+        timer = self._timers.pop(shard, None)
+        if timer is not None:
+            timer.cancel()
+        parts = self._queues.pop(shard, [])
+        self._queued.pop(shard, None)
+        if parts:
+            task = asyncio.get_running_loop().create_task(self._run(shard, parts))
+            self._running.add(task)  # the loop keeps only a weak reference to its tasks
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, shard: int, parts: list[_Part]) -> None:
+        record = any(p.record for p in parts)
+        # Rows of requests that did not ask to record go without their ids, so the shard logs nothing of them.
+        rows = EventRows.concat([p.rows if p.record or not record else EventRows(
+            p.rows.entity, p.rows.event_time, [""] * len(p.rows), p.rows.x, p.rows.fields) for p in parts])
+        self.counters["calls"] += 1
+        self.counters["events"] += len(rows)
+        try:
+            result = await asyncio.wait_for(self.call(shard, rows.frame(record), record), self.timeout_s)
+            answers = self._split(result, parts)
+        except asyncio.TimeoutError:
+            self.counters["timeouts"] += 1
+            return self._fail(parts, ShardUnavailable(shard, f"no answer within {self.timeout_s:g} s"))
+        except Exception as err:  # the actor died, is restarting, or answered nonsense
+            self.counters["errors"] += 1
+            return self._fail(parts, ShardUnavailable(shard, type(err).__name__))
+        for part, answer in zip(parts, answers):
+            if not part.done.done():  # a request cancelled meanwhile (client gone) takes no answer
+                part.done.set_result(answer)
+
+    @staticmethod
+    def _split(result: Any, parts: list[_Part]) -> list[LookupAnswer]:
+        n = sum(len(p.rows) for p in parts)
+        feats, times, reasons = np.asarray(result.features, dtype=float), np.asarray(result.times), list(result.reasons)
+        if len(feats) != n or len(times) != n or len(reasons) != n:
+            raise ValueError(f"lookup answered {len(feats)} rows for {n} events")
+        out, start = [], 0
+        for p in parts:
+            end = start + len(p.rows)
+            out.append(LookupAnswer(feats[start:end], list(result.feature_names), times[start:end],
+                                    np.full(end - start, float(result.as_of)), reasons[start:end]))
+            start = end
+        return out
+
+    @staticmethod
+    def _fail(parts: list[_Part], err: ShardUnavailable) -> None:
+        for part in parts:
+            if not part.done.done():
+                part.done.set_exception(err)
+
+    def stats(self) -> dict[str, int]:
+        """Requests, calls, events looked up, full batches, timeouts, errors and requests answered unavailable."""
+        keys = ("requests", "calls", "events", "full_batches", "timeouts", "errors", "unavailable")
+        return {k: int(self.counters[k]) for k in keys}
