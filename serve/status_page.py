@@ -204,8 +204,8 @@ split <span id="split">{traffic.split()}</span></h1>
 rejected {_esc(quality.rejected)} ({_esc(quality.top_reasons()) or "none"}) · null rates {_esc(quality.nulls()) or "–"}
 · watermark lag {_num(quality.watermark_lag_s, 1)} s</div>
 <div class="card wide" id="drift">live v{_esc(drift.version)}: prediction PSI {_num(drift.prediction_psi, 2)} ·
-{"<span class='alarm'>alarm: " + _esc(alarm) + "</span>" if alarm else "no drift alarm"}</div></div>
-<div class="row">{skew_html(data.skew)}</div>
+{"<span class='alarm'>alarm: " + _esc(alarm) + "</span>" if alarm else "no drift alarm"}</div>
+{skew_html(data.skew)}</div>
 <h2>versions and why they were trained</h2>
 <table id="versions"><tr><th>version</th><th>aliases</th><th>refit reason</th><th>strategy</th>
 <th>holdout accuracy</th><th>live accuracy</th><th>rows</th><th>registered</th></tr>{"".join(rows)}</table>
