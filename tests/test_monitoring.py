@@ -132,7 +132,7 @@ def test_prometheus_scrape_has_streamfit_metrics_with_tags(pipe):
         return {f.name: f for f in text_string_to_metric_families(text)}
 
     wanted = ("streamfit_rows_rejected", "streamfit_feature_psi", "streamfit_live_accuracy",
-              "streamfit_traffic_weight_percent")
+              "streamfit_traffic_weight_percent", "streamfit_skew_rows_compared", "streamfit_skew_share")
     assert wait_until(lambda: all(any(w in n for n in families()) for w in wanted), timeout_s=60), \
         sorted(n for n in families() if "streamfit" in n)
     fams = families()
@@ -144,6 +144,10 @@ def test_prometheus_scrape_has_streamfit_metrics_with_tags(pipe):
     assert {s.labels.get("feature") for s in samples("streamfit_feature_psi")} >= set(FIELDS)
     assert any(s.labels.get("version") for s in samples("streamfit_live_accuracy"))
     assert {s.labels.get("slot") for s in samples("streamfit_traffic_weight_percent")} == {"blue", "green"}
+    # Nothing was scored from raw events here: the skew gauges are there, at zero, for every feature.
+    assert [s.value for s in samples("streamfit_skew_rows_compared")] and \
+        all(s.value == 0 for s in samples("streamfit_skew_rows_compared"))
+    assert {s.labels.get("feature") for s in samples("streamfit_skew_share")} >= set(FIELDS)
     # Ray Serve's own request metrics come with them.
     assert any(n.startswith("ray_serve") for n in fams)
 
@@ -170,6 +174,9 @@ def test_status_page_in_headless_chromium(pipe, tmp_path):
     assert f"blue {traffic['weights']['blue']}% / green {traffic['weights']['green']}%" in page
     assert page.count('class="chart"') == 4 and page.count("<polyline") >= 3  # the charts have lines
     assert "drift" in page and 'class="reason">drift<' in page  # the refit the drift alarm caused
+    assert 'id="skew">serving/training skew: no scored event has its label yet' in page
+    report = httpx.get(f"{pipe.url}/monitor", timeout=10).json()
+    assert report["skew"]["compared_rows"] == 0 and set(FIELDS) <= set(report["skew"]["features"])
     shot = tmp_path / "status-page.png"
     out = _chromium(f"--screenshot={shot}", "--window-size=1280,1800", url, tmp=tmp_path)
     assert out.returncode == 0 and shot.exists() and shot.stat().st_size > 20_000, out.stderr[-2000:]
