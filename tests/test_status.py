@@ -191,7 +191,8 @@ def test_demo_live_view_and_summary_from_plane_stats():
         "drift": {"psi": {"x0": 0.1}, "alarm": None}})
     text = _text(live_view(stats, {"served": 1234, "failed": 0}, Schedule(30, 1, 300).title(12.0)))
     assert "12s · until 1 flip after 30s, max 300s" in text
-    assert "12,000" in text and "missing:x2: 100" in text and "1,234 / 0" in text
+    assert "12,000" in text and "missing:x2: 100" in text and "1,234 (0) / 0" in text  # served (raw events) / failed
+    assert "no scored event has its label yet" in text  # the skew line, before any comparison
     assert "revision 9, flips 2" in text  # the same traffic table as `streamfit status`
     summary = summarize(stats, {"served": 1234, "failed": 0})
     assert summary["traffic_flips"] == 2 and summary["live_version"] == 1 and summary["versions_trained"] == 1
