@@ -72,8 +72,8 @@ class RayBackend(Backend):
 
     async def _shard_lookup(self, shard: int, events: pd.DataFrame, record: bool) -> Any:
         handle = self._shards.get(shard)
-        if handle is None:
-            handle = self._shards[shard] = self.actor(shard_name(shard))
+        if handle is None:  # a GCS round trip: off the event loop, which serves every request of the replica
+            handle = self._shards[shard] = await asyncio.to_thread(self.actor, shard_name(shard))
         try:
             return await handle.lookup.remote(events, record)
         except Exception:
