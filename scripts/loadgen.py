@@ -197,11 +197,12 @@ class PacedCalls:
     """Calls ``send(i)`` about ``rate`` times a second from a background thread; ``send`` returns a
     waitable (a Ray ObjectRef) and ``harvest(pending)`` returns the finished ones with whether each
     succeeded. At most ``max_in_flight`` calls are outstanding: past that, calls are skipped and
-    counted, not queued."""
+    counted, not queued. On ``stop`` the calls in flight are waited for (at most ``drain_s``)."""
 
     def __init__(self, send: Callable[[int], Any], harvest: Callable[[list[Any]], list[tuple[Any, bool]]],
-                 rate: float, max_in_flight: int = 256) -> None:
+                 rate: float, max_in_flight: int = 256, drain_s: float = 30.0) -> None:
         self.send, self.harvest, self.rate, self.max_in_flight = send, harvest, rate, max_in_flight
+        self.drain_s = drain_s
         self.sent = self.done = self.skipped = self.failed = 0
         self.latencies_ms: list[float] = []
         self._stop = threading.Event()
@@ -220,14 +221,22 @@ class PacedCalls:
                 else:
                     self.skipped += 1
                 next_at += 1.0 / self.rate
-            if pending:
-                end = time.perf_counter()
-                for ref, ok in self.harvest(list(pending)):
-                    self.latencies_ms.append((end - pending.pop(ref)) * 1000)
-                    self.done += ok
-                    self.failed += not ok
+            self._collect(pending)
             self._stop.wait(max(0.0, next_at - time.perf_counter()))
+        drain_until = time.perf_counter() + self.drain_s  # calls in flight still count (and end before the callee)
+        while pending and time.perf_counter() < drain_until:
+            self._collect(pending)
+            time.sleep(0.005)
         self.seconds = time.perf_counter() - started
+
+    def _collect(self, pending: dict[Any, float]) -> None:
+        if not pending:
+            return
+        end = time.perf_counter()
+        for ref, ok in self.harvest(list(pending)):
+            self.latencies_ms.append((end - pending.pop(ref)) * 1000)
+            self.done += ok
+            self.failed += not ok
 
     def start(self) -> "PacedCalls":
         """Start calling in the background."""
@@ -237,7 +246,7 @@ class PacedCalls:
     def stop(self) -> dict[str, Any]:
         """Stop and return the calls' figures (latency from sending to seeing the answer)."""
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=self.drain_s + 30)
         lat = np.array(self.latencies_ms)
         return {"sent": self.sent, "answered": self.done, "failed": self.failed, "skipped": self.skipped,
                 "rps": self.done / self.seconds if self.seconds else 0.0,

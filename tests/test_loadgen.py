@@ -101,7 +101,7 @@ def test_paced_calls_count_answers_and_failures():
 
 
 def test_paced_calls_skip_rather_than_queue_past_the_bound():
-    pacer = PacedCalls(lambda i: i, lambda refs: [], rate=1000, max_in_flight=8).start()
+    pacer = PacedCalls(lambda i: i, lambda refs: [], rate=1000, max_in_flight=8, drain_s=0.1).start()
     assert _wait(lambda: pacer.skipped > 0)
     figures = pacer.stop()
     assert figures["sent"] == 8 and figures["answered"] == 0
