@@ -81,7 +81,7 @@ class RawScorer:
         except NotImplementedError:
             raise HTTPException(status_code=501, detail="raw events are not available in this deployment") from None
 
-    def _check_ingest(self, req: Any, where: str, events: list[Any]) -> None:
+    def _check_ingest(self, where: str, events: list[Any]) -> None:
         if self.ingest is None:
             raise HTTPException(status_code=409, detail="ingest: true needs stream.source: http (this deployment "
                                                         "reads another source); score without it")
@@ -96,7 +96,7 @@ class RawScorer:
         single = req.event is not None
         where, events = ("event", [req.event]) if single else ("events", req.events)
         if req.ingest:
-            self._check_ingest(req, where, events)
+            self._check_ingest(where, events)
         rows = EventRows.of([vars(e) for e in events], self.fields)
         answer = await self._lookup(rows)
         ok = [i for i, why in enumerate(answer.reasons) if not why]
@@ -109,12 +109,12 @@ class RawScorer:
                 raise HTTPException(status_code=422, detail=[{"loc": loc, "type": "rejected", "msg": f"rejected: {why}"}])
             raise HTTPException(status_code=422, detail={"message": "every event was rejected", "rejected": rejected})
         slot, version, probs = await predict_rows(self.core, self._model_rows(answer, ok), key, pin)
+        ingested = await self._ingest(rows, answer, ok) if req.ingest else None
         ids = [rows.event_id[i] for i in ok]
-        if any(ids):
+        if any(ids):  # after the ingest: a request retried because its ingest failed is logged once
             now = time.time()
             self.backend.log_predictions([(e, version, slot, float(p), now) for e, p in zip(ids, probs) if e])
         out = [self._entry(req, answer, i, e, float(p), version, slot) for i, e, p in zip(ok, ids, probs.tolist())]
-        ingested = await self._ingest(rows, answer, ok) if req.ingest else None
         if single:
             body = out[0] if ingested is None else {**out[0], "ingested": ingested}
         else:
@@ -139,7 +139,14 @@ class RawScorer:
         events = [{"kind": "event", "event_id": rows.event_id[i], "entity": rows.entity[i],
                    "event_time": float(answer.times[i]),
                    **{f: _finite(v) for f, v in zip(rows.fields, rows.x[i].tolist())}} for i in ok]
-        out = (await self.ingest(events)).model_dump()  # type: ignore[misc]
+        try:
+            out = (await self.ingest(events)).model_dump()  # type: ignore[misc]
+        except HTTPException:
+            raise
+        except Exception as err:  # the ingest log is restarting: the client retries (event ids make it idempotent)
+            raise HTTPException(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)},
+                                detail=f"scored, but the events did not enter the stream ({type(err).__name__}); "
+                                       "retry the request") from None
         for r in out["rejected"]:
             r["index"] = ok[r["index"]]  # its place in the request
         return out

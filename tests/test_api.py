@@ -505,3 +505,15 @@ def test_openapi_documents_raw_events():
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert set(schemas["Event"]["required"]) == {"entity", "x0"}
     assert {"EventPrediction", "EventBatchPrediction"} <= set(schemas)
+
+
+def test_an_ingest_log_that_cannot_take_the_event_is_503_and_logs_nothing():
+    client, backend = _raw_client(ingest=True)
+
+    async def down(rows):
+        raise RuntimeError("ingest actor restarting")
+
+    backend.ingest = down
+    r = client.post("/predict", json={"event": {**EVENT, "event_id": "e1"}, "ingest": True})
+    assert r.status_code == 503 and "Retry-After" in r.headers and "retry" in r.json()["detail"]
+    assert backend.logged == []
