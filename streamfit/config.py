@@ -147,13 +147,9 @@ class FeaturesConfig(_Strict):
     late_policy: Literal["drop", "apply"] = "drop"
     dedup_capacity: int = Field(1_000_000, gt=0, description="event ids remembered for dedup")
     label_timeout_s: float = Field(3600.0, gt=0, description="unlabelled events expire after this (event time)")
-    served_log_capacity: int = Field(
-        100_000, gt=0, description="served feature vectors (scored events with an event_id) kept per shard until "
-                                   "their label arrives; the oldest are evicted first")
-    max_future_s: float = Field(
-        300.0, ge=0, description="a scored event's time may be at most this far ahead of the stream clock")
-    max_past_s: float = Field(
-        3600.0, ge=0, description="... and at most this far behind it (older windows are already pruned)")
+    served_log_capacity: int = Field(100_000, gt=0, description="served vectors kept per shard for labels (oldest go)")
+    max_future_s: float = Field(300.0, ge=0, description="scored event time: at most this far past the stream clock")
+    max_past_s: float = Field(3600.0, ge=0, description="... and at most this far behind it")
 
     @model_validator(mode="after")
     def _aggregated_fields_exist(self) -> "FeaturesConfig":
@@ -285,8 +281,7 @@ class ServingConfig(_Strict):
     lookup_timeout_s: float = Field(1.0, gt=0, description="a shard lookup slower than this answers 503 + Retry-After")
     lookup_wait_ms: float = Field(2.0, ge=0, description="micro-batch tick: lookups gathered per shard for this long")
     lookup_max_batch: int = Field(256, gt=0, description="... or until this many events wait for one shard")
-    max_batch_events: int = Field(
-        1000, gt=0, description="raw events per /predict request, at most (more are refused with 4xx)")
+    max_batch_events: int = Field(1000, gt=0, description="raw events per /predict request, at most (else 4xx)")
     pin_slot_header: str = "X-Streamfit-Slot"
 
 

@@ -229,3 +229,18 @@ def test_served_log_is_bounded_and_counts_evictions():
     shard.lookup(query(*[("u", NAN, 1.0, 0.0, 0.0, f"e{i}") for i in range(5)]), record=True)
     assert len(shard.served) == 3 and shard.served.evicted == 2
     assert shard.snapshot()["served"]["evicted"] == 2
+
+
+def test_the_local_runner_asks_the_shard_that_owns_each_entity():
+    stream = pd.concat([b[1] for b in _batches(10)], ignore_index=True)
+    frames = [stream.iloc[i:i + 100] for i in range(0, len(stream), 100)]
+    one, three = (LocalRunner(STREAM_FEATURES, FramesSource(frames), num_shards=n) for n in (1, 3))
+    one.run()
+    three.run()
+    entities = sorted(stream["entity"].unique())[:12]
+    ask = pd.DataFrame({"entity": [*entities, "nobody"], "event_time": NAN, "x0": 1.0, "x1": 0.0, "x2": 0.0,
+                        "event_id": ""})
+    a, b = one.lookup(ask), three.lookup(ask)
+    assert a.reasons == b.reasons == [""] * len(ask) and a.as_of == b.as_of
+    assert np.array_equal(a.features, b.features, equal_nan=True) and np.array_equal(a.times, b.times)
+    assert (a.features[:-1, a.feature_names.index("count_5m")] > 0).any()

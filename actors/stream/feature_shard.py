@@ -4,6 +4,12 @@
 vectorised over the batch. ``FeatureShardActor`` is the thin Ray shell: on (re)start it
 loads its last checkpoint, so a restarted shard resumes from a consistent state.
 
+Online lookups (``lookup``) compute a raw event's model row with ``_features_at``, the
+function that makes the training rows, over the immutable ``ShardView`` the shard publishes
+after each whole batch (see ``lookup``): the actor serves them in their own concurrency
+group, beside a running ``process()``, without a lock and without seeing half a batch. The
+served vectors of scored events wait in a ``ServedLog`` for their labels (``served_log``).
+
 Example:
     >>> import pandas as pd
     >>> from streamfit.config import FeaturesConfig, AggregateSpec
@@ -285,6 +291,7 @@ class FeatureShard:
         out.update(self.counters)
         out["entities"] = self.events.n_keys()
         out["pending_labels"] = len(self.pending)
+        out["served_log"], out["served_evicted"] = len(self.served), self.served.evicted
         out["state_bytes"] = self.state_bytes()
         out["last_batch_id"] = self.last_batch_id
         return out

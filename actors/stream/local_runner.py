@@ -26,12 +26,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from streamfit.config import FeaturesConfig
+from streamfit.schema import ENTITY, shard_of
 from streamfit.actors.stream.checkpoint import CheckpointStore
 from streamfit.actors.stream.coordinator_core import Coordinator, Ready
 from streamfit.actors.stream.feature_shard import FeatureShard, ShardResult
+from streamfit.actors.stream.lookup import LookupResult
 from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint, write_shard_checkpoint
 from streamfit.actors.stream.sources import Position, Source
 
@@ -97,6 +100,20 @@ class LocalRunner:
     def position(self) -> Position:
         """The source position of the next batch."""
         return self.coordinator.position
+
+    def lookup(self, events: pd.DataFrame, record: bool = False) -> LookupResult:
+        """Each event's model row from the shard that owns its entity (``FeatureShard.lookup``), in input order."""
+        owner = shard_of(events[ENTITY].to_numpy(dtype=object), len(self.shards))
+        parts = [(np.flatnonzero(owner == i), s) for i, s in enumerate(self.shards)]
+        answers = [(rows, s.lookup(events.iloc[rows], record)) for rows, s in parts if len(rows)]
+        names = self.shards[0].feature_names
+        out = LookupResult(np.full((len(events), len(names)), np.nan), list(names), np.full(len(events), np.nan),
+                           min((a.as_of for _, a in answers), default=np.nan), [""] * len(events))
+        for rows, a in answers:
+            out.features[rows], out.times[rows] = a.features, a.times
+            for r, why in zip(rows.tolist(), a.reasons):
+                out.reasons[r] = why
+        return out
 
     def run(self) -> dict[str, Any]:
         """Until the source ends: drain, checkpoint (when configured), close the source; the coordinator's stats."""

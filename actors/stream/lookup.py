@@ -19,7 +19,7 @@ Example:
     >>> ev = pd.DataFrame({"entity": ["u", "u"], "event_time": [float("nan"), 1e9],
     ...                    "x0": [1.0, 1.0], "x1": [0.0, 0.0], "x2": [0.0, "a"], "event_id": ["", "e"]})
     >>> clean, reason, times = prepare(ev, FeaturesConfig(), clock_us=10_000_000)
-    >>> reason.tolist(), times[0]
+    >>> reason.tolist(), float(times[0])
     (['', 'non_numeric:x2'], 10.0)
 """
 
