@@ -228,6 +228,33 @@ def shard_same(a: FeatureShard, b: FeatureShard) -> None:
     assert_same(a.recent_events(10), b.recent_events(10), "recent_events")
 
 
+def scored_shard_inputs() -> list[tuple]:
+    """The shard stream with each batch's events looked up (and recorded) just before the batch arrives."""
+    out: list[tuple] = []
+    for bid, df, wm, clock in shard_inputs():
+        events = df[df["kind"] == "event"]
+        cols = ["entity", "event_time", *[f.name for f in FEATURES.fields], "event_id"]
+        out.append(("lookup", events[cols].iloc[::3].reset_index(drop=True)))
+        out.append(("process", bid, df, wm, clock))
+    return out
+
+
+def scored_shard_feed(shard: FeatureShard, x: tuple) -> Any:
+    return shard.lookup(x[1], record=True) if x[0] == "lookup" else shard.process(*x[1:])
+
+
+def via_shard_checkpoint(snap: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """A whole shard, served log included, through the checkpoint path the shards use."""
+    shard = FeatureShard(FEATURES)
+    shard.restore(snap)
+    store = CheckpointStore(str(tmp / "checkpoints"))
+    write_shard_checkpoint(store, 1, shard)
+    store.write_manifest(1, batch_id=shard.last_batch_id, position=0, num_shards=1)
+    fresh = FeatureShard(FEATURES)
+    assert load_shard_checkpoint(store, fresh, num_shards=1)
+    return fresh.snapshot()
+
+
 def series_inputs() -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
     """Batches of (keys, times µs, values, prune horizon µs), times out of order within a batch."""
     rng = np.random.default_rng(8)
@@ -407,6 +434,7 @@ ROUND_TRIPS: dict[str, RoundTrip] = {
     "manifest": via_manifest,
     "state_store": via_state_store,
     "checkpoint:served": via_served_checkpoint,
+    "checkpoint:shard+served": via_shard_checkpoint,
 }
 
 CASES: list[Case] = [
@@ -425,6 +453,8 @@ CASES: list[Case] = [
          lambda a, b: assert_same(a.snapshot(), b.snapshot(), "watermark"), storage=["json", "manifest"]),
     Case("ServingState", ServingState, lambda: list(SLOT_OPS), serving_feed,
          lambda a, b: assert_same(a.snapshot(), b.snapshot(), "serving state"), storage=["json", "state_store"]),
+    Case("FeatureShard (scored)", lambda: FeatureShard(FEATURES, 0), scored_shard_inputs, scored_shard_feed,
+         shard_same, storage=["json", "checkpoint:shard+served"]),
 ]
 
 
