@@ -12,7 +12,9 @@ handful of numpy calls, never a Python loop per event:
 - ``prune`` forgets rows older than any window can reach, keeping each key's last row
   (for "last value" and "time since last event").
 
-Times are integer microseconds, so window boundaries are exact.
+Times are integer microseconds, so window boundaries are exact. The arrays are never written
+in place: ``insert``, ``prune`` and ``restore`` build new ones and rebind them, so a reader
+holding the old arrays (a shard's lookup view, ``lookup.ShardView``) keeps a whole state.
 
 Example:
     >>> import numpy as np
