@@ -86,7 +86,7 @@ def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) 
     shards = [
         # SPREAD: on a cluster the shards go to different nodes, so losing one node loses few shards.
         FeatureShardActor.options(name=shard_name(i), namespace=NAMESPACE, num_cpus=cfg.shards.num_cpus,
-                                  scheduling_strategy="SPREAD").remote(cfg.features, i, ckpt_uri, n)
+                                  scheduling_strategy="SPREAD").remote(cfg.features, i, ckpt_uri, n, cfg.trainer.training_features)
         for i in range(n)
     ]
     coordinator = CoordinatorActor.options(resources=ON_HEAD).remote(cfg, shards, sink, monitor)
