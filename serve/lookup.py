@@ -3,7 +3,9 @@
 ``LookupBatcher`` is plain asyncio (unit-tested without Ray). Each request's raw events
 (``EventRows``) are split by owning shard (``streamfit.schema.shard_of``, the coordinator's
 hash); the parts of every request that arrive within ``wait_s`` go to that shard in one call,
-sooner when ``max_batch`` events wait for it. The answer is split back per request, in the
+sooner when ``max_batch`` events wait for it. One call per shard is under way at a time (events
+arriving meanwhile go together when it ends: under load the batches grow to what the shard can
+answer, instead of small calls queueing in front of it). The answer is split back per request, in the
 request's row order (``LookupAnswer``). A call slower than ``timeout_s``, or one that fails (an
 actor dead or restarting), fails only the requests that had events in it, with
 ``ShardUnavailable``: the caller answers 503 with ``Retry-After``; other shards keep answering.
@@ -40,6 +42,7 @@ import pandas as pd
 from streamfit.schema import ENTITY, EVENT_ID, EVENT_TIME, shard_of
 
 LookupCall = Callable[[int, pd.DataFrame, bool], Awaitable[Any]]
+BACKSTOP_S = 0.05  # a request stops waiting this long after its calls should have timed out
 
 
 class ShardUnavailable(Exception):
@@ -108,22 +111,30 @@ class LookupAnswer:
 
 @dataclass
 class _Part:
+    shard: int
     rows: EventRows
     positions: np.ndarray  # where these rows sit in their request
     record: bool
     done: asyncio.Future
+    deadline: float  # loop time by which its request must be answered
 
 
 class LookupBatcher:
-    """Groups concurrent requests' events into one lookup call per owning shard per tick."""
+    """Groups concurrent requests' events into one lookup call per owning shard per tick.
+
+    At most ``max_in_flight`` calls per shard are under way: events arriving meanwhile wait and go
+    together when a call ends, so under load the batches grow to what the shard can answer instead
+    of queueing small calls in front of it. A request is answered, or failed, within ``timeout_s``
+    (plus the tick) of its arrival, however long the calls ahead of it took.
+    """
 
     def __init__(self, call: LookupCall, num_shards: int, wait_s: float = 0.002, max_batch: int = 256,
-                 timeout_s: float = 1.0) -> None:
+                 timeout_s: float = 1.0, max_in_flight: int = 1) -> None:
         self.call, self.num_shards = call, num_shards
-        self.wait_s, self.max_batch, self.timeout_s = wait_s, max_batch, timeout_s
+        self.wait_s, self.max_batch, self.timeout_s, self.max_in_flight = wait_s, max_batch, timeout_s, max_in_flight
         self._queues: dict[int, list[_Part]] = {}
-        self._queued: Counter[int] = Counter()  # events waiting per shard
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._in_flight: Counter[int] = Counter()
         self._running: set[asyncio.Task] = set()
         self.counters: Counter[str] = Counter()
 
@@ -132,21 +143,28 @@ class LookupBatcher:
         With ``record`` the shards log the served vectors of rows with an event id."""
         loop = asyncio.get_running_loop()
         owners = shard_of(np.asarray(rows.entity, dtype=object), self.num_shards)
+        deadline = loop.time() + self.timeout_s + self.wait_s
         parts = []
         for shard in np.unique(owners).tolist():
             idx = np.flatnonzero(owners == shard)
-            part = _Part(rows if len(idx) == len(rows) else rows.take(idx), idx, record, loop.create_future())
-            parts.append(part)
-            self._enqueue(shard, part)
+            parts.append(_Part(shard, rows if len(idx) == len(rows) else rows.take(idx), idx, record,
+                               loop.create_future(), deadline))
+            self._enqueue(parts[-1])
         self.counters["requests"] += 1
-        done = await asyncio.gather(*(p.done for p in parts), return_exceptions=True)
-        failed = [d for d in done if isinstance(d, BaseException)]
-        if failed:
+        try:  # the calls' own timeouts answer first; this is the backstop
+            await asyncio.wait([p.done for p in parts], timeout=self.timeout_s + self.wait_s + BACKSTOP_S)
+            failed = [p.done.exception() if p.done.done() else ShardUnavailable(
+                p.shard, f"no answer within {self.timeout_s:g} s") for p in parts]
+        finally:
+            for p in parts:  # a request that gave up (or was cancelled) leaves nothing waiting
+                if not p.done.done():
+                    p.done.cancel()
+        if any(failed):
             self.counters["unavailable"] += 1
-            raise failed[0]
-        if len(done) == 1:
-            return done[0]
-        return self._merge(len(rows), parts, done)
+            raise next(f for f in failed if f is not None)
+        if len(parts) == 1:
+            return parts[0].done.result()
+        return self._merge(len(rows), parts, [p.done.result() for p in parts])
 
     @staticmethod
     def _merge(n: int, parts: list[_Part], answers: list[LookupAnswer]) -> LookupAnswer:
@@ -159,11 +177,13 @@ class LookupBatcher:
                 reasons[i] = why
         return LookupAnswer(feats, names, times, as_of, reasons)
 
-    def _enqueue(self, shard: int, part: _Part) -> None:
+    def _enqueue(self, part: _Part) -> None:
+        shard = part.shard
         queue = self._queues.setdefault(shard, [])
         queue.append(part)
-        self._queued[shard] += len(part.rows)
-        if self._queued[shard] >= self.max_batch:
+        if self._in_flight[shard] >= self.max_in_flight:
+            return  # the call under way sends the queue when it ends
+        if sum(len(p.rows) for p in queue) >= self.max_batch:
             self.counters["full_batches"] += 1
             self._flush(shard)
         elif shard not in self._timers:
@@ -173,22 +193,41 @@ class LookupBatcher:
         timer = self._timers.pop(shard, None)
         if timer is not None:
             timer.cancel()
-        parts = self._queues.pop(shard, [])
-        self._queued.pop(shard, None)
-        if parts:
-            task = asyncio.get_running_loop().create_task(self._run(shard, parts))
+        if self._in_flight[shard] >= self.max_in_flight:
+            return
+        queue = [p for p in self._queues.pop(shard, []) if not p.done.done()]  # not those whose request gave up
+        batch, n = [], 0
+        while queue and n < self.max_batch:
+            batch.append(queue.pop(0))
+            n += len(batch[-1].rows)
+        if queue:
+            self._queues[shard] = queue
+        if batch:
+            self._in_flight[shard] += 1
+            task = asyncio.get_running_loop().create_task(self._run(shard, batch))
             self._running.add(task)  # the loop keeps only a weak reference to its tasks
             task.add_done_callback(self._running.discard)
 
     async def _run(self, shard: int, parts: list[_Part]) -> None:
+        try:
+            await self._answer(shard, parts)
+        finally:
+            self._in_flight[shard] -= 1
+            if self._queues.get(shard):  # what arrived meanwhile has waited a call's time already: send it now
+                self._flush(shard)
+
+    async def _answer(self, shard: int, parts: list[_Part]) -> None:
         record = any(p.record for p in parts)
         # Rows of requests that did not ask to record go without their ids, so the shard logs nothing of them.
         rows = EventRows.concat([p.rows if p.record or not record else EventRows(
             p.rows.entity, p.rows.event_time, [""] * len(p.rows), p.rows.x, p.rows.fields) for p in parts])
+        left = min(p.deadline for p in parts) - asyncio.get_running_loop().time()
         self.counters["calls"] += 1
         self.counters["events"] += len(rows)
         try:
-            result = await asyncio.wait_for(self.call(shard, rows.frame(record), record), self.timeout_s)
+            if left <= 0:  # queued behind a call that took the time this request had
+                raise asyncio.TimeoutError
+            result = await asyncio.wait_for(self.call(shard, rows.frame(record), record), left)
             answers = self._split(result, parts)
         except asyncio.TimeoutError:
             self.counters["timeouts"] += 1

@@ -134,9 +134,11 @@ def test_a_stuck_shard_answers_unavailable_within_the_timeout_and_the_other_shar
     b = LookupBatcher(shards, num_shards=2, wait_s=0.0, timeout_s=0.05)
 
     async def main():
-        return await asyncio.wait_for(asyncio.gather(b.lookup(rows([ON[1][0]])), b.lookup(rows([ON[0][0]])),
-                                                     b.lookup(rows([ON[0][1], ON[1][1]])),
-                                                     return_exceptions=True), timeout=60)
+        out = await asyncio.wait_for(asyncio.gather(b.lookup(rows([ON[1][0]])), b.lookup(rows([ON[0][0]])),
+                                                    b.lookup(rows([ON[0][1], ON[1][1]])),
+                                                    return_exceptions=True), timeout=60)
+        await asyncio.wait_for(asyncio.gather(*b._running), timeout=60)  # the stuck call's own timeout ends it
+        return out
 
     stuck, fine, mixed = run(main())
     assert isinstance(stuck, ShardUnavailable) and stuck.shard == 1 and "retry" in str(stuck)
@@ -192,3 +194,57 @@ def test_a_cancelled_request_does_not_disturb_the_others():
         return await asyncio.wait_for(kept, timeout=60)
 
     assert run(main()).features[:, 0].tolist() == [0.0]
+
+
+def test_events_wait_while_a_call_is_under_way_and_go_together_when_it_ends():
+    shards = FakeShards(stuck={0})
+    b = LookupBatcher(shards, num_shards=1, wait_s=0.0, timeout_s=60)
+
+    async def main():
+        first = asyncio.ensure_future(b.lookup(rows(["a"])))
+        while not shards.calls:
+            await asyncio.sleep(0.001)
+        later = [asyncio.ensure_future(b.lookup(rows([e, e]))) for e in ("b", "c", "d")]
+        await asyncio.sleep(0.05)  # many ticks: nothing more is sent while the call is under way
+        sent_meanwhile = len(shards.calls)
+        shards.release.set()
+        await asyncio.wait_for(asyncio.gather(first, *later), timeout=60)
+        return sent_meanwhile
+
+    assert run(main()) == 1
+    assert [len(df) for _, df, _ in shards.calls] == [1, 6]
+
+
+def test_a_call_takes_requests_up_to_max_batch_and_the_rest_goes_next():
+    shards = FakeShards()
+    b = LookupBatcher(shards, num_shards=1, wait_s=0.0, max_batch=4)
+
+    async def main():
+        return await asyncio.wait_for(asyncio.gather(*(b.lookup(rows(["a", "b", "c"])) for _ in range(3))), 60)
+
+    assert all(a.reasons == ["", "", ""] for a in run(main()))
+    # 3 + 3 events reach 4: sent at once; the third request waits for that call (a request is never split).
+    assert [len(df) for _, df, _ in shards.calls] == [6, 3]
+
+
+def test_a_request_queued_behind_a_stuck_call_fails_within_its_own_timeout():
+    shards = FakeShards(stuck={0})
+    b = LookupBatcher(shards, num_shards=1, wait_s=0.0, timeout_s=0.2)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        first = asyncio.ensure_future(b.lookup(rows(["a"])))
+        while not shards.calls:
+            await asyncio.sleep(0.001)
+        started = loop.time()
+        with pytest.raises(ShardUnavailable):
+            await asyncio.wait_for(b.lookup(rows(["b"])), timeout=60)
+        took = loop.time() - started
+        with pytest.raises(ShardUnavailable):
+            await first
+        await asyncio.wait_for(asyncio.gather(*b._running), timeout=60)
+        return took
+
+    took = run(main())
+    assert took < 0.2 + 0.05 + 10  # its own deadline (plus the backstop), not the stuck call's and then its own
+    assert b.stats()["unavailable"] == 2
