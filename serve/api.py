@@ -2,8 +2,9 @@
 
 ``build_api`` takes a ``RouterCore`` and a ``Backend`` for the parts that live elsewhere
 (registry, controller, shards, trainer), so it can be tested with FastAPI's TestClient alone.
-Request bodies are in ``bodies``, the admin token check in ``auth``; the status routes answer
-the typed models of ``streamfit.status``, so OpenAPI documents them.
+Request bodies are in ``bodies``, the admin token check in ``auth``, the scoring of raw events
+(``{"event": ...}`` / ``{"events": [...]}``, joined with the shards' live features) in ``scoring``;
+the status routes answer the typed models of ``streamfit.status``, so OpenAPI documents them.
 
 Example:
     >>> from streamfit.serve.router import RouterCore
