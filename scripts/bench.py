@@ -22,7 +22,7 @@ from streamfit.actors.stream import (CoordinatorActor, FeatureShard, FeatureShar
                                      SyntheticSource)
 from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, shard_of
 from streamfit.scripts.load import event_bodies
-from streamfit.scripts.loadgen import PacedCalls, Wrk, WrkResult
+from streamfit.scripts.loadgen import CpuMeter, PacedCalls, Wrk, WrkResult, niceness, processes
 
 
 class ObjectStoreSource:
@@ -88,18 +88,6 @@ def lookup_events(cfg: Config, batch: pd.DataFrame, num_shards: int, n: int = 10
     return [(int(o), frame.iloc[[i]].reset_index(drop=True)) for i, o in enumerate(owners)]
 
 
-def _harvest(refs: list[Any]) -> list[tuple[Any, bool]]:
-    done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-    out = []
-    for ref in done:
-        try:
-            ray.get(ref)
-            out.append((ref, True))
-        except Exception:  # a failed lookup is counted, not raised: the bench reports it
-            out.append((ref, False))
-    return out
-
-
 def run_sharded(cfg: Config, batches: list[pd.DataFrame], num_shards: int,
                 lookup_rps: float = 0.0) -> tuple[float, list[dict[str, Any]], dict[str, Any] | None]:
     """The real CoordinatorActor and FeatureShardActors on Ray, fed from the object store; with ``lookup_rps``,
@@ -118,9 +106,9 @@ def run_sharded(cfg: Config, batches: list[pd.DataFrame], num_shards: int,
 
         def send(i: int) -> Any:
             owner, ref = lookups[i % len(lookups)]
-            return shards[owner].lookup.remote(ref)
+            return shards[owner].lookup.remote(ref).future()
 
-        pacer = PacedCalls(send, _harvest, lookup_rps)
+        pacer = PacedCalls(send, lookup_rps)
     started = time.perf_counter()
     run = coord.run.remote(None)
     if pacer is not None:
@@ -182,28 +170,9 @@ def bench_ingest(num_shards: int, events: int, entities: int, batch_size: int = 
 # -- serving -----------------------------------------------------------------------------
 
 RAY_WORKER_NICENESS = 15  # Ray starts its workers, the Serve proxy and replicas included, at this niceness
-SERVE_PROCESSES = ("ServeReplica", "ProxyActor", "haproxy")
+SERVE_PROCESSES = ("ServeReplica", "ProxyActor", "haproxy")  # the Router's HTTP path on Ray Serve
+SHARD_PROCESSES = ("FeatureShardActor",)
 BENCH_EVENTS = 20_000  # the bounded stream ingested before the Router is measured
-
-
-def niceness(pid: int) -> int:
-    """A process's niceness (field 19 of /proc/PID/stat)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
-
-
-def serving_processes() -> dict[str, int]:
-    """Niceness of each process of this machine that serves HTTP for Ray Serve, keyed by title and pid."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            if any(p in title for p in SERVE_PROCESSES):
-                out[f"{title.split()[0]} (pid {d.name})"] = niceness(int(d.name))
-        except OSError:  # the process ended while we looked
-            continue
-    return out
 
 
 def how_measured(events: int, entities: int) -> str:
@@ -280,6 +249,10 @@ def _swaps_under_load(wrk: Wrk, url: str, swap_to: Callable[[int], None], target
     return run.stop(), seconds
 
 
+def _measured(result: WrkResult, meter: CpuMeter) -> dict[str, Any]:
+    return {**result.figures(), "cpu_ms_per_request": meter.per_request(result.requests)}
+
+
 def _swap_figures(prefix: str, steady: WrkResult, swapped: WrkResult, seconds: list[float]) -> dict[str, Any]:
     return {f"{prefix}swap_failed_requests": swapped.failed, f"{prefix}swap_requests": swapped.requests,
             f"{prefix}swap_seconds": seconds, f"{prefix}steady_p99_ms": steady.p99_ms,
@@ -317,7 +290,8 @@ def bench_serve(duration_s: float = 8.0, concurrencies: tuple[int, ...] = (1, 32
         out["niceness"] = {"bare_server": niceness(bare.pid), "load_generator": os.nice(0)}
         for c in concurrencies:
             log(f"bare FastAPI + uvicorn (niceness {out['niceness']['bare_server']}), concurrency {c} …")
-            out[f"bare_c{c}"] = pre.run(f"http://127.0.0.1:{bare_port}/predict", c, duration_s).figures()
+            meter = CpuMeter(("streamfit.scripts.bare_server",)).start()
+            out[f"bare_c{c}"] = _measured(pre.run(f"http://127.0.0.1:{bare_port}/predict", c, duration_s), meter)
     finally:
         bare.terminate()
         bare.wait(timeout=30)
@@ -345,12 +319,13 @@ def bench_serve(duration_s: float = 8.0, concurrencies: tuple[int, ...] = (1, 32
         _wait_http(f"{pipe.url}/healthz")
         _answers(url, {"features": dict(zip(names, [0.0] * len(names)))})
         _answers(url, raw_bodies(cfg, 1)[0])
-        out["niceness"]["router"] = serving_processes()
+        out["niceness"]["router"] = {k: niceness(pid) for k, pid in processes(SERVE_PROCESSES).items()}
         slots = "isolated slots" if isolated else "slots in the Router"
         for mode, wrk, what in (("router", pre, "precomputed rows"), ("raw", raw, "raw events")):
             for c in concurrencies:
                 log(f"streamfit Router ({slots}), {what}, concurrency {c} …")
-                out[f"{mode}_c{c}"] = wrk.run(url, c, duration_s).figures()
+                meter = CpuMeter(SERVE_PROCESSES + SHARD_PROCESSES).start()
+                out[f"{mode}_c{c}"] = _measured(wrk.run(url, c, duration_s), meter)
         steady_c = 8
         log(f"steady load, concurrency {steady_c}, precomputed rows and raw events …")
         steady, raw_steady = pre.run(url, steady_c, duration_s), raw.run(url, steady_c, duration_s)

@@ -341,6 +341,10 @@ def bench_serve_cmd(
                       str(r["failed"]))
     console.print(t)
     console.print(f"[dim]{res['how']}; niceness measured: {res['niceness']}[/]")
+    for name in ("bare", "router", "raw"):
+        cpu = res[f"{name}_c32"]["cpu_ms_per_request"]
+        console.print(f"[dim]CPU ms per request, {name} at concurrency 32: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])) + "[/]")
     console.print(f"throughput ratio at concurrency 32: router / bare [bold]{res['rps_ratio']:.2f}x[/], "
                   f"raw events / precomputed rows [bold]{res['raw_rps_ratio']:.2f}x[/]")
     for prefix, what in (("", "precomputed rows"), ("raw_", "raw events")):

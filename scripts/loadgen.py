@@ -1,5 +1,5 @@
-"""The benchmarks' load generators: wrk for HTTP (a Debian package, in its own process) and a paced
-caller of the shard actors' lookups.
+"""The benchmarks' load generators — wrk for HTTP (a Debian package, in its own process) and a paced
+caller of the shard actors' lookups — and ``CpuMeter``: the CPU each loaded process spends per request.
 
 ``Wrk(bodies, workdir)`` writes a Lua script that POSTs JSON bodies (each wrk thread rotates through
 the set, from its own offset), runs ``wrk --latency`` against a loopback URL at a given concurrency
@@ -16,13 +16,17 @@ Example (parsing wrk's report):
 from __future__ import annotations
 
 import json
+import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
@@ -195,48 +199,47 @@ class WrkRun:
 
 class PacedCalls:
     """Calls ``send(i)`` about ``rate`` times a second from a background thread; ``send`` returns a
-    waitable (a Ray ObjectRef) and ``harvest(pending)`` returns the finished ones with whether each
-    succeeded. At most ``max_in_flight`` calls are outstanding: past that, calls are skipped and
-    counted, not queued. On ``stop`` the calls in flight are waited for (at most ``drain_s``)."""
+    ``concurrent.futures.Future`` (a Ray ObjectRef's ``.future()``), timed when it completes, with no
+    polling. At most ``max_in_flight`` calls are outstanding: past that, calls are skipped and counted,
+    not queued. On ``stop`` the calls in flight are waited for (at most ``drain_s``)."""
 
-    def __init__(self, send: Callable[[int], Any], harvest: Callable[[list[Any]], list[tuple[Any, bool]]],
-                 rate: float, max_in_flight: int = 256, drain_s: float = 30.0) -> None:
-        self.send, self.harvest, self.rate, self.max_in_flight = send, harvest, rate, max_in_flight
-        self.drain_s = drain_s
-        self.sent = self.done = self.skipped = self.failed = 0
+    def __init__(self, send: Callable[[int], Future], rate: float, max_in_flight: int = 256,
+                 drain_s: float = 30.0) -> None:
+        self.send, self.rate, self.max_in_flight, self.drain_s = send, rate, max_in_flight, drain_s
+        self.sent = self.done = self.skipped = self.failed = self.in_flight = 0
         self.latencies_ms: list[float] = []
+        self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamfit-paced", daemon=True)
         self.seconds = 0.0
 
     def _run(self) -> None:
-        pending: dict[Any, float] = {}
         started = next_at = time.perf_counter()
         while not self._stop.is_set():
             now = time.perf_counter()
             while next_at <= now:
-                if len(pending) < self.max_in_flight:
-                    pending[self.send(self.sent + self.skipped)] = now
-                    self.sent += 1
-                else:
+                with self._cond:
+                    full = self.in_flight >= self.max_in_flight
+                    self.in_flight += not full
+                if full:
                     self.skipped += 1
+                else:
+                    self.send(self.sent + self.skipped).add_done_callback(partial(self._answered, now))
+                    self.sent += 1
                 next_at += 1.0 / self.rate
-            self._collect(pending)
             self._stop.wait(max(0.0, next_at - time.perf_counter()))
-        drain_until = time.perf_counter() + self.drain_s  # calls in flight still count (and end before the callee)
-        while pending and time.perf_counter() < drain_until:
-            self._collect(pending)
-            time.sleep(0.005)
+        with self._cond:  # calls in flight still count
+            self._cond.wait_for(lambda: self.in_flight == 0, timeout=self.drain_s)
         self.seconds = time.perf_counter() - started
 
-    def _collect(self, pending: dict[Any, float]) -> None:
-        if not pending:
-            return
-        end = time.perf_counter()
-        for ref, ok in self.harvest(list(pending)):
-            self.latencies_ms.append((end - pending.pop(ref)) * 1000)
+    def _answered(self, sent_at: float, fut: Future) -> None:
+        ok = fut.exception() is None
+        with self._cond:
+            self.latencies_ms.append((time.perf_counter() - sent_at) * 1000)
             self.done += ok
             self.failed += not ok
+            self.in_flight -= 1
+            self._cond.notify_all()
 
     def start(self) -> "PacedCalls":
         """Start calling in the background."""
@@ -244,11 +247,68 @@ class PacedCalls:
         return self
 
     def stop(self) -> dict[str, Any]:
-        """Stop and return the calls' figures (latency from sending to seeing the answer)."""
+        """Stop and return the calls' figures (latency from sending to the answer)."""
         self._stop.set()
         self._thread.join(timeout=self.drain_s + 30)
-        lat = np.array(self.latencies_ms)
-        return {"sent": self.sent, "answered": self.done, "failed": self.failed, "skipped": self.skipped,
-                "rps": self.done / self.seconds if self.seconds else 0.0,
-                "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-                "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None}
+        with self._cond:
+            lat = np.array(self.latencies_ms)
+            return {"sent": self.sent, "answered": self.done, "failed": self.failed, "skipped": self.skipped,
+                    "rps": self.done / self.seconds if self.seconds else 0.0,
+                    "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+                    "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None}
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # fields 3 … of /proc/PID/stat
+
+
+def niceness(pid: int) -> int:
+    """A process's niceness (field 19 of /proc/PID/stat)."""
+    return int(_stat(pid)[16])
+
+
+def processes(patterns: tuple[str, ...]) -> dict[str, int]:
+    """Processes of this machine whose command line holds one of ``patterns``: ``{"title (pid N)": N}``."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        try:
+            title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # not a process, or it ended while we looked
+            continue
+        match = next((p for p in patterns if p in title), None) if d.name.isdigit() else None
+        if match:
+            name = Path(title.split()[0]).name
+            out[f"{match if name.startswith('python') else name} (pid {d.name})"] = int(d.name)
+    return out
+
+
+class CpuMeter:
+    """CPU time that each matching process, and the waited-for children (wrk), spent between ``start`` and
+    ``per_request``: where a serving path spends its time, in ms of CPU per request."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self.patterns = patterns
+
+    @staticmethod
+    def _cpu(pid: int) -> float:
+        f = _stat(pid)
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    def start(self) -> "CpuMeter":
+        """Take the first reading."""
+        # By pid: a Ray worker's title changes with the method it runs ("ray::FeatureShardActor.lookup").
+        self.before = {pid: self._cpu(pid) for pid in processes(self.patterns).values()}
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.kids = kids.ru_utime + kids.ru_stime
+        return self
+
+    def per_request(self, requests: int) -> dict[str, float]:
+        """ms of CPU per request of each process since ``start`` (``load generator``: wrk)."""
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = {"load generator": kids.ru_utime + kids.ru_stime - self.kids}
+        for k, pid in processes(self.patterns).items():
+            try:
+                out[k] = self._cpu(pid) - self.before.get(pid, 0.0)
+            except OSError:
+                continue
+        return {k: round(v * 1000 / max(requests, 1), 3) for k, v in out.items()}

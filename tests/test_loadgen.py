@@ -4,8 +4,10 @@ local server, the paced caller; and the raw events the request load sends."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
+from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
@@ -14,7 +16,8 @@ import pytest
 from streamfit.config import config_from_dict
 from streamfit.schema import validate
 from streamfit.scripts.load import RequestLoop, StreamEvents
-from streamfit.scripts.loadgen import SAMPLE_REPORT, PacedCalls, Wrk, lua_script, parse_wrk, wrk_binary
+from streamfit.scripts.loadgen import (SAMPLE_REPORT, CpuMeter, PacedCalls, Wrk, lua_script, niceness, parse_wrk,
+                                       processes, wrk_binary)
 
 
 def _wait(cond, timeout_s: float = 60.0) -> bool:
@@ -92,19 +95,44 @@ def test_wrk_refuses_a_remote_url(tmp_path):
         Wrk([{}], tmp_path).start("http://example.com/predict", 1, 1)
 
 
+def _future(ok: bool | None) -> Future:
+    fut: Future = Future()
+    if ok is not None:
+        fut.set_result(1) if ok else fut.set_exception(RuntimeError("lost"))
+    return fut
+
+
 def test_paced_calls_count_answers_and_failures():
-    pacer = PacedCalls(lambda i: i, lambda refs: [(r, r % 5 != 0) for r in refs], rate=500).start()
+    pacer = PacedCalls(lambda i: _future(i % 5 != 0), rate=500).start()
     assert _wait(lambda: pacer.sent >= 20)
     figures = pacer.stop()
     assert figures["answered"] > 0 and figures["failed"] > 0 and figures["skipped"] == 0
-    assert figures["answered"] + figures["failed"] <= figures["sent"]
+    assert figures["answered"] + figures["failed"] == figures["sent"]  # every call answered before stop returns
 
 
 def test_paced_calls_skip_rather_than_queue_past_the_bound():
-    pacer = PacedCalls(lambda i: i, lambda refs: [], rate=1000, max_in_flight=8, drain_s=0.1).start()
+    never = []
+    pacer = PacedCalls(lambda i: never.append(_future(None)) or never[-1], rate=1000, max_in_flight=8,
+                       drain_s=0.1).start()
     assert _wait(lambda: pacer.skipped > 0)
     figures = pacer.stop()
     assert figures["sent"] == 8 and figures["answered"] == 0
+    never[0].set_result(1)  # an answer after the stop is still counted, and never below zero in flight
+    assert pacer.done == 1 and pacer.in_flight == 7
+
+
+def test_cpu_meter_charges_work_to_the_process_that_did_it():
+    mine = f"(pid {os.getpid()})"
+    pattern = open(f"/proc/{os.getpid()}/cmdline", "rb").read().split(b"\0")[0].decode()
+    assert any(k.endswith(mine) for k in processes((pattern,)))
+    assert niceness(os.getpid()) == os.nice(0)
+    meter = CpuMeter((pattern,)).start()
+    t0 = time.process_time()
+    while time.process_time() < t0 + 0.2:  # CPU time, not wall time: the same on a loaded machine
+        pass
+    figures = meter.per_request(100)
+    assert [v for k, v in figures.items() if k.endswith(mine)][0] >= 1.8  # 0.2 s over 100 requests, 10 ms ticks
+    assert figures["load generator"] >= 0
 
 
 def test_stream_events_are_the_next_valid_events_as_a_client_sends_them():
