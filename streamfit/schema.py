@@ -50,7 +50,7 @@ def validate(df: pd.DataFrame, cfg: FeaturesConfig) -> tuple[pd.DataFrame, np.nd
     """Coerce a batch to the schema and clean it; returns (clean frame, reason per row, '' when valid)."""
     n = len(df)
     reason = np.full(n, "", dtype=object)
-    out = pd.DataFrame(index=pd.RangeIndex(n))
+    out: dict[str, Any] = {}  # columns, made into one frame at the end (inserting one by one costs ~0.1 ms each)
 
     def mark(mask: Any, why: str) -> None:
         m = np.asarray(mask, dtype=bool) & (reason == "")
@@ -89,4 +89,4 @@ def validate(df: pd.DataFrame, cfg: FeaturesConfig) -> tuple[pd.DataFrame, np.nd
     lab = pd.to_numeric(column(LABEL), errors="coerce").astype(float).values
     mark(~is_event & ~np.isin(lab, [0.0, 1.0]), "bad_label")
     out[LABEL] = lab
-    return out, reason
+    return pd.DataFrame(out, index=pd.RangeIndex(n)), reason

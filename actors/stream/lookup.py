@@ -84,17 +84,19 @@ def _frozen(store: SeriesStore) -> SeriesStore:
 def prepare(events: pd.DataFrame, cfg: FeaturesConfig, clock_us: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """(clean frame, reason per row ('' = score it), event time in seconds per row) for lookup rows."""
     n = len(events)
-    df = pd.DataFrame({c: events[c].reset_index(drop=True) for c in events.columns}, index=pd.RangeIndex(n))
     has_clock = clock_us != NO_CLOCK
     now = clock_us / US if has_clock else 0.0  # before any event every history is empty, at any time
-    t = pd.to_numeric(df[EVENT_TIME], errors="coerce").astype(float).values if EVENT_TIME in df else np.full(n, np.nan)
-    df[EVENT_TIME] = np.where(np.isnan(t), now, t)
-    df[KIND] = EVENT
+    cols = {c: events[c].to_numpy() for c in events.columns}  # one frame built at the end, not column by column
+    t = pd.to_numeric(events[EVENT_TIME], errors="coerce").to_numpy(dtype=float) if EVENT_TIME in events \
+        else np.full(n, np.nan)
+    cols[EVENT_TIME] = np.where(np.isnan(t), now, t)
+    cols[KIND] = np.full(n, EVENT, dtype=object)
     # A lookup may name no event; validate's rule that events carry an id is for the stream.
-    ids = df[EVENT_ID].astype(object).where(df[EVENT_ID].notna(), "") if EVENT_ID in df else pd.Series([""] * n)
-    df[EVENT_ID] = np.where(ids.astype(str).values == "", "-", ids.astype(str).values)
-    if ENTITY not in df:
-        df[ENTITY] = None
+    ids = pd.Series(cols[EVENT_ID] if EVENT_ID in cols else [""] * n, dtype=object).fillna("").astype(str).to_numpy()
+    cols[EVENT_ID] = np.where(ids == "", "-", ids).astype(object)
+    if ENTITY not in cols:
+        cols[ENTITY] = np.full(n, None, dtype=object)
+    df = pd.DataFrame(cols, index=pd.RangeIndex(n))
     clean, reason = validate(df, cfg)
     times = clean[EVENT_TIME].values
     if has_clock:
