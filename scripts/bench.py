@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +23,7 @@ import xgboost as xgb
 from streamfit.config import Config, config_from_dict
 from streamfit.actors.stream import (CoordinatorActor, FeatureShard, FeatureShardActor, FramesSource, LocalRunner,
                                      SyntheticSource)
-from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, shard_of
+from streamfit.schema import EVENT_ID, EVENT_TIME, KIND
 from streamfit.scripts.load import event_bodies
 from streamfit.scripts.loadgen import CpuMeter, PacedCalls, Wrk, WrkResult, niceness, processes
 
@@ -77,22 +80,43 @@ def run_baseline(cfg: Config, batches: list[pd.DataFrame]) -> tuple[float, Featu
     return time.perf_counter() - started, runner.shards[0]
 
 
-def lookup_events(cfg: Config, batch: pd.DataFrame, num_shards: int, n: int = 1000) -> list[tuple[int, pd.DataFrame]]:
-    """One-event lookups of the stream's own entities and fields at the shards' "now" (NaN event time),
-    each with the shard that owns the entity."""
-    ev = batch[batch[KIND] == EVENT].head(n)
-    fields = [f.name for f in cfg.features.fields]
-    frame = pd.DataFrame({ENTITY: ev[ENTITY].astype(str).values, EVENT_TIME: np.nan,
-                          **{f: ev[f].to_numpy(float) for f in fields}, EVENT_ID: ""})
-    owners = shard_of(frame[ENTITY].values, num_shards)
-    return [(int(o), frame.iloc[[i]].reset_index(drop=True)) for i, o in enumerate(owners)]
+class RouterLookups:
+    """Lookups sent to the shard actors as a Router replica sends them: through its ``LookupBatcher`` (one call
+    per shard under way, the events that arrive meanwhile go together), on an event loop in its own thread.
+    ``send(i)`` looks up event ``i`` (modulo) at the shards' "now" and returns a concurrent Future."""
+
+    def __init__(self, cfg: Config, shards: list[Any], batch: pd.DataFrame, n: int = 1000) -> None:
+        from streamfit.serve.lookup import EventRows, LookupBatcher
+
+        async def call(shard: int, frame: pd.DataFrame, record: bool) -> Any:
+            return await shards[shard].lookup.remote(frame, record)
+
+        s = cfg.serving
+        self.batcher = LookupBatcher(call, len(shards), wait_s=s.lookup_wait_ms / 1000, max_batch=s.lookup_max_batch,
+                                     timeout_s=s.lookup_timeout_s)
+        fields = [f.name for f in cfg.features.fields]
+        self.rows = [EventRows.of([{k: v for k, v in e.items() if k not in (EVENT_TIME, EVENT_ID)}], fields)
+                     for e in event_bodies(batch.head(n), fields)]
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="streamfit-lookups", daemon=True)
+        self.thread.start()
+
+    def send(self, i: int) -> Future:
+        """Look up one event; the Future fails as the Router's request would (a shard slow or down)."""
+        return asyncio.run_coroutine_threadsafe(self.batcher.lookup(self.rows[i % len(self.rows)]), self.loop)
+
+    def close(self) -> dict[str, int]:
+        """Stop the loop; the batcher's figures (calls, events per call, timeouts)."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        return self.batcher.stats()
 
 
 def run_sharded(cfg: Config, batches: list[pd.DataFrame], num_shards: int,
                 lookup_rps: float = 0.0) -> tuple[float, list[dict[str, Any]], dict[str, Any] | None]:
     """The real CoordinatorActor and FeatureShardActors on Ray, fed from the object store; with ``lookup_rps``,
-    that many one-event ``FeatureShardActor.lookup`` calls a second hit the shards meanwhile (paced from a
-    thread of this process, each call to the entity's owner, as the Router's lookups do)."""
+    that many lookups a second hit the shards meanwhile, paced from a thread of this process and grouped
+    into ``FeatureShardActor.lookup`` calls as a Router replica groups them."""
     refs = [ray.put(b) for b in batches]
     shards = [FeatureShardActor.options(num_cpus=0).remote(cfg.features, i, None, num_shards)
               for i in range(num_shards)]
@@ -100,26 +124,19 @@ def run_sharded(cfg: Config, batches: list[pd.DataFrame], num_shards: int,
     coord = CoordinatorActor.options(num_cpus=0).remote(cfg, shards, None)
     ray.get(coord.stats.remote())
     ray.get(coord.set_source.remote(ObjectStoreSource(refs)))
-    pacer = None
-    if lookup_rps > 0:
-        lookups = [(owner, ray.put(df)) for owner, df in lookup_events(cfg, batches[0], num_shards)]
-
-        def send(i: int) -> Any:
-            owner, ref = lookups[i % len(lookups)]
-            return shards[owner].lookup.remote(ref).future()
-
-        pacer = PacedCalls(send, lookup_rps)
+    lookups = RouterLookups(cfg, shards, batches[0]) if lookup_rps > 0 else None
+    pacer = PacedCalls(lookups.send, lookup_rps) if lookups else None
     started = time.perf_counter()
     run = coord.run.remote(None)
     if pacer is not None:
         pacer.start()
     ray.get(run)
     elapsed = time.perf_counter() - started
-    lookup_figures = pacer.stop() if pacer is not None else None
+    figures = {**pacer.stop(), **lookups.close()} if pacer and lookups else None
     stats = ray.get([s.stats.remote() for s in shards])
     for a in (coord, *shards):
         ray.kill(a)
-    return elapsed, stats, lookup_figures
+    return elapsed, stats, figures
 
 
 def bench_ingest(num_shards: int, events: int, entities: int, batch_size: int = 20_000, lookup_rps: float = 0.0,

@@ -147,3 +147,31 @@ def test_stream_events_are_the_next_valid_events_as_a_client_sends_them():
     assert (validate(frame, cfg.features)[1] == "").all()  # the bad rows the stream injects are not sent
     assert RequestLoop.body(sent[0]) == {"event": sent[0]}
     assert RequestLoop.body(({"a": 1.0}, "ev1", None)) == {"features": {"a": 1.0}, "event_id": "ev1"}
+
+
+def test_router_lookups_group_events_per_shard_as_the_router_does():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from streamfit.actors.stream import SyntheticSource
+    from streamfit.scripts.bench import RouterLookups, ingest_config
+
+    calls = []
+
+    async def lookup(frame, record):
+        calls.append((len(frame), record, frame["event_time"].isna().all(), (frame["event_id"] == "").all()))
+        n = len(frame)
+        return SimpleNamespace(features=np.zeros((n, 1)), feature_names=["f"], times=np.zeros(n), as_of=1.0,
+                               reasons=[""] * n)
+
+    shards = [SimpleNamespace(lookup=SimpleNamespace(remote=lookup)) for _ in range(2)]
+    cfg = ingest_config(50, 200)
+    batch, _ = SyntheticSource(cfg.stream, cfg.features).read(0)
+    lookups = RouterLookups(cfg, shards, batch, n=100)
+    answers = [f.result(timeout=60) for f in [lookups.send(i) for i in range(40)]]
+    stats = lookups.close()
+    assert all(a.as_of.tolist() == [1.0] for a in answers)
+    assert stats["requests"] == 40 and stats["events"] == 40 == sum(n for n, *_ in calls)
+    assert stats["calls"] == len(calls) <= 40
+    assert all(not record and now and no_id for _, record, now, no_id in calls)  # "now", nothing recorded
