@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError
 from ray import serve
 
 from streamfit.config import Config
 from streamfit.errors import ConfigError
 from streamfit.registry import Registry
-from streamfit.retry import wait_until  # noqa: F401  (re-exported: tests and the demo wait with it)
+from streamfit.retry import retrying, wait_until  # noqa: F401  (wait_until re-exported: tests and the demo wait with it)
 from streamfit.names import APP_NAME, CONTROLLER_NAME, MONITOR_NAME, NAMESPACE, TRAINER_NAME, shard_name
 from streamfit.actors.stream import CoordinatorActor, FeatureShardActor
 from streamfit.actors.monitoring import MonitorActor
@@ -93,6 +94,12 @@ def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) 
     return shards, coordinator
 
 
+def _deploy(cfg: Config, registry_uri: str, port: int) -> None:
+    """Start Serve's HTTP proxy and deploy the Router app."""
+    serve.start(http_options={"host": cfg.serving.host, "port": port})
+    serve.run(build_router(cfg, registry_uri, NAMESPACE), name=APP_NAME, route_prefix="/")
+
+
 @dataclass
 class Pipeline:
     """Handles to every running part of one streamfit deployment."""
@@ -116,30 +123,36 @@ class Pipeline:
         """Start every plane on Ray and deploy the Serve app (unless another owner deploys it: ``serve deploy``,
         KubeRay's ``serveConfigV2``); returns when HTTP answers."""
         start_ray(cfg, address)
-        check_shared_storage(cfg)
-        cfg = cfg.model_copy(deep=True)
-        cfg.registry.uri = absolute_uri(cfg.registry.uri)
-        cfg.checkpoints.uri = absolute_uri(cfg.checkpoints.uri)
-        registry_uri = cfg.registry.uri
-        registry = Registry(registry_uri)
-        controller = RolloutControllerActor.options(
-            name=CONTROLLER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", resources=ON_HEAD
-        ).remote(registry_uri, cfg.serving.flip_timeout_s, cfg.rollout.model_dump())
-        monitor = MonitorActor.options(name=MONITOR_NAME, namespace=NAMESPACE, get_if_exists=True,
-                                       resources=ON_HEAD).remote(
-            cfg.monitor.model_dump(), registry_uri, cfg.features.feature_names(), [f.name for f in cfg.features.fields])
-        trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus,
-                                       resources=ON_HEAD).remote(
-            cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,
-            cfg.features.schema_hash(), f"{cfg.checkpoints.uri.rstrip('/')}/ray-train"
-        )
-        shards, coordinator = start_data_plane(cfg, trainer, monitor)
-        monitor.attach.remote(coordinator=coordinator, controller=controller, trainer=trainer)
-        port = cfg.serving.port or free_port()
-        if deploy_serve:
-            serve.start(http_options={"host": cfg.serving.host, "port": port})
-            serve.run(build_router(cfg, registry_uri, NAMESPACE), name=APP_NAME, route_prefix="/")
-        ray.get(controller.status.remote())
+        try:
+            check_shared_storage(cfg)
+            cfg = cfg.model_copy(deep=True)
+            cfg.registry.uri = absolute_uri(cfg.registry.uri)
+            cfg.checkpoints.uri = absolute_uri(cfg.checkpoints.uri)
+            registry_uri = cfg.registry.uri
+            registry = Registry(registry_uri)
+            controller = RolloutControllerActor.options(
+                name=CONTROLLER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", resources=ON_HEAD
+            ).remote(registry_uri, cfg.serving.flip_timeout_s, cfg.rollout.model_dump())
+            monitor = MonitorActor.options(name=MONITOR_NAME, namespace=NAMESPACE, get_if_exists=True,
+                                           resources=ON_HEAD).remote(
+                cfg.monitor.model_dump(), registry_uri, cfg.features.feature_names(), [f.name for f in cfg.features.fields])
+            trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus,
+                                           resources=ON_HEAD).remote(
+                cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,
+                cfg.features.schema_hash(), f"{cfg.checkpoints.uri.rstrip('/')}/ray-train"
+            )
+            shards, coordinator = start_data_plane(cfg, trainer, monitor)
+            monitor.attach.remote(coordinator=coordinator, controller=controller, trainer=trainer)
+            port = cfg.serving.port or free_port()
+            if deploy_serve:
+                # On a loaded node Serve's controller may replace a proxy that was slow to become healthy
+                # while serve.run waits on it; that is transient: deploy again.
+                retrying(_deploy, cfg, registry_uri, port, on=(RayActorError,), attempts=3, first_wait_s=1.0)
+            ray.get(controller.status.remote())
+        except BaseException:
+            if address is None:
+                ray.shutdown()  # a half-started local Ray must not outlive the failed start
+            raise
         return cls(cfg, registry, controller, shards, trainer, coordinator, port, monitor)
 
     def run_stream(self, duration_s: float | None = None) -> Any:

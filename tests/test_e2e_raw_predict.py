@@ -46,7 +46,7 @@ def _deploy_a_model(p: Pipeline) -> None:
     version = p.registry.register(bst, {"features": names, "trigger": "test"}, actor="test")
     ray.get(p.controller.start_rollout.remote(version=version, mode="flip", actor="test"))
     row = {"features": {n: 0.0 for n in names}}
-    assert wait_until(lambda: httpx.post(f"{p.url}/predict", json=row, timeout=10).status_code == 200, timeout_s=90)
+    assert wait_until(lambda: httpx.post(f"{p.url}/predict", json=row, timeout=60).status_code == 200, timeout_s=90)
 
 
 def _event(entity: str, t: float | None = None, **extra) -> dict:
@@ -66,7 +66,7 @@ def _entity_on(shard: int, n: int, prefix: str) -> str:
 def test_a_new_entity_is_scored_on_empty_history_features(pipe):
     seen = [{"event_id": f"old-{i}", "entity": "old", "event_time": T0 + 10 * i, "x0": float(i), "x1": 0.0,
              "x2": 0.0} for i in range(3)]
-    with httpx.Client(base_url=pipe.url, timeout=10) as c:
+    with httpx.Client(base_url=pipe.url, timeout=60) as c:
         assert c.post("/ingest", json={"events": seen}).json()["accepted"] == 3
         assert wait_until(lambda: _shard_events(pipe) == 3, timeout_s=30)
         r = c.post("/predict", json={"event": _event("brand-new"), "return_features": True})
@@ -87,7 +87,7 @@ def test_a_new_entity_is_scored_on_empty_history_features(pipe):
 
 def test_ingest_true_sends_the_scored_event_into_the_stream(pipe):
     before = _shard_events(pipe)
-    with httpx.Client(base_url=pipe.url, timeout=10) as c:
+    with httpx.Client(base_url=pipe.url, timeout=60) as c:
         r = c.post("/predict", json={"event": _event("joined", T0 + 40, event_id="j-1"), "ingest": True})
         assert r.status_code == 200, r.text
         assert r.json()["event_id"] == "j-1" and r.json()["ingested"]["accepted"] == 1

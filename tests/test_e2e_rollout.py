@@ -77,7 +77,7 @@ def data(pipe):
 
 
 def _traffic(p):
-    return httpx.get(f"{p.url}/traffic", timeout=10).json()
+    return httpx.get(f"{p.url}/traffic", timeout=60).json()
 
 
 def _rollout(p, **body):
@@ -94,7 +94,7 @@ def _finished(p):
 def _split(p, n: int, headers=None, key=None, data=None) -> Counter:
     row = data.rows(7)
     seen = Counter()
-    with httpx.Client(base_url=p.url, timeout=10) as c:
+    with httpx.Client(base_url=p.url, timeout=60) as c:
         for _ in range(n):
             body = {"features": row()[0]}
             if key is not None:
@@ -106,7 +106,7 @@ def _split(p, n: int, headers=None, key=None, data=None) -> Counter:
 
 
 def test_control_endpoints_refuse_requests_without_the_token(pipe):
-    with httpx.Client(base_url=pipe.url, timeout=10) as c:
+    with httpx.Client(base_url=pipe.url, timeout=60) as c:
         for method, path, body in [("PUT", "/traffic", {"green": 10}), ("POST", "/rollout", {}),
                                    ("POST", "/rollout/promote", None), ("POST", "/rollout/abort", None),
                                    ("POST", "/rollback", None), ("POST", "/retrain", None)]:
@@ -158,7 +158,7 @@ def test_a_worse_candidate_is_rolled_back_with_the_reason_recorded(pipe, data):
 
 
 def test_weighted_split_sticky_keys_and_pinned_slot(pipe, data):
-    r = httpx.put(f"{pipe.url}/traffic", json={"blue": 20, "green": 80}, headers=AUTH, timeout=10)
+    r = httpx.put(f"{pipe.url}/traffic", json={"blue": 20, "green": 80}, headers=AUTH, timeout=60)
     assert r.status_code == 200, r.text
     assert wait_until(lambda: _traffic(pipe)["weights"] == {"blue": 20, "green": 80}, timeout_s=10)
     time.sleep(1.5)  # every replica has taken the new weights
@@ -170,11 +170,11 @@ def test_weighted_split_sticky_keys_and_pinned_slot(pipe, data):
     assert keys["blue"] > 10 and keys["green"] > 80, keys  # different keys spread by weight
     assert _split(pipe, 50, headers={"X-Streamfit-Slot": "blue"}, data=data) == Counter(blue=50)
     assert httpx.post(f"{pipe.url}/predict", json={"features": data.rows()()[0]},
-                      headers={"X-Streamfit-Slot": "purple"}, timeout=10).status_code == 422
+                      headers={"X-Streamfit-Slot": "purple"}, timeout=60).status_code == 422
 
 
 def test_rollback_returns_all_traffic_to_the_previous_version(pipe, data):
-    httpx.put(f"{pipe.url}/traffic", json={"green": 100}, headers=AUTH, timeout=10)
+    httpx.put(f"{pipe.url}/traffic", json={"green": 100}, headers=AUTH, timeout=60)
     before = _traffic(pipe)
     live, prev = before["slots"]["green"], before["slots"]["blue"]
     r = httpx.post(f"{pipe.url}/rollback", json={"reason": "test"}, headers=AUTH, timeout=60)
@@ -224,7 +224,7 @@ def _safe_traffic(p):
     ({"features": {}, "rows": []}, "rows"),
 ])
 def test_malformed_predict_bodies_get_4xx_naming_the_field(pipe, body, field):
-    r = httpx.post(f"{pipe.url}/predict", json=body, timeout=10)
+    r = httpx.post(f"{pipe.url}/predict", json=body, timeout=60)
     assert 400 <= r.status_code < 500
     assert field in r.text
 
@@ -292,7 +292,7 @@ def test_a_paused_step_waits_for_approval(pipe, data):
         assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "paused", timeout_s=60)
         time.sleep(2.0)
         assert _traffic(pipe)["rollout"]["phase"] == "paused"  # it waits
-        assert httpx.post(f"{pipe.url}/rollout/promote", headers=AUTH, timeout=10).status_code == 200
+        assert httpx.post(f"{pipe.url}/rollout/promote", headers=AUTH, timeout=60).status_code == 200
         assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "promoted", timeout_s=30)
         assert load.stop()["failed"] == 0
     finally:

@@ -69,7 +69,7 @@ def test_predict_answers_with_the_live_version(pipe):
     )
     live = _live(pipe)
     names = pipe.cfg.features.feature_names()
-    with httpx.Client(base_url=pipe.url, timeout=10) as c:
+    with httpx.Client(base_url=pipe.url, timeout=60) as c:
         for _ in range(20):
             r = c.post("/predict", json={"features": {n: 0.5 for n in names}})
             assert r.status_code == 200, r.text
@@ -90,7 +90,7 @@ def test_predict_answers_with_the_live_version(pipe):
     ],
 )
 def test_bad_predict_body_gets_422_naming_the_field(pipe, features, field):
-    r = httpx.post(f"{pipe.url}/predict", json={"features": features}, timeout=10)
+    r = httpx.post(f"{pipe.url}/predict", json={"features": features}, timeout=60)
     assert r.status_code == 422
     locs = [e["loc"] for e in r.json()["detail"]]
     assert ["body", "features", field] in locs

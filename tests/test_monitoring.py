@@ -162,20 +162,20 @@ def _chromium(*args: str, tmp) -> subprocess.CompletedProcess:
 
 
 def test_status_page_in_headless_chromium(pipe, tmp_path):
-    httpx.put(f"{pipe.url}/traffic", json={"shadow_share": 0.0}, timeout=10)  # a harmless read-write check
+    httpx.put(f"{pipe.url}/traffic", json={"shadow_share": 0.0}, timeout=60)  # a harmless read-write check
     assert wait_until(lambda: len(ray.get(pipe.monitor.timeseries.remote())) >= 5, timeout_s=30)
     url = f"{pipe.url}/"
     dom = _chromium("--dump-dom", url, tmp=tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = dom.stdout
-    traffic = httpx.get(f"{pipe.url}/traffic", timeout=10).json()
+    traffic = httpx.get(f"{pipe.url}/traffic", timeout=60).json()
     live = traffic["slots"][traffic["live_slot"]]
     assert f'id="live-version">v{live}<' in page
     assert f"blue {traffic['weights']['blue']}% / green {traffic['weights']['green']}%" in page
     assert page.count('class="chart"') == 4 and page.count("<polyline") >= 3  # the charts have lines
     assert "drift" in page and 'class="reason">drift<' in page  # the refit the drift alarm caused
     assert 'id="skew">serving/training skew: no scored event has its label yet' in page
-    report = httpx.get(f"{pipe.url}/monitor", timeout=10).json()
+    report = httpx.get(f"{pipe.url}/monitor", timeout=60).json()
     assert report["skew"]["compared_rows"] == 0 and set(FIELDS) <= set(report["skew"]["features"])
     shot = tmp_path / "status-page.png"
     out = _chromium(f"--screenshot={shot}", "--window-size=1280,1800", url, tmp=tmp_path)

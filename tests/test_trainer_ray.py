@@ -80,7 +80,7 @@ def test_registry_survives_restarts_of_every_actor(tmp_path):
     # Ray restarts both (max_restarts); they rebuild from the registry.
     def answer(actor):
         try:
-            return ray.get(actor.stats.remote() if actor is trainer else actor.status.remote(), timeout=10)
+            return ray.get(actor.stats.remote() if actor is trainer else actor.status.remote(), timeout=60)
         except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             return None  # still restarting
 
