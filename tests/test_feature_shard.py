@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shard_streams import feed, make_batches, reshard_two_into_three
 from streamfit.actors.stream.checkpoint import CheckpointStore, repartition
-from streamfit.actors.stream.coordinator import Partitioner, Watermark
+from streamfit.actors.stream.partition import Partitioner
 from streamfit.actors.stream.feature_shard import FeatureShard
 from streamfit.schema import validate
-from streamfit.actors.stream.sources import SyntheticSource
 from streamfit.config import AggregateSpec, FeaturesConfig, FieldSpec, LabelHistoryConfig, StreamConfig
 from streamfit.schema import shard_of
 
@@ -79,13 +79,7 @@ N_BATCHES = 40
 
 def _batches(n: int = N_BATCHES, features: FeaturesConfig = STREAM_FEATURES) -> list[tuple[int, pd.DataFrame, float]]:
     """(batch id, frame, watermark) as the coordinator would send them."""
-    src = SyntheticSource(STREAM, features)
-    wm = Watermark(features.allowed_lateness_s)
-    out, pos = [], 0
-    for bid in range(1, n + 1):
-        df, pos = src.read(pos)
-        out.append((bid, df, wm.observe(df)))
-    return out
+    return make_batches(n, STREAM, features)
 
 
 def _us(t) -> np.ndarray:
@@ -156,18 +150,7 @@ def _tag(w: float) -> str:
     return window_tag(w)
 
 
-def _feed(shards: list[FeatureShard], batches) -> pd.DataFrame:
-    """Send batches through a Partitioner to the shards; return all training rows."""
-    part = Partitioner(len(shards))
-    rows = []
-    clock = float("-inf")
-    for bid, df, wm in batches:
-        clock = max(clock, float(df["event_time"].max()))  # as the coordinator sends it
-        for i, p in enumerate(part.split(df)):
-            res = shards[i].process(bid, p, wm, clock)
-            assert res.replay_from is None
-            rows.append(res.training_rows)
-    return pd.concat(rows, ignore_index=True)
+_feed = feed
 
 
 def _assert_rows_match_offline(rows: pd.DataFrame, stream: pd.DataFrame, cfg: FeaturesConfig) -> None:
@@ -686,28 +669,10 @@ def test_checkpoint_store_keeps_latest_complete_checkpoints(tmp_path):
 def test_repartition_two_shards_into_three_continues_like_three_fresh_shards(tmp_path):
     batches = _batches(N_BATCHES)
     cut = 20
-    two = [FeatureShard(STREAM_FEATURES, i) for i in range(2)]
-    _feed(two, batches[:cut])
-    store = CheckpointStore(str(tmp_path))
-    for i, s in enumerate(two):
-        store.write_shard(1, i, s.snapshot())
-    store.write_manifest(1, batch_id=cut, position=cut, num_shards=2)
+    two, moved, fresh = reshard_two_into_three(lambda: CheckpointStore(str(tmp_path)), STREAM_FEATURES, batches, cut)
 
-    moved = []
+    # every entity's pending rows end up in exactly one new shard, unchanged (windows: checked above)
     for i in range(3):
-        s = FeatureShard(STREAM_FEATURES, i)
-        s.restore(store.load_shard_state(i, 3, STREAM_FEATURES))
-        assert s.stats()["last_batch_id"] == cut
-        moved.append(s)
-    fresh = [FeatureShard(STREAM_FEATURES, i) for i in range(3)]
-    _feed(fresh, batches[:cut])
-
-    # every entity's window rows, label rows and pending rows end up in exactly one new shard, unchanged
-    for i in range(3):
-        for part in ("events", "labels"):
-            a, b = getattr(moved[i], part).snapshot(), getattr(fresh[i], part).snapshot()
-            for k in ("keys", "times", "values"):
-                assert np.array_equal(a[k], b[k]), (i, part, k)
         pa_, pb = moved[i].pending.snapshot(), fresh[i].pending.snapshot()
         order_a, order_b = np.argsort(pa_["ids"]), np.argsort(pb["ids"])
         for k in pa_:
@@ -716,7 +681,6 @@ def test_repartition_two_shards_into_three_continues_like_three_fresh_shards(tmp
                 assert np.allclose(a_, b_, rtol=1e-9, atol=1e-12, equal_nan=True), (i, "pending", k)
             else:
                 assert np.array_equal(a_, b_), (i, "pending", k)
-    assert sum(len(s.events) for s in moved) == sum(len(s.events) for s in two)
 
     rows_moved = _feed(moved, batches[cut:])
     rows_fresh = _feed(fresh, batches[cut:])

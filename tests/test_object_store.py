@@ -16,11 +16,10 @@ import pyarrow.fs as pafs
 import pytest
 import xgboost as xgb
 from s3_server import s3_fixture
+from shard_streams import feed, make_batches, reshard_two_into_three
 
 from streamfit.actors.stream.checkpoint import CheckpointError, CheckpointStore
-from streamfit.actors.stream.coordinator import Partitioner, Watermark
 from streamfit.actors.stream.feature_shard import FeatureShard
-from streamfit.actors.stream.sources import SyntheticSource
 from streamfit.config import AggregateSpec, FeaturesConfig, LabelHistoryConfig, StreamConfig
 from streamfit.errors import ModelIntegrityError, RegistryError, StreamfitError
 from streamfit.registry import Registry
@@ -212,23 +211,10 @@ STREAM = StreamConfig(batch_size=60, entities=25, label_delay_events=40, events_
 
 
 def _batches(n: int) -> list[tuple[int, pd.DataFrame, float]]:
-    src = SyntheticSource(STREAM, SHARD_FEATURES)
-    wm = Watermark(SHARD_FEATURES.allowed_lateness_s)
-    out, pos = [], 0
-    for bid in range(1, n + 1):
-        df, pos = src.read(pos)
-        out.append((bid, df, wm.observe(df)))
-    return out
+    return make_batches(n, STREAM, SHARD_FEATURES)
 
 
-def _feed(shards: list[FeatureShard], batches) -> pd.DataFrame:
-    part = Partitioner(len(shards))
-    rows, clock = [], float("-inf")
-    for bid, df, wm in batches:
-        clock = max(clock, float(df["event_time"].max()))
-        for i, p in enumerate(part.split(df)):
-            rows.append(shards[i].process(bid, p, wm, clock).training_rows)
-    return pd.concat(rows, ignore_index=True)
+_feed = feed
 
 
 def _state(shard: FeatureShard) -> dict:
@@ -314,27 +300,8 @@ def test_s3_checkpoints_commit_only_when_whole_and_are_pruned(s3):
 def test_s3_repartition_two_shards_into_three(s3):
     batches = _batches(30)
     cut = 18
-    two = [FeatureShard(SHARD_FEATURES, i) for i in range(2)]
-    _feed(two, batches[:cut])
-    store = CheckpointStore(s3.uri("ckpt/repartition"))
-    for i, s in enumerate(two):
-        store.write_shard(1, i, s.snapshot())
-    store.write_manifest(1, batch_id=cut, position=cut, num_shards=2)
-
-    moved = []
-    for i in range(3):  # restarted with 3 shards: each loads its keys from the 2-shard checkpoint on S3
-        s = FeatureShard(SHARD_FEATURES, i)
-        s.restore(CheckpointStore(s3.uri("ckpt/repartition")).load_shard_state(i, 3, SHARD_FEATURES))
-        assert s.stats()["last_batch_id"] == cut
-        moved.append(s)
-    fresh = [FeatureShard(SHARD_FEATURES, i) for i in range(3)]
-    _feed(fresh, batches[:cut])
-    for i in range(3):
-        for part in ("events", "labels"):
-            a, b = getattr(moved[i], part).snapshot(), getattr(fresh[i], part).snapshot()
-            for k in ("keys", "times", "values"):
-                assert np.array_equal(a[k], b[k]), (i, part, k)
-    assert sum(len(s.events) for s in moved) == sum(len(s.events) for s in two) > 0
+    two, moved, fresh = reshard_two_into_three(lambda: CheckpointStore(s3.uri("ckpt/repartition")), SHARD_FEATURES,
+                                               batches, cut)
     assert sum(len(s.pending) for s in moved) == sum(len(s.pending) for s in two)
 
     # and from there the 3 moved shards emit the same training rows as 3 shards that never stopped
