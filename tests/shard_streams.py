@@ -67,3 +67,24 @@ def reshard_two_into_three(store_at: Callable[[], CheckpointStore], features: Fe
                 assert np.array_equal(a[k], b[k]), (i, part, k)
     assert sum(len(s.events) for s in moved) == sum(len(s.events) for s in two) > 0
     return two, moved, fresh
+
+
+def shard_state(shard: FeatureShard) -> dict:
+    """A comparable copy of everything the shard holds (dedup ids as a set: their order is not state)."""
+    snap = shard.snapshot()
+    out = {"meta": snap["meta"]}
+    for part in ("events", "labels", "pending"):
+        for k, v in snap[part].items():
+            out[f"{part}.{k}"] = np.array(v, copy=True)
+    out["dedup"] = np.sort(snap["dedup"]["ids"])
+    return out
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Two ``shard_state`` copies are equal, array by array (NaN equal to NaN)."""
+    assert a.keys() == b.keys()
+    assert a["meta"] == b["meta"]
+    for k in a:
+        if k != "meta":
+            assert a[k].dtype == b[k].dtype, k
+            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k

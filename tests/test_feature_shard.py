@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shard_streams import feed, make_batches, reshard_two_into_three
+from shard_streams import assert_same_state, feed, make_batches, reshard_two_into_three, shard_state
 from streamfit.actors.stream.checkpoint import CheckpointStore, repartition
 from streamfit.actors.stream.partition import Partitioner
 from streamfit.actors.stream.feature_shard import FeatureShard
@@ -527,24 +527,7 @@ def test_features_of_unknown_entity_is_none(cfg):
 # == exactly-once mechanics ====================================================================
 
 
-def _state(shard: FeatureShard) -> dict:
-    """A comparable copy of everything the shard holds (dedup ids as a set: their order is not state)."""
-    snap = shard.snapshot()
-    out = {"meta": snap["meta"]}
-    for part in ("events", "labels", "pending"):
-        for k, v in snap[part].items():
-            out[f"{part}.{k}"] = np.array(v, copy=True)
-    out["dedup"] = np.sort(snap["dedup"]["ids"])
-    return out
-
-
-def _assert_same_state(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    assert a["meta"] == b["meta"]
-    for k in a:
-        if k != "meta":
-            assert a[k].dtype == b[k].dtype, k
-            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+_state, _assert_same_state = shard_state, assert_same_state
 
 
 def test_retried_batch_returns_cached_result_and_changes_nothing():

@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 import pytest
 import xgboost as xgb
 from s3_server import s3_fixture
-from shard_streams import feed, make_batches, reshard_two_into_three
+from shard_streams import assert_same_state, feed, make_batches, reshard_two_into_three, shard_state
 
 from streamfit.actors.stream.checkpoint import CheckpointError, CheckpointStore
 from streamfit.actors.stream.feature_shard import FeatureShard
@@ -217,22 +217,7 @@ def _batches(n: int) -> list[tuple[int, pd.DataFrame, float]]:
 _feed = feed
 
 
-def _state(shard: FeatureShard) -> dict:
-    snap = shard.snapshot()
-    out = {"meta": snap["meta"], "dedup": np.sort(snap["dedup"]["ids"])}
-    for part in ("events", "labels", "pending"):
-        for k, v in snap[part].items():
-            out[f"{part}.{k}"] = np.array(v, copy=True)
-    return out
-
-
-def _assert_same_state(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    assert a["meta"] == b["meta"]
-    for k in a:
-        if k != "meta":
-            assert a[k].dtype == b[k].dtype, k
-            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+_state, _assert_same_state = shard_state, assert_same_state
 
 
 def _sorted_rows(rows: pd.DataFrame) -> pd.DataFrame:
