@@ -113,7 +113,7 @@ class RouterLookups:
 
 
 def run_sharded(cfg: Config, batches: list[pd.DataFrame], num_shards: int,
-                lookup_rps: float = 0.0) -> tuple[float, list[dict[str, Any]], dict[str, Any] | None]:
+                lookup_rps: float = 0.0) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
     """The real CoordinatorActor and FeatureShardActors on Ray, fed from the object store; with ``lookup_rps``,
     that many lookups a second hit the shards meanwhile, paced from a thread of this process and grouped
     into ``FeatureShardActor.lookup`` calls as a Router replica groups them."""
@@ -126,13 +126,15 @@ def run_sharded(cfg: Config, batches: list[pd.DataFrame], num_shards: int,
     ray.get(coord.set_source.remote(ObjectStoreSource(refs)))
     lookups = RouterLookups(cfg, shards, batches[0]) if lookup_rps > 0 else None
     pacer = PacedCalls(lookups.send, lookup_rps) if lookups else None
+    meter = CpuMeter(("FeatureShardActor", "CoordinatorActor")).start()
     started = time.perf_counter()
     run = coord.run.remote(None)
     if pacer is not None:
         pacer.start()
     ray.get(run)
     elapsed = time.perf_counter() - started
-    figures = {**pacer.stop(), **lookups.close()} if pacer and lookups else None
+    figures = {**pacer.stop(), **lookups.close()} if pacer and lookups else {}
+    figures["cpu_seconds"] = meter.seconds()
     stats = ray.get([s.stats.remote() for s in shards])
     for a in (coord, *shards):
         ray.kill(a)
@@ -154,7 +156,7 @@ def bench_ingest(num_shards: int, events: int, entities: int, batch_size: int = 
     if own_ray:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        shard_s, stats, _ = run_sharded(cfg, batches, num_shards)
+        shard_s, stats, plain = run_sharded(cfg, batches, num_shards)
         if lookup_rps > 0:
             log(f"sharded again, with {lookup_rps:g} lookups/s on the shard actors …")
             lookup_s, _, lookups = run_sharded(cfg, batches, num_shards, lookup_rps)
@@ -180,6 +182,7 @@ def bench_ingest(num_shards: int, events: int, entities: int, batch_size: int = 
         "bytes_per_entity": state / max(1, sum(s["entities"] for s in stats)),
         "baseline_bytes_per_entity": base_shard.state_bytes() / max(1, base_shard.events.n_keys()),
         "training_rows": sum(s["training_rows"] for s in stats),
+        "sharded_cpu_seconds": plain["cpu_seconds"],
         **with_lookups,
     }
 

@@ -283,8 +283,8 @@ def processes(patterns: tuple[str, ...]) -> dict[str, int]:
 
 
 class CpuMeter:
-    """CPU time that each matching process, and the waited-for children (wrk), spent between ``start`` and
-    ``per_request``: where a serving path spends its time, in ms of CPU per request."""
+    """CPU time that each matching process, this process (``bench``) and its waited-for children (``load
+    generator``: wrk) spent since ``start``: where a serving or ingest path spends its time."""
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
         self.patterns = patterns
@@ -294,21 +294,28 @@ class CpuMeter:
         f = _stat(pid)
         return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
+    @staticmethod
+    def _own() -> dict[str, float]:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"bench": me.ru_utime + me.ru_stime, "load generator": kids.ru_utime + kids.ru_stime}
+
     def start(self) -> "CpuMeter":
         """Take the first reading."""
         # By pid: a Ray worker's title changes with the method it runs ("ray::FeatureShardActor.lookup").
         self.before = {pid: self._cpu(pid) for pid in processes(self.patterns).values()}
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.kids = kids.ru_utime + kids.ru_stime
+        self.own = self._own()
         return self
 
-    def per_request(self, requests: int) -> dict[str, float]:
-        """ms of CPU per request of each process since ``start`` (``load generator``: wrk)."""
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = {"load generator": kids.ru_utime + kids.ru_stime - self.kids}
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds of each process since ``start``."""
+        out = {k: v - self.own[k] for k, v in self._own().items()}
         for k, pid in processes(self.patterns).items():
             try:
                 out[k] = self._cpu(pid) - self.before.get(pid, 0.0)
             except OSError:
                 continue
-        return {k: round(v * 1000 / max(requests, 1), 3) for k, v in out.items()}
+        return {k: round(v, 3) for k, v in out.items()}
+
+    def per_request(self, requests: int) -> dict[str, float]:
+        """ms of CPU per request of each process since ``start``."""
+        return {k: round(v * 1000 / max(requests, 1), 3) for k, v in self.seconds().items()}
