@@ -59,22 +59,29 @@ def validate(df: pd.DataFrame, cfg: FeaturesConfig) -> tuple[pd.DataFrame, np.nd
     def column(name: str) -> pd.Series:
         return df[name].reset_index(drop=True) if name in df else pd.Series([None] * n, dtype=object)
 
+    def numeric(name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values as floats, NaN where not a number; missing mask); numeric columns skip pandas' parsing."""
+        if name in df and df[name].dtype.kind in "fiu":
+            num = df[name].to_numpy(dtype=np.float64)
+            return num, np.isnan(num)
+        raw = column(name)
+        return pd.to_numeric(raw, errors="coerce").astype(float).values, raw.isna().values
+
     kind = column(KIND).fillna(EVENT).astype(str)
     mark(~kind.isin([EVENT, LABEL_KIND]), "bad_kind")
     out[KIND] = kind.values
     for col in (EVENT_ID, ENTITY):
         raw = column(col)
-        missing = raw.isna().values | (raw.astype(str).str.len().values == 0)
+        text = raw.astype(str)
+        missing = raw.isna().values | (text.str.len().values == 0)
         mark(missing, f"missing:{col}")
-        out[col] = raw.astype(str).values
-    t = pd.to_numeric(column(EVENT_TIME), errors="coerce").astype(float).values
+        out[col] = text.values
+    t = numeric(EVENT_TIME)[0]
     mark(~np.isfinite(t), "missing:event_time")
     out[EVENT_TIME] = t
     is_event = kind.values == EVENT
     for spec in cfg.fields:
-        raw = column(spec.name)
-        num = pd.to_numeric(raw, errors="coerce").astype(float).values
-        missing = raw.isna().values
+        num, missing = numeric(spec.name)
         mark(is_event & ~missing & np.isnan(num), f"non_numeric:{spec.name}")
         if spec.required:
             mark(is_event & missing, f"missing:{spec.name}")
@@ -86,7 +93,7 @@ def validate(df: pd.DataFrame, cfg: FeaturesConfig) -> tuple[pd.DataFrame, np.nd
         else:
             mark(is_event & ((num < lo) | (num > hi)), f"out_of_range:{spec.name}")
         out[spec.name] = num
-    lab = pd.to_numeric(column(LABEL), errors="coerce").astype(float).values
+    lab = numeric(LABEL)[0]
     mark(~is_event & ~np.isin(lab, [0.0, 1.0]), "bad_label")
     out[LABEL] = lab
     return pd.DataFrame(out, index=pd.RangeIndex(n)), reason
