@@ -49,6 +49,16 @@ def _deploy_a_model(p: Pipeline) -> None:
     assert wait_until(lambda: httpx.post(f"{p.url}/predict", json=row, timeout=60).status_code == 200, timeout_s=90)
 
 
+def _predict(c: httpx.Client, body: dict, tries: int = 20) -> httpx.Response:
+    """POST /predict as a client does: a 503 (shard slow on a loaded machine) is retried after Retry-After."""
+    for _ in range(tries):
+        r = c.post("/predict", json=body)
+        if r.status_code != 503:
+            return r
+        time.sleep(min(float(r.headers.get("Retry-After", 1)), 1.0) / 4)
+    return r
+
+
 def _event(entity: str, t: float | None = None, **extra) -> dict:
     ev = {"entity": entity, "x0": 1.0, "x1": 2.0, "x2": 3.0, **extra}
     return ev if t is None else {**ev, "event_time": t}
@@ -69,7 +79,7 @@ def test_a_new_entity_is_scored_on_empty_history_features(pipe):
     with httpx.Client(base_url=pipe.url, timeout=60) as c:
         assert c.post("/ingest", json={"events": seen}).json()["accepted"] == 3
         assert wait_until(lambda: _shard_events(pipe) == 3, timeout_s=30)
-        r = c.post("/predict", json={"event": _event("brand-new"), "return_features": True})
+        r = _predict(c, {"event": _event("brand-new"), "return_features": True})
         assert r.status_code == 200, r.text
         body = r.json()
         f = body["features"]
@@ -78,9 +88,9 @@ def test_a_new_entity_is_scored_on_empty_history_features(pipe):
         assert f["label_last"] is None and f["label_count_5m"] == 0
         assert body["version"] == body["model_version"] and body["slot"] in ("blue", "green")
         assert body["features_as_of"] == pytest.approx(T0 + 20)  # the stream's clock: no event_time given
-        old = c.post("/predict", json={"event": _event("old", T0 + 30), "return_features": True}).json()
+        old = _predict(c, {"event": _event("old", T0 + 30), "return_features": True}).json()
         assert old["features"]["count_1m"] == 3 and old["features"]["x0_last"] == 2.0
-        far = c.post("/predict", json={"event": _event("old", T0 + 10 * 86_400)})
+        far = _predict(c, {"event": _event("old", T0 + 10 * 86_400)})
         assert far.status_code == 422 and ["body", "event", "event_time"] in [d["loc"] for d in far.json()["detail"]]
         assert c.get("/features/brand-new").status_code == 404  # scoring alone changed no state
 
@@ -88,7 +98,7 @@ def test_a_new_entity_is_scored_on_empty_history_features(pipe):
 def test_ingest_true_sends_the_scored_event_into_the_stream(pipe):
     before = _shard_events(pipe)
     with httpx.Client(base_url=pipe.url, timeout=60) as c:
-        r = c.post("/predict", json={"event": _event("joined", T0 + 40, event_id="j-1"), "ingest": True})
+        r = _predict(c, {"event": _event("joined", T0 + 40, event_id="j-1"), "ingest": True})
         assert r.status_code == 200, r.text
         assert r.json()["event_id"] == "j-1" and r.json()["ingested"]["accepted"] == 1
         assert wait_until(lambda: _shard_events(pipe) == before + 1, timeout_s=30)
@@ -100,7 +110,7 @@ def test_a_killed_shard_answers_503_until_it_is_back_and_the_other_shard_keeps_a
     down, up = _entity_on(1, n, "down"), _entity_on(0, n, "up")
     with httpx.Client(base_url=pipe.url, timeout=30) as c:
         for entity in (down, up):
-            assert c.post("/predict", json={"event": _event(entity)}).status_code == 200
+            assert _predict(c, {"event": _event(entity)}).status_code == 200
         ray.kill(pipe.shards[1], no_restart=False)
         unavailable = None
         deadline = time.monotonic() + 60
@@ -111,11 +121,11 @@ def test_a_killed_shard_answers_503_until_it_is_back_and_the_other_shard_keeps_a
             assert r.status_code in (200, 503), r.text
             if r.status_code == 503:
                 unavailable = (r, took)
-            assert c.post("/predict", json={"event": _event(up)}).status_code == 200  # the other shard's entity
+            assert _predict(c, {"event": _event(up)}).status_code == 200  # the other shard's entity
         assert unavailable is not None, "the killed shard's entity never got a 503"
         r, took = unavailable
         assert int(r.headers["Retry-After"]) >= 1 and "shard 1" in r.json()["detail"]
         assert took < TIMEOUT_S + 5.0  # bounded by the lookup timeout, never a hang
         assert wait_until(lambda: c.post("/predict", json={"event": _event(down)}).status_code == 200, timeout_s=90)
-        assert c.post("/predict", json={"event": _event(up)}).status_code == 200
+        assert _predict(c, {"event": _event(up)}).status_code == 200
         assert c.get("/healthz").json()["lookups"]["unavailable"] >= 1
