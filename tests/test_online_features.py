@@ -21,7 +21,7 @@ from test_feature_shard import (STREAM_FEATURES, _assert_same_state, _batches, _
                                 small_cfg)
 
 from streamfit.actors.stream.checkpoint import CheckpointStore
-from streamfit.actors.stream.coordinator import Watermark
+from streamfit.actors.stream.partition import Watermark
 from streamfit.actors.stream.feature_shard import FeatureShard
 from streamfit.actors.stream.local_runner import LocalRunner
 from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint, write_shard_checkpoint

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamfit.actors.stream.coordinator import Partitioner, Watermark
+from streamfit.actors.stream.partition import Partitioner, Watermark
 from streamfit.schema import shard_of
 
 KEYS = [f"user-{i}" for i in range(40)] + ["", "ü-ñîçødé", "a", "b", "a b", "42", "0", "-1", "x" * 200, "None"]

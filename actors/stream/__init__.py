@@ -16,7 +16,7 @@ from streamfit.exports import lazy_exports
 __getattr__, __all__ = lazy_exports(__name__, {
     "CheckpointStore": "checkpoint",
     "CoordinatorActor": "coordinator",
-    "Watermark": "coordinator",
+    "Watermark": "partition",
     "Coordinator": "coordinator_core",
     "LocalRunner": "local_runner",
     "FeatureShard": "feature_shard",

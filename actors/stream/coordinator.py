@@ -21,7 +21,6 @@ import ray
 
 from streamfit.config import Config
 from streamfit.actors.stream.coordinator_core import Coordinator
-from streamfit.actors.stream.partition import Partitioner, Watermark  # noqa: F401  (re-exported: tests import them here)
 from streamfit.actors.stream.sources import Source
 
 
