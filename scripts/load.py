@@ -114,6 +114,7 @@ class RequestLoop:
         self.served = 0
         self.raw_served = 0
         self.failed = 0
+        self.retried = 0  # 503 + Retry-After answers retried once
         self.versions: Counter[int] = Counter()
         self.slots: Counter[str] = Counter()
         self.failures: list[str] = []
@@ -150,6 +151,11 @@ class RequestLoop:
     def _send(self, client: httpx.Client, body: dict[str, Any]) -> None:
         try:
             r = client.post(self.url, json=body)
+            if r.status_code == 503 and "Retry-After" in r.headers:
+                # As a real client does: a shard that was briefly too slow asked us to come back; once, counted.
+                self.retried += 1
+                self._stop.wait(min(float(r.headers["Retry-After"]), 1.0))
+                r = client.post(self.url, json=body)
             if r.status_code == 200:
                 out = r.json()
                 self.served += 1
@@ -179,5 +185,5 @@ class RequestLoop:
 
     def summary(self) -> dict[str, Any]:
         """Served (of which from raw events), failed, versions and slots seen so far."""
-        return {"served": self.served, "raw_served": self.raw_served, "failed": self.failed,
+        return {"served": self.served, "raw_served": self.raw_served, "failed": self.failed, "retried": self.retried,
                 "versions": dict(self.versions), "slots": dict(self.slots), "failures": list(self.failures)}
