@@ -1,4 +1,4 @@
-"""Unit tests of streamfit/config.py: defaults, YAML loading, field paths in errors."""
+"""Unit tests of the streamfit.config package: defaults, YAML loading, field paths in errors."""
 
 from __future__ import annotations
 

@@ -1,0 +1,95 @@
+"""Typed configuration for every plane, loaded from YAML or taken from built-in defaults.
+
+One module per plane holds its sections (``data``, ``learning``, ``serving``, ``storage``);
+this package assembles them into ``Config`` and loads it.
+
+Example:
+    >>> cfg = Config()
+    >>> cfg.shards.num_shards
+    2
+    >>> Config.model_validate({"shards": {"num_shards": 3}}).shards.num_shards
+    3
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from streamfit.config.base import Strict as _Strict
+from streamfit.config.data import (
+    AggregateSpec,
+    FeaturesConfig,
+    FieldSpec,
+    FileSourceConfig,
+    HttpSourceConfig,
+    KafkaSourceConfig,
+    LabelHistoryConfig,
+    ShardsConfig,
+    StreamConfig,
+    WindowOp,
+    window_tag,
+)
+from streamfit.config.learning import TrainerConfig
+from streamfit.config.serving import MonitorConfig, RolloutConfig, ServingConfig
+from streamfit.config.storage import CheckpointConfig, RegistryConfig
+from streamfit.errors import ConfigError
+
+__all__ = [
+    "AggregateSpec", "CheckpointConfig", "Config", "FeaturesConfig", "FieldSpec", "FileSourceConfig",
+    "HttpSourceConfig", "KafkaSourceConfig", "LabelHistoryConfig", "MonitorConfig", "RegistryConfig",
+    "RolloutConfig", "ServingConfig", "ShardsConfig", "StreamConfig", "TrainerConfig", "WindowOp",
+    "config_from_dict", "format_validation_error", "load_config", "window_tag",
+]
+
+class Config(_Strict):
+    """The whole streamfit configuration."""
+
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    shards: ShardsConfig = Field(default_factory=ShardsConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """Render pydantic errors as 'path.to.field: message' lines."""
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        msg = e["msg"]
+        # Model-level validators name the nested field as "@sub.path: message" (pydantic can only
+        # place their errors at the model); fold that into the path.
+        if "@" in msg and ": " in msg.split("@", 1)[1]:
+            sub, msg = msg.split("@", 1)[1].split(": ", 1)
+            loc += sub.split(".")
+        lines.append(f"{'.'.join(loc) or '(root)'}: {msg}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any] | None) -> Config:
+    """Validate a plain dict into a Config, raising ConfigError with field paths."""
+    try:
+        return Config.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate a YAML config file; None gives the built-in default."""
+    if path is None:
+        return Config()
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return config_from_dict(data)

@@ -1,0 +1,204 @@
+"""Config of the data plane: the event schema, sources, feature windows and shards.
+
+Example:
+    >>> FeaturesConfig().feature_names()[:3]
+    ['x0', 'x1', 'x2']
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, model_validator
+
+from streamfit.config.base import Strict as _Strict
+
+
+class FieldSpec(_Strict):
+    """One numeric input field of the event schema: a value outside [min, max] is rejected, or clipped."""
+
+    name: str
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    clip: bool = Field(False, description="clip out-of-range values to [min, max] instead of rejecting the row")
+
+
+class FileSourceConfig(_Strict):
+    """Replay of a CSV, Parquet or JSON-lines file in event-time order."""
+
+    path: str
+    format: Literal["csv", "parquet", "jsonl"] | None = Field(None, description="default: from the file suffix")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="streamfit column -> file column, e.g. {entity: customer_id, event_time: ts, label: y}",
+    )
+    time_unit: Literal["s", "ms", "us", "ns", "datetime"] = Field(
+        "s", description="unit of a numeric time column; 'datetime' parses strings/timestamps"
+    )
+    label_delay_s: float = Field(
+        0.0, ge=0, description="when each row carries its label: emit it as a label event this much later"
+    )
+    speed: float | None = Field(None, gt=0, description="null = as fast as possible; 1 = real time; 10 = 10x")
+    batch_size: int = Field(5000, gt=0)
+
+
+class KafkaSourceConfig(_Strict):
+    """A Kafka topic read by a consumer group; offsets are committed only when a checkpoint completes."""
+
+    bootstrap_servers: str
+    topic: str
+    group_id: str = "streamfit"
+    batch_size: int = Field(5000, gt=0)
+    poll_timeout_s: float = Field(1.0, gt=0)
+    extra: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="further confluent-kafka consumer settings"
+    )
+
+
+class HttpSourceConfig(_Strict):
+    """Events pushed to POST /ingest, kept in a write-ahead log until a checkpoint covers them."""
+
+    batch_size: int = Field(5000, gt=0)
+
+
+class StreamConfig(_Strict):
+    """Where events come from; the synthetic drifting generator is the embedded default."""
+
+    source: Literal["synthetic", "file", "kafka", "http"] = "synthetic"
+    file: FileSourceConfig | None = None
+    kafka: KafkaSourceConfig | None = None
+    http: HttpSourceConfig = Field(default_factory=HttpSourceConfig)
+    seed: int = 7
+    entities: int = Field(200, gt=0)
+    batch_size: int = Field(500, gt=0)
+    events_per_second: float = Field(
+        50.0, gt=0, description="event-time rate: seconds of event time advance 1/rate per event"
+    )
+    max_events_per_s: float | None = Field(
+        1000.0, description="wall-clock pacing of the source; null = as fast as possible"
+    )
+    max_events: int | None = Field(None, description="stop after this many events; null = unbounded")
+    label_delay_events: int = Field(300, ge=0, description="labels arrive this many events after their event")
+    drift_every: int = Field(40000, gt=0, description="abrupt concept drift every N events")
+    bad_row_rate: float = Field(0.002, ge=0, le=1, description="share of malformed rows injected")
+
+    @model_validator(mode="after")
+    def _source_section_present(self) -> "StreamConfig":
+        if self.source in ("file", "kafka") and getattr(self, self.source) is None:
+            raise ValueError(f"{self.source}: section required when source is {self.source!r}")
+        return self
+
+
+WindowOp = Literal["sum", "mean", "std", "min", "max"]
+_SCORING_ONLY = ("served_log_capacity", "max_future_s", "max_past_s")
+
+
+class AggregateSpec(_Strict):
+    """Window aggregates of one field; ``last`` adds the entity's previous value (any age)."""
+
+    field: str
+    ops: list[WindowOp] = Field(default_factory=lambda: ["mean"])
+    last: bool = False
+
+
+class LabelHistoryConfig(_Strict):
+    """Features from an entity's own past labels, counting only labels that had arrived before the event."""
+
+    enabled: bool = True
+    windows_s: list[PositiveFloat] = Field(default_factory=lambda: [300.0, 3600.0])
+
+
+class FeaturesConfig(_Strict):
+    """Input schema, cleaning, and the per-entity event-time window aggregates."""
+
+    fields: list[FieldSpec] = Field(
+        default_factory=lambda: [
+            FieldSpec(name="x0", min=-50, max=50),
+            FieldSpec(name="x1", min=-50, max=50),
+            FieldSpec(name="x2", min=-50, max=50),
+        ]
+    )
+    windows_s: list[PositiveFloat] = Field(
+        default_factory=lambda: [300.0, 3600.0], min_length=1,
+        description="sliding event-time windows [t - W, t) in seconds",
+    )
+    aggregates: list[AggregateSpec] = Field(
+        default_factory=lambda: [
+            AggregateSpec(field="x0", ops=["mean", "std", "min", "max"], last=True),
+            AggregateSpec(field="x1", ops=["mean"]),
+        ]
+    )
+    count: bool = Field(True, description="events per window: count_<window>")
+    age: bool = Field(True, description="seconds since the entity's previous event: age_s")
+    label_history: LabelHistoryConfig = Field(default_factory=LabelHistoryConfig)
+    allowed_lateness_s: float = Field(5.0, ge=0)
+    late_policy: Literal["drop", "apply"] = "drop"
+    dedup_capacity: int = Field(1_000_000, gt=0, description="event ids remembered for dedup")
+    label_timeout_s: float = Field(3600.0, gt=0, description="unlabelled events expire after this (event time)")
+    served_log_capacity: int = Field(100_000, gt=0, description="served vectors kept per shard for labels (oldest go)")
+    max_future_s: float = Field(300.0, ge=0, description="scored event time: at most this far past the stream clock")
+    max_past_s: float = Field(3600.0, ge=0, description="... and at most this far behind it")
+
+    @model_validator(mode="after")
+    def _aggregated_fields_exist(self) -> "FeaturesConfig":
+        specs = {f.name: f for f in self.fields}
+        for i, agg in enumerate(self.aggregates):
+            if agg.field not in specs:
+                raise ValueError(f"@aggregates.{i}.field: unknown field {agg.field!r} (fields: {sorted(specs)})")
+            if not specs[agg.field].required:
+                raise ValueError(f"@aggregates.{i}.field: {agg.field!r} must be required to be aggregated")
+        names = self.feature_names()
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"@aggregates: feature names would repeat: {repeated} (same window or aggregate twice?)")
+        return self
+
+    def schema_hash(self) -> str:
+        """A short hash of everything that shapes the feature vector (a model is only valid for one)."""
+        import hashlib
+
+        # The scoring limits do not shape the vector; leaving them out keeps the hashes of versions
+        # registered before they existed valid.
+        dumped = self.model_dump_json(exclude=set(_SCORING_ONLY))
+        return hashlib.sha256(dumped.encode()).hexdigest()[:16]
+
+    def aggregated_fields(self) -> list[str]:
+        """Fields that any aggregate reads, in config order, once each."""
+        return list(dict.fromkeys(a.field for a in self.aggregates))
+
+    def feature_names(self) -> list[str]:
+        """Columns of the model's input, in order: raw fields, window aggregates, last/age, label history."""
+        names = [f.name for f in self.fields]
+        for w in self.windows_s:
+            tag = window_tag(w)
+            if self.count:
+                names.append(f"count_{tag}")
+            for a in self.aggregates:
+                names += [f"{a.field}_{op}_{tag}" for op in a.ops]
+        names += [f"{a.field}_last" for a in self.aggregates if a.last]
+        if self.age:
+            names.append("age_s")
+        if self.label_history.enabled:
+            names.append("label_last")
+            for w in self.label_history.windows_s:
+                tag = window_tag(w)
+                names += [f"label_rate_{tag}", f"label_count_{tag}"]
+        return names
+
+
+class ShardsConfig(_Strict):
+    """Feature shard actors."""
+
+    num_shards: int = Field(2, gt=0)
+    max_in_flight: int = Field(2, gt=0, description="batches in flight per shard (backpressure)")
+    num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per shard actor")
+
+
+def window_tag(seconds: float) -> str:
+    """Short label for a window length: 300 -> '5m', 7200 -> '2h', 45 -> '45s', 0.5 -> '500ms'."""
+    ms = round(seconds * 1000)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"

@@ -1,0 +1,76 @@
+"""Config of serving, rollouts and monitoring: the Router, canary steps and analysis, drift alarms."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from streamfit.config.base import Strict as _Strict
+
+
+class ServingConfig(_Strict):
+    """Ray Serve app: Router ingress with blue/green slots."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    replicas: int = Field(1, gt=0)
+    max_ongoing_requests: int = Field(64, gt=0)
+    fast_ingress: bool = Field(
+        True, description="RAY_SERVE_THROUGHPUT_OPTIMIZED + RAY_SERVE_ENABLE_HA_PROXY (set before Ray starts)"
+    )
+    flip_timeout_s: float = Field(60.0, gt=0, description="how long replicas may take to load a version")
+    isolated_slots: bool = Field(False, description="blue and green as separate Serve deployments")
+    access_log: bool = Field(False, description="Serve's per-request access log in the replica logs")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Ray's Prometheus metrics-export port "
+                                     "when streamfit starts Ray (default: Ray's choice)")
+    slot_batch_size: int = Field(32, gt=0, description="@serve.batch size of isolated slots")
+    max_request_bytes: int = Field(1_000_000, gt=0, description="larger request bodies get 413")
+    routing_key_header: str = "X-Routing-Key"
+    lookup_timeout_s: float = Field(1.0, gt=0, description="a shard lookup slower than this answers 503 + Retry-After")
+    lookup_wait_ms: float = Field(2.0, ge=0, description="micro-batch tick: lookups gathered per shard for this long")
+    lookup_max_batch: int = Field(256, gt=0, description="... or until this many events wait for one shard")
+    max_batch_events: int = Field(1000, gt=0, description="raw events per /predict request, at most (else 4xx)")
+    pin_slot_header: str = "X-Streamfit-Slot"
+
+
+class RolloutConfig(_Strict):
+    """Canary steps, bake time, and the thresholds of the analysis that promotes or rolls back."""
+
+    mode: Literal["canary", "flip"] = Field("canary", description="canary steps, or a direct blue-green flip")
+    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100], min_length=1)
+    bake_s: float = Field(20.0, gt=0, description="time at each step before it is analysed")
+    min_requests: int = Field(20, ge=0, description="candidate requests a step needs (bake is extended up to 3x)")
+    max_error_rate_delta: float = Field(0.01, ge=0, description="candidate error rate minus live, at most")
+    max_latency_ratio: float = Field(1.5, gt=0, description="candidate p99 / live p99, at most (+ 5 ms slack)")
+    max_prediction_psi: float = Field(0.5, gt=0, description="PSI of candidate vs live prediction scores, at most")
+    prediction_shift_p: float = Field(
+        0.001, gt=0, lt=1, description="... and a step fails on it only if a chi-square test is this sure")
+    max_accuracy_drop: float = Field(0.02, ge=0, description="live accuracy minus candidate's on labelled requests")
+    min_labels: int = Field(30, ge=0, description="labelled requests per version before accuracy counts")
+    verify_sample: int = Field(32, ge=0, description="rows the candidate must reproduce the registry's predictions on")
+    on_new_candidate: Literal["supersede", "wait"] = Field(
+        "wait", description="a candidate arriving mid-rollout: wait (the newest one goes next) or supersede")
+    pause_before: list[int] = Field(default_factory=list, description="steps (weights) that wait for `rollout promote`")
+    shadow_share: float = Field(0.0, ge=0, le=1, description="share of requests copied to the idle slot")
+
+    @model_validator(mode="after")
+    def _steps_increase_to_100(self) -> "RolloutConfig":
+        if any(not 0 < w <= 100 for w in self.steps) or self.steps != sorted(set(self.steps)) or self.steps[-1] != 100:
+            raise ValueError("@steps: increasing percentages in (0, 100], ending at 100")
+        return self
+
+
+class MonitorConfig(_Strict):
+    """Data quality, drift and live performance: windows, the drift alarm, sampling."""
+
+    window_rows: int = Field(2000, gt=0, description="labelled rows drift and live accuracy are measured over")
+    min_rows: int = Field(200, ge=0, description="rows needed before PSI is reported")
+    psi_alarm: float = Field(0.25, gt=0, description="a feature PSI above this raises the drift alarm")
+    alarm_on: Literal["fields", "all"] = Field(
+        "fields", description="which PSIs can raise the alarm: the raw input fields, or every feature (window "
+        "counts grow while a stream warms up, so they drift by design)")
+    alarm_triggers_refit: bool = Field(True, description="the drift alarm asks the trainer for a refit")
+    alarm_cooldown_s: float = Field(30.0, ge=0)
+    sample_s: float = Field(2.0, gt=0, description="time-series sampling interval (status page, metrics)")
+    series_points: int = Field(900, gt=0)
