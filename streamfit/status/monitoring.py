@@ -1,0 +1,140 @@
+"""The monitoring plane's status: data quality, drift, skew, the time series and ``GET /monitor``.
+
+Example:
+    >>> Skew(compared_rows=200, rows_differing=4).share
+    0.02
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from streamfit.status.base import ByVersion, Open
+
+
+class FeatureSkew(Open):
+    """One feature's skew: compared rows whose served value differed, their share, the largest gap."""
+
+    differing: int = 0
+    share: float = 0.0
+    max_abs_diff: float = 0.0
+
+
+class Skew(Open):
+    """Serving/training skew: labelled scored events whose served vector differs from the point-in-time one."""
+
+    compared_rows: int = 0
+    rows_differing: int = 0
+    features: dict[str, FeatureSkew] = {}
+
+    @property
+    def share(self) -> Optional[float]:
+        """Share of the compared rows with any feature differing (None before the first comparison)."""
+        return self.rows_differing / self.compared_rows if self.compared_rows else None
+
+    def worst(self) -> Optional[tuple[str, FeatureSkew]]:
+        """The feature that differs in the most rows (the larger gap breaks a tie); None if none differs."""
+        differing = [(k, f) for k, f in self.features.items() if f.differing]
+        return max(differing, key=lambda kv: (kv[1].share, kv[1].max_abs_diff), default=None)
+
+    def text(self) -> str:
+        """``1200 rows compared · 2.0% differ · worst x0_mean_5m: 1.5% of rows, max |Δ| 0.42``."""
+        if not self.compared_rows:
+            return "no scored event has its label yet"
+        name, f = self.worst() or ("", None)
+        worst = f" · worst {name}: {f.share:.1%} of rows, max |Δ| {f.max_abs_diff:.3g}" if f else ""
+        return f"{self.compared_rows} rows compared · {self.share:.1%} differ{worst}"
+
+
+class Quality(Open):
+    """Data quality at the stream's entrance: rows accepted and rejected (by reason), null rates, lag."""
+
+    accepted: Optional[int] = None
+    rejected: Optional[int] = None
+    events: Optional[int] = None
+    reasons: dict[str, int] = {}
+    null_rate: dict[str, float] = {}
+    watermark_lag_s: Optional[float] = None
+
+    def top_reasons(self, n: int = 6) -> str:
+        """``missing:x2: 30, late: 4`` — the most frequent reject reasons."""
+        top = sorted(self.reasons.items(), key=lambda kv: -kv[1])[:n]
+        return ", ".join(f"{k}: {v}" for k, v in top)
+
+    def nulls(self) -> str:
+        """``x0 1.0%, x1 0.0%``."""
+        return ", ".join(f"{k} {v:.1%}" for k, v in self.null_rate.items())
+
+
+class StreamStats(Quality):
+    """The coordinator's figures: quality plus position, rows per shard and rows sent to training."""
+
+    position: Any = None
+    training_rows: int = 0
+    per_shard_accepted: list[int] = []
+    skew: Optional[Skew] = None
+
+
+class Drift(Open):
+    """PSI and KS distance per feature and the live version's score PSI, against its reference."""
+
+    psi: dict[str, float] = {}
+    ks: dict[str, float] = {}
+    prediction_psi: Optional[float] = None
+    rows: int = 0
+    version: Optional[int] = None
+    alarm: Optional[str] = None
+
+    def top_psi(self, n: int = 6, among: list[str] | None = None) -> str:
+        """``x1 0.42, x0 0.03`` — the largest PSIs (of ``among`` when given)."""
+        items = [(k, v) for k, v in self.psi.items() if not among or k in among]
+        return ", ".join(f"{k} {v:.2f}" for k, v in sorted(items, key=lambda kv: -kv[1])[:n])
+
+
+class RefitRequest(Open):
+    """A refit the monitor asked for on a drift alarm."""
+
+    t: float
+    alarm: str
+    version: Optional[int] = None
+
+
+class SeriesPoint(Open):
+    """One sample of every plane, for the status page's charts."""
+
+    t: float
+    events_per_s: Optional[float] = None
+    rejected_per_s: Optional[float] = None
+    quality: Optional[Quality] = None
+    weights: dict[str, int] = {}
+    psi: dict[str, float] = {}
+    prediction_psi: Optional[float] = None
+    accuracy: dict[str, Optional[float]] = {}
+    p50_ms: dict[str, Optional[float]] = {}
+    p99_ms: dict[str, Optional[float]] = {}
+    requests_per_s: dict[str, Optional[float]] = {}
+    skew: Optional[Skew] = None  # only the features that differ
+
+
+def latest_quality(series: list[SeriesPoint]) -> Quality:
+    """The newest quality figures in a time series (empty before the first sample)."""
+    return next((p.quality for p in reversed(series) if p.quality is not None), Quality())
+
+
+class MonitorReport(Open):
+    """``GET /monitor``: data quality, drift, live accuracy per version, the refits drift asked for, and the
+    serving/training skew (None until the coordinator reports it)."""
+
+    quality: Quality = Quality()
+    drift: Drift = Drift()
+    live_accuracy: ByVersion = {}
+    refit_requests: list[RefitRequest] = []
+    skew: Optional[Skew] = None
+
+    @classmethod
+    def from_monitor(cls, stats: dict[str, Any], series: list[dict[str, Any]]) -> "MonitorReport":
+        """Build from the monitor actor's ``stats()`` and ``timeseries()``."""
+        points = [SeriesPoint.model_validate(p) for p in series]
+        return cls(quality=latest_quality(points), drift=Drift.model_validate(stats.get("drift") or {}),
+                   live_accuracy=stats.get("per_version") or {}, refit_requests=stats.get("refit_requests") or [],
+                   skew=stats.get("skew"))
