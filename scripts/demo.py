@@ -50,6 +50,7 @@ def progress_table(stats: PlaneStats, load: dict[str, Any], title: str) -> Table
     t.add_row("requests served (raw events) / failed",
               f"{load.get('served', 0):,} ({load.get('raw_served', 0):,}) / {load.get('failed', 0)}")
     t.add_row("skew (served vs point-in-time)", (coord.skew or Skew()).text())
+    t.add_row("freshness (monitor, drift refits as changes)", stats.freshness.text())
     return t
 
 

@@ -164,10 +164,11 @@ class Pipeline:
         coord, trainer, traffic = ray.get(
             [self.coordinator.stats.remote(), self.trainer.stats.remote(), self.controller.status.remote()]
         )
-        accuracy, drift = ray.get([self.monitor.per_version.remote(), self.monitor.drift.remote()]) \
-            if self.monitor is not None else ({}, {})
+        accuracy, drift, fresh = ray.get([self.monitor.per_version.remote(), self.monitor.drift.remote(),
+                                          self.monitor.freshness.remote()]) \
+            if self.monitor is not None else ({}, {}, {})
         return {"coordinator": coord, "trainer": trainer, "traffic": traffic, "live_accuracy": accuracy,
-                "drift": drift}
+                "drift": drift, "freshness": fresh}
 
     def stop(self, shutdown_ray: bool = True) -> None:
         """Stop the stream; then shut the local Ray down, or on a shared cluster delete what we started."""

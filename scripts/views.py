@@ -58,4 +58,5 @@ def quality_table(m: MonitorReport) -> Table:
     table.add_row("feature PSI (top)", d.top_psi(6))
     table.add_row("prediction PSI", "" if d.prediction_psi is None else f"{d.prediction_psi:.2f}")
     table.add_row("drift alarm", d.alarm or "none")
+    table.add_row("freshness (drift refits as changes)", m.freshness.text())
     return table

@@ -245,7 +245,8 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     @app.get("/monitor", response_model=MonitorReport, **typed)
     async def get_monitor() -> Any:
         """Data quality (rejects by reason, null rates, late rows, watermark lag), drift (PSI, KS, alarm),
-        and live accuracy per version."""
+        live accuracy per version, and freshness: request-weighted served accuracy, stale share, seconds from
+        each detected concept change to 100 % (live estimates: drift refits mark the changes)."""
         return await _call(backend.monitor)
 
     @app.get("/features/{entity}")

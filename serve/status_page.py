@@ -23,7 +23,7 @@ from typing import Any, Optional
 from pydantic import model_validator
 
 from streamfit.names import SLOTS
-from streamfit.status import Drift, Open, Quality, SeriesPoint, Skew, TrafficStatus
+from streamfit.status import Drift, Freshness, Open, Quality, SeriesPoint, Skew, TrafficStatus
 
 
 class StatusPageData(Open):
@@ -36,11 +36,14 @@ class StatusPageData(Open):
     drift: Drift = Drift()
     quality: Quality = Quality()
     skew: Optional[Skew] = None  # when not given: the newest in the series
+    freshness: Optional[Freshness] = None  # when not given: the newest in the series
 
     @model_validator(mode="after")
-    def _skew_of_the_series(self) -> "StatusPageData":
+    def _newest_of_the_series(self) -> "StatusPageData":
         if self.skew is None:
             self.skew = next((p.skew for p in reversed(self.series) if p.skew is not None), None)
+        if self.freshness is None:
+            self.freshness = next((p.freshness for p in reversed(self.series) if p.freshness is not None), None)
         return self
 
 
@@ -155,6 +158,24 @@ def skew_html(skew: Skew | None, top: int = 5) -> str:
     return f'<div class="card wide" id="skew">serving/training skew: {_esc(skew.text())}{table}</div>'
 
 
+def freshness_html(f: Freshness | None) -> str:
+    """The freshness card: request-weighted served accuracy, stale share, seconds from a detected change to 100 %."""
+    text = f.text() if f is not None else "not reported"
+    return (f'<div class="card wide" id="freshness">freshness of what requests are served: {_esc(text)}'
+            '<div class="k">live estimates: each drift-triggered refit marks a concept change; stale = answered by '
+            'a version trained only on rows before the newest change detected by then</div></div>')
+
+
+def _freshness_series(points: list[SeriesPoint]) -> dict[str, list[tuple[float, float]]]:
+    out: dict[str, list[tuple[float, float]]] = {}
+    for p in points:
+        for name, value in (("served accuracy (recent)", p.freshness.served_accuracy_recent if p.freshness else None),
+                            ("stale share (recent)", p.freshness.stale_share_recent if p.freshness else None)):
+            if value is not None:
+                out.setdefault(name, []).append((p.t, float(value)))
+    return out
+
+
 def render(data: StatusPageData, refresh_s: int = 5) -> str:
     """The whole page."""
     traffic, points, drift, quality = data.traffic, data.series, data.drift, data.quality
@@ -175,6 +196,8 @@ def render(data: StatusPageData, refresh_s: int = 5) -> str:
     charts = "".join([
         line_chart("ingest rate (events/s)", _series(points, "events_per_s"), "events/s", y_min=0),
         line_chart("live accuracy by version", {f"v{k}": v for k, v in _series(points, "accuracy").items()},
+                   y_min=0.0, y_max=1.0),
+        line_chart("served accuracy and stale share (request-weighted)", _freshness_series(points),
                    y_min=0.0, y_max=1.0),
         line_chart("drift: PSI of input fields vs the live reference", psi_series, y_min=0),
         line_chart("model latency p99 by slot (ms)", _series(points, "p99_ms"), "ms", y_min=0, colors=SLOT_COLORS),
@@ -205,7 +228,8 @@ rejected {_esc(quality.rejected)} ({_esc(quality.top_reasons()) or "none"}) · n
 · watermark lag {_num(quality.watermark_lag_s, 1)} s</div>
 <div class="card wide" id="drift">live v{_esc(drift.version)}: prediction PSI {_num(drift.prediction_psi, 2)} ·
 {"<span class='alarm'>alarm: " + _esc(alarm) + "</span>" if alarm else "no drift alarm"}</div>
-{skew_html(data.skew)}</div>
+{skew_html(data.skew)}
+{freshness_html(data.freshness)}</div>
 <h2>versions and why they were trained</h2>
 <table id="versions"><tr><th>version</th><th>aliases</th><th>refit reason</th><th>strategy</th>
 <th>holdout accuracy</th><th>live accuracy</th><th>rows</th><th>registered</th></tr>{"".join(rows)}</table>

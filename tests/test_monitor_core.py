@@ -248,7 +248,7 @@ def test_the_monitor_follows_the_live_version_and_reports_in_its_shapes():
     assert registry.loads == 1 and mon.stream.version == 1
     stats = mon.stats()
     assert list(stats) == ["predictions_logged", "joined", "waiting", "per_version", "stream_accuracy",
-                           "served_accuracy", "drift", "refit_requests", "last_error", "skew"]
+                           "served_accuracy", "drift", "refit_requests", "last_error", "skew", "freshness"]
     assert (stats["predictions_logged"], stats["joined"], stats["waiting"]) == (40, 40, 0)
     assert stats["per_version"][1]["source"] == "served"  # 40 labelled served predictions are enough
     assert stats["stream_accuracy"][1]["labelled"] == 610

@@ -26,12 +26,16 @@ import pandas as pd
 from streamfit.config import MonitorConfig
 from streamfit.registry import Registry
 from streamfit.actors.monitoring.alarms import RefitAlarm
+from streamfit.actors.monitoring.freshness import FreshnessTracker
 from streamfit.actors.monitoring.prediction_log import PredictionLog
 from streamfit.actors.monitoring.sampler import Sample, Sampler
 from streamfit.actors.monitoring.stream_monitor import StreamMonitor
 
 MIN_SERVED_LABELS = 30  # below this many labelled served predictions, the stream's accuracy speaks for a version
 ALIAS_CHECK_S = 1.0
+# The freshness figures a point of the time series keeps (the per-change list stays in stats()).
+POINT_FRESHNESS = ("served_accuracy", "served_accuracy_recent", "labelled", "stale_share", "stale_share_recent",
+                   "requests", "detected_changes", "p50_s", "max_s")
 
 
 def merge_accuracy(stream: dict[int, dict[str, Any]], served: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -57,6 +61,9 @@ class Monitor:
         self.stream = StreamMonitor(cfg, feature_names or [], fields)
         self.sampler = Sampler(cfg.series_points)
         self.alarm = RefitAlarm(cfg)
+        self.freshness = FreshnessTracker(cfg.freshness_window_s, self.trained_through)
+        self.trained: dict[int, float | None] = {}
+        self.now = 0.0  # the newest time a caller passed (stats() reports freshness as of then)
         self.alias_checked = float("-inf")
         self.rows_observed = 0
         self.last_error: str | None = None
@@ -65,14 +72,18 @@ class Monitor:
     def record(self, rows: list[tuple[str, int, str, float, float]]) -> None:
         """Predictions a Router replica served: (event_id, version, slot, probability, time)."""
         self.log.record(rows)
+        self.freshness.record(rows)
 
     def labels(self, event_ids: list[str], labels: list[float], now: float | None = None) -> int:
         """Labels that arrived; returns how many matched a logged prediction."""
+        event_ids, labels = list(event_ids), list(labels)
+        self.now = max(self.now, now or 0.0)
+        self.freshness.labels(event_ids, labels, self.now if now is None else now)
         return self.log.labels(event_ids, labels, now)
 
     def observe_rows(self, rows: pd.DataFrame, now: float) -> None:
         """Labelled rows from the coordinator: labels for the prediction log, rows for drift and accuracy."""
-        self.log.labels(rows["event_id"].astype(str).tolist(), rows["label"].astype(float).tolist(), now)
+        self.labels(rows["event_id"].astype(str).tolist(), rows["label"].astype(float).tolist(), now)
         self.follow_live(now)
         self.stream.observe(rows)
         self.rows_observed += len(rows)
@@ -87,6 +98,15 @@ class Monitor:
             booster, meta = self.registry.load(live)
             self.stream.set_live(live, booster, meta)
 
+    def trained_through(self, version: int) -> float | None:
+        """The newest event time among ``version``'s training rows (its registry metadata), cached."""
+        if version not in self.trained and self.registry is not None:
+            try:
+                self.trained[version] = self.registry.meta(version).get("window", {}).get("end")
+            except Exception:  # not readable yet: ask again next time
+                return None
+        return self.trained.get(version)
+
     # -- outputs -----------------------------------------------------------------------
     def accuracy_since(self, version: int, since: float) -> tuple[int, float] | None:
         """(labelled served predictions, accuracy) of ``version`` since ``since``; None if none."""
@@ -95,6 +115,10 @@ class Monitor:
     def per_version(self) -> dict[int, dict[str, Any]]:
         """Live accuracy per version: on served, labelled requests where there are enough, else on the stream."""
         return merge_accuracy(self.stream.live_accuracy(), self.log.per_version())
+
+    def freshness_figures(self) -> dict[str, Any]:
+        """Request-weighted served accuracy, stale share and seconds to 100 % per detected change (``freshness``)."""
+        return self.freshness.figures(self.now)
 
     def drift(self) -> dict[str, Any]:
         """PSI and KS per feature, prediction PSI and the alarm, against the live version's reference."""
@@ -111,17 +135,22 @@ class Monitor:
                 "waiting": len(self.log.waiting), "per_version": self.per_version(),
                 "stream_accuracy": self.stream.live_accuracy(), "served_accuracy": self.log.per_version(),
                 "drift": self.stream.drift(), "refit_requests": list(self.alarm.requests),
-                "last_error": self.last_error, "skew": self.sampler.skew}
+                "last_error": self.last_error, "skew": self.sampler.skew,
+                "freshness": self.freshness_figures()}
 
     # -- sampling ----------------------------------------------------------------------
     def sample(self, now: float, coordinator: dict[str, Any] | None = None, controller: dict[str, Any] | None = None,
                trainer: dict[str, Any] | None = None) -> Sample:
         """One point of the time series from the planes' reports (None: not attached); says if a refit is due."""
         self.follow_live(now)  # also while no labelled rows come: drift() then names the version it measures
+        self.now = max(self.now, now)
+        self.freshness.observe(now, controller, trainer)
         drift = self.stream.drift()
         stream, served = self.stream.live_accuracy(), self.log.per_version()
         sample = self.sampler.take(now, coordinator, controller, drift, merge_accuracy(stream, served))
         sample.stream_accuracy, sample.served_accuracy = stream, served
+        sample.freshness = self.freshness.figures(now)
+        sample.point["freshness"] = {k: v for k, v in sample.freshness.items() if k in POINT_FRESHNESS}
         if trainer is not None:
             sample.refits = trainer["refits"]
             sample.refit_reason = self.alarm.due(now, drift.get("alarm"))

@@ -38,6 +38,14 @@ METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("accuracy", "gauge", "streamfit_live_accuracy", "live accuracy on labelled rows, by version", ("version",)),
     ("served_accuracy", "gauge", "streamfit_served_accuracy", "accuracy of served predictions whose labels arrived",
      ("version",)),
+    ("request_accuracy", "gauge", "streamfit_request_weighted_accuracy",
+     "accuracy of the answers returned to requests whose labels arrived, request-weighted (window: all, recent)",
+     ("window",)),
+    ("stale_share", "gauge", "streamfit_stale_share", "share of requests answered by a version trained only on rows "
+     "before the current concept began, estimated by the newest drift refit (window: all, recent)", ("window",)),
+    ("seconds_to_full", "gauge", "streamfit_seconds_to_full_traffic", "seconds from a detected concept change (a drift "
+     "refit) to a version trained after it serving 100 %, over the detected changes (stat: p50, max, last)",
+     ("stat",)),
     ("psi", "gauge", "streamfit_feature_psi", "PSI of each feature against the live reference", ("feature",)),
     ("prediction_psi", "gauge", "streamfit_prediction_psi", "PSI of the live version's scores", ()),
     ("alarm", "gauge", "streamfit_drift_alarm", "1 while a drift alarm is raised", ()),
@@ -106,6 +114,19 @@ class MetricsExport:
                 self._set(key, a["accuracy"], {"version": str(v)})
         for reason, n in Counter(r["reason"] for r in sample.refits or ()).items():
             self._set("refits", n, {"reason": reason})
+        if sample.freshness is not None:
+            self._freshness(sample.freshness)
+
+    def _freshness(self, f: dict[str, Any]) -> None:
+        for key, all_, recent in (("request_accuracy", "served_accuracy", "served_accuracy_recent"),
+                                  ("stale_share", "stale_share", "stale_share_recent")):
+            for window, name in (("all", all_), ("recent", recent)):
+                if f.get(name) is not None:
+                    self._set(key, f[name], {"window": window})
+        last = f["changes"][-1]["seconds"] if f.get("changes") else None
+        for stat, value in (("p50", f.get("p50_s")), ("max", f.get("max_s")), ("last", last)):
+            if value is not None:
+                self._set("seconds_to_full", value, {"stat": stat})
 
     def _stream(self, sample: Sample) -> None:
         if sample.moved:

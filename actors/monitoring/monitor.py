@@ -53,6 +53,7 @@ class MonitorActor:
     drift = forward(Monitor.drift)
     timeseries = forward(Monitor.timeseries)
     stats = forward(Monitor.stats)
+    freshness = forward(Monitor.freshness_figures)
 
     def attach(self, **handles: Any) -> None:
         """Handles of the planes to sample: coordinator, controller, trainer."""

@@ -50,6 +50,7 @@ class Sample:
     refits: list[dict[str, Any]] | None = None  # the trainer's refits (None: no trainer attached)
     refit_reason: str | None = None  # set when the alarm policy asks for a refit now
     skew: dict[str, Any] | None = None  # the coordinator's serving/training skew (None: not reported)
+    freshness: dict[str, Any] | None = None  # served accuracy, stale share, seconds to 100 % (FreshnessTracker)
 
 
 def differing_only(skew: dict[str, Any]) -> dict[str, Any]:

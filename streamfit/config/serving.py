@@ -74,3 +74,5 @@ class MonitorConfig(_Strict):
     alarm_cooldown_s: float = Field(30.0, ge=0)
     sample_s: float = Field(2.0, gt=0, description="time-series sampling interval (status page, metrics)")
     series_points: int = Field(900, gt=0)
+    freshness_window_s: float = Field(
+        300.0, gt=0, description="served accuracy and stale share are also reported over the newest N seconds")

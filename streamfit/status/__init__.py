@@ -16,13 +16,14 @@ Example:
 """
 
 from streamfit.status.base import Accuracy, ByVersion, Open, RequestFigures, SlotSummary
-from streamfit.status.monitoring import (Drift, FeatureSkew, MonitorReport, Quality, RefitRequest, SeriesPoint, Skew,
-                                         StreamStats, latest_quality)
+from streamfit.status.monitoring import (ChangeToFull, Drift, FeatureSkew, Freshness, MonitorReport, Quality,
+                                         RefitRequest, SeriesPoint, Skew, StreamStats, latest_quality)
 from streamfit.status.traffic import (CanaryStep, Deploy, Rollout, RolloutRecord, ServingView, Shadow,
                                       TrafficStatus)
 from streamfit.status.training import PlaneStats, RefitAttempt, RefitResult, Scores, TrainerReport
 
-__all__ = ["Accuracy", "ByVersion", "CanaryStep", "Deploy", "Drift", "FeatureSkew", "MonitorReport", "Open",
+__all__ = ["Accuracy", "ByVersion", "CanaryStep", "ChangeToFull", "Deploy", "Drift", "FeatureSkew", "Freshness",
+           "MonitorReport", "Open",
            "PlaneStats", "Quality", "RefitAttempt", "RefitRequest", "RefitResult", "Rollout", "RolloutRecord",
            "Scores", "SeriesPoint", "ServingView", "Shadow", "Skew", "SlotSummary", "StreamStats", "TrafficStatus",
            "TrainerReport", "latest_quality"]

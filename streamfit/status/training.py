@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Optional
 
 from streamfit.status.base import ByVersion, Open
-from streamfit.status.monitoring import Drift, StreamStats
+from streamfit.status.monitoring import Drift, Freshness, StreamStats
 from streamfit.status.traffic import TrafficStatus
 
 
@@ -69,3 +69,4 @@ class PlaneStats(Open):
     traffic: TrafficStatus
     live_accuracy: ByVersion = {}
     drift: Drift = Drift()
+    freshness: Freshness = Freshness()
