@@ -17,7 +17,7 @@ Example:
     >>> async def call(shard, events, record):
     ...     calls.append((shard, len(events)))
     ...     n = len(events)
-    ...     return SimpleNamespace(features=np.zeros((n, 1)), feature_names=["f"], times=events["event_time"].values,
+    ...     return SimpleNamespace(features=np.zeros((n, 1)), feature_names=["f"], times=events.event_time,
     ...                            as_of=5.0, reasons=[""] * n)
     >>> b = LookupBatcher(call, num_shards=1, wait_s=0.001)
     >>> rows = [EventRows.of([{"entity": "u1", "event_time": 1.0, "x": 2.0}], ["x"]) for _ in range(3)]
@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import numpy as np
-import pandas as pd
 
-from streamfit.schema import ENTITY, EVENT_ID, EVENT_TIME, shard_of
+from streamfit.schema import ENTITY, EVENT_ID, EVENT_TIME, EventArrays, shard_of
 
-LookupCall = Callable[[int, pd.DataFrame, bool], Awaitable[Any]]
+LookupCall = Callable[[int, EventArrays, bool], Awaitable[Any]]
 BACKSTOP_S = 0.05  # a request stops waiting this long after its calls should have timed out
 
 
@@ -89,12 +88,10 @@ class EventRows:
         return cls([e for p in parts for e in p.entity], np.concatenate([p.event_time for p in parts]),
                    [i for p in parts for i in p.event_id], np.vstack([p.x for p in parts]), parts[0].fields)
 
-    def frame(self, record: bool = True) -> pd.DataFrame:
-        """The lookup's input frame (``FeatureShard.lookup``); without ``record`` the ids are left out."""
-        cols: dict[str, Any] = {ENTITY: np.array(self.entity, dtype=object), EVENT_TIME: self.event_time}
-        cols.update({f: self.x[:, j] for j, f in enumerate(self.fields)})
-        cols[EVENT_ID] = np.array(self.event_id if record else [""] * len(self), dtype=object)
-        return pd.DataFrame(cols)
+    def arrays(self, record: bool = True) -> EventArrays:
+        """The lookup's input (``FeatureShard.lookup``), plain arrays; without ``record`` the ids are left out."""
+        ids = np.array(self.event_id if record else [""] * len(self), dtype=object)
+        return EventArrays(np.array(self.entity, dtype=object), self.event_time, self.x, list(self.fields), ids)
 
 
 @dataclass
@@ -227,7 +224,7 @@ class LookupBatcher:
         try:
             if left <= 0:  # queued behind a call that took the time this request had
                 raise asyncio.TimeoutError
-            result = await asyncio.wait_for(self.call(shard, rows.frame(record), record), left)
+            result = await asyncio.wait_for(self.call(shard, rows.arrays(record), record), left)
             answers = self._split(result, parts)
         except asyncio.TimeoutError:
             self.counters["timeouts"] += 1

@@ -16,7 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -46,42 +47,57 @@ def shard_of(entities: np.ndarray | pd.Series, num_shards: int) -> np.ndarray:
     return shard_of_hash(hash_keys(entities), num_shards)
 
 
+@dataclass
+class EventArrays:
+    """Events as plain arrays: the online lookup's input (Ray sends numpy arrays whole, a frame column by column)."""
+
+    entity: np.ndarray  # str objects
+    event_time: np.ndarray  # float seconds, NaN = none
+    x: np.ndarray  # (n, len(fields)) float, NaN = missing
+    fields: list[str]
+    event_id: np.ndarray  # str objects, '' = none
+
+    def __len__(self) -> int:
+        return len(self.entity)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The columns by name, as ``check_columns`` reads them."""
+        cols = {ENTITY: self.entity, EVENT_TIME: self.event_time, EVENT_ID: self.event_id}
+        cols.update({f: self.x[:, j] for j, f in enumerate(self.fields)})
+        return cols
+
+
 def validate(df: pd.DataFrame, cfg: FeaturesConfig) -> tuple[pd.DataFrame, np.ndarray]:
     """Coerce a batch to the schema and clean it; returns (clean frame, reason per row, '' when valid)."""
-    n = len(df)
+    out, reason = check_columns(df, len(df), cfg)
+    return pd.DataFrame(out, index=pd.RangeIndex(len(df))), reason  # one frame (inserting columns costs ~0.1 ms each)
+
+
+def check_columns(cols: Mapping[str, Any], n: int, cfg: FeaturesConfig) -> tuple[dict[str, Any], np.ndarray]:
+    """Every rule of ``validate`` on ``n`` rows of named columns (a DataFrame, or plain arrays); (clean columns,
+    reason per row). Typed arrays (float numbers, str text) skip pandas' parsing: the online lookup's path."""
     reason = np.full(n, "", dtype=object)
-    out: dict[str, Any] = {}  # columns, made into one frame at the end (inserting one by one costs ~0.1 ms each)
+    out: dict[str, Any] = {}
 
     def mark(mask: Any, why: str) -> None:
         m = np.asarray(mask, dtype=bool) & (reason == "")
-        reason[m] = why
+        if m.any():
+            reason[m] = why
 
-    def column(name: str) -> pd.Series:
-        return df[name].reset_index(drop=True) if name in df else pd.Series([None] * n, dtype=object)
+    def get(name: str) -> Any:
+        return cols[name] if name in cols else None
 
-    def numeric(name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(values as floats, NaN where not a number; missing mask); numeric columns skip pandas' parsing."""
-        if name in df and df[name].dtype.kind in "fiu":
-            num = df[name].to_numpy(dtype=np.float64)
-            return num, np.isnan(num)
-        raw = column(name)
-        return pd.to_numeric(raw, errors="coerce").astype(float).values, raw.isna().values
-
-    kind = column(KIND).fillna(EVENT).astype(str)
-    mark(~kind.isin([EVENT, LABEL_KIND]), "bad_kind")
-    out[KIND] = kind.values
+    out[KIND] = _kinds(get(KIND), n)
+    is_event = np.asarray(out[KIND] == EVENT, dtype=bool)
+    mark(~is_event & ~np.asarray(out[KIND] == LABEL_KIND, dtype=bool), "bad_kind")
     for col in (EVENT_ID, ENTITY):
-        raw = column(col)
-        text = raw.astype(str)
-        missing = raw.isna().values | (text.str.len().values == 0)
+        out[col], missing = _text(get(col), n)
         mark(missing, f"missing:{col}")
-        out[col] = text.values
-    t = numeric(EVENT_TIME)[0]
+    t = _numeric(get(EVENT_TIME), n)[0]
     mark(~np.isfinite(t), "missing:event_time")
     out[EVENT_TIME] = t
-    is_event = kind.values == EVENT
     for spec in cfg.fields:
-        num, missing = numeric(spec.name)
+        num, missing = _numeric(get(spec.name), n)
         mark(is_event & ~missing & np.isnan(num), f"non_numeric:{spec.name}")
         if spec.required:
             mark(is_event & missing, f"missing:{spec.name}")
@@ -93,7 +109,42 @@ def validate(df: pd.DataFrame, cfg: FeaturesConfig) -> tuple[pd.DataFrame, np.nd
         else:
             mark(is_event & ((num < lo) | (num > hi)), f"out_of_range:{spec.name}")
         out[spec.name] = num
-    lab = numeric(LABEL)[0]
+    lab = _numeric(get(LABEL), n)[0]
     mark(~is_event & ~np.isin(lab, [0.0, 1.0]), "bad_label")
     out[LABEL] = lab
-    return pd.DataFrame(out, index=pd.RangeIndex(n)), reason
+    return out, reason
+
+
+def _series(raw: Any, n: int) -> pd.Series:
+    if raw is None:
+        return pd.Series([None] * n, dtype=object)
+    return raw.reset_index(drop=True) if isinstance(raw, pd.Series) else pd.Series(raw, dtype=object)
+
+
+def _kinds(raw: Any, n: int) -> Any:
+    """Row kinds as text; an absent column makes every row an event."""
+    if raw is None:
+        return np.full(n, EVENT, dtype=object)
+    return _series(raw, n).fillna(EVENT).astype(str).values
+
+
+def _text(raw: Any, n: int) -> tuple[Any, np.ndarray]:
+    """(values as text, missing mask: absent, None/NaN or empty) of a column; ``raw`` None = absent."""
+    if isinstance(raw, np.ndarray) and raw.dtype.kind in "OU":
+        values = raw.tolist()
+        if all(type(v) is str for v in values):  # already text: nothing to parse
+            return raw.astype(object), np.array([not v for v in values], dtype=bool)
+    s = _series(raw, n)
+    text = s.astype(str)
+    return text.values, s.isna().values | (text.str.len().values == 0)
+
+
+def _numeric(raw: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values as floats, NaN where not a number; missing mask); numeric columns skip pandas' parsing."""
+    if raw is None:
+        return np.full(n, np.nan), np.ones(n, dtype=bool)
+    if getattr(getattr(raw, "dtype", None), "kind", "") in ("f", "i", "u"):
+        num = raw.to_numpy(dtype=np.float64) if isinstance(raw, pd.Series) else np.asarray(raw, dtype=np.float64)
+        return num, np.isnan(num)
+    s = _series(raw, n)
+    return pd.to_numeric(s, errors="coerce").astype(float).values, s.isna().values

@@ -6,10 +6,9 @@ import asyncio
 from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from streamfit.schema import shard_of
+from streamfit.schema import EventArrays, shard_of
 from streamfit.serve.lookup import EventRows, LookupBatcher, ShardUnavailable
 
 FIELDS = ["x0", "x1"]
@@ -23,20 +22,21 @@ class FakeShards:
     """Answers each event with (x0, x1, shard) and a reason for x0 < 0; records every call."""
 
     def __init__(self, stuck: set[int] = frozenset(), broken: set[int] = frozenset()) -> None:
-        self.calls: list[tuple[int, pd.DataFrame, bool]] = []
+        self.calls: list[tuple[int, EventArrays, bool]] = []
         self.stuck, self.broken = stuck, broken
         self.release = asyncio.Event()
 
-    async def __call__(self, shard: int, events: pd.DataFrame, record: bool) -> SimpleNamespace:
+    async def __call__(self, shard: int, events: EventArrays, record: bool) -> SimpleNamespace:
         self.calls.append((shard, events, record))
         if shard in self.broken:
             raise RuntimeError("actor died")
         if shard in self.stuck:
             await self.release.wait()
-        x = events[FIELDS].to_numpy()
+        assert events.fields == FIELDS
+        x = events.x
         feats = np.column_stack([x, np.full(len(events), float(shard))])
         reasons = ["out_of_range:x0" if v < 0 else "" for v in x[:, 0]]
-        return SimpleNamespace(features=feats, feature_names=NAMES, times=events["event_time"].to_numpy(),
+        return SimpleNamespace(features=feats, feature_names=NAMES, times=events.event_time,
                                as_of=100.0 + shard, reasons=reasons)
 
 
@@ -51,15 +51,16 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_event_rows_of_fills_missing_values_and_builds_the_lookup_frame():
+def test_event_rows_of_fills_missing_values_and_builds_the_lookup_arrays():
     r = EventRows.of([{"entity": "a", "x0": 1.5}, {"entity": "b", "event_time": 3.0, "x1": 2.0, "event_id": "e"}],
                      FIELDS)
-    df = r.frame()
-    assert df.columns.tolist() == ["entity", "event_time", "x0", "x1", "event_id"]
-    assert np.isnan(df["event_time"][0]) and df["event_time"][1] == 3.0
-    assert np.isnan(df["x1"][0]) and np.isnan(df["x0"][1])
-    assert df["event_id"].tolist() == ["", "e"]
-    assert r.frame(record=False)["event_id"].tolist() == ["", ""]
+    ev = r.arrays()
+    assert list(ev.columns()) == ["entity", "event_time", "event_id", "x0", "x1"] and ev.fields == FIELDS
+    assert ev.entity.tolist() == ["a", "b"] and ev.x.dtype == np.float64 and len(ev) == 2
+    assert np.isnan(ev.event_time[0]) and ev.event_time[1] == 3.0
+    assert np.isnan(ev.columns()["x1"][0]) and np.isnan(ev.columns()["x0"][1])
+    assert ev.event_id.tolist() == ["", "e"]
+    assert r.arrays(record=False).event_id.tolist() == ["", ""]
     both = EventRows.concat([r.take(np.array([1])), r.take(np.array([0]))])
     assert both.entity == ["b", "a"] and both.event_id == ["e", ""]
 
@@ -176,8 +177,8 @@ def test_record_is_asked_only_with_ids_of_requests_that_record():
 
     run(main())
     (_, both, rec1), (_, alone, rec2) = shards.calls
-    assert rec1 is True and both["event_id"].tolist() == ["e1", ""]  # e2 did not ask to be recorded
-    assert rec2 is False and alone["event_id"].tolist() == [""]
+    assert rec1 is True and both.event_id.tolist() == ["e1", ""]  # e2 did not ask to be recorded
+    assert rec2 is False and alone.event_id.tolist() == [""]
 
 
 def test_a_cancelled_request_does_not_disturb_the_others():

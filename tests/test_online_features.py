@@ -26,6 +26,7 @@ from streamfit.actors.stream.feature_shard import FeatureShard
 from streamfit.actors.stream.local_runner import LocalRunner
 from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint, write_shard_checkpoint
 from streamfit.actors.stream.sources import FramesSource
+from streamfit.schema import EventArrays
 
 NAN = float("nan")
 LOOKUP_COLS = ["entity", "event_time", "x0", "x1", "x2", "event_id"]
@@ -195,6 +196,25 @@ def test_bad_rows_get_reasons_and_the_rest_is_scored():
     assert not np.isnan(res.features[[0, 8], 0]).any()
     assert len(shard.served) == 1  # only scored rows with an event id are recorded
     _assert_same_state(_state(shard), before)
+
+
+def test_arrays_as_a_router_sends_them_get_the_frame_answer():
+    shard = FeatureShard(small_cfg(max_future_s=60.0, max_past_s=100.0))
+    shard.process(1, frame(ev("a", "u", 1000.0, 1.0), ev("b", "v", 990.0, 3.0)), 0.0, 1000.0)
+    rows = [("u", NAN, 1.0, 0.0, 0.0, "ok"), ("v", 1010.0, 2.0, NAN, 0.0, ""), ("u", 1061.0, 1.0, 0.0, 0.0, "f"),
+            ("", NAN, 1.0, 0.0, 0.0, ""), ("w", NAN, 99.0, 0.0, 0.0, "r"), ("v", 999.0, 4.0, 1.0, 50.0, "s")]
+    ent, t, x0, x1, x2, ids = zip(*rows)
+    arrays = EventArrays(np.array(ent, dtype=object), np.array(t), np.column_stack([x0, x1, x2]), ["x0", "x1", "x2"],
+                         np.array(ids, dtype=object))
+    by_frame = FeatureShard(small_cfg(max_future_s=60.0, max_past_s=100.0))
+    by_frame.restore(shard.snapshot())
+    got, want = shard.lookup(arrays, record=True), by_frame.lookup(query(*rows), record=True)
+    assert got.reasons == want.reasons == ["", "missing:x1", "event_time_future", "missing:entity",
+                                           "out_of_range:x0", ""]
+    assert np.array_equal(got.features, want.features, equal_nan=True) and got.features[5, 0] == 4.0
+    assert np.array_equal(got.times, want.times, equal_nan=True) and got.as_of == want.as_of == 1000.0
+    assert len(shard.served) == len(by_frame.served) == 2  # the scored rows with an id
+    assert np.array_equal(shard.served.feats, by_frame.served.feats, equal_nan=True)
 
 
 # == the served log in checkpoints ==============================================================

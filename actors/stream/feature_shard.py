@@ -37,7 +37,7 @@ import pandas as pd
 import ray
 
 from streamfit.config import FeaturesConfig
-from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, hash_keys, validate
+from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, EventArrays, hash_keys, validate
 from streamfit.actors.stream.dedup import Dedup
 from streamfit.actors.stream.lookup import NO_CLOCK, LookupResult, ShardView, prepare
 from streamfit.actors.stream.pending import PendingRows
@@ -243,24 +243,25 @@ class FeatureShard:
                              for c in self._row_columns()})
 
     # -- reads ---------------------------------------------------------------------------
-    def lookup(self, events: pd.DataFrame, record: bool = False) -> LookupResult:
+    def lookup(self, events: pd.DataFrame | EventArrays, record: bool = False) -> LookupResult:
         """Each event's model row as this shard would compute it if the event arrived now (state untouched).
 
         ``events``: ``entity``, ``event_time`` (NaN = the stream clock), the fields, ``event_id``
-        ('' = none). Invalid rows, and times beyond ``max_future_s``/``max_past_s`` of the clock,
-        get a reason and NaN features. ``record`` keeps the served vectors of rows with an id.
+        ('' = none), as a frame or as ``EventArrays`` (what a Router sends: no frame to build or ship).
+        Invalid rows, and times beyond ``max_future_s``/``max_past_s`` of the clock, get a reason and
+        NaN features. ``record`` keeps the served vectors of rows with an id.
         """
         view = self.view  # read once: a batch applied meanwhile publishes a new view, this one stays whole
-        clean, reason, times = prepare(events, self.cfg, view.clock_us)
+        clean, reason, times, ids = prepare(events, self.cfg, view.clock_us)
         ok = reason == ""
-        feats = np.full((len(clean), len(self.feature_names)), np.nan)
+        feats = np.full((len(reason), len(self.feature_names)), np.nan)
         if ok.any():
-            x = clean[self.fields].to_numpy(dtype=np.float64)[ok]
-            feats[ok] = self._features_at(hash_keys(clean[ENTITY].values[ok]), to_us(times[ok]), x, view)
-        if record and EVENT_ID in events:
-            eid = events[EVENT_ID].fillna("").astype(str).values
-            keep = ok & (eid != "")
-            self.served.record(hash_keys(eid[keep]), feats[keep])
+            x = np.column_stack([clean[f] for f in self.fields])[ok] if self.fields else np.zeros((int(ok.sum()), 0))
+            feats[ok] = self._features_at(hash_keys(clean[ENTITY][ok]), to_us(times[ok]), x, view)
+        if record:
+            keep = ok & (ids != "")
+            if keep.any():
+                self.served.record(hash_keys(ids[keep]), feats[keep])
         return LookupResult(features=feats, feature_names=list(self.feature_names),
                             times=np.where(ok, times, np.nan), as_of=view.as_of, reasons=reason.tolist())
 
@@ -356,7 +357,7 @@ class FeatureShardActor:
         return self.shard.process(batch_id, df, watermark, clock)
 
     @ray.method(concurrency_group=LOOKUPS)
-    def lookup(self, events: pd.DataFrame, record: bool = False) -> LookupResult:
+    def lookup(self, events: pd.DataFrame | EventArrays, record: bool = False) -> LookupResult:
         return self.shard.lookup(events, record)
 
     def checkpoint(self, checkpoint_id: int, batch_id: int) -> str | None:

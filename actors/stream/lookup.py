@@ -9,29 +9,32 @@ never touches the live state: that is what lets the Ray actor answer lookups in 
 concurrency group, beside a running ``process()``, without a lock.
 
 This module prepares the rows (the time of an event without one is the shard's stream
-clock; the fields go through ``streamfit.schema.validate``, the rules every ingested event
-passes; times too far from the clock are refused) and holds the answer type; the features
-themselves come from ``FeatureShard._features_at``, the function that makes training rows.
+clock; the fields go through ``streamfit.schema.check_columns``, the rules ``validate`` applies
+to every ingested event; times too far from the clock are refused) and holds the answer type;
+the features themselves come from ``FeatureShard._features_at``, the function that makes
+training rows. A Router sends its events as ``EventArrays`` (plain arrays: nothing to parse,
+and Ray ships them whole); a frame is accepted too.
 
 Example:
     >>> import pandas as pd
     >>> from streamfit.config import FeaturesConfig
     >>> ev = pd.DataFrame({"entity": ["u", "u"], "event_time": [float("nan"), 1e9],
     ...                    "x0": [1.0, 1.0], "x1": [0.0, 0.0], "x2": [0.0, "a"], "event_id": ["", "e"]})
-    >>> clean, reason, times = prepare(ev, FeaturesConfig(), clock_us=10_000_000)
-    >>> reason.tolist(), float(times[0])
-    (['', 'non_numeric:x2'], 10.0)
+    >>> clean, reason, times, ids = prepare(ev, FeaturesConfig(), clock_us=10_000_000)
+    >>> reason.tolist(), float(times[0]), ids.tolist()
+    (['', 'non_numeric:x2'], 10.0, ['', 'e'])
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from streamfit.config import FeaturesConfig
-from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, validate
+from streamfit.schema import EVENT_ID, EVENT_TIME, KIND, EventArrays, check_columns
 from streamfit.actors.stream.windows import US, SeriesStore
 
 NO_CLOCK = int(np.iinfo(np.int64).min)  # the stream clock before any event
@@ -81,26 +84,33 @@ def _frozen(store: SeriesStore) -> SeriesStore:
     return view
 
 
-def prepare(events: pd.DataFrame, cfg: FeaturesConfig, clock_us: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """(clean frame, reason per row ('' = score it), event time in seconds per row) for lookup rows."""
+def prepare(events: pd.DataFrame | EventArrays, cfg: FeaturesConfig,
+            clock_us: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    """(clean columns, reason per row ('' = score it), event time in seconds, event id ('' = none)) per lookup row."""
     n = len(events)
     has_clock = clock_us != NO_CLOCK
     now = clock_us / US if has_clock else 0.0  # before any event every history is empty, at any time
-    cols = {c: events[c].to_numpy() for c in events.columns}  # one frame built at the end, not column by column
-    t = pd.to_numeric(events[EVENT_TIME], errors="coerce").to_numpy(dtype=float) if EVENT_TIME in events \
-        else np.full(n, np.nan)
+    cols, t, ids = _columns(events)
     cols[EVENT_TIME] = np.where(np.isnan(t), now, t)
-    cols[KIND] = np.full(n, EVENT, dtype=object)
+    cols.pop(KIND, None)  # every lookup row is an event
     # A lookup may name no event; validate's rule that events carry an id is for the stream.
-    ids = pd.Series(cols[EVENT_ID] if EVENT_ID in cols else [""] * n, dtype=object).fillna("").astype(str).to_numpy()
-    cols[EVENT_ID] = np.where(ids == "", "-", ids).astype(object)
-    if ENTITY not in cols:
-        cols[ENTITY] = np.full(n, None, dtype=object)
-    df = pd.DataFrame(cols, index=pd.RangeIndex(n))
-    clean, reason = validate(df, cfg)
-    times = clean[EVENT_TIME].values
+    cols[EVENT_ID] = np.full(n, "-", dtype=object)
+    clean, reason = check_columns(cols, n, cfg)
+    times = clean[EVENT_TIME]
     if has_clock:
         ok = reason == ""
         reason[ok & (times > now + cfg.max_future_s)] = "event_time_future"
         reason[ok & (times < now - cfg.max_past_s)] = "event_time_past"
-    return clean, reason, times
+    return clean, reason, times, ids
+
+
+def _columns(events: pd.DataFrame | EventArrays) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """(columns by name, event time (NaN = none), event id ('' = none)) of a lookup's input."""
+    if isinstance(events, EventArrays):
+        return events.columns(), np.asarray(events.event_time, dtype=float), np.asarray(events.event_id, dtype=object)
+    n = len(events)
+    t = pd.to_numeric(events[EVENT_TIME], errors="coerce").to_numpy(dtype=float) if EVENT_TIME in events \
+        else np.full(n, np.nan)
+    ids = events[EVENT_ID].fillna("").astype(str).to_numpy(dtype=object) if EVENT_ID in events \
+        else np.full(n, "", dtype=object)
+    return {c: events[c] for c in events.columns}, t, ids
