@@ -24,7 +24,7 @@ from streamfit.schema import shard_of
 from streamfit.status import Drift, MonitorReport, RefitResult, SeriesPoint, TrafficStatus, latest_quality
 from streamfit.serve.api import Backend
 from streamfit.serve.lookup import EventRows, LookupAnswer, LookupBatcher, ShardUnavailable
-from streamfit.serve.router import RouterCore
+from streamfit.serve.router import RouterCore, take_shadow_copy
 from streamfit.serve.slots import ModelSlot
 from streamfit.serve.status_page import StatusPageData
 
@@ -45,7 +45,7 @@ class RayBackend(Backend):
                  controller_name: str, serving: ServingConfig | None = None) -> None:
         self.registry, self.features_cfg = registry, features_cfg
         self.namespace, self.num_shards, self.controller_name = namespace, num_shards, controller_name
-        self._prediction_log: list[tuple[str, int, str, float, float]] = []
+        self._prediction_log: list[tuple[Any, ...]] = []
         s = serving or ServingConfig()
         self.batcher = LookupBatcher(self._shard_lookup, num_shards, wait_s=s.lookup_wait_ms / 1000,
                                      max_batch=s.lookup_max_batch, timeout_s=s.lookup_timeout_s)
@@ -117,8 +117,12 @@ class RayBackend(Backend):
             raise ValueError(str(getattr(err, "cause", None) or err)) from None
 
     def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
-        """Keep predictions with an event id until the next flush."""
+        """Keep predictions with an event id until the next flush; while a candidate rolls out, the other
+        slot scores the same rows in shadow and its answers are logged too (marked shadow)."""
         self._prediction_log.extend(rows)
+        copy = take_shadow_copy()
+        if copy is not None and rows and len(rows) == len(copy.x):  # else rows and answers do not line up
+            copy.score([r[0] for r in rows], rows[0][4], lambda shadow: self._prediction_log.extend(shadow))
 
     def flush_predictions(self) -> None:
         """Send the logged predictions to the monitor (dropped when there is none: accuracy is not measured)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from contextvars import ContextVar
 from typing import Any, Callable
 
 import numpy as np
@@ -30,6 +31,62 @@ def other_slot(slot: str) -> str:
     """The other slot."""
     return SLOTS[1 - SLOTS.index(slot)]
 Loader = Callable[[str, int], ModelSlot]
+
+
+ShadowRow = tuple[str, int, str, float, float, bool]  # event id, version, slot, probability, time, shadow
+
+
+class ShadowCopy:
+    """A request the other slot scores in shadow once its caller knows the event ids it answered
+    (``take_shadow_copy``): rows without an event id can never be judged, so they cost nothing."""
+
+    def __init__(self, slot: Any, x: np.ndarray, counters: dict[str, Any]) -> None:
+        self.slot, self.x, self.counters = slot, x, counters
+
+    def score(self, event_ids: list[str], t: float, sink: Callable[[list[ShadowRow]], None]) -> None:
+        """Score the rows in shadow and pass them to ``sink`` (later, for a slot in another deployment);
+        a failure is counted, never raised: the request has been answered already."""
+        if isinstance(self.slot, RemoteSlot):
+            task = asyncio.get_running_loop().create_task(self._remote(event_ids, t, sink))
+            _TASKS.add(task)
+            task.add_done_callback(_TASKS.discard)
+            return
+        try:
+            probs = self.slot.predict(self.x)
+        except Exception:
+            self.counters["judge_errors"] += 1
+            return
+        self._done(event_ids, t, probs, sink)
+
+    async def _remote(self, event_ids: list[str], t: float, sink: Callable[[list[ShadowRow]], None]) -> None:
+        try:
+            _, probs = await self.slot.apredict(self.x)
+        except Exception:
+            self.counters["judge_errors"] += 1
+            return
+        self._done(event_ids, t, probs, sink)
+
+    def _done(self, event_ids: list[str], t: float, probs: np.ndarray,
+              sink: Callable[[list[ShadowRow]], None]) -> None:
+        self.counters["judged"] += len(event_ids)
+        sink([(e, self.slot.version, self.slot.name, float(p), t, True) for e, p in zip(event_ids, probs)])
+
+
+_COPY: ContextVar[ShadowCopy | None] = ContextVar("streamfit_shadow_copy", default=None)
+_TASKS: set[asyncio.Task] = set()  # shadow calls under way (a task nobody holds may be collected)
+
+
+def take_shadow_copy() -> ShadowCopy | None:
+    """The shadow copy of the request this task just routed (``RouterCore.apredict``), once."""
+    copy = _COPY.get()
+    _COPY.set(None)
+    return copy
+
+
+def judging(desired: dict[str, Any]) -> bool:
+    """Whether the desired state asks for shadow judging: a rollout in progress that judges in shadow."""
+    r = desired.get("rollout") or {}
+    return bool(r.get("shadow")) and r.get("phase") in ("loading", "baking", "paused")
 
 
 class NoModelError(RuntimeError):
@@ -71,7 +128,8 @@ class RouterCore:
         self.shadow_share = 0.0
         self.revision = -1
         self.stats_by_slot = {s: SlotStats() for s in SLOTS}
-        self.shadow = {"compared": 0, "agreed": 0, "abs_diff_sum": 0.0}
+        self.shadow = {"compared": 0, "agreed": 0, "abs_diff_sum": 0.0, "judged": 0, "judge_errors": 0}
+        self.judging = False  # a candidate rolls out: every request the other slot can score is copied to it
         self.load_errors: list[str] = []
         self.load_failures: dict[str, dict[str, Any]] = {}  # slot -> the version it could not load, and why
         self._rng = random.Random(seed)
@@ -122,9 +180,12 @@ class RouterCore:
 
     async def apredict(self, x: np.ndarray, key: str | None = None,
                        pin: str | None = None) -> tuple[str, int, np.ndarray]:
-        """Like ``predict``, for either slot mode: (slot name, version that answered, probabilities)."""
+        """Like ``predict``, for either slot mode: (slot name, version that answered, probabilities).
+        While judging, the other slot's shadow copy is left for ``take_shadow_copy``."""
+        _COPY.set(None)  # a copy never outlives the request it was made for
         if self.remote is None:
             slot, probs = self.predict(x, key, pin)
+            self._copy_for_judging(slot.name, x, pin)
             return slot.name, slot.version, probs
         slot = self.choose(key, pin)
         started = time.perf_counter()
@@ -147,7 +208,13 @@ class RouterCore:
                     self._compare(probs, shadow)
                 except Exception:
                     pass
+        self._copy_for_judging(slot.name, x, pin)
         return slot.name, version, probs
+
+    def _copy_for_judging(self, served: str, x: np.ndarray, pin: str | None) -> None:
+        other = other_slot(served)
+        if self.judging and pin is None and other in self.ready_slots():
+            _COPY.set(ShadowCopy(self.slots[other], x, self.shadow))
 
     def _compare(self, probs: np.ndarray, shadow: np.ndarray) -> None:
         self.shadow["compared"] += len(probs)
@@ -188,6 +255,7 @@ class RouterCore:
         self.desired_versions = dict(desired["slots"])
         self.weights = dict(desired["weights"])
         self.shadow_share = float(desired.get("shadow_share", 0.0))
+        self.judging = judging(desired)
         self.revision = desired["revision"]
 
     def report(self) -> dict[str, Any]:

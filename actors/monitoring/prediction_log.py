@@ -5,13 +5,21 @@ when the label overtook the prediction, earlier). ``PredictionLog`` joins them i
 in bounded memory, and reports each version's outcomes on real requests — the canary analysis
 reads ``accuracy_since`` per step.
 
+While a candidate rolls out, the other slot also scores each request in shadow: such a row
+carries a sixth element, ``True``. Shadow answers never reach a client, so they count in no
+version's served figures; they pair up with the served answer to the same event, and
+``paired_since`` says on how many labelled requests both versions answered, and which was right.
+
 Example:
     >>> log = PredictionLog()
     >>> log.record([("e1", 3, "blue", 0.9, 10.0), ("e2", 3, "blue", 0.2, 11.0)])
+    >>> log.record([("e1", 4, "green", 0.1, 10.0, True), ("e2", 4, "green", 0.8, 11.0, True)])
     >>> log.labels(["e1", "e2"], [1.0, 1.0], now=12.0)
     2
-    >>> log.accuracy_since(3, since=0.0)
-    (2, 0.5)
+    >>> log.accuracy_since(3, since=0.0), log.accuracy_since(4, since=0.0)
+    ((2, 0.5), None)
+    >>> log.paired_since(3, 4, since=0.0)["n"], log.paired_since(3, 4, since=0.0)["both"]
+    (2, 0)
 """
 
 from __future__ import annotations
@@ -24,30 +32,42 @@ import numpy as np
 
 from streamfit.metrics import labelled_scores
 
+Answer = tuple[int, str, float, float, bool]  # version, slot, probability, time, shadow
+
 
 class PredictionLog:
     """Predictions waiting for labels (and labels waiting for predictions), and per-version outcomes."""
 
-    def __init__(self, capacity: int = 200_000, window: int = 5000) -> None:
+    def __init__(self, capacity: int = 200_000, window: int = 5000, answers: int = 50_000) -> None:
         self.capacity = capacity
         self.window = window
-        self.waiting: OrderedDict[str, tuple[int, str, float, float]] = OrderedDict()
+        self.waiting: OrderedDict[str, list[Answer]] = OrderedDict()
         self.early_labels: OrderedDict[str, float] = OrderedDict()
         self.outcomes: dict[int, deque[tuple[float, float, float]]] = {}  # version -> (time, prob, label)
+        # Every joined answer, served or shadow, in join order: (join time, event id, version, right, shadow).
+        self.answers: deque[tuple[float, str, int, bool, bool]] = deque(maxlen=answers)
         self.predictions_logged = 0
+        self.shadow_logged = 0
         self.joined = 0
 
-    def record(self, rows: Iterable[tuple[str, int, str, float, float]]) -> None:
-        """Log predictions: (event_id, version, slot, probability, time)."""
-        for event_id, version, slot, prob, t in rows:
-            self.predictions_logged += 1
-            label = self.early_labels.pop(event_id, None)
+    def record(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Log predictions: (event_id, version, slot, probability, time[, shadow])."""
+        early = set()
+        for event_id, version, slot, prob, t, *rest in rows:
+            shadow = bool(rest and rest[0])
+            self.shadow_logged += shadow
+            self.predictions_logged += not shadow
+            answer = (int(version), slot, float(prob), float(t), shadow)
+            label = self.early_labels.get(event_id)
             if label is not None:
-                self._outcome(version, t, prob, label)
+                self._join(event_id, answer, label, float(t))
+                early.add(event_id)
                 continue
-            self.waiting[event_id] = (int(version), slot, float(prob), float(t))
+            self.waiting.setdefault(event_id, []).append(answer)
             if len(self.waiting) > self.capacity:
                 self.waiting.popitem(last=False)
+        for event_id in early:  # after the batch: an event's shadow answer comes in the same batch as its served one
+            del self.early_labels[event_id]
 
     def labels(self, event_ids: Iterable[str], labels: Iterable[float], now: float | None = None) -> int:
         """Labels that arrived; returns how many matched a logged prediction."""
@@ -60,26 +80,62 @@ class PredictionLog:
                 if len(self.early_labels) > self.capacity:
                     self.early_labels.popitem(last=False)
                 continue
-            version, _, prob, _ = hit
-            self._outcome(version, now, prob, float(label))
+            for answer in hit:
+                self._join(event_id, answer, float(label), now)
             matched += 1
         return matched
 
-    def _outcome(self, version: int, t: float, prob: float, label: float) -> None:
+    def _join(self, event_id: str, answer: Answer, label: float, t: float) -> None:
+        version, _, prob, _, shadow = answer
+        self.answers.append((t, event_id, version, (prob >= 0.5) == (label >= 0.5), shadow))
+        if shadow:
+            return
         self.joined += 1
         self.outcomes.setdefault(version, deque(maxlen=self.window)).append((t, prob, label))
 
-    def accuracy_since(self, version: int, since: float) -> tuple[int, float] | None:
-        """(labelled predictions, accuracy) of ``version`` joined at or after ``since``; None if none."""
+    def accuracy_since(self, version: Any, since: float) -> Any:
+        """(labelled predictions, accuracy) of ``version`` served and joined at or after ``since``; None if none.
+        A ``(live, candidate)`` pair of versions asks ``paired_since`` (what the monitor actor can forward)."""
+        if isinstance(version, (tuple, list)):
+            return self.paired_since(*version, since=since)
         rows = [(p, y) for t, p, y in self.outcomes.get(version, ()) if t >= since]
         if not rows:
             return None
         p, y = np.array(rows).T
         return len(rows), float(((p >= 0.5) == (y >= 0.5)).mean())
 
+    def paired_since(self, live: int, candidate: int, since: float, newest: int = 100) -> dict[str, Any]:
+        """Labelled requests joined since ``since`` that both versions answered (one served, one in shadow,
+        or both served by a replica that shadowed): counts of who was right, over all of them and over the
+        ``newest``; and ``live_labelled``, live's served labelled requests joined in the 60 s before ``since``
+        and after (no labels flowing: nothing will ever pair)."""
+        by_event: dict[str, dict[int, bool]] = {}
+        order: list[str] = []
+        live_labelled = 0
+        for t, event_id, version, right, shadow in reversed(self.answers):
+            if t < since - 60.0:
+                break
+            live_labelled += version == live and not shadow
+            if t < since or version not in (live, candidate):
+                continue
+            seen = by_event.setdefault(event_id, {})
+            if not seen:
+                order.append(event_id)
+            seen.setdefault(version, right)
+        pairs = [by_event[e] for e in order if len(by_event[e]) == 2]  # newest first
+        return {**_counts(pairs, live, candidate), "newest": _counts(pairs[:newest], live, candidate),
+                "live_labelled": live_labelled}
+
     def per_version(self) -> dict[int, dict[str, Any]]:
         """Accuracy, logloss, AUC and labelled count of each version over the sliding window."""
         return scores_by_version(self.outcomes)
+
+
+def _counts(pairs: list[dict[int, bool]], live: int, candidate: int) -> dict[str, int]:
+    lr = np.array([p[live] for p in pairs], dtype=bool)
+    cr = np.array([p[candidate] for p in pairs], dtype=bool)
+    return {"n": len(pairs), "live_only": int((lr & ~cr).sum()), "cand_only": int((cr & ~lr).sum()),
+            "both": int((lr & cr).sum())}
 
 
 def scores_by_version(outcomes: dict[int, deque[tuple[float, ...]]]) -> dict[int, dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 Owns: ``ServingState`` (which version each slot holds, the weights, the rollout in progress),
 the ``RolloutMachine`` that moves it (commands and ``step`` → transitions), what Router
-replicas report, the canary analysis of each step, the persisted state, and the named
+replicas report, the canary analysis of each step (judged on the requests both versions answered,
+with a one-sided confidence rule), the shadow stage and fast path, the persisted state, and the named
 ``RolloutControllerActor`` (a shell that ticks the machine) that Routers long-poll.
 
 May import: the core package ``streamfit`` only (the monitor is reached as a named actor).

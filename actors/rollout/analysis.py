@@ -23,6 +23,7 @@ import numpy as np
 
 from streamfit.config import RolloutConfig
 from streamfit.psi import psi
+from streamfit.actors.rollout.judging import Judgement, unpaired_worse_p
 from streamfit.request_stats import summary
 
 
@@ -49,8 +50,10 @@ def prediction_shift_p(live: list[int], cand: list[int]) -> float | None:
 
 
 def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[int, float] | None,
-                   cand_acc: tuple[int, float] | None, cfg: RolloutConfig) -> tuple[bool, list[str], dict[str, Any]]:
-    """Compare one step's figures: (passed, reasons it failed, the figures)."""
+                   cand_acc: tuple[int, float] | None, cfg: RolloutConfig,
+                   paired: Judgement | None = None) -> tuple[bool, list[str], dict[str, Any]]:
+    """Compare one step's figures: (passed, reasons it failed, the figures). ``paired``: the judgement on
+    requests both versions answered (``judging.judge_pairs``); with enough pairs it settles accuracy."""
     ls, cs = summary(live), summary(cand)
     figures: dict[str, Any] = {"live": ls, "candidate": cs}
     reasons: list[str] = []
@@ -67,11 +70,19 @@ def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[i
     labelled = bool(live_acc and cand_acc and live_acc[0] >= cfg.min_labels and cand_acc[0] >= cfg.min_labels)
     if live_acc and cand_acc:
         figures["accuracy"] = {"live": live_acc, "candidate": cand_acc}
-    if labelled:
+    if paired is not None:
+        figures["paired"] = {"decision": paired.decision, "reason": paired.reason, **paired.figures}
+    if paired is not None and paired.decision != "too_few":
+        # The same requests answered by both: this settles accuracy (and the prediction shift is moot).
+        labelled = True
+        if paired.decision == "worse":
+            reasons.append(paired.reason)
+    elif labelled:
         # Labels settle it: after a drift a better candidate predicts differently from a stale live
-        # version, so its prediction shift must not count against it.
+        # version, so its prediction shift must not count against it. Worse only with confidence.
         (_, la), (_, ca) = live_acc, cand_acc
-        if ca < la - cfg.max_accuracy_drop:
+        figures["accuracy_p"] = p = unpaired_worse_p(live_acc, cand_acc)
+        if ca < la - cfg.max_accuracy_drop and p < cfg.decision_p:
             reasons.append(f"accuracy {ca:.3f} vs live {la:.3f} on labelled requests")
     shift = prediction_psi(live["preds"], cand["preds"])
     p_value = prediction_shift_p(live["preds"], cand["preds"])
@@ -79,5 +90,6 @@ def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[i
     if not labelled and shift is not None and p_value is not None and shift > cfg.max_prediction_psi \
             and p_value < cfg.prediction_shift_p:
         reasons.append(f"prediction PSI {shift:.2f} > {cfg.max_prediction_psi} (chi-square p={p_value:.1e})")
-    figures["judged_on"] = "labelled accuracy" if labelled else "prediction shift"
+    figures["judged_on"] = ("paired labelled accuracy" if paired is not None and paired.decision != "too_few"
+                            else "labelled accuracy" if labelled else "prediction shift")
     return not reasons, reasons, figures

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from streamfit.config import RolloutConfig
 from streamfit.names import other
 from streamfit.request_stats import empty_stats, minus
+from streamfit.actors.rollout.judging import Judgement
 from streamfit.actors.rollout.serving_state import Rollout
 
 Figures = dict[str, dict[str, Any]]
@@ -41,11 +42,13 @@ def due(r: Rollout, now: float, figures: Figures, cfg: RolloutConfig) -> bool:
 
 
 def judge(r: Rollout, now: float, figures: Figures, accuracy: dict[int, Any], cfg: RolloutConfig,
-          verdict: Verdict) -> dict[str, Any]:
-    """Analyse the step in progress (candidate against live); the result is appended to ``r.results``."""
+          verdict: Verdict, paired: Judgement | None = None) -> dict[str, Any]:
+    """Analyse the step in progress (candidate against live; ``paired``: on the requests both answered);
+    the result is appended to ``r.results``."""
     live_acc = accuracy.get(r.live_version) if r.live_version is not None else None
+    extra = {} if paired is None else {"paired": paired}
     passed, reasons, found = verdict(step_figures(r, figures, other(r.slot)), step_figures(r, figures, r.slot),
-                                     live_acc, accuracy.get(r.version), cfg)
+                                     live_acc, accuracy.get(r.version), cfg, **extra)
     result = {"weight": r.steps[r.step], "passed": passed, "reasons": reasons, **found, "time": now}
     r.results.append(result)
     return result

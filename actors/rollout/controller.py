@@ -38,6 +38,7 @@ from streamfit.actors.rollout.state_store import StateStore
 from streamfit.actors.rollout.transitions import Audit, Queued, SetAlias, Transition, WaitDone, changes_state
 
 log = logging.getLogger("streamfit.rollout")
+PAIRED_EVERY_S = 1.0  # the paired figures scan the monitor's log: not on every 0.1 s tick
 
 
 class Effects:
@@ -86,6 +87,22 @@ async def accuracy_since(versions: list[int], since: float) -> dict[int, Any]:
         return {}
 
 
+async def paired_since(live: int, candidate: int, since: float, newest: int) -> dict[str, Any] | None:
+    """The prediction log's paired figures of ``live`` and ``candidate`` since ``since`` (None: no monitor)."""
+    try:
+        monitor = ray.get_actor(MONITOR_NAME)
+    except ValueError:
+        return None
+    try:
+        if hasattr(monitor, "paired_since"):
+            return await monitor.paired_since.remote(live, candidate, since, newest)
+        # A monitor that forwards only accuracy_since: the prediction log answers a pair of versions there.
+        return await monitor.accuracy_since.remote((live, candidate), since)
+    except Exception:  # a restarting monitor: no shadow stage, steps judged on the Routers' figures
+        log.exception("no paired figures from the monitor")
+        return None
+
+
 class ControllerCore:
     """The controller's work without Ray: the machine, the replicas' reports, ticks, effects, long-polls."""
 
@@ -97,6 +114,7 @@ class ControllerCore:
         self._io = ThreadPoolExecutor(1)  # one writer: saves and registry writes land in the order made
         self._changed, self._ticking = asyncio.Event(), asyncio.Lock()
         self._waits: dict[str, asyncio.Future] = {}
+        self._paired: tuple[Any, float, dict[str, Any] | None] = (None, 0.0, None)  # (asked, when, answer)
 
     async def _apply(self, transitions: list[Transition]) -> list[Transition]:
         """Carry out transitions in order (on the one I/O thread), wake long-polls, answer waiting rollbacks."""
@@ -118,12 +136,23 @@ class ControllerCore:
         async with self._ticking:  # one tick at a time: the accuracy gathered is for the step it judges
             want = self.machine.analysis_wanted(time.time(), self.replicas)
             accuracy = await accuracy_since(*want) if want else None
+            paired = await self._paired_figures()
             try:
-                transitions = self.machine.step(time.time(), self.replicas, accuracy)
+                transitions = self.machine.step(time.time(), self.replicas, accuracy, paired)
             except Exception as err:  # never leave traffic on a half-checked candidate
                 log.exception("rollout failed")
                 transitions = self.machine.fail(time.time(), str(err))
             await self._apply(transitions)
+
+    async def _paired_figures(self) -> dict[str, Any] | None:
+        """The paired figures the machine wants, asked of the monitor at most once every ``PAIRED_EVERY_S``."""
+        want, (asked, when, answer) = self.machine.paired_wanted(), self._paired
+        if want is None:
+            return None
+        if want != asked or time.time() - when >= PAIRED_EVERY_S:
+            answer = await paired_since(*want, self.machine.cfg.fast_path_rows)
+            self._paired = (want, time.time(), answer)
+        return answer
 
     async def tick_forever(self, tick_s: float) -> None:
         """Tick every ``tick_s`` seconds (and after every command)."""

@@ -4,7 +4,9 @@ A rollout of a candidate version goes ``loading`` (every replica loads it into t
 and checks it reproduces the registry's predictions) → ``baking`` one canary step after
 another (analysed against the live version on that step's requests), or ``paused`` before a
 step until approved → ``promoted``, or ``rolled_back`` / ``aborted`` / ``superseded`` with all
-traffic back on the live version in one step.
+traffic back on the live version in one step. A rollout judged in shadow (``shadow_stage``)
+first bakes at 0 % while both versions answer the same labelled requests, is judged on those
+pairs at every step (``judging``), and takes the fast path when live is failing.
 
 Everything happens in ``step(now, replicas, analysis)`` and in the commands, each checked
 against the current phase before it changes anything. Only the rollout held in the state is
@@ -17,7 +19,7 @@ Example:
     >>> m, reps = RolloutMachine(RolloutConfig(mode="flip")), ReplicaTracker()
     >>> _ = m.start(1, now=0.0)
     >>> reps.report("r1", {"held": {"blue": 1}}, now=0.5)
-    >>> [t.version for t in m.step(1.0, reps) if isinstance(t, SetAlias)], m.state.rollout.phase
+    >>> [t.version for t in m.step(1.0, reps) if type(t).__name__ == "SetAlias"], m.state.rollout.phase
     ([1], <Phase.PROMOTED: 'promoted'>)
 """
 
@@ -29,43 +31,36 @@ from typing import Any, Callable
 from streamfit.config import RolloutConfig
 from streamfit.names import SLOTS, Phase, other
 from streamfit.actors.rollout.analysis import canary_verdict
+from streamfit.actors.rollout.bookkeeping import Bookkeeping
 from streamfit.actors.rollout.canary_step import due, judge
+from streamfit.actors.rollout.judging import Pairs, judge_pairs
+from streamfit.actors.rollout.shadow_stage import (SKIPPED, fast_path, in_shadow_stage, shadow_result, shadow_verdict,
+                                                   take_fast_path)
 from streamfit.actors.rollout.replicas import ReplicaTracker
 from streamfit.actors.rollout.serving_state import Rollout, ServingState, check_weights
-from streamfit.actors.rollout.transitions import (Audit, Candidate, Changed, FlipWait, Queued, SetAlias, Transition,
-                                                  WaitDone)
+from streamfit.actors.rollout.transitions import Audit, Candidate, Changed, FlipWait, Queued, Transition, WaitDone
 
 Accuracy = dict[int, tuple[int, float] | None]  # labelled (count, accuracy) per version
 
 
-class RolloutMachine:
+class RolloutMachine(Bookkeeping):
     """The serving state and the rollout in progress, moved only by commands and ``step``."""
 
     def __init__(self, cfg: RolloutConfig | None = None, flip_timeout_s: float = 60.0,
                  state: ServingState | None = None, aliases: dict[str, int] | None = None,
                  verdict: Callable[..., tuple[bool, list[str], dict[str, Any]]] = canary_verdict) -> None:
+        super().__init__(state or ServingState(), aliases)
         self.cfg = cfg or RolloutConfig()
         self.flip_timeout_s = flip_timeout_s
-        self.state = state or ServingState()
         if self.state.shadow_share == 0.0:
             self.state.shadow_share = self.cfg.shadow_share
-        self.aliases = {k: v for k, v in (aliases or {}).items() if k in ("live", "previous")}
-        self.loaded: dict[str, int | None] = {s: None for s in SLOTS}  # seen on every replica since staged
-        self.queued: Candidate | None = None
-        self.waiting: FlipWait | None = None
-        self.deploys: list[dict[str, Any]] = []
         self._verdict = verdict
         self._begun: tuple[str, int] | None = None  # (rollout id, step) whose weights are set and baking
         self._clock_in: dict[str, float] = {}  # rollout id -> when this machine first drove its loading
-        self._out: list[Transition] = []
+        self._shadow_since: dict[str, float] = {}  # rollout id -> when its shadow stage began here
+        self._paired: dict[str, Any] | None = None  # this step's paired figures (``paired_wanted``)
 
     # -- reading -------------------------------------------------------------------------
-    @property
-    def rollout(self) -> Rollout | None:
-        """The rollout in progress (None if none is)."""
-        r = self.state.rollout
-        return r if r is not None and r.active else None
-
     def live_version(self) -> int | None:
         """The version serving (the one a rollout in progress started from)."""
         return self.rollout.live_version if self.rollout else self.state.live_version()
@@ -76,6 +71,11 @@ class RolloutMachine:
         if r is None or not self._due(r, now, replicas):
             return None
         return [v for v in (r.live_version, r.version) if v is not None], r.step_started or r.started
+
+    def paired_wanted(self) -> tuple[int, int, float] | None:
+        """(live, candidate, since) whose paired labelled figures the next ``step`` wants (a rollout judged in shadow)."""
+        r = self.rollout
+        return (r.live_version, r.version, r.started) if r is not None and r.shadow and r.live_version else None
 
     # -- commands ------------------------------------------------------------------------
     def start(self, version: int, now: float, steps: list[int] | None = None, bake_s: float | None = None,
@@ -88,9 +88,12 @@ class RolloutMachine:
 
     def deploy(self, version: int, now: float, reason: str = "", actor: str = "trainer") -> list[Transition]:
         """A trainer's candidate: rolled out now, or queued behind the rollout (or rollback) in progress."""
-        if self.waiting is not None or (self.rollout and self.cfg.on_new_candidate == "wait"):
+        r = self.rollout
+        if self.waiting is not None or (r and self.cfg.on_new_candidate == "wait" and not self._shadow_only(r)):
+            self._drop_queued(f"superseded in the queue by v{version}")
             self.queued = Candidate(version, reason, actor)
-            return [Queued(version)]
+            self._emit(Queued(version))
+            return self._drain()
         self._check_startable(version)
         self._start(version, now, None, None, reason, actor, None)
         return self._drain()
@@ -175,9 +178,12 @@ class RolloutMachine:
         return self._drain()
 
     # -- time ----------------------------------------------------------------------------
-    def step(self, now: float, replicas: ReplicaTracker, analysis: Accuracy | None = None) -> list[Transition]:
+    def step(self, now: float, replicas: ReplicaTracker, analysis: Accuracy | None = None,
+             paired: dict[str, Any] | None = None) -> list[Transition]:
         """Move on as far as the replicas' reports, the clock and ``analysis`` (labelled accuracy per version
-        since the step started, as asked by ``analysis_wanted``; None if not gathered) allow."""
+        since the step started, as asked by ``analysis_wanted``; None if not gathered) allow; ``paired``: the
+        prediction log's paired figures as asked by ``paired_wanted`` (None: not gathered, no shadow stage)."""
+        self._paired = paired
         for s in SLOTS:
             v = self.state.slots[s]
             if v is not None and replicas.all_hold(s, v, now):
@@ -224,6 +230,9 @@ class RolloutMachine:
 
     def _step_once(self, r: Rollout, now: float, replicas: ReplicaTracker, analysis: Accuracy | None) -> bool:
         """Begin the current step or judge it; True if the rollout moved on and may move again at once."""
+        moved = self._judge_in_shadow(r, now)
+        if moved is not None:
+            return moved
         if self._begun != (r.id, r.step):
             return self._begin_step(r, now, replicas)
         if analysis is None or not self._due(r, now, replicas):
@@ -235,6 +244,34 @@ class RolloutMachine:
         r.step += 1
         self._emit(Changed(f"v{r.version} passed a step"))
         return True
+
+    def _judge_in_shadow(self, r: Rollout, now: float) -> bool | None:
+        """The shadow stage, then the fast path: None to go on with the step, else whether the rollout moved."""
+        weight = self.state.weights[r.slot]
+        if in_shadow_stage(r, weight) and r.phase != Phase.PAUSED:
+            j = shadow_verdict(self._paired, now - self._shadow_since.setdefault(r.id, now), self.cfg)
+            if j is None:
+                return False
+            if j.decision != SKIPPED:
+                r.results.append(shadow_result(j, now))
+                self._emit(Changed(f"v{r.version} judged in shadow"), Audit(
+                    "shadow_judging", "controller", j.reason, {"version": r.version, "decision": j.decision,
+                                                               **j.figures}))
+            if j.decision == "worse":
+                self._finish(r, Phase.ROLLED_BACK, f"shadow judging: {j.reason}", now, rollback=True)
+                return False
+        fast = fast_path(r, self._paired, self.cfg)
+        if fast is None:
+            return None
+        take_fast_path(r, weight, self.cfg)
+        self._begun = None  # the step in progress is replaced: begin the next one now
+        self._emit(Changed(f"v{r.version} on the fast path"),
+                   Audit("fast_path", "controller", fast.reason, {"version": r.version, **r.fast_path, **fast.figures}))
+        return True
+
+    def _shadow_only(self, r: Rollout) -> bool:
+        """Loaded and judged in shadow, no traffic yet: a newer candidate may take its place at no cost."""
+        return r.phase == Phase.BAKING and in_shadow_stage(r, self.state.weights[r.slot])
 
     def _begin_step(self, r: Rollout, now: float, replicas: ReplicaTracker) -> bool:
         if r.step >= len(r.steps):
@@ -262,15 +299,18 @@ class RolloutMachine:
         return r.phase == Phase.BAKING and self._begun == (r.id, r.step) and due(r, now, replicas.stats(now), self.cfg)
 
     def _analyse(self, r: Rollout, now: float, replicas: ReplicaTracker, analysis: Accuracy) -> tuple[bool, list[str]]:
-        res = judge(r, now, replicas.stats(now), analysis, self.cfg, self._verdict)
-        self._emit(Audit("canary_step", "controller", "; ".join(res["reasons"]),
-                         {"version": r.version, "weight": res["weight"], "passed": res["passed"]}))
+        paired = judge_pairs(Pairs.of(self._paired), self.cfg) if r.shadow and self._paired is not None else None
+        res = judge(r, now, replicas.stats(now), analysis, self.cfg, self._verdict, paired)
+        self._emit(Audit("canary_step", "controller", "; ".join(res["reasons"]) or (paired.reason if paired else ""),
+                         {"version": r.version, "weight": res["weight"], "passed": res["passed"],
+                          **({"paired": res["paired"]} if paired else {})}))
         return res["passed"], res["reasons"]
 
     # -- endings -------------------------------------------------------------------------
     def _promote_now(self, r: Rollout, now: float) -> None:
         self.state.flip(r.slot, count=r.live_version is not None)
-        r.phase, r.outcome = Phase.PROMOTED, r.outcome or "passed every step"
+        evidence = [x["paired"]["reason"] for x in r.results if x.get("paired", {}).get("decision") in ("even", "better")]
+        r.phase, r.outcome = Phase.PROMOTED, r.outcome or "; ".join(["passed every step", *evidence[-1:]])
         r.step = len(r.steps)
         self._emit(Changed(f"v{r.version} promoted"))
         self._set_live(r.version, r.live_version, r.actor, r.reason)
@@ -294,40 +334,6 @@ class RolloutMachine:
         if phase != Phase.SUPERSEDED:
             self._start_queued(now)
 
-    def _record(self, r: Rollout, now: float) -> None:
-        self.state.history.append({"version": r.version, "phase": str(r.phase), "outcome": r.outcome,
-                                   "reason": r.reason, "steps": [x["weight"] for x in r.results],
-                                   "seconds": round(now - r.started, 2)})
-        self.deploys.append({"version": r.version, "slot": r.slot, "ok": r.phase == Phase.PROMOTED,
-                             "phase": str(r.phase), "outcome": r.outcome})
-        self._emit(Changed("history"))
-
-    def _flip_to(self, slot: str, actor: str, reason: str) -> None:
-        """All traffic to ``slot`` (a rollback): the version serving until now becomes ``previous``."""
-        version, current = self.state.slots[slot], self.state.slots[other(slot)]
-        self.state.flip(slot)
-        self._emit(Changed(f"rolled back to v{version}"))
-        self._set_live(version, current, actor, reason)
-        self._emit(Audit("rollback", actor, reason, {"version": version, "from_version": current}))
-
-    def _set_live(self, version: int, previous: int | None, actor: str, reason: str) -> None:
-        if previous is not None:
-            self._alias("previous", previous, actor, reason)
-        self._alias("live", version, actor, reason)
-
-    def _sync_aliases(self, actor: str, reason: str) -> None:
-        """After a hand-made split: ``live`` names the version in the live slot if it alone serves, or if
-        the aliased version no longer serves at all."""
-        target, live = self.state.live_version(), self.aliases.get("live")
-        if target is None or target == live:
-            return
-        if self.state.settled() or live not in self.state.serving():
-            self._set_live(target, live, actor, reason)
-
-    def _alias(self, name: str, version: int, actor: str, reason: str) -> None:
-        self.aliases[name] = version
-        self._emit(SetAlias(name, version, actor, reason))
-
     # -- plumbing ------------------------------------------------------------------------
     def _start(self, version: int, now: float, steps: list[int] | None, bake_s: float | None, reason: str,
                actor: str, mode: str | None) -> None:
@@ -344,7 +350,8 @@ class RolloutMachine:
         slot = self.state.idle_slot() if self.state.slots[live] is not None else live
         self._put(slot, version)
         r = Rollout(version=version, slot=slot, live_version=live_version, steps=use_steps,
-                    bake_s=self.cfg.bake_s if bake_s is None else bake_s, reason=reason, actor=actor, started=now)
+                    bake_s=self.cfg.bake_s if bake_s is None else bake_s, reason=reason, actor=actor, started=now,
+                    shadow=self.cfg.shadow_judging and live_version is not None and use_steps != [100])
         self.state.rollout = r
         self._clock_in[r.id] = now
         self._emit(Changed(f"rollout of v{version}"),
@@ -358,30 +365,3 @@ class RolloutMachine:
     def _check_startable(self, version: int) -> None:
         if version == self.live_version():
             raise ValueError(f"v{version} is already live")
-
-    def _active(self) -> Rollout:
-        if self.rollout is None:
-            raise ValueError("no rollout in progress")
-        return self.rollout
-
-    def _put(self, slot: str, version: int) -> None:
-        if self.state.slots[slot] != version:
-            self.loaded[slot] = None
-        self.state.put(slot, version)
-
-    def _drop_queued(self, why: str) -> None:
-        if self.queued is not None:
-            self._emit(Audit("candidate_dropped", "controller", why, {"version": self.queued.version}))
-            self.queued = None
-
-    def _end_wait(self, error: str) -> None:
-        if self.waiting is not None:
-            self._emit(WaitDone(self.waiting.id, error))
-            self.waiting = None
-
-    def _emit(self, *transitions: Transition) -> None:
-        self._out.extend(transitions)
-
-    def _drain(self) -> list[Transition]:
-        out, self._out = self._out, []
-        return out

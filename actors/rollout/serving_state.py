@@ -23,6 +23,7 @@ from typing import Any
 from streamfit.names import ACTIVE_PHASES, SLOTS, Phase, Slot, other
 
 HISTORY_KEPT = 20
+LATER_FIELDS: dict[str, Any] = {"shadow": False, "fast_path": None}  # their defaults
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Rollout:
     outcome: str = ""
     approved: bool = False
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    shadow: bool = False  # judged in shadow: the other slot scores each labelled request too
+    fast_path: dict[str, Any] | None = None  # the figures that sent it down the fast path
 
     @property
     def active(self) -> bool:
@@ -53,7 +56,9 @@ class Rollout:
 
     def view(self) -> dict[str, Any]:
         """Plain dict (the phase as a plain string), as persisted and shown in the status."""
-        return {**asdict(self), "phase": str(self.phase)}
+        d = {**asdict(self), "phase": str(self.phase)}
+        # Fields added later are written only when set: a state file of an earlier release round-trips.
+        return {k: v for k, v in d.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     @classmethod
     def from_view(cls, d: dict[str, Any]) -> "Rollout":

@@ -50,14 +50,33 @@ class RolloutConfig(_Strict):
     min_labels: int = Field(30, ge=0, description="labelled requests per version before accuracy counts")
     verify_sample: int = Field(32, ge=0, description="rows the candidate must reproduce the registry's predictions on")
     on_new_candidate: Literal["supersede", "wait"] = Field(
-        "wait", description="a candidate arriving mid-rollout: wait (the newest one goes next) or supersede")
+        "wait", description="a candidate arriving mid-rollout: wait (the newest one goes next, replacing any "
+        "queued one; it supersedes a rollout still judged in shadow) or supersede")
     pause_before: list[int] = Field(default_factory=list, description="steps (weights) that wait for `rollout promote`")
     shadow_share: float = Field(0.0, ge=0, le=1, description="share of requests copied to the idle slot")
+    shadow_judging: bool = Field(
+        True, description="while a candidate rolls out, each request with an event id is also scored by the other "
+        "slot in shadow (never returned) and logged, so both versions are judged on the same labelled requests")
+    shadow_max_s: float = Field(
+        30.0, ge=0, description="before its first step, a loaded candidate is judged in shadow until it has "
+        "min_labels paired requests, or this long at most (skipped when no labels come)")
+    decision_p: float = Field(
+        0.05, gt=0, lt=1, description="one-sided p-value an accuracy difference needs to roll back (or to count "
+        "as better): McNemar's exact test on paired requests, Fisher's on unpaired ones")
+    fast_path_margin: float = Field(
+        0.15, ge=0, le=1, description="fast path when, on the newest paired requests, the candidate's accuracy "
+        "beats live's by this much (with confidence)")
+    fast_path_rows: int = Field(100, gt=0, description="the newest paired requests the fast path looks at")
+    fast_path_steps: list[int] = Field(default_factory=lambda: [50, 100], min_length=1,
+                                       description="the remaining steps on the fast path")
+    fast_path_bake_s: float = Field(5.0, gt=0, description="bake of each fast-path step")
 
     @model_validator(mode="after")
     def _steps_increase_to_100(self) -> "RolloutConfig":
-        if any(not 0 < w <= 100 for w in self.steps) or self.steps != sorted(set(self.steps)) or self.steps[-1] != 100:
-            raise ValueError("@steps: increasing percentages in (0, 100], ending at 100")
+        for name in ("steps", "fast_path_steps"):
+            steps = getattr(self, name)
+            if any(not 0 < w <= 100 for w in steps) or steps != sorted(set(steps)) or steps[-1] != 100:
+                raise ValueError(f"@{name}: increasing percentages in (0, 100], ending at 100")
         return self
 
 
