@@ -353,6 +353,52 @@ def bench_serve_cmd(
                       f"over the run with swaps {res[prefix + 'swap_p99_ms'] or 0:.1f} ms")
 
 
+@bench_app.command("freshness")
+def bench_freshness_cmd(
+    changes: int = typer.Option(4, min=1, help="concept changes in the stream (it ends one concept after the last)"),
+    drift_every: int = typer.Option(30_000, "--drift-every", min=1000, help="events per concept"),
+    events_per_s: float = typer.Option(1000.0, "--events-per-s", help="wall-clock pace of the stream"),
+    request_rate: float = typer.Option(50.0, "--request-rate", help="requests/s: the stream's events, raw"),
+    seed: int = typer.Option(7, help="synthetic stream seed"),
+    max_duration: float = typer.Option(600.0, "--max-duration", help="stop the live run after this long anyway"),
+    workdir: Path = typer.Option(Path(".streamfit/bench-freshness"), help="registry and state (wiped at start)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object (progress goes to stderr)"),
+) -> None:
+    """What requests were served against what the same policy achieves offline: the live system (Ray, Serve,
+    canary rollouts, the stream's events as requests) and the prequential replay of the same stream."""
+    import json
+
+    from rich.table import Table
+
+    from streamfit.scripts.freshness import bench_freshness
+
+    res = bench_freshness(changes, drift_every, events_per_s, request_rate, seed, max_duration, workdir,
+                          Console(stderr=True) if as_json else console)
+    if as_json:
+        print(json.dumps(res))
+        return
+
+    def pct(x: Optional[float]) -> str:
+        return "–" if x is None else f"{100 * x:.1f} %"
+
+    t = Table(title=f"freshness: {res['events']:,} events, {res['concept_changes']} concept changes, "
+                    f"{res['requests']:,} requests")
+    t.add_column("figure", style="bold")
+    t.add_column("value", justify="right")
+    t.add_row("served accuracy (request-weighted)", pct(res["served_accuracy"]))
+    t.add_row("offline accuracy (same requests, replay)", pct(res["offline_accuracy"]))
+    t.add_row("ratio served / offline", "–" if res["ratio"] is None else f"{res['ratio']:.3f}")
+    t.add_row("stale share", pct(res["stale_share"]))
+    for i, c in enumerate(res["changes"], 1):
+        t.add_row(f"change {i}: seconds to 100 %", f"{c['seconds']:.1f}" + ("" if c["reached"] else " (not reached)"))
+    t.add_row("seconds to 100 %: p50 / max", f"{res['p50_s']} / {res['max_s']}")
+    t.add_row("versions trained / rollouts", f"{res['versions_trained']} / {res['rollouts']}")
+    console.print(t)
+    console.print(f"[dim]compared: {res['requests_compared']:,} labelled requests whose events came after the "
+                  f"replay's first model; load average {res['load_average']}; live {res['live_seconds']:.0f} s, "
+                  f"total {res['wall_seconds']:.0f} s[/]")
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()

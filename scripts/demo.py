@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import ray
 from rich.console import Console, Group
@@ -14,10 +15,15 @@ from rich.live import Live
 from rich.table import Table
 
 from streamfit.config import Config
-from streamfit.scripts.load import RequestLoop, StreamEvents
+from streamfit.freshness import full_version
+from streamfit.scripts.load import Answer, RequestLoop, StreamEvents
 from streamfit.scripts.pipeline import Pipeline, wait_until
 from streamfit.scripts.views import traffic_table
 from streamfit.status import PlaneStats, Skew
+
+
+# The freshness figures the demo's summary shows beside its own (all of them are under "freshness").
+DEMO_FRESHNESS = ("served_accuracy", "offline_accuracy", "accuracy_gap", "stale_share", "p50_s", "max_s")
 
 
 def progress_table(stats: PlaneStats, load: dict[str, Any], title: str) -> Table:
@@ -111,10 +117,29 @@ def summary_table(summary: dict[str, Any]) -> Table:
                 "requests_served", "requests_served_raw", "requests_failed"):
         t.add_row(key, f"{summary[key]:,}" if isinstance(summary[key], int) else str(summary[key]))
     t.add_row("skew (served vs point-in-time)", summary["skew"]["text"])
+    if "freshness" in summary:
+        t.add_row("served accuracy (request-weighted)", _pct(summary["served_accuracy"]))
+        t.add_row("offline accuracy (same requests, replay)", _pct(summary["offline_accuracy"]))
+        t.add_row("served − offline", _pct(summary["accuracy_gap"], sign=True))
+        t.add_row("stale share", _pct(summary["stale_share"]))
+        t.add_row("seconds to 100 % after a change", freshness_seconds(summary["freshness"]))
     t.add_row("refit reasons", ", ".join(f"{k}: {v}" for k, v in summary["refit_reasons"].items()))
     for v, a in sorted(summary["live_accuracy_by_version"].items(), key=lambda kv: int(kv[0])):
         t.add_row(f"live accuracy v{v}", f"{a['accuracy']:.3f} (n={a['labelled']})")
     return t
+
+
+def _pct(x: float | None, sign: bool = False) -> str:
+    return "–" if x is None else (f"{100 * x:+.1f} points" if sign else f"{100 * x:.1f} %")
+
+
+def freshness_seconds(f: dict[str, Any]) -> str:
+    """``p50 21 s, max 48 s over 4 changes (1 not reached)``."""
+    if not f.get("changes"):
+        return "no concept change"
+    missed = sum(not c["reached"] for c in f["changes"])
+    return (f"p50 {f['p50_s']:.0f} s, max {f['max_s']:.0f} s over {len(f['changes'])} changes"
+            + (f" ({missed} not reached)" if missed else ""))
 
 
 class Schedule:
@@ -135,21 +160,30 @@ class Schedule:
         """Stop the stream now (the bound itself is left to the coordinator's run)?"""
         return bool(self.until_flips) and elapsed_s >= self.duration_s and flips >= self.until_flips
 
-    def title(self, elapsed_s: float) -> str:
+    def title(self, elapsed_s: float, name: str = "streamfit demo") -> str:
         """The live view's title: time so far and the goal."""
         if not self.until_flips:
-            return f"streamfit demo — {elapsed_s:5.0f}s / {self.duration_s:.0f}s"
+            return f"{name} — {elapsed_s:5.0f}s / {self.duration_s:.0f}s"
         flips = f"{self.until_flips} flip{'s' if self.until_flips > 1 else ''}"
-        return f"streamfit demo — {elapsed_s:5.0f}s · until {flips} after {self.duration_s:.0f}s, max {self.bound_s:.0f}s"
+        return f"{name} — {elapsed_s:5.0f}s · until {flips} after {self.duration_s:.0f}s, max {self.bound_s:.0f}s"
 
 
-def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path | None,
-             console: Console | None = None, request_rate: float = 50.0, until_flips: int = 0,
-             max_duration_s: float | None = None) -> dict[str, Any]:
-    """Run the pipeline with live serving and a request load for ``duration_s`` seconds (with ``until_flips``:
-    until that many traffic flips too, at most ``max_duration_s``); return the summary."""
-    console = console or Console()
-    schedule = Schedule(duration_s, until_flips, max_duration_s)
+@dataclass
+class LiveRecord:
+    """What one live run leaves for its figures: the planes' final stats, the request load's counts and
+    answers, and each look at the planes during the run: (wall time, source position, version at 100 %)."""
+
+    stats: PlaneStats
+    load: dict[str, Any]
+    answers: list[Answer]
+    ticks: list[tuple[float, Any, Optional[int]]]
+    registry_uri: str
+
+
+def run_live(cfg: Config, schedule: Schedule, workdir: Path, console: Console, request_rate: float = 50.0,
+             record: bool = False, title: str = "streamfit demo") -> LiveRecord:
+    """The pipeline on a local Ray with live serving and the stream's events as request load, until the schedule
+    (or a bounded stream) ends: the loop of ``streamfit demo`` and ``bench freshness``."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -161,6 +195,7 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
     console.print(f"Serving on [link]{pipe.url}[/link]  ·  POST /predict  ·  GET /models  ·  GET /traffic")
     load: RequestLoop | None = None
     events = StreamEvents(cfg)  # the stream's own raw events, scored just before the stream has them
+    ticks: list[tuple[float, Any, Optional[int]]] = []
     started = time.time()
     try:
         run_ref = pipe.run_stream(schedule.bound_s)
@@ -169,11 +204,13 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
             while True:
                 elapsed = time.time() - started
                 stats = PlaneStats.model_validate(pipe.stats())
+                ticks.append((time.time(), stats.coordinator.position, full_version(stats.traffic.slots,
+                                                                                    stats.traffic.weights)))
                 events.advance_to(int(stats.coordinator.position))
                 if load is None and stats.traffic.live_version is not None:
                     # Requests start once a first version is live: before that there is nothing to serve.
-                    load = RequestLoop(pipe.url, events, rate=request_rate).start()
-                live.update(live_view(stats, load.summary() if load else {}, schedule.title(elapsed)))
+                    load = RequestLoop(pipe.url, events, rate=request_rate, record=record).start()
+                live.update(live_view(stats, load.summary() if load else {}, schedule.title(elapsed, title)))
                 if not stopping and schedule.done(elapsed, stats.traffic.flips):
                     pipe.coordinator.stop.remote()  # the run drains, checkpoints and returns
                     stopping = True
@@ -186,11 +223,34 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
         # Let the last registered version finish its flip before the figures are taken.
         wait_until(lambda: not _deploy_pending(pipe), timeout_s=cfg.serving.flip_timeout_s)
         load_summary = load.stop() if load else {}
-        summary = summarize(PlaneStats.model_validate(pipe.stats()), load_summary)
+        final = PlaneStats.model_validate(pipe.stats())
+        ticks.append((time.time(), final.coordinator.position, full_version(final.traffic.slots, final.traffic.weights)))
     finally:
         if load is not None:
             load.stop()
         pipe.stop()
+    return LiveRecord(final, load_summary, list(load.answers) if load else [], ticks, cfg.registry.uri)
+
+
+def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path | None,
+             console: Console | None = None, request_rate: float = 50.0, until_flips: int = 0,
+             max_duration_s: float | None = None, offline: bool = True) -> dict[str, Any]:
+    """Run the pipeline with live serving and a request load for ``duration_s`` seconds (with ``until_flips``:
+    until that many traffic flips too, at most ``max_duration_s``); return the summary. On the synthetic stream
+    the summary also scores the answers against the stream's labels and, with ``offline``, against a replay
+    of the same policy on the same events (``streamfit bench freshness`` reports the same figures)."""
+    console = console or Console()
+    schedule = Schedule(duration_s, until_flips, max_duration_s)
+    synthetic = cfg.stream.source == "synthetic"
+    rec = run_live(cfg, schedule, workdir, console, request_rate, record=synthetic)
+    summary = summarize(rec.stats, rec.load)
+    if synthetic:
+        from streamfit.scripts.freshness import measure_freshness
+
+        console.print("[dim]scoring the answers; offline replay of the same policy on the same events …[/]")
+        fresh = measure_freshness(cfg, rec, offline=offline)
+        summary["freshness"] = fresh
+        summary.update({k: fresh[k] for k in DEMO_FRESHNESS})
     console.print(summary_table(summary))
     if until_flips and summary["traffic_flips"] < until_flips:
         console.print(f"[bold yellow]only {summary['traffic_flips']} of {until_flips} traffic flip(s) "

@@ -31,6 +31,7 @@ from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, validate
 
 Row = tuple[dict[str, float], Union[str, None], Union[str, None]]  # precomputed features, event id, routing key
 Event = dict[str, Any]  # a raw event: entity, event_time, event_id and the configured fields
+Answer = tuple[str, float, int, int, float]  # event id, event time, version, prediction, wall time of the answer
 
 
 def event_bodies(df: pd.DataFrame, fields: list[str]) -> list[Event]:
@@ -103,10 +104,11 @@ class StreamEvents:
 
 class RequestLoop:
     """Sends /predict requests at about ``rate`` per second until stopped: a ``Row`` as precomputed
-    ``features``, an ``Event`` as a raw ``event`` (counted in ``raw_served``)."""
+    ``features``, an ``Event`` as a raw ``event`` (counted in ``raw_served``). With ``record``, every answer
+    to an event that has an id is kept in ``answers`` (what the freshness figures score)."""
 
     def __init__(self, url: str, rows: Callable[[], Row | Event | None], rate: float = 20.0,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, record: bool = False) -> None:
         self.url = url.rstrip("/") + "/predict"
         self.rows = rows
         self.rate = rate
@@ -118,6 +120,8 @@ class RequestLoop:
         self.versions: Counter[int] = Counter()
         self.slots: Counter[str] = Counter()
         self.failures: list[str] = []
+        self.record = record
+        self.answers: list[Answer] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamfit-load", daemon=True)
 
@@ -160,8 +164,13 @@ class RequestLoop:
                 out = r.json()
                 self.served += 1
                 self.raw_served += "event" in body
-                self.versions[out["model_version"] if "model_version" in out else out["version"]] += 1
+                version = out["model_version"] if "model_version" in out else out["version"]
+                self.versions[version] += 1
                 self.slots[out["slot"]] += 1
+                event = body.get("event")
+                if self.record and event and event.get("event_id"):
+                    self.answers.append((event["event_id"], float(event["event_time"]), int(version),
+                                         int(out["prediction"]), time.time()))
             else:
                 self._fail(f"HTTP {r.status_code}: {r.text[:200]}")
         except httpx.HTTPError as err:

@@ -41,6 +41,12 @@ def test_demo_ends_by_itself_with_a_summary(tmp_path):
     assert skew["share_differing"] == skew["rows_differing"] / skew["compared_rows"]
     assert (skew["worst_feature"] is None) == (skew["rows_differing"] == 0)
     assert "skew (served vs point-in-time)" in proc.stdout and "rows compared" in proc.stdout
+    # Freshness: the answers scored against the stream's labels, and a replay of the same policy on the same events.
+    fresh = summary["freshness"]
+    assert fresh["requests"] > 0 and 0 <= summary["stale_share"] <= 1
+    assert fresh["requests_compared"] > 0 and 0 < summary["served_accuracy"] <= 1 and 0 < summary["offline_accuracy"] <= 1
+    assert abs(summary["accuracy_gap"] - (summary["served_accuracy"] - summary["offline_accuracy"])) < 1e-3
+    assert "served accuracy (request-weighted)" in proc.stdout and "offline accuracy" in proc.stdout
     registry = tmp_path / "demo" / "registry" / "versions"
     assert len(list(registry.iterdir())) == summary["versions_trained"]
 

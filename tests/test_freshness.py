@@ -65,8 +65,9 @@ def test_the_tracker_counts_returned_answers_not_shadow_ones_and_estimates_chang
     f.observe(20.0, split(1), {"refits": [], "rejected": [{"reason": "drift", "event_time": 200.0}]})
     f.observe(25.0, split(1), {"refits": [{"reason": "drift", "event_time": 205.0}], "rejected": []})
     assert [c.start for c in f.changes] == [200.0]
-    f.record([("b", 1, "blue", 0.9, 21.0), ("c", 2, "blue", 0.9, 22.0), ("d", 2, "blue", 0.9, 23.0)])
-    f.labels(["b", "c", "d", "zz"], [0.0, 1.0, 1.0, 1.0], now=38.0)  # "zz" was never answered
+    f.labels(["d"], [1.0], now=22.5)  # a label may come before its answer is logged
+    f.record([("b", 1, "blue", 0.9, 21.0), ("c", 2, "blue", 0.9, 22.0), ("d", 2, "blue", 0.9, 38.0)])
+    f.labels(["b", "c", "zz"], [0.0, 1.0, 1.0], now=38.0)  # "zz" was never answered
     f.observe(30.0, split(2), None)  # v2 (trained through 150 < 200) at 100 %: still stale
     f.observe(40.0, split(3, 50), None)
     f.observe(45.0, split(3), None)  # v3 at 100 %: 25 s after the change was detected
@@ -91,3 +92,40 @@ def test_the_monitor_reports_freshness_in_stats_points_and_the_monitor_report() 
     assert report.freshness.served_accuracy == 0.5 and report.freshness.labelled == 2
     assert report.freshness.stale_share == 0.0 and report.freshness.p50_s is None
     assert "no drift detected" in report.freshness.text()
+
+
+def test_the_freshness_gauges_are_set_from_a_sample() -> None:
+    from streamfit.actors.monitoring import MetricsExport, Sample, prometheus_names
+    from streamfit.actors.monitoring.metrics_export import METRICS
+
+    calls: list[tuple[str, float, dict[str, str] | None]] = []
+
+    class Gauge:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def set(self, value: float, tags: dict[str, str] | None = None) -> None:
+            calls.append((self.key, value, tags))
+
+        inc = set
+
+    export = MetricsExport({key: Gauge(key) for key, *_ in METRICS})
+    sample = Sample({"t": 1.0}, freshness={"served_accuracy": 0.8, "served_accuracy_recent": None, "stale_share": 0.1,
+                                           "stale_share_recent": 0.25, "p50_s": 20.0, "max_s": 40.0,
+                                           "changes": [{"seconds": 40.0}]})
+    export.export(sample)
+    fresh = [c for c in calls if c[0] in ("request_accuracy", "stale_share", "seconds_to_full")]
+    assert fresh == [("request_accuracy", 0.8, {"window": "all"}), ("stale_share", 0.1, {"window": "all"}),
+                     ("stale_share", 0.25, {"window": "recent"}), ("seconds_to_full", 20.0, {"stat": "p50"}),
+                     ("seconds_to_full", 40.0, {"stat": "max"}), ("seconds_to_full", 40.0, {"stat": "last"})]
+    assert {"ray_streamfit_request_weighted_accuracy", "ray_streamfit_stale_share",
+            "ray_streamfit_seconds_to_full_traffic"} <= prometheus_names()
+
+
+def test_the_bench_places_each_change_between_two_looks_at_the_planes() -> None:
+    from streamfit.scripts.freshness import full_timeline, wall_at_position
+
+    ticks = [(100.0, 0, None), (101.0, 10, 1), (102.0, 30, 1), (103.0, 30, 2), (104.0, 40, None)]
+    assert wall_at_position(ticks, 20) == 101.5 and wall_at_position(ticks, 10) == 101.0
+    assert wall_at_position(ticks, 0) == 100.0 and wall_at_position(ticks, 41) is None
+    assert full_timeline(ticks) == [(100.0, None), (101.0, 1), (103.0, 2), (104.0, None)]

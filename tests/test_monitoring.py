@@ -172,11 +172,15 @@ def test_status_page_in_headless_chromium(pipe, tmp_path):
     live = traffic["slots"][traffic["live_slot"]]
     assert f'id="live-version">v{live}<' in page
     assert f"blue {traffic['weights']['blue']}% / green {traffic['weights']['green']}%" in page
-    assert page.count('class="chart"') == 4 and page.count("<polyline") >= 3  # the charts have lines
+    assert page.count('class="chart"') == 5 and page.count("<polyline") >= 3  # the charts have lines
+    assert 'id="freshness">freshness of what requests are served' in page
     assert "drift" in page and 'class="reason">drift<' in page  # the refit the drift alarm caused
     assert 'id="skew">serving/training skew: no scored event has its label yet' in page
     report = httpx.get(f"{pipe.url}/monitor", timeout=60).json()
     assert report["skew"]["compared_rows"] == 0 and set(FIELDS) <= set(report["skew"]["features"])
+    fresh = report["freshness"]
+    assert {"served_accuracy", "served_accuracy_recent", "stale_share", "requests", "changes", "p50_s", "max_s"} <= set(fresh)
+    assert fresh["stale_share"] is None or 0 <= fresh["stale_share"] <= 1
     shot = tmp_path / "status-page.png"
     out = _chromium(f"--screenshot={shot}", "--window-size=1280,1800", url, tmp=tmp_path)
     assert out.returncode == 0 and shot.exists() and shot.stat().st_size > 20_000, out.stderr[-2000:]

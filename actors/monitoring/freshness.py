@@ -38,11 +38,12 @@ class FreshnessTracker:
     """Served answers joined with labels, detected changes and the version at 100 % over time."""
 
     def __init__(self, window_s: float, trained_through: Callable[[int], Optional[float]],
-                 capacity: int = 200_000) -> None:
+                 capacity: int = 100_000) -> None:
         self.window_s = window_s
         self.trained_through = trained_through
         self.capacity = capacity
         self.waiting: OrderedDict[str, tuple[float, bool]] = OrderedDict()  # event id -> (probability, stale)
+        self.early: OrderedDict[str, float] = OrderedDict()  # labels that came before their answer was logged
         self.requests = 0
         self.stale = 0
         self.labelled = 0
@@ -63,6 +64,10 @@ class FreshnessTracker:
             self.requests += 1
             self.stale += stale
             self.recent.append((float(t), stale, None))
+            label = self.early.pop(str(event_id), None)
+            if label is not None:  # replicas log answers in batches: the label may have come first
+                self._score(float(prob), stale, label, float(t))
+                continue
             self.waiting[str(event_id)] = (float(prob), stale)
             if len(self.waiting) > self.capacity:
                 self.waiting.popitem(last=False)
@@ -72,11 +77,17 @@ class FreshnessTracker:
         for event_id, label in zip(event_ids, labels):
             hit = self.waiting.pop(str(event_id), None)
             if hit is None:
+                self.early[str(event_id)] = float(label)
+                if len(self.early) > self.capacity:
+                    self.early.popitem(last=False)
                 continue
-            right = (hit[0] >= 0.5) == (float(label) >= 0.5)
-            self.labelled += 1
-            self.correct += right
-            self.recent.append((now, hit[1], right))
+            self._score(hit[0], hit[1], float(label), now)
+
+    def _score(self, prob: float, stale: bool, label: float, now: float) -> None:
+        right = (prob >= 0.5) == (label >= 0.5)
+        self.labelled += 1
+        self.correct += right
+        self.recent.append((now, stale, right))
 
     def observe(self, now: float, controller: Optional[dict[str, Any]], trainer: Optional[dict[str, Any]]) -> None:
         """A sample of the planes: the version at 100 % now, and drift refits not seen before (new changes)."""
