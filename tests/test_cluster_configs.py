@@ -62,6 +62,18 @@ RAYSERVICE_SPEC_FIELDS = {
 UPGRADE_TYPES = {"NewCluster", "NewClusterWithIncrementalUpgrade", "None"}
 CLUSTER_UPGRADE_OPTIONS = {"maxSurgePercent", "stepSizePercent", "intervalSeconds", "gatewayClassName"}
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Ray's token authentication (Ray >= 2.52; ray/_private/authentication/): RAY_AUTH_MODE=token in the
+# environment of every Ray process turns it on (ray start reads it from the environment only), the token comes
+# from RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token). The dashboard (Jobs and Serve REST APIs) then
+# answers 401/403 without it (http_token_authentication.py), and so do the GCS and raylets' gRPC servers.
+RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
+RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# KubeRay's RayClusterSpec.authOptions (ray-operator/apis/ray/v1/raycluster_types.go, KubeRay >= 1.5.1; secretName
+# >= 1.6) and the Secret the manifests name (data key auth_token, KubeRay's RAY_AUTH_TOKEN_SECRET_KEY).
+KUBERAY_AUTH_FIELDS = {"mode", "secretName", "enableK8sTokenAuth"}
+RAY_AUTH_SECRET = "streamfit-ray-auth"
+PUBLIC_SERVICE_TYPES = {"LoadBalancer", "NodePort"}
 
 
 def _load(rel: str) -> typing.Any:
@@ -173,6 +185,30 @@ def launcher_problems(raw: dict, prepared: dict) -> list[str]:
     for kind in ("head_setup_commands", "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands"):
         for i, cmd in enumerate(prepared[kind]):
             problems += _bash_problems(f"{kind}[{i}]", cmd)
+    return problems + launcher_auth_problems(prepared)
+
+
+def _last_assignment(script: str, var: str) -> str | None:
+    """The value the last ``VAR=value`` in a shell snippet gives ``var`` (None without one)."""
+    values = re.findall(rf"\b{var}=([^\s;]*)", script)
+    return values[-1] if values else None
+
+
+def launcher_auth_problems(prepared: dict) -> list[str]:
+    """Ray's token auth on every node and for the pipeline's driver; the dashboard on the head's loopback only."""
+    problems = []
+    for kind, start in (("head_start_ray_commands", "ray start --head"), ("worker_start_ray_commands", "ray start --address"),
+                        ("head_start_ray_commands", "streamfit run")):
+        for cmd in (c for c in prepared[kind] if start in c):
+            if _last_assignment(cmd[:cmd.index(start)], RAY_AUTH_MODE_ENV) != "token":
+                problems.append(f"{kind}: {RAY_AUTH_MODE_ENV}=token not exported before `{start}` (Ray's auth is off)")
+    if not any(f'[ -n "${RAY_AUTH_TOKEN_ENV}" ]' in c for c in prepared["setup_commands"]):
+        problems.append(f"setup_commands: no check that streamfit.env sets {RAY_AUTH_TOKEN_ENV} (nodes would start without it)")
+    for cmd in (c for c in prepared["head_start_ray_commands"] if "ray start --head" in c):
+        hosts = re.findall(r"--dashboard-host[= ](\S+)", cmd)
+        if not hosts or any(h not in LOOPBACK for h in hosts):
+            problems.append(f"head_start_ray_commands: the dashboard must listen on the head's loopback only "
+                            f"(--dashboard-host=127.0.0.1, reached through `ray dashboard`), not {hosts or 'unset'}")
     return problems
 
 
@@ -227,7 +263,46 @@ def _min_above_max(c):
     c["available_node_types"][key]["max_workers"] = 2
 
 
+def _start(c, kind):
+    return next(i for i, x in enumerate(c[kind]) if "ray start" in x)
+
+
+def _head_auth_off(c):
+    i = _start(c, "head_start_ray_commands")
+    c["head_start_ray_commands"][i] = c["head_start_ray_commands"][i].replace(" RAY_AUTH_MODE=token", "")
+
+
+def _worker_auth_disabled(c):
+    i = _start(c, "worker_start_ray_commands")
+    c["worker_start_ray_commands"][i] = c["worker_start_ray_commands"][i].replace("ray start", "RAY_AUTH_MODE=disabled ray start")
+
+
+def _pipeline_auth_off(c):
+    c["head_start_ray_commands"] = [x.replace(" RAY_AUTH_MODE=token", "") if "streamfit run" in x else x
+                                    for x in c["head_start_ray_commands"]]
+
+
+def _dashboard_public(c):
+    i = _start(c, "head_start_ray_commands")
+    c["head_start_ray_commands"][i] = re.sub(r"--dashboard-host=\S+", "--dashboard-host=0.0.0.0", c["head_start_ray_commands"][i])
+
+
+def _dashboard_host_unset(c):
+    i = _start(c, "head_start_ray_commands")
+    c["head_start_ray_commands"][i] = re.sub(r"\s*--dashboard-host=\S+", "", c["head_start_ray_commands"][i])
+
+
+def _no_ray_token_check(c):
+    c["setup_commands"] = [x.replace('[ -n "$RAY_AUTH_TOKEN" ]', "true") for x in c["setup_commands"]]
+
+
 @pytest.mark.parametrize("mutate, expected", [
+    (_head_auth_off, "RAY_AUTH_MODE=token not exported before `ray start --head`"),
+    (_worker_auth_disabled, "RAY_AUTH_MODE=token not exported before `ray start --address`"),
+    (_pipeline_auth_off, "RAY_AUTH_MODE=token not exported before `streamfit run`"),
+    (_dashboard_public, "the dashboard must listen on the head's loopback only"),
+    (_dashboard_host_unset, "not unset"),
+    (_no_ray_token_check, "sets RAY_AUTH_TOKEN"),
     (_drop_streamfit_install, "installs the streamfit wheel"),
     (_no_pipeline, "no `streamfit run"),
     (_worker_without_serve_env, "RAY_SERVE_ENABLE_HA_PROXY=1 not exported"),
@@ -547,6 +622,43 @@ def upgrade_strategy_problems(spec: dict) -> list[str]:
     return problems
 
 
+def kuberay_auth_problems(spec: dict, kind: str) -> list[str]:
+    """Ray's token auth through KubeRay's authOptions, and no dashboard reachable from outside the cluster.
+
+    KubeRay sets RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (from the Secret) in every Ray container, but never
+    replaces a variable a container already sets. Without a ``dashboard-host`` KubeRay binds 0.0.0.0. A
+    RayCluster's dashboard listens on the pod's loopback only (kubectl port-forward reaches it); a RayService's
+    must listen on the pod address, where KubeRay's operator deploys serveConfigV2 through Serve's REST API
+    (with the token), so its head Service must stay inside the cluster (ClusterIP, no ingress).
+    """
+    problems = []
+    auth = spec.get("authOptions") or {}
+    problems += [f"authOptions.{k}: unknown field (KubeRay has {sorted(KUBERAY_AUTH_FIELDS)})"
+                 for k in auth if k not in KUBERAY_AUTH_FIELDS]
+    if auth.get("mode") != "token":
+        problems.append(f"authOptions.mode is {auth.get('mode')!r}, not 'token': Ray's token authentication is off")
+    if auth.get("secretName") != RAY_AUTH_SECRET:
+        problems.append(f"authOptions.secretName must be {RAY_AUTH_SECRET!r} (the Secret the operator creates)")
+    head = spec.get("headGroupSpec") or {}
+    for group in [head, *(spec.get("workerGroupSpecs") or [])]:
+        for c in group.get("template", {}).get("spec", {}).get("containers", []):
+            env = _env(c)
+            if env.get(RAY_AUTH_MODE_ENV, {}).get("value", "token") != "token":
+                problems.append(f"container {c.get('name')!r} sets {RAY_AUTH_MODE_ENV}={env[RAY_AUTH_MODE_ENV]['value']!r} "
+                                "(KubeRay keeps it: auth off)")
+            if "value" in env.get(RAY_AUTH_TOKEN_ENV, {}):
+                problems.append(f"container {c.get('name')!r}: {RAY_AUTH_TOKEN_ENV} as a literal value (use authOptions.secretName)")
+    host = (head.get("rayStartParams") or {}).get("dashboard-host", "0.0.0.0")  # KubeRay's default
+    if kind == "RayCluster" and host not in LOOPBACK:
+        problems.append(f"headGroupSpec.rayStartParams.dashboard-host {host!r}: the dashboard must listen on the "
+                        "pod's loopback only (127.0.0.1; kubectl port-forward reaches it)")
+    service_types = {head.get("serviceType"), (head.get("headService") or {}).get("spec", {}).get("type")}
+    if service_types & PUBLIC_SERVICE_TYPES or head.get("enableIngress"):
+        problems.append("the head Service (dashboard, GCS, client ports) must stay inside the cluster: "
+                        "no LoadBalancer/NodePort serviceType, no enableIngress")
+    return problems
+
+
 def kuberay_problems(doc: dict) -> list[str]:
     problems = []
     if doc.get("apiVersion") != "ray.io/v1":
@@ -558,6 +670,7 @@ def kuberay_problems(doc: dict) -> list[str]:
     spec = doc.get("spec", {})
     if doc.get("kind") == "RayCluster":
         problems += raycluster_spec_problems(spec, annotations)
+        problems += kuberay_auth_problems(spec, "RayCluster")
     elif doc.get("kind") == "RayService":
         problems += [f"spec.{k}: unknown RayService field" + (" (KubeRay's field is rayClusterConfig)" if k == "rayClusterSpec" else "")
                      for k in spec if k not in RAYSERVICE_SPEC_FIELDS]
@@ -565,6 +678,7 @@ def kuberay_problems(doc: dict) -> list[str]:
             problems.append("spec.rayClusterConfig missing")
         else:
             problems += raycluster_spec_problems(spec["rayClusterConfig"], annotations)
+            problems += kuberay_auth_problems(spec["rayClusterConfig"], "RayService")
         if not isinstance(spec.get("serveConfigV2"), str):
             problems.append("spec.serveConfigV2 must be a YAML string")
         problems += upgrade_strategy_problems(spec)
@@ -588,9 +702,15 @@ def test_kuberay_manifests_are_valid(manifests):
     assert set(kinds) == {"RayCluster", "RayService"}
     # The RayService runs the same cluster as the RayCluster manifest.
     # The same cluster, except that under a RayService the pipeline leaves the Serve app to serveConfigV2.
+    # And the RayService's dashboard listens on the pod address, where KubeRay's operator reaches it (token
+    # required); the RayCluster's only on the pod's loopback.
     service_spec = kinds["RayService"]["spec"]["rayClusterConfig"]
     assert "--no-serve" in json.dumps(service_spec) and "--no-serve" not in json.dumps(kinds["RayCluster"]["spec"])
-    assert json.loads(json.dumps(service_spec).replace(" --no-serve", "")) == kinds["RayCluster"]["spec"]
+    same = json.loads(json.dumps(service_spec).replace(" --no-serve", ""))
+    assert same["headGroupSpec"]["rayStartParams"].pop("dashboard-host") == "0.0.0.0"
+    assert kinds["RayCluster"]["spec"]["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    same["headGroupSpec"]["rayStartParams"]["dashboard-host"] = "127.0.0.1"
+    assert same == kinds["RayCluster"]["spec"]
 
 
 def _rayservice(manifests) -> dict:
@@ -668,6 +788,15 @@ def _token_literal(d):
     (_incremental(stepSizePercent=10, intervalSeconds=60), "gatewayClassName is required"),
     (lambda d: _spec(d)["upgradeStrategy"].__setitem__("maxSurgePercent", 20), "upgradeStrategy.maxSurgePercent: unknown field"),
     (_token_literal, "must come from a Secret"),
+    (lambda d: _cluster(d).pop("authOptions"), "not 'token': Ray's token authentication is off"),
+    (lambda d: _cluster(d)["authOptions"].__setitem__("mode", "disabled"), "not 'token'"),
+    (lambda d: _cluster(d)["authOptions"].__setitem__("secretname", "x"), "authOptions.secretname: unknown field"),
+    (lambda d: _cluster(d)["authOptions"].pop("secretName"), "authOptions.secretName must be"),
+    (lambda d: _worker(d)["template"]["spec"]["containers"][0]["env"].append({"name": "RAY_AUTH_MODE", "value": "disabled"}),
+     "(KubeRay keeps it: auth off)"),
+    (lambda d: _head_container(d)["env"].append({"name": "RAY_AUTH_TOKEN", "value": "hunter2"}), "RAY_AUTH_TOKEN as a literal"),
+    (lambda d: _cluster(d)["headGroupSpec"].__setitem__("serviceType", "LoadBalancer"), "must stay inside the cluster"),
+    (lambda d: _cluster(d)["headGroupSpec"].__setitem__("enableIngress", True), "must stay inside the cluster"),
     (lambda d: _worker(d).__setitem__("minReplicas", 9), "need 0 <= minReplicas <= replicas <= maxReplicas"),
     (lambda d: _worker(d).pop("maxReplicas"), "must be set"),
     (lambda d: _worker(d)["template"]["spec"]["containers"][0].pop("image"), "has no image"),
@@ -681,6 +810,24 @@ def test_kuberay_check_catches(manifests, mutate, expected):
     mutate(doc)
     problems = kuberay_problems(doc)
     assert any(expected in p for p in problems), problems
+
+
+def test_ray_control_plane_needs_the_token_and_is_not_public(manifests):
+    """Issue 13, item 8: every launcher config and manifest turns Ray's token auth on, no dashboard on 0.0.0.0 in
+    reach of anyone but the cluster."""
+    for name in LAUNCHERS:
+        assert launcher_auth_problems(prepare_launcher(_load(name))) == [], name
+    for rel, docs in manifests.items():
+        for doc in docs:
+            spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterConfig"]
+            assert kuberay_auth_problems(spec, doc["kind"]) == [], rel
+
+
+@pytest.mark.parametrize("params", [{"dashboard-host": "0.0.0.0"}, {}])  # {}: KubeRay's default is 0.0.0.0
+def test_raycluster_dashboard_on_the_pod_network_is_caught(manifests, params):
+    doc = copy.deepcopy(next(d for d in manifests["kuberay/raycluster.yaml"] if d["kind"] == "RayCluster"))
+    doc["spec"]["headGroupSpec"]["rayStartParams"] = params
+    assert any("dashboard-host '0.0.0.0'" in p for p in kuberay_problems(doc))
 
 
 def test_images_are_rays_pinned_version():
@@ -745,4 +892,4 @@ def test_secrets_stay_out_of_git_and_images():
     assert "streamfit.env" in (CLUSTER / ".dockerignore").read_text().split()
     example = dict(line.split("=", 1) for line in (CLUSTER / "streamfit.env.example").read_text().splitlines()
                    if line and not line.startswith("#"))
-    assert example == {ADMIN_TOKEN_ENV: ""}  # no default token: setup refuses an empty one
+    assert example == {ADMIN_TOKEN_ENV: "", RAY_AUTH_TOKEN_ENV: ""}  # no default token: setup refuses an empty one
