@@ -2,9 +2,13 @@
 
 ``IngestLog`` is plain Python: an append-only sequence of rows, idempotent by event id
 (a client retrying a request does not add its events twice), replayable by position,
-and written ahead to storage (one Arrow file per append) so acknowledged events survive a
-restart of the actor; the committed position is written there too, so a restarted log
-numbers new rows after everything already checkpointed. ``IngestLog`` is a ``Stateful``
+and written ahead to storage (one Arrow file per append, typed so any JSON a client sends
+can be stored) so acknowledged events survive a restart of the actor. Ids count as seen
+only once their rows are written, so a failed write can be retried. Each commit writes a
+marker with the committed position and the remembered ids, so a restarted log numbers
+new rows after everything already checkpointed and still refuses a retry of a committed
+row; the previous commit's rows stay on disk for a start that falls back to the previous
+checkpoint. ``IngestLog`` is a ``Stateful``
 (its in-memory state as plain data). ``IngestBufferActor`` is its named Ray shell;
 ``HttpSource`` is the ``Source`` the coordinator reads it through.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -32,21 +37,81 @@ import pyarrow.ipc as ipc
 import ray
 
 from streamfit.storage import Storage
-from streamfit.schema import EVENT_ID, hash_keys
-from streamfit.actors.stream.dedup import Dedup
+from streamfit.schema import ENTITY, EVENT_ID, KIND, hash_keys
+from streamfit.actors.stream.dedup import Dedup, isin_sorted
 
 
-COMMITTED = "committed.json"  # the committed position, beside the write-ahead segments
+LEGACY_COMMITTED = "committed.json"  # the committed position as written before commit markers held the ids
+MARKER = "committed-"  # committed-<position>.arrow: the ids remembered at that commit, positions in metadata
+
+log = logging.getLogger(__name__)
+
+
+def typed_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows as Arrow can always store them: ids and keys as text, other columns as numbers or else text.
+
+    Missing values stay missing; a value that is not a number stays visible as text, so the
+    shards still reject its row with the same reason.
+
+    >>> typed_frame(pd.DataFrame({"event_id": [7, "e8"], "x0": [1, "abc"], "x1": [2, None]})).to_dict("list")
+    {'event_id': ['7', 'e8'], 'x0': ['1', 'abc'], 'x1': [2.0, nan]}
+    """
+    out = {}
+    for col in rows.columns:
+        values = rows[col]
+        if col in (KIND, EVENT_ID, ENTITY) or values.dtype == object:
+            num = None if col in (KIND, EVENT_ID, ENTITY) else _numbers(values)
+            if num is not None:
+                values = num
+            else:
+                values = values.map(lambda v: v if isinstance(v, str) else None if pd.isna(v) else str(v),
+                                    na_action="ignore").astype(object).where(values.notna(), None)
+        out[col] = values.reset_index(drop=True)
+    return pd.DataFrame(out, index=pd.RangeIndex(len(rows)))
+
+
+def _numbers(values: pd.Series) -> pd.Series | None:
+    """The column as floats when every value present is a number, else None."""
+    try:
+        num = pd.to_numeric(values, errors="coerce")
+    except (TypeError, ValueError):  # nested values (lists, dicts) are not numbers
+        return None
+    return None if (num.isna() & values.notna()).any() else num.astype(float)
+
+
+def _segment_name(base: str) -> tuple[int, int | None] | None:
+    """(first position, rows) of a write-ahead segment's file name; rows unknown in names written before."""
+    if not base.endswith(".arrow") or not base[:1].isdigit():
+        return None
+    parts = base[:-6].split("-")
+    return int(parts[0]), int(parts[1]) if len(parts) == 3 else None
+
+
+def _arrow_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue()
 
 
 class IngestLog:
-    """Rows pushed over HTTP, numbered from 0; rows before the committed position are forgotten."""
+    """Rows pushed over HTTP, numbered from 0; rows before the committed position are forgotten.
+
+    Durable with ``wal_uri``: every append is one segment file written before it is
+    acknowledged; every commit writes a marker with the positions and the ids remembered
+    for dedup before any segment goes; the segments and marker of the previous commit are
+    kept, so a start that falls back to the previous checkpoint still reads its rows. A
+    damaged segment or marker found at start is logged with its path, listed in
+    ``stats()["damaged"]`` and skipped.
+    """
 
     def __init__(self, wal_uri: str | None = None, dedup_capacity: int = 1_000_000) -> None:
-        self.frames: list[tuple[int, pd.DataFrame]] = []  # (first position, rows)
-        self.segments: dict[int, str] = {}  # first position -> its write-ahead object
+        self.frames: list[tuple[int, pd.DataFrame]] = []  # (first position, rows) from the committed position on
+        self.segments: dict[int, tuple[str, int | None]] = {}  # first position -> (write-ahead file, rows)
         self.next_position = 0
         self.committed = 0
+        self.previous: int | None = None  # the commit before: its rows stay on disk for a fallback to it
+        self.damaged: list[str] = []
         self.dedup = Dedup(dedup_capacity)
         self.store = Storage(wal_uri, what="ingest log") if wal_uri else None
         if self.store is not None:
@@ -56,92 +121,163 @@ class IngestLog:
     @staticmethod
     def _dedup_keys(rows: pd.DataFrame) -> np.ndarray:
         # An event and its label share an event id: they are told apart by kind.
-        return hash_keys((rows[EVENT_ID].astype(str) + "|" + rows["kind"].astype(str)).values)
+        return hash_keys((rows[EVENT_ID].astype(str) + "|" + rows[KIND].astype(str)).values)
+
+    def _damaged(self, path: str, err: Exception) -> None:
+        log.error("ingest log: skipping damaged file %s (%s)", path, err)
+        self.damaged.append(path)
+
+    def _load(self, path: str) -> pd.DataFrame | None:
+        try:
+            return ipc.open_file(pa.BufferReader(self.store.get(path))).read_all().to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as err:  # a storage error (StreamfitError) propagates
+            self._damaged(path, err)
+            return None
 
     def _recover(self) -> None:
-        infos = [i for i in self.store.list(self.store.root) if i.base_name.endswith(".arrow")]
-        for info in sorted(infos, key=lambda i: i.base_name):
-            first = int(info.base_name.split("-")[0])
-            df = ipc.open_file(pa.BufferReader(self.store.get(info.path))).read_all().to_pandas()
-            self.frames.append((first, df))
-            self.segments[first] = info.path
+        infos = self.store.list(self.store.root)
+        markers = sorted((i for i in infos if i.base_name.startswith(MARKER) and i.base_name.endswith(".arrow")),
+                         key=lambda i: i.base_name, reverse=True)
+        found = False
+        for info in markers:  # the newest readable marker; a damaged one falls back to the one before
+            try:
+                table = ipc.open_file(pa.BufferReader(self.store.get(info.path))).read_all()
+                meta = {k.decode(): int(v) for k, v in (table.schema.metadata or {}).items()}
+                self.dedup.restore({"ids": table["ids"].to_numpy(), "n_old": meta["n_old"]})
+                self.committed, self.previous = meta["committed"], meta["previous"] if meta["previous"] >= 0 else None
+                found = True
+                break
+            except (pa.ArrowException, KeyError, ValueError) as err:
+                self._damaged(info.path, err)
+        legacy = self.store.path(LEGACY_COMMITTED)
+        if not self.committed and self.store.exists(legacy):
+            try:
+                self.committed = int(json.loads(self.store.get(legacy))["committed"])
+            except (ValueError, KeyError, TypeError) as err:
+                self._damaged(legacy, err)
+        segments = sorted((n, i.path) for i in infos if (n := _segment_name(i.base_name)) is not None)
+        floor = None
+        for (first, rows), path in segments:
+            df = self._load(path)
+            self.segments[first] = (path, len(df) if df is not None else rows)
+            end = first + (len(df) if df is not None else rows or 0)
+            self.next_position = max(self.next_position, end)
+            if df is None:
+                continue
             self.dedup.check_and_add(self._dedup_keys(df))
-            self.next_position = max(self.next_position, first + len(df))
-        if self.frames:
-            self.committed = self.frames[0][0]
-        marker = self.store.path(COMMITTED)
-        if self.store.exists(marker):  # every segment may be gone: positions still go on from here
-            self.committed = max(self.committed, int(json.loads(self.store.get(marker))["committed"]))
+            floor = first if floor is None else floor
+            if end > self.committed:
+                self.frames.append((first, df))
+        if not found and floor is not None:  # no marker yet: rows before the first segment are committed
+            self.committed = max(self.committed, floor)
         self.next_position = max(self.next_position, self.committed)
 
     def append(self, rows: pd.DataFrame) -> tuple[int, int]:
-        """Append rows not seen before (by event id and kind); returns (accepted, duplicates)."""
+        """Append rows not seen before (by event id and kind); returns (accepted, duplicates).
+
+        Ids count as seen only once the rows are written ahead: a failed write may be retried.
+        """
         if not len(rows):
             return 0, 0
-        dup = self.dedup.check_and_add(self._dedup_keys(rows))
+        rows = typed_frame(rows)
+        keys = self._dedup_keys(rows)
+        has_id = rows[EVENT_ID].notna().to_numpy() if EVENT_ID in rows else np.zeros(len(rows), bool)
+        dup = self._seen(keys) & has_id  # rows without an id go on, for the shards to reject with a reason
         fresh = rows[~dup].reset_index(drop=True)
         if len(fresh):
             first = self.next_position
             if self.store is not None:  # write ahead: acknowledged rows survive a restart
-                sink = io.BytesIO()
-                table = pa.Table.from_pandas(fresh, preserve_index=False)
-                with ipc.new_file(sink, table.schema) as w:
-                    w.write_table(table)
-                segment = self.store.path(f"{first:015d}-{uuid.uuid4().hex[:6]}.arrow")
-                self.store.put(segment, sink.getvalue())
-                self.segments[first] = segment
+                segment = self.store.path(f"{first:015d}-{len(fresh):09d}-{uuid.uuid4().hex[:6]}.arrow")
+                self.store.put(segment, _arrow_bytes(pa.Table.from_pandas(fresh, preserve_index=False)))
+                self.segments[first] = (segment, len(fresh))
+            self.dedup.check_and_add(keys[~dup & has_id])
             self.frames.append((first, fresh))
             self.next_position += len(fresh)
         return len(fresh), int(dup.sum())
 
+    def _seen(self, keys: np.ndarray) -> np.ndarray:
+        """Mask of keys remembered, or repeated earlier in ``keys``; remembers nothing."""
+        dup = isin_sorted(self.dedup.old, keys)
+        for chunk in self.dedup.new:
+            dup |= isin_sorted(chunk, keys)
+        _, first = np.unique(keys, return_index=True)
+        repeat = np.ones(len(keys), dtype=bool)
+        repeat[first] = False
+        return dup | repeat
+
+    def _frames_from(self, position: int) -> list[tuple[int, pd.DataFrame]]:
+        """The frames holding rows from ``position`` on: committed ones still on disk are read back."""
+        if self.store is None or position >= self.committed:
+            return self.frames
+        held = {first for first, _ in self.frames}
+        back = []
+        for first, (path, rows) in sorted(self.segments.items()):
+            if first not in held and first < self.committed and (rows is None or first + rows > position):
+                df = self._load(path)
+                if df is not None:
+                    back.append((first, df))
+        return back + self.frames
+
     def read(self, position: int, max_rows: int) -> tuple[pd.DataFrame, int]:
         """Up to ``max_rows`` rows from ``position`` and the position after them."""
-        parts, pos = [], max(position, self.committed)
-        for first, df in self.frames:
-            end = first + len(df)
-            if end <= pos:
+        parts, n = [], 0
+        kept = self.previous if self.store is not None and self.previous is not None else self.committed
+        pos = max(position, kept)
+        for first, df in self._frames_from(pos):
+            if first + len(df) <= pos:
                 continue
-            take = df.iloc[pos - first: pos - first + max_rows - sum(len(p) for p in parts)]
+            pos = max(pos, first)  # past the gap a damaged segment left
+            take = df.iloc[pos - first: pos - first + max_rows - n]
             parts.append(take)
-            pos += len(take)
-            if sum(len(p) for p in parts) >= max_rows:
+            pos, n = pos + len(take), n + len(take)
+            if n >= max_rows:
                 break
         if not parts:
             return pd.DataFrame(), pos
         return pd.concat(parts, ignore_index=True), pos
 
     def commit(self, position: int) -> None:
-        """Rows before ``position`` are in a checkpoint: forget them (and their write-ahead files)."""
+        """Rows before ``position`` are in a checkpoint: forget them (their files once the next commit is written)."""
         if position <= self.committed:
             return
-        self.committed = position
-        if self.store is not None:  # before the segments go, so a restart never numbers rows from 0 again
-            self.store.put(self.store.path(COMMITTED), json.dumps({"committed": position}).encode())
-        keep = []
-        for first, df in self.frames:
-            if first + len(df) <= self.committed:
-                segment = self.segments.pop(first, None)
-                if self.store is not None and segment is not None:
-                    self.store.delete_file(segment)
-            else:
-                keep.append((first, df))
-        self.frames = keep
+        self.previous, self.committed = (self.committed or None), position  # 0: nothing was committed before
+        if self.store is not None:
+            self._write_marker()
+        self.frames = [(first, df) for first, df in self.frames if first + len(df) > self.committed]
+
+    def _write_marker(self) -> None:
+        # The marker goes first, so a restart never numbers rows from 0 again nor forgets their ids.
+        snap = self.dedup.snapshot()
+        previous = -1 if self.previous is None else self.previous
+        meta = {"committed": str(self.committed), "previous": str(previous), "n_old": str(snap["n_old"])}
+        table = pa.table({"ids": pa.array(snap["ids"], pa.uint64())}, metadata=meta)
+        self.store.put(self.store.path(f"{MARKER}{self.committed:015d}.arrow"), _arrow_bytes(table))
+        for first, (path, rows) in list(self.segments.items()):
+            if rows is not None and first + rows <= previous:
+                self.store.delete_file(path)
+                del self.segments[first]
+        for info in self.store.list(self.store.root):
+            name = info.base_name
+            if name.startswith(MARKER) and name.endswith(".arrow") and int(name[len(MARKER):-6]) < previous:
+                self.store.delete_file(info.path)
+        self.store.delete_file(self.store.path(LEGACY_COMMITTED))
 
     def stats(self) -> dict[str, Any]:
-        """Positions and rows held."""
+        """Positions, rows held and the damaged files skipped at start."""
         return {"next_position": self.next_position, "committed": self.committed,
-                "rows_held": int(sum(len(df) for _, df in self.frames))}
+                "rows_held": int(sum(len(df) for _, df in self.frames)), "damaged": list(self.damaged)}
 
     def snapshot(self) -> dict[str, Any]:
         """Positions, the rows not yet committed (column arrays per append) and the remembered ids."""
         frames = [{"first": first, "columns": {str(c): df[c].to_numpy() for c in df.columns}}
                   for first, df in self.frames]
-        return {"committed": self.committed, "next_position": self.next_position, "frames": frames,
-                "dedup": self.dedup.snapshot()}
+        return {"committed": self.committed, "previous": self.previous, "next_position": self.next_position,
+                "frames": frames, "dedup": self.dedup.snapshot()}
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Replace the in-memory state with ``snap``'s (the write-ahead log is left as it is)."""
         self.committed = int(snap["committed"])
+        self.previous = None if snap.get("previous") is None else int(snap["previous"])
         self.next_position = int(snap["next_position"])
         self.frames = [(int(f["first"]), pd.DataFrame({c: np.array(v) for c, v in f["columns"].items()}))
                        for f in snap["frames"]]
