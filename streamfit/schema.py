@@ -77,12 +77,14 @@ def check_columns(cols: Mapping[str, Any], n: int, cfg: FeaturesConfig) -> tuple
     """Every rule of ``validate`` on ``n`` rows of named columns (a DataFrame, or plain arrays); (clean columns,
     reason per row). Typed arrays (float numbers, str text) skip pandas' parsing: the online lookup's path."""
     reason = np.full(n, "", dtype=object)
+    free = np.ones(n, dtype=bool)  # rows without a reason yet (the first rule a row breaks names it)
     out: dict[str, Any] = {}
 
     def mark(mask: Any, why: str) -> None:
-        m = np.asarray(mask, dtype=bool) & (reason == "")
+        m = np.asarray(mask, dtype=bool) & free
         if m.any():
             reason[m] = why
+            free[m] = False
 
     def get(name: str) -> Any:
         return cols[name] if name in cols else None
@@ -110,7 +112,7 @@ def check_columns(cols: Mapping[str, Any], n: int, cfg: FeaturesConfig) -> tuple
             mark(is_event & ((num < lo) | (num > hi)), f"out_of_range:{spec.name}")
         out[spec.name] = num
     lab = _numeric(get(LABEL), n)[0]
-    mark(~is_event & ~np.isin(lab, [0.0, 1.0]), "bad_label")
+    mark(~is_event & (lab != 0.0) & (lab != 1.0), "bad_label")
     out[LABEL] = lab
     return out, reason
 
