@@ -16,6 +16,8 @@ Figures:
   whose label reached the pipeline before the end and whose event came after the replay's first model
   went live (before it the replay has no prediction; the live system takes requests only once a version
   is live). Each request counts once per answer, in both. ``ratio`` = served / offline.
+  ``served_accuracy_fresh`` / ``_stale`` split the served figure by whether the answering version was
+  trained after the request's concept began (below).
 - ``stale_share`` — share of every answered request served by a version trained only on rows before the
   concept of the request's event began (ground truth: the generator's ``drift_every``; a version's
   "trained through" is the newest event time of its training rows, the registry's ``window.end``).
@@ -41,7 +43,7 @@ import numpy as np
 from rich.console import Console
 
 from streamfit.config import Config
-from streamfit.freshness import Change, seconds_to_full, spread, stale_share
+from streamfit.freshness import Change, is_stale, seconds_to_full, spread, stale_share
 from streamfit.registry import Registry
 from streamfit.schema import EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL
 from streamfit.scripts.demo import LiveRecord, Schedule, demo_config, run_live
@@ -114,6 +116,7 @@ def measure_freshness(cfg: Config, rec: LiveRecord, offline: bool = True) -> dic
     idx = np.array([int(a[0][2:]) for a in ans], dtype=np.int64)  # "ev123" -> 123
     concept_begins = (idx // s.drift_every) * s.drift_every
     starts = [start_time + b / s.events_per_second if b else None for b in concept_begins.tolist()]
+    stale = [is_stale(trained.get(a[2]), start) for a, start in zip(ans, starts)]
     out: dict[str, Any] = {"requests": len(ans),
                            "stale_share": _round(stale_share(zip((a[2] for a in ans), starts), trained))}
     changes = []
@@ -129,16 +132,19 @@ def measure_freshness(cfg: Config, rec: LiveRecord, offline: bool = True) -> dic
         rows, correct, first_live, refits = offline_replay(cfg, positions)
         where = {e: i for i, e in enumerate(rows[EVENT_ID].astype(str).tolist())}
         labels = (rows[LABEL].to_numpy(dtype=float) >= 0.5).astype(int)
-        labelled = [(a, where[a[0]]) for a in ans if a[0] in where]
-        same = [(a, i) for a, i in labelled if a[1] > first_live]
+        labelled = [(a, where[a[0]], st) for a, st in zip(ans, stale) if a[0] in where]
+        same = [(a, i) for a, i, _ in labelled if a[1] > first_live]
+        by_freshness = {key: [a[3] == labels[i] for a, i, st in labelled if a[1] > first_live and st == flag]
+                        for key, flag in (("served_accuracy_fresh", False), ("served_accuracy_stale", True))}
         served = float(np.mean([a[3] == labels[i] for a, i in same])) if same else None
         off = float(np.mean([correct[i] for _, i in same])) if same else None
         scored = rows[EVENT_TIME].to_numpy(dtype=float) > first_live
         out.update(served_accuracy=_round(served), offline_accuracy=_round(off), requests_compared=len(same),
                    ratio=_round(served / off if served is not None and off else None),
                    accuracy_gap=_round(served - off if served is not None and off is not None else None),
-                   served_accuracy_all_labelled=_round(float(np.mean([a[3] == labels[i] for a, i in labelled]))
+                   served_accuracy_all_labelled=_round(float(np.mean([a[3] == labels[i] for a, i, _ in labelled]))
                                                        if labelled else None),
+                   **{k: _round(float(np.mean(v)) if v else None) for k, v in by_freshness.items()},
                    requests_labelled=len(labelled),
                    offline_accuracy_stream=_round(float(correct[scored].mean()) if scored.any() else None),
                    offline_versions=refits + 1)

@@ -286,3 +286,26 @@ def test_cli_status_and_traffic_set_render_the_typed_answers(monkeypatch):
     assert "revision 9, flips 2" in cli.console.export_text()
     wrong = runner.invoke(cli.app, ["rollout", "promote"])  # an answer of another shape: a clear error, exit 1
     assert wrong.exit_code == 1 and "unexpected answer from the API" in cli.console.export_text()
+
+
+def test_freshness_on_the_status_page_the_monitor_report_and_the_demo_summary():
+    from streamfit.scripts.demo import summary_table
+
+    point = {"t": 2.0, "freshness": {"served_accuracy": 0.81, "served_accuracy_recent": 0.76, "labelled": 4210,
+                                     "stale_share": 0.06, "stale_share_recent": 0.1, "requests": 5000,
+                                     "detected_changes": 3, "p50_s": 21.0, "max_s": 48.0}}
+    page = render(StatusPageData(traffic=TrafficStatus.model_validate(controller_status()), series=[point]))
+    assert 'id="freshness"' in page and "served 0.810 (n=4,210; 0.760 recent) · stale 6.0%" in page
+    assert "p50 21 s, max 48 s (3 detected changes)" in page and page.count('class="chart"') == 5
+    report = MonitorReport.from_monitor({"freshness": {**point["freshness"], "changes": [
+        {"start": 100.0, "wall": 1000.0, "seconds": 21.0, "reached": True, "version": 4}]}}, [])
+    assert report.freshness.changes[0].version == 4 and "stale 6.0%" in _text(quality_table(report))
+    summary = {k: 0 for k in ("events_ingested", "rows_rejected", "versions_trained", "traffic_flips",
+                              "rollouts_promoted", "rollouts_rolled_back", "rollouts_superseded", "gate_rejections",
+                              "live_version", "requests_served", "requests_served_raw", "requests_failed")}
+    summary.update(skew={"text": "-"}, refit_reasons={}, live_accuracy_by_version={}, served_accuracy=0.62,
+                   offline_accuracy=0.8, accuracy_gap=-0.18, stale_share=0.4, freshness={"p50_s": 20.0, "max_s": 30.0,
+                   "changes": [{"reached": True}, {"reached": False}]})
+    text = _text(summary_table(summary))
+    assert "62.0 %" in text and "80.0 %" in text and "-18.0 points" in text and "40.0 %" in text
+    assert "p50 20 s, max 30 s over 2 changes (1 not reached)" in text
