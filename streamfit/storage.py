@@ -3,7 +3,9 @@
 Everything streamfit persists (registry versions, aliases, audit entries, serving state,
 checkpoint manifests, the ingest write-ahead log) goes through one ``Storage``: a write is
 one atomic object write (a single PUT on an object store; a temporary file renamed into
-place on a local disk), so readers see the old object or all of the new one.
+place on a local disk), so readers see the old object or all of the new one. On a local
+disk the file is fsynced before the rename and its directory after it: a write that
+returned survives a power cut whole.
 
 Example:
     >>> import tempfile
@@ -54,6 +56,23 @@ def _root_of(uri: str) -> str:
     parts = urlsplit(uri)
     host = parts.netloc.rsplit("@", 1)[-1]
     return f"{host}{parts.path}".rstrip("/")
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    """Write a local file and flush it to the disk (a rename after a crash must not find it empty)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sync_dir(path: str) -> None:
+    """Flush a local directory's entries (a rename into it) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Storage:
@@ -118,9 +137,15 @@ class Storage:
         tmp = f"{tmp_dir}/{uuid.uuid4().hex}.part"
         self.ensure_dir(tmp_dir)
         self.ensure_dir(path.rsplit("/", 1)[0])
-        self._call("write", tmp, write, tmp)
+        local = self.fs.type_name == "local"
         try:
-            self._call("move into place", path, self.fs.move, tmp, path)
+            if local:
+                self._call("write", tmp, _write_synced, tmp, data)
+            else:
+                self._call("write", tmp, write, tmp)
+            self._call("move into place", path, os.replace if local else self.fs.move, tmp, path)
+            if local:  # the rename itself is durable only once its directory is
+                self._call("sync directory of", path, _sync_dir, path.rsplit("/", 1)[0])
         finally:
             if self.exists(tmp):
                 self.fs.delete_file(tmp)
@@ -131,6 +156,10 @@ class Storage:
                 return f.read()
 
         return self._call("read", path, read)
+
+    def open(self, path: str) -> pafs.NativeFile:
+        """A random-access reader of ``path`` (an Arrow file's footer is read without the whole file)."""
+        return self._call("open", path, self.fs.open_input_file, path)
 
     def exists(self, path: str) -> bool:
         return self._call("stat", path, self.fs.get_file_info, path).type != pafs.FileType.NotFound

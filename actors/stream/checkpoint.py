@@ -16,7 +16,9 @@ renamed into place); a shard's part writes its data files first and ``meta.json`
 and is complete only once ``meta.json`` exists; the manifest is written last of all, only
 when every shard's part is complete, so a checkpoint exists only once it is whole. A
 committed checkpoint is never rewritten. Leftovers of crashed writers are invisible and
-are removed when a later checkpoint commits. Loading with a different shard count
+are removed when a later checkpoint commits. A checkpoint found damaged at start (a
+zero-length or truncated manifest or part file: a disk that lost writes) is reported with
+its path and skipped for the one before it; two good checkpoints are kept for that. Loading with a different shard count
 re-partitions the saved state by the stable key hash.
 
 Example:
@@ -33,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -47,6 +50,8 @@ from streamfit.storage import STALE_AFTER_S, Storage
 from streamfit.schema import hash_keys, shard_of_hash
 
 PART_MARKER = "meta.json"  # written last: a shard's part is complete once it exists
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(StreamfitError):
@@ -76,6 +81,8 @@ class CheckpointStore:
     def __init__(self, uri: str, filesystem: pafs.FileSystem | None = None) -> None:
         self.store = Storage(uri, filesystem, error=CheckpointError, what="checkpoint store")
         self.fs, self.root, self.uri = self.store.fs, self.store.root, uri
+        self.damaged: list[str] = []  # files of damaged checkpoints found, each once
+        self.damaged_ids: set[int] = set()
         for sub in ("shards", "manifests", "tmp"):
             self.store.ensure_dir(self.store.path(sub))
 
@@ -142,12 +149,13 @@ class CheckpointStore:
         self._prune(keep=checkpoint_id)
 
     def _prune(self, keep: int) -> None:
-        """Forget checkpoints older than the previous complete one (two are kept), and leftovers."""
+        """Forget checkpoints older than the previous good one (two good ones are kept), and leftovers."""
         ids = self.checkpoint_ids()
-        for old in ids[:-2]:
+        good = [i for i in ids if i not in self.damaged_ids]
+        for old in [i for i in ids if len(good) > 2 and i < good[-2]]:
             self.store.delete_file(self._manifest_path(old))  # the checkpoint disappears first
             self.store.delete_dir(self._cdir(old))
-        kept = set(ids[-2:])
+        kept = {i for i in ids if len(good) <= 2 or i >= good[-2]}
         oldest_kept = min(kept) if kept else keep
         for info in self.store.list(self.store.path("shards")):
             name = info.base_name
@@ -164,11 +172,49 @@ class CheckpointStore:
                       if i.base_name.endswith(".json") and i.base_name[:-5].isdigit() and i.type == pafs.FileType.File)
 
     def latest_manifest(self) -> dict[str, Any] | None:
-        """The newest complete checkpoint's manifest, or None."""
+        """The newest complete checkpoint whose files are all readable, or None when there is none.
+
+        A damaged one (a zero-length or truncated manifest or part file) is logged with its
+        path, listed in ``damaged`` and skipped; when every checkpoint is damaged the error
+        names the files.
+        """
         ids = self.checkpoint_ids()
-        if not ids:
+        for cid in reversed(ids):
+            manifest = self._readable(cid)
+            if manifest is not None:
+                return manifest
+        if ids:
+            raise CheckpointError(f"checkpoint store {self.store.shown}: every checkpoint is damaged "
+                                  f"({', '.join(self.damaged)}); move them aside to start without one")
+        return None
+
+    def _readable(self, checkpoint_id: int) -> dict[str, Any] | None:
+        """The manifest of checkpoint ``checkpoint_id`` if it and every file of its parts can be read."""
+        path = self._manifest_path(checkpoint_id)
+        try:
+            manifest = json.loads(self._read(path))
+            for shard in range(int(manifest["num_shards"])):
+                part = self._part(checkpoint_id, shard)
+                path = f"{part}/{PART_MARKER}"
+                if not self.store.exists(path):
+                    raise ValueError("the part is missing")
+                json.loads(self._read(path))
+                for info in self.store.list(part):
+                    if info.base_name.endswith(".arrow"):
+                        path = info.path
+                        with self.store.open(path) as f:  # the footer: a truncated file has none
+                            ipc.open_file(f)
+            return manifest
+        except (ValueError, KeyError, TypeError, pa.ArrowException) as err:  # storage errors propagate
+            if path not in self.damaged:
+                log.error("checkpoint %d is damaged: %s (%s); starting from an older one", checkpoint_id, path, err)
+                self.damaged.append(path)
+            self.damaged_ids.add(checkpoint_id)
             return None
-        return json.loads(self._read(self._manifest_path(ids[-1])))
+
+    def last_id(self) -> int:
+        """The highest checkpoint id written (damaged or not): the next one goes after it."""
+        return max(self.checkpoint_ids(), default=0)
 
     def read_shard(self, checkpoint_id: int, shard_id: int) -> dict[str, Any]:
         """One shard's snapshot as written by ``write_shard`` (refused unless the part is complete)."""

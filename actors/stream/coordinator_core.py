@@ -133,7 +133,8 @@ class Coordinator:
         if manifest is not None:
             self.position = manifest["position"]
             self.batch_id = manifest["batch_id"]
-            self.checkpoint_id = manifest["checkpoint_id"]
+            # After any newer checkpoint that was found damaged: its id is taken.
+            self.checkpoint_id = max(manifest["checkpoint_id"], getattr(store, "last_id", lambda: 0)())
             self.watermark.restore({"max_times": manifest.get("max_event_times")})
         else:
             self.position = source.initial_position()
@@ -353,5 +354,6 @@ class Coordinator:
             "watermark_lag_s": (self.watermark.clock - self.watermark.value)
             if np.isfinite(self.watermark.value) else None,
             "per_shard_accepted": list(self.per_shard_accepted),
+            "damaged_checkpoints": list(getattr(self.store, "damaged", [])),  # skipped at start, by path
             "skew": copy.deepcopy(self.skew),
         }
