@@ -40,11 +40,11 @@ from typing import Any, Awaitable, Callable, Generator, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from streamfit.config import Config
+from streamfit.config import Config, StreamConfig
 from streamfit.schema import KIND
 from streamfit.actors.stream.checkpoint import CheckpointError, CheckpointStore
 from streamfit.actors.stream.feature_shard import ShardResult
-from streamfit.actors.stream.partition import Partitioner, Watermark
+from streamfit.actors.stream.partition import EventTimeGuard, Partitioner, Watermark
 from streamfit.actors.stream.served_log import add_skew, empty_skew
 from streamfit.actors.stream.sources import Source, make_source
 
@@ -122,13 +122,15 @@ class Coordinator:
                  monitor: MonitorPort | None = None, *, lateness_s: float = 0.0, max_in_flight: int = 2,
                  store: CheckpointStore | None = None, checkpoint_every_s: float = 60.0,
                  pace_events_per_s: float | None = None, offload: bool = True, replay: bool = True,
-                 now: Callable[[], float] = time.time, feature_names: Sequence[str] = ()) -> None:
+                 now: Callable[[], float] = time.time, feature_names: Sequence[str] = (),
+                 event_time: EventTimeGuard | None = None) -> None:
         self.source, self.shards, self.trainer, self.monitor = source, list(shards), trainer, monitor
         self.replay = replay  # False for shards that never restart (in process): no replay log to keep
         self.max_in_flight, self.store, self.checkpoint_every_s = max_in_flight, store, checkpoint_every_s
         self.pace, self.offload, self.now = pace_events_per_s, offload, now
         self.partitioner = Partitioner(len(self.shards))
         self.watermark = Watermark(lateness_s)
+        self.guard = event_time or EventTimeGuard.from_config(StreamConfig())
         manifest = store.latest_manifest() if store else None
         if manifest is not None:
             self.position = manifest["position"]
@@ -136,6 +138,7 @@ class Coordinator:
             # After any newer checkpoint that was found damaged: its id is taken.
             self.checkpoint_id = max(manifest["checkpoint_id"], getattr(store, "last_id", lambda: 0)())
             self.watermark.restore({"max_times": manifest.get("max_event_times")})
+            self.guard.heal(self.watermark)  # a clock poisoned before the guard existed is not resumed
         else:
             self.position = source.initial_position()
             self.batch_id = 0
@@ -168,7 +171,7 @@ class Coordinator:
             checkpoint_every_s=cfg.checkpoints.interval_s,
             # Pacing is for the generator; a file source paces itself (speed) and Kafka is paced by producers.
             pace_events_per_s=cfg.stream.max_events_per_s if cfg.stream.source == "synthetic" else None,
-            feature_names=cfg.features.feature_names(),
+            feature_names=cfg.features.feature_names(), event_time=EventTimeGuard.from_config(cfg.stream),
         )
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -221,13 +224,17 @@ class Coordinator:
 
     async def _dispatch(self, df: pd.DataFrame) -> None:
         self.batch_id += 1
+        self.counters["rows_read"] += len(df)
+        df, rejected = self.guard.check(df, self.watermark)  # before the watermark sees a time from 2100
+        if rejected:
+            self.reasons.update(rejected)
+            self.counters["rejected"] += sum(rejected.values())
         wm = self.watermark.observe(df)
         clock = self.watermark.clock
         parts = self.partitioner.split(df)
         if self.replay:
             self.log.append(self.batch_id, wm, clock, parts)
         self.counters["batches"] += 1
-        self.counters["rows_read"] += len(df)
         for i, part in enumerate(parts):
             while len(self.in_flight[i]) >= max(self.max_in_flight, 1):
                 await self._collect_oldest(i)

@@ -82,6 +82,15 @@ class StreamConfig(_Strict):
     label_delay_events: int = Field(300, ge=0, description="labels arrive this many events after their event")
     drift_every: int = Field(40000, gt=0, description="abrupt concept drift every N events")
     bad_row_rate: float = Field(0.002, ge=0, le=1, description="share of malformed rows injected")
+    max_event_time_skew_s: float | None = Field(
+        300.0, gt=0, description="reject (event_time_future) a row, from any source, whose event time is further "
+        "than this ahead of the wall clock, so one bad client clock cannot move the watermark; null = no limit",
+    )
+    max_event_age_s: float | None = Field(
+        None, gt=0, description="reject (event_time_past) a row further than this behind the latest event time of "
+        "its partition (the stream's own clock, so replays of old files work); null = no limit (late_policy drop "
+        "already rejects rows behind the watermark)",
+    )
 
     @model_validator(mode="after")
     def _source_section_present(self) -> "StreamConfig":
