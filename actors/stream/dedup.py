@@ -2,7 +2,11 @@
 
 Ids are 8-byte hashes in sorted numpy arrays, in two generations: when the newer one
 reaches half the capacity it becomes the older one and the oldest ids are forgotten, so at
-least ``capacity / 2`` and at most ``capacity`` recent ids are remembered.
+least ``capacity / 2`` and at most ``capacity`` recent ids are remembered. Memory is bounded
+by the capacity, whatever the number of entities. The newer generation is a few sorted
+chunks merged like a binary counter (a chunk joins its older neighbour once it is half its
+size), so a batch costs O(batch · log) amortised: it is checked against O(log) chunks, and
+no batch re-sorts the whole generation.
 
 Example:
     >>> import numpy as np
@@ -54,12 +58,13 @@ class Dedup:
         repeat[first] = False
         dup |= repeat
         fresh = np.sort(ids[~dup])
-        self.new.append(fresh)
-        self.new_size += len(fresh)
-        if len(self.new) > 16:
-            self.new = [np.sort(np.concatenate(self.new))]
+        if len(fresh):
+            self.new.append(fresh)
+            self.new_size += len(fresh)
+        while len(self.new) > 1 and len(self.new[-2]) <= 2 * len(self.new[-1]):
+            self.new[-2:] = [np.sort(np.concatenate(self.new[-2:]), kind="stable")]  # a merge of two sorted runs
         if self.new_size >= max(self.capacity // 2, 1):
-            self.old = np.sort(np.concatenate(self.new))
+            self.old = np.sort(np.concatenate(self.new), kind="stable")
             self.new, self.new_size = [], 0
         return dup
 

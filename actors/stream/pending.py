@@ -4,6 +4,12 @@ A shard computes an event's features when the event arrives (point in time) and 
 here until the label names the event; the pair is then a training row. Rows whose label
 does not come within the timeout expire.
 
+Layout (issue 14): the rows sit in arrival order in arrays with spare room at the end (they
+double when full), so adding a batch copies only the batch; each added batch also keeps its
+rows' order by event time, so ``expire`` reads only the rows that expire (and one time per
+batch still held), not every pending row. Rows labelled or expired are marked dead and
+given back when half the rows are dead. Every step costs O(batch · log) amortised.
+
 Example:
     >>> import numpy as np
     >>> p = PendingRows(n_features=1)
@@ -12,6 +18,8 @@ Example:
     >>> found, pos = p.take(np.array([8, 9], np.uint64))
     >>> found.tolist(), p.feats[pos].tolist(), len(p)
     ([True, False], [[0.7]], 1)
+    >>> p.expire(before=1.5), len(p)
+    (1, 0)
 """
 
 from __future__ import annotations
@@ -21,6 +29,17 @@ from typing import Any
 import numpy as np
 
 COLUMNS = ("ids", "event_ids", "entities", "times", "feats")
+_ARENA = (*COLUMNS, "alive", "by_time")  # by_time: within each added batch, its rows' positions by event time
+
+
+class _Column:
+    """The used part of one of the rows' arrays (the arrays keep spare room at the end)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: "PendingRows | None", owner: type | None = None) -> Any:
+        return self if obj is None else obj._cols[self.name][:obj._n]
 
 
 class PendingRows:
@@ -32,56 +51,90 @@ class PendingRows:
 
     def _clear(self) -> None:
         self.index: dict[int, int] = {}
-        self.ids = np.zeros(0, np.uint64)
-        self.event_ids = np.zeros(0, object)
-        self.entities = np.zeros(0, object)
-        self.times = np.zeros(0, np.float64)
-        self.feats = np.zeros((0, self.n_features), np.float64)
-        self.alive = np.zeros(0, bool)
+        self._n = 0
+        self._cols = {"ids": np.zeros(0, np.uint64), "event_ids": np.zeros(0, object),
+                      "entities": np.zeros(0, object), "times": np.zeros(0, np.float64),
+                      "feats": np.zeros((0, self.n_features), np.float64), "alive": np.zeros(0, bool),
+                      "by_time": np.zeros(0, np.int64)}
+        # One entry per added batch: its rows are [start, end); by_time[head:end] are those not yet expired.
+        self._seg_head = np.zeros(0, np.int64)
+        self._seg_end = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return len(self.index)
 
+    # The columns; row i is the i-th event added since the last compaction (``take`` returns such positions).
+    ids = _Column()  # event-id hashes
+    event_ids = _Column()
+    entities = _Column()
+    times = _Column()  # event times (s)
+    feats = _Column()  # feature vectors
+    alive = _Column()  # still waiting: neither labelled nor expired
+
     def add(self, ids: np.ndarray, event_ids: np.ndarray, entities: np.ndarray, times: np.ndarray,
             feats: np.ndarray) -> None:
         """Keep these events until their labels arrive."""
-        base = len(self.ids)
-        self.index.update(zip(ids.tolist(), range(base, base + len(ids))))
-        self.ids = np.concatenate([self.ids, ids])
-        self.event_ids = np.concatenate([self.event_ids, event_ids.astype(object)])
-        self.entities = np.concatenate([self.entities, entities.astype(object)])
-        self.times = np.concatenate([self.times, times])
-        self.feats = np.vstack([self.feats, feats])
-        self.alive = np.concatenate([self.alive, np.ones(len(ids), bool)])
+        b, base = len(ids), self._n
+        if b == 0:
+            return
+        if base + b > len(self._cols["ids"]):
+            cap = max(2 * len(self._cols["ids"]), base + b, 64)
+            for name, a in self._cols.items():
+                grown = np.zeros((cap, *a.shape[1:]), a.dtype)
+                grown[:base] = a[:base]
+                self._cols[name] = grown
+        times = np.asarray(times, np.float64)
+        new = {"ids": np.asarray(ids, np.uint64), "event_ids": np.asarray(event_ids).astype(object),
+               "entities": np.asarray(entities).astype(object), "times": times,
+               "feats": np.asarray(feats, np.float64).reshape(b, self.n_features), "alive": np.ones(b, bool),
+               "by_time": base + np.argsort(times, kind="stable")}
+        for name in _ARENA:
+            self._cols[name][base:base + b] = new[name]
+        self._n = base + b
+        self.index.update(zip(new["ids"].tolist(), range(base, base + b)))
+        self._seg_head = np.append(self._seg_head, base)
+        self._seg_end = np.append(self._seg_end, base + b)
 
     def take(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, row positions) for these ids; found rows leave the pending set."""
         pos = np.fromiter((self.index.pop(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
         found = pos >= 0
-        self.alive[pos[found]] = False
+        self._cols["alive"][pos[found]] = False
         return found, pos[found]
 
     def expire(self, before: float) -> int:
         """Drop events older than ``before`` (event time) still unlabelled; returns how many."""
-        old = self.alive & (self.times < before)
-        for i in self.ids[old].tolist():
-            self.index.pop(i, None)
-        self.alive[old] = False
-        n = int(old.sum())
-        if len(self.alive) > 1024 and self.alive.sum() < len(self.alive) // 2:
+        times, by_time = self._cols["times"], self._cols["by_time"]
+        open_ = self._seg_head < self._seg_end
+        segs = np.flatnonzero(open_)
+        segs = segs[times[by_time[self._seg_head[segs]]] < before]  # batches whose oldest row expires
+        alive, n = self._cols["alive"], 0
+        for s in segs.tolist():
+            head, end = int(self._seg_head[s]), int(self._seg_end[s])
+            rows = by_time[head:end]
+            cut = head + int(np.searchsorted(times[rows], before, "left"))
+            old = by_time[head:cut]
+            old = old[alive[old]]
+            for i in self._cols["ids"][old].tolist():
+                self.index.pop(i, None)
+            alive[old] = False
+            n += len(old)
+            self._seg_head[s] = cut
+        if self._n > 1024 and len(self.index) < self._n // 2:
             self._compact()
         return n
 
     def _compact(self) -> None:
-        keep = self.alive
-        self.ids, self.event_ids, self.entities = self.ids[keep], self.event_ids[keep], self.entities[keep]
-        self.times, self.feats, self.alive = self.times[keep], self.feats[keep], self.alive[keep]
-        self.index = dict(zip(self.ids.tolist(), range(len(self.ids))))
+        keep = np.flatnonzero(self.alive)
+        live = {name: self._cols[name][keep] for name in COLUMNS}
+        self._clear()
+        if len(keep):
+            self.add(live["ids"], live["event_ids"], live["entities"], live["times"], live["feats"])
 
     def snapshot(self) -> dict[str, Any]:
         """The live rows, in arrival order (dead rows are dropped from memory first)."""
         self._compact()  # a checkpoint is a good moment to give back the rows already labelled
-        return {name: getattr(self, name) for name in COLUMNS}
+        return {name: getattr(self, name).copy() for name in COLUMNS}
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Replace the pending rows with ``snap``'s."""
@@ -89,3 +142,8 @@ class PendingRows:
         self.add(np.asarray(snap["ids"], np.uint64), np.asarray(snap["event_ids"], object),
                  np.asarray(snap["entities"], object), np.asarray(snap["times"], np.float64),
                  np.asarray(snap["feats"], np.float64).reshape(-1, self.n_features))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the numeric arrays allocated (spare room included; not the id/entity strings)."""
+        return sum(a.nbytes for name, a in self._cols.items() if a.dtype != object) + self._seg_end.nbytes * 2

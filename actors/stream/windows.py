@@ -1,20 +1,35 @@
 """Vectorised per-entity event-time series with sliding-window aggregates (plain numpy).
 
 A ``SeriesStore`` keeps, for every entity key, the rows (event time, values) that a future
-window can still need, as flat arrays sorted by (key, time). A batch is applied with a
-handful of numpy calls, never a Python loop per event:
+window can still need, and answers, for many (key, time) points at once, aggregates over the
+rows with time in ``[t - W, t)`` — strictly before ``t``, so an event's own values are not in
+its history. ``prune(horizon)`` forgets rows older than any window can reach, keeping each
+key's newest row (for "last value" and "time since last event") unless the key has been idle
+since before ``expire_before_us``: then the whole key is forgotten (expiry).
 
-- ``insert`` gathers the rows of the keys in the batch, merges the new rows in, and puts
-  them back (a stable sort of two sorted runs, i.e. a linear merge);
-- ``query`` answers, for many (key, time) points at once, aggregates over the rows with
-  time in ``[t - W, t)`` — strictly before ``t``, so an event's own values are not in its
-  history — using prefix sums and ``searchsorted`` on a composite (group, time) key;
-- ``prune`` forgets rows older than any window can reach, keeping each key's last row
-  (for "last value" and "time since last event").
+Layout (issue 14): sorted immutable runs (``runs.Run``), merged like a binary counter. A batch
+is sorted on its own into a new run; a run is merged into its older neighbour when it has
+grown to half that one's size, so there are O(log n) runs and a row is merged O(log n) times:
+insert costs O(batch · log n) amortised, not a sort of the whole state. A prune only records
+the horizon (rows behind it are *dead*: queries clamp their windows to it); dead rows leave
+memory when their run is merged, or rewritten once about a quarter of it is dead, so memory
+stays within ~4/3 of the live rows. Keys are stored once per run, not per row. Chosen over
+per-entity ring buffers in one arena: those are written in place (a published lookup view
+would need copies), grow per entity, and need the same sort for late events; runs are never
+written, so ``frozen()`` is O(1). Queries bisect each run's key range (O(log) per run), gather
+the rows of the longest window and reduce them (sum, squares, min, max) in (time, arrival)
+order, so results do not depend on how the rows happen to be split into runs, and sums are
+anchored on the key's last value (no cancellation for large magnitudes); prefix sums would
+make sums O(1) but cost 16 bytes per row and value, and min/max need the rows anyway.
 
-Times are integer microseconds, so window boundaries are exact. The arrays are never written
-in place: ``insert``, ``prune`` and ``restore`` build new ones and rebind them, so a reader
-holding the old arrays (a shard's lookup view, ``lookup.ShardView``) keeps a whole state.
+Measured (one process, 10k-event batches over 100k keys, 2 values, windows 300 s/3600 s,
+insert + prune + query per batch, median of 5; load average ~8 on 2 cores, see the issue):
+
+    stored rows      100k     600k     1.0M     3.6M
+    before (flat)    MEASURE_BEFORE
+    after (runs)     MEASURE_AFTER
+
+Times are integer microseconds, so window boundaries are exact.
 
 Example:
     >>> import numpy as np
@@ -23,15 +38,24 @@ Example:
     >>> q = st.query(np.array([7], np.uint64), np.array([13_000_000]), windows_us=[10_000_000])
     >>> q["count"][0].tolist(), q["sum"][0][:, 0].tolist(), q["last"][:, 0].tolist(), q["age_us"].tolist()
     ([2], [10.0], [6.0], [1000000])
+    >>> st.prune(12_000_000); len(st), st.n_keys()          # the newest row stays
+    (1, 1)
+    >>> st.prune(20_000_000, expire_before_us=13_000_000); len(st), st.n_keys()   # idle too long: gone
+    (0, 0)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from streamfit.actors.stream.runs import NO_TIME, Run, bisect, build, concat_ranges, merge, rebuild
+
+__all__ = ["US", "SeriesStore", "concat_ranges", "to_us"]
+
 US = 1_000_000
+DEAD_SHARE = 0.25  # a run is rewritten once about this share of its rows is dead
 
 
 def to_us(seconds: np.ndarray | float) -> np.ndarray:
@@ -39,79 +63,186 @@ def to_us(seconds: np.ndarray | float) -> np.ndarray:
     return np.round(np.asarray(seconds, dtype=np.float64) * US).astype(np.int64)
 
 
-def concat_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Indices lo[0]..hi[0]-1, lo[1]..hi[1]-1, … as one array."""
-    lens = hi - lo
-    total = int(lens.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.repeat(lo - (np.cumsum(lens) - lens), lens)
-    return starts + np.arange(total, dtype=np.int64)
-
-
-def _range_reduce(ufunc: np.ufunc, arr: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """ufunc-reduction of the rows arr[s_i:e_i] for each i, all columns at once (nan where empty)."""
-    out = np.full((len(s), arr.shape[1]), np.nan)
+def _range_reduce(ufunc: np.ufunc, padded: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """ufunc-reduction of the rows padded[s_i:e_i] for each i (ranges in order, disjoint; the last
+    row of ``padded`` is padding, so every ``e_i`` is a valid index); nan where empty."""
+    out = np.full((len(s), padded.shape[1]), np.nan)
     nonempty = e > s
-    if not nonempty.any():
-        return out
-    padded = np.vstack([arr, np.full((1, arr.shape[1]), np.nan)])  # reduceat indices must stay < len
-    ss, ee = s[nonempty], e[nonempty]
-    # reduceat also reduces the gaps (e_i, s_i+1); visiting ranges by start keeps those gaps short.
-    order = np.argsort(ss, kind="stable")
-    idx = np.empty(2 * len(ss), dtype=np.int64)
-    idx[0::2], idx[1::2] = ss[order], ee[order]
-    res = np.empty((len(ss), arr.shape[1]))
-    res[order] = ufunc.reduceat(padded, idx, axis=0)[0::2]
-    out[nonempty] = res
+    if nonempty.any():
+        idx = np.empty(2 * int(nonempty.sum()), dtype=np.int64)
+        idx[0::2], idx[1::2] = s[nonempty], e[nonempty]
+        out[nonempty] = ufunc.reduceat(padded, idx, axis=0)[0::2]
     return out
 
 
+class _State(NamedTuple):
+    """One whole state: runs (oldest first), how many were there at the last prune, its bounds."""
+
+    runs: tuple[Run, ...]
+    n_old: int  # runs[:n_old] hold rows inserted before the last prune; the horizon applies to them
+    horizon: int
+    expire: int
+
+
+EMPTY = _State((), 0, NO_TIME, NO_TIME)
+
+
 class SeriesStore:
-    """Rows (key, time µs, values) still needed by some window, sorted by (key, time) (a ``Stateful``)."""
+    """Rows (key, time µs, values) still needed by some window (a ``Stateful``)."""
 
     def __init__(self, n_values: int) -> None:
         self.n_values = n_values
-        self.keys = np.zeros(0, dtype=np.uint64)
-        self.times = np.zeros(0, dtype=np.int64)
-        self.values = np.zeros((0, n_values), dtype=np.float64)
+        self._state = EMPTY
+        self._flat: tuple[_State, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._assigned: dict[str, np.ndarray] = {}
 
+    def frozen(self) -> "SeriesStore":
+        """A store sharing this state as it is now; later inserts and prunes never change it."""
+        view = SeriesStore(self.n_values)
+        view._state = self._state
+        return view
+
+    # -- sizes (of the rows a query can see: the same however the runs happen to be split) ---
     def __len__(self) -> int:
-        return len(self.keys)
+        st = self._state
+        n = sum(len(r) if i >= st.n_old else int(np.count_nonzero(r.times >= st.horizon))
+                for i, r in enumerate(st.runs))
+        return n + self._n_pinned(st)
 
     def n_keys(self) -> int:
         """Number of distinct keys held."""
-        return int(len(np.unique(self.keys))) if len(self.keys) else 0
+        st = self._state
+        if not st.runs:
+            return 0
+        young = [r.ukeys for r in st.runs[st.n_old:]]
+        alive = [r.ukeys[r.times[r.starts[1:] - 1] >= st.expire] for r in st.runs[:st.n_old]]
+        return len(np.unique(np.concatenate(young + alive)))
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Mask of the keys that have rows here (O(log) per key; ``FeatureShard.features`` wants this)."""
+        st, keys = self._state, np.asarray(keys, dtype=np.uint64)
+        found = np.zeros(len(keys), dtype=bool)
+        for i, r in enumerate(st.runs):
+            lt = r.last_times(keys)
+            found |= (lt >= st.expire) if i < st.n_old else (lt > np.iinfo(np.int64).min)
+        return found
+
+    @staticmethod
+    def _n_pinned(st: _State) -> int:
+        """How many keys keep their newest old row behind the horizon."""
+        old, n = st.runs[:st.n_old], 0
+        for i, r in enumerate(old):
+            lt = r.times[r.starts[1:] - 1]
+            m = (lt < st.horizon) & (lt >= st.expire)
+            ck, ct = r.ukeys[m], lt[m]
+            newest = np.ones(len(ck), dtype=bool)
+            for j, other in enumerate(old):
+                if j != i:
+                    newest &= (other.last_times(ck) <= ct) if j < i else (other.last_times(ck) < ct)
+            n += int(newest.sum())
+        return n
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the arrays."""
-        return int(self.keys.nbytes + self.times.nbytes + self.values.nbytes)
+        """Bytes the rows a query can see need in this layout (a row: time and values; a key: 16)."""
+        return len(self) * 8 * (1 + self.n_values) + 16 * self.n_keys()
 
-    def _ranges(self, ukeys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.searchsorted(self.keys, ukeys, "left"), np.searchsorted(self.keys, ukeys, "right")
+    @property
+    def allocated_bytes(self) -> int:
+        """Bytes the runs hold now: ``nbytes`` plus dead rows not yet dropped and keys repeated across runs."""
+        return sum(r.nbytes for r in self._state.runs)
 
+    # -- the flat (key, time)-sorted view: snapshots, and the arrays older callers read -----
+    def _flat_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        st = self._state
+        if self._flat is not None and self._flat[0] is st:
+            return self._flat[1]
+        if not st.runs:
+            flat = (np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros((0, self.n_values)))
+        else:
+            uk, rank, times, values, src = merge(st.runs)
+            old = src < st.n_old
+            present = ~old | (times >= st.horizon)
+            o = np.flatnonzero(old)
+            last = np.ones(len(o), dtype=bool)
+            last[:-1] = rank[o[:-1]] != rank[o[1:]]
+            newest = o[last]
+            present[newest[times[newest] >= st.expire]] = True
+            flat = (uk[rank[present]], times[present], values[present])
+        self._flat = (st, flat)
+        return flat
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Every row's key, sorted by (key, time) (built from the runs: O(rows); prefer ``query``)."""
+        return self._flat_arrays()[0]
+
+    @property
+    def times(self) -> np.ndarray:
+        """Every row's time, in ``keys`` order."""
+        return self._flat_arrays()[1]
+
+    @property
+    def values(self) -> np.ndarray:
+        """Every row's values, in ``keys`` order."""
+        return self._flat_arrays()[2]
+
+    # Assigning keys, times and values (as ``lookup._frozen`` did) restores the store from them.
+    @keys.setter
+    def keys(self, a: np.ndarray) -> None:
+        self._assign("keys", a)
+
+    @times.setter
+    def times(self, a: np.ndarray) -> None:
+        self._assign("times", a)
+
+    @values.setter
+    def values(self, a: np.ndarray) -> None:
+        self._assign("values", a)
+
+    def _assign(self, name: str, a: np.ndarray) -> None:
+        self._assigned[name] = a
+        if len(self._assigned) == 3:
+            snap, self._assigned = self._assigned, {}
+            self.restore(snap)
+
+    # -- changes ---------------------------------------------------------------------------
     def insert(self, keys: np.ndarray, times_us: np.ndarray, values: np.ndarray) -> None:
         """Add rows; rows of the same key and time keep their arrival order after existing ones."""
         if len(keys) == 0:
             return
-        keys = np.asarray(keys, dtype=np.uint64)
-        ukeys = np.unique(keys)
-        lo, hi = self._ranges(ukeys)
-        old = concat_ranges(lo, hi)
-        mk = np.concatenate([self.keys[old], keys])
-        mt = np.concatenate([self.times[old], np.asarray(times_us, dtype=np.int64)])
-        mv = np.concatenate([self.values[old], np.asarray(values, dtype=np.float64).reshape(len(keys), -1)])
-        order = np.lexsort((mt, mk))  # stable: old rows before new ones at equal (key, time)
-        keep = np.ones(len(self.keys), dtype=bool)
-        keep[old] = False
-        allk = np.concatenate([self.keys[keep], mk[order]])
-        # Two runs each sorted by key, with disjoint keys: a stable sort merges them in linear time.
-        merge = np.argsort(allk, kind="stable")
-        self.keys = allk[merge]
-        self.times = np.concatenate([self.times[keep], mt[order]])[merge]
-        self.values = np.concatenate([self.values[keep], mv[order]])[merge]
+        st = self._state
+        runs = [*st.runs, build(keys, times_us, np.asarray(values, np.float64).reshape(len(keys), -1))]
+        self._set(st._replace(runs=tuple(_merge_sizes(runs, st.n_old))))
 
+    def prune(self, horizon_us: int, expire_before_us: int | None = None) -> None:
+        """Drop rows older than ``horizon_us`` except the newest row of each key; with
+        ``expire_before_us``, also keys whose newest row is older than that (clamped to the horizon).
+
+        Both bounds are meant to move forward; moving one back is exact but rebuilds the store.
+        """
+        st = self._state
+        horizon = int(horizon_us)
+        expire = NO_TIME if expire_before_us is None else min(int(expire_before_us), horizon)
+        if horizon < st.horizon or expire < st.expire:
+            keys, times, values = self._flat_arrays()
+            last = np.ones(len(keys), dtype=bool)
+            last[:-1] = keys[:-1] != keys[1:]
+            keep = (times >= horizon) | (last & (times >= expire))
+            runs = [build(keys[keep], times[keep], values[keep])] if keep.any() else []
+        else:
+            runs, i = list(st.runs), 0
+            while i < len(runs):
+                if runs[i].dead_estimate(horizon, expire) > DEAD_SHARE * len(runs[i]):
+                    new = rebuild(runs, i, i + 1, horizon, expire)
+                    runs[i:i + 1] = new
+                    i += len(new)
+                else:
+                    i += 1
+            runs = _merge_sizes(runs, 0, horizon, expire)
+        self._set(_State(tuple(runs), len(runs), horizon, expire))
+
+    # -- queries ---------------------------------------------------------------------------
     def query(self, keys: np.ndarray, times_us: np.ndarray, windows_us: list[int],
               minmax: bool = False) -> dict[str, Any]:
         """Aggregates over [t - W, t) for each (key, t) and each window W.
@@ -121,75 +252,113 @@ class SeriesStore:
         ``last`` (n, k) / ``age_us`` (n,) from the key's latest row before t (nan / -1 when none).
         """
         keys = np.asarray(keys, dtype=np.uint64)
-        t = np.asarray(times_us, dtype=np.int64)
-        n, k = len(keys), self.n_values
-        ukeys, inv = np.unique(keys, return_inverse=True)
-        lo, hi = self._ranges(ukeys)
-        rows = concat_ranges(lo, hi)
-        lens = hi - lo
-        gstart = (np.cumsum(lens) - lens)[inv]  # where each query's key block starts in the gathered rows
-        gt = self.times[rows]
-        gv = self.values[rows]
-        group = np.repeat(np.arange(len(ukeys), dtype=np.int64), lens)
-        wmax = max(windows_us) if windows_us else 0
-        floor = (int(t.min()) - wmax - 1) if n else 0
-        top = max(int(gt.max()) if len(gt) else floor, int(t.max()) if n else floor)
-        span = top - floor + 2
-        comp = group * span + (np.maximum(gt, floor) - floor)  # sorted, since rows are sorted by (key, time)
-        base = inv.astype(np.int64) * span - floor
-        e = np.searchsorted(comp, base + t, "left")
-        # Sums are reduced per range (not as differences of one running sum over every key), so
-        # one key's large values cannot cost another key its precision; values are shifted by the
-        # key's first row so the variance does not cancel.
-        first = np.zeros((len(ukeys), k))
-        has = lens > 0
-        first[has] = gv[(np.cumsum(lens) - lens)[has]]
-        shifted = gv - first[group] if len(gv) else gv
-        out: dict[str, Any] = {"count": [], "sum": [], "mean": [], "std": [], "min": [], "max": []}
-        f = first[inv]
-        for w in windows_us:
-            s = np.maximum(np.searchsorted(comp, base + t - w, "left"), gstart)
-            cnt = np.maximum(e - s, 0)
-            ssum = np.nan_to_num(_range_reduce(np.add, shifted, s, e))
-            ssq = np.nan_to_num(_range_reduce(np.add, shifted * shifted, s, e))
-            c = cnt[:, None].astype(np.float64)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean_shift = np.where(c > 0, ssum / c, np.nan)
-                var = np.where(c > 1, (ssq - c * mean_shift**2) / (c - 1), np.nan)
-            out["count"].append(cnt)
-            out["sum"].append(np.where(c > 0, ssum + c * f, 0.0))
-            out["mean"].append(mean_shift + f)
-            out["std"].append(np.sqrt(np.maximum(var, 0.0)))
-            if minmax:
-                out["min"].append(_range_reduce(np.minimum, gv, s, e))
-                out["max"].append(_range_reduce(np.maximum, gv, s, e))
-        prev = e - 1
-        has_prev = prev >= gstart
-        safe = np.where(has_prev, prev, 0)
-        if len(gv):
-            out["last"] = np.where(has_prev[:, None], gv[safe], np.nan)
-            out["age_us"] = np.where(has_prev, t - gt[safe], -1)
-        else:
-            out["last"] = np.full((n, k), np.nan)
-            out["age_us"] = np.full(n, -1, dtype=np.int64)
-        return out
+        order = np.argsort(keys, kind="stable")  # key order: the searches read each run in order
+        res = _query(self._state, self.n_values, keys[order], np.asarray(times_us, dtype=np.int64)[order],
+                     [int(w) for w in windows_us], minmax)
+        inv = np.empty_like(order)
+        inv[order] = np.arange(len(order))
+        return {name: ([a[inv] for a in v] if isinstance(v, list) else v[inv]) for name, v in res.items()}
 
-    def prune(self, horizon_us: int) -> None:
-        """Drop rows older than ``horizon_us`` except the newest row of each key."""
-        if not len(self.keys):
-            return
-        is_last = np.ones(len(self.keys), dtype=bool)
-        is_last[:-1] = self.keys[:-1] != self.keys[1:]
-        keep = (self.times >= horizon_us) | is_last
-        if not keep.all():
-            self.keys, self.times, self.values = self.keys[keep], self.times[keep], self.values[keep]
-
+    # -- snapshots -------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        """The arrays (``keys``, ``times``, ``values``), sorted by (key, time)."""
-        return {"keys": self.keys, "times": self.times, "values": self.values}
+        """The rows as arrays (``keys``, ``times``, ``values``), sorted by (key, time)."""
+        keys, times, values = self._flat_arrays()
+        return {"keys": keys, "times": times, "values": values}
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Replace the rows with ``snap``'s (copied, so the snapshot stays untouched)."""
-        self.keys = np.array(snap["keys"], dtype=np.uint64)
-        self.times = np.array(snap["times"], dtype=np.int64)
-        self.values = np.array(snap["values"], dtype=np.float64).reshape(len(self.keys), self.n_values)
+        keys = np.array(snap["keys"], dtype=np.uint64)
+        values = np.array(snap["values"], dtype=np.float64).reshape(len(keys), self.n_values)
+        runs = (build(keys, np.array(snap["times"], dtype=np.int64), values),) if len(keys) else ()
+        self._set(_State(runs, len(runs), NO_TIME, NO_TIME))
+
+    def _set(self, state: _State) -> None:
+        self._state, self._flat = state, None  # one rebinding: a frozen view keeps the old state whole
+
+
+def _merge_sizes(runs: list[Run], start: int, horizon: int = NO_TIME, expire: int = NO_TIME) -> list[Run]:
+    """Merge neighbours in ``runs[start:]`` until each run is more than twice the next younger one."""
+    i = len(runs) - 1
+    while i > start:
+        if len(runs[i - 1]) <= 2 * len(runs[i]):
+            runs[i - 1:i + 1] = rebuild(runs, i - 1, i + 1, horizon, expire)
+            i = len(runs) - 1
+        else:
+            i -= 1
+    return runs
+
+
+def _query(st: _State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[int], minmax: bool) -> dict[str, Any]:
+    """``SeriesStore.query`` for queries sorted by key."""
+    n = len(qk)
+    wmax = max(windows) if windows else 0
+    best_t, best_r, best_i = np.full(n, np.iinfo(np.int64).min), np.full(n, -1), np.zeros(n, np.int64)
+    new_t, new_r, new_i = best_t.copy(), best_r.copy(), best_i.copy()  # newest row among the old runs
+    ranges = []
+    for ri, run in enumerate(st.runs):
+        old = ri < st.n_old
+        lo, hi = run.locate(qk)
+        e = bisect(run.times, lo, hi, qt)
+        s = bisect(run.times, lo, e, np.maximum(qt - wmax, st.horizon) if old else qt - wmax)
+        ranges.append((s, e))
+        cand = e - 1
+        ct = run.times[np.maximum(cand, 0)]
+        ok = (e > lo) & ((ct >= st.horizon) if old else True) & (ct >= best_t)  # a younger run wins a tie
+        best_t, best_r, best_i = np.where(ok, ct, best_t), np.where(ok, ri, best_r), np.where(ok, cand, best_i)
+        if old:
+            lt = run.times[np.maximum(hi - 1, 0)]
+            ok = (hi > lo) & (lt >= new_t)
+            new_t, new_r, new_i = np.where(ok, lt, new_t), np.where(ok, ri, new_r), np.where(ok, hi - 1, new_i)
+    # An old key's newest row behind the horizon is still there (unless the key expired).
+    kept = (new_r >= 0) & (new_t < st.horizon) & (new_t >= st.expire) & (new_t < qt)
+    ok = kept & (new_t > best_t)
+    best_t, best_r, best_i = np.where(ok, new_t, best_t), np.where(ok, new_r, best_r), np.where(ok, new_i, best_i)
+    extra = kept & (new_t >= qt - wmax)
+    out: dict[str, Any] = {"last": np.full((n, k), np.nan), "age_us": np.where(best_r >= 0, qt - best_t, -1)}
+    for ri, run in enumerate(st.runs):
+        m = best_r == ri
+        out["last"][m] = run.values[best_i[m]]
+    for name in ("count", "sum", "mean", "std", "min", "max"):
+        out[name] = []
+    if not windows:
+        return out
+    # The rows of the longest window, per query, in (time, arrival) order whatever runs they came
+    # from: the extra row (the oldest arrival), then each run's rows, oldest run first, sorted stably.
+    qs, ts, vs = [np.flatnonzero(extra)], [new_t[extra]], [np.zeros((int(extra.sum()), k))]
+    for ri, run in enumerate(st.runs[:st.n_old]):
+        m = extra & (new_r == ri)
+        vs[0][m[extra]] = run.values[new_i[m]]
+    for run, (s, e) in zip(st.runs, ranges):
+        src = concat_ranges(s, e)
+        qs.append(np.repeat(np.arange(n, dtype=np.int64), e - s))
+        ts.append(run.times[src])
+        vs.append(run.values[src])
+    qrep, gt, gv = np.concatenate(qs), np.concatenate(ts), np.concatenate(vs)
+    if n * (wmax + 1) < 2**62:
+        o = np.argsort(qrep * (wmax + 1) + (gt - (qt - wmax)[qrep]), kind="stable")
+    else:
+        o = np.lexsort((gt, qrep))
+    qrep, gt, gv = qrep[o], gt[o], gv[o]
+    end = np.cumsum(np.bincount(qrep, minlength=n))
+    start = end - np.bincount(qrep, minlength=n)
+    anchor = np.nan_to_num(out["last"])  # the last value is in every non-empty window: no cancellation
+    shifted = gv - anchor[qrep]
+    pad = np.full((1, k), np.nan)  # reduceat indices must stay < len
+    p_shift, p_sq, p_raw = np.vstack([shifted, pad]), np.vstack([shifted * shifted, pad]), np.vstack([gv, pad])
+    for w in windows:
+        s = bisect(gt, start, end, qt - w)
+        cnt = end - s
+        ssum = np.nan_to_num(_range_reduce(np.add, p_shift, s, end))
+        ssq = np.nan_to_num(_range_reduce(np.add, p_sq, s, end))
+        c = cnt[:, None].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_shift = np.where(c > 0, ssum / c, np.nan)
+            var = np.where(c > 1, (ssq - c * mean_shift**2) / (c - 1), np.nan)
+        out["count"].append(cnt)
+        out["sum"].append(np.where(c > 0, ssum + c * anchor, 0.0))
+        out["mean"].append(mean_shift + anchor)
+        out["std"].append(np.sqrt(np.maximum(var, 0.0)))
+        if minmax:
+            out["min"].append(_range_reduce(np.minimum, p_raw, s, end))
+            out["max"].append(_range_reduce(np.maximum, p_raw, s, end))
+    return out

@@ -1,0 +1,183 @@
+"""Immutable sorted runs of (key, time µs, values) rows: the pieces a ``SeriesStore`` is made of.
+
+A ``Run`` holds rows sorted by (key, time, arrival). The key is stored once per distinct key
+(``ukeys[j]`` owns rows ``starts[j]:starts[j + 1]``), so a row costs its time (8 bytes) and its
+values. A run is never written after it is built: stores replace runs, so a reader holding
+the old ones (a lookup view) keeps a whole state.
+
+``bisect`` searches many (row range, time) pairs at once, ``merge`` puts several runs (oldest
+first) back into one order, ``rebuild`` merges runs while dropping the rows a prune has made
+dead (each key's newest row stays, unless the key has expired).
+
+Example:
+    >>> import numpy as np
+    >>> r = build(np.array([9, 4, 9], np.uint64), np.array([5, 7, 1]), np.array([[1.0], [2.0], [3.0]]))
+    >>> r.ukeys.tolist(), r.starts.tolist(), r.times.tolist(), r.values[:, 0].tolist()
+    ([4, 9], [0, 1, 3], [7, 1, 5], [2.0, 3.0, 1.0])
+    >>> lo, hi = r.locate(np.array([9, 8], np.uint64))
+    >>> bisect(r.times, lo, hi, np.array([2, 0])).tolist()   # first row of the key at or after the time
+    [2, 0]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+NO_TIME = -(2**62)  # before every time: "no horizon", "nothing expired"
+ABSENT = np.iinfo(np.int64).min  # time of a key a run does not hold
+SAMPLE = 64  # times kept per run to estimate how many rows a horizon has made dead
+
+
+def concat_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Indices lo[0]..hi[0]-1, lo[1]..hi[1]-1, … as one array."""
+    lens = hi - lo
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(lo - (np.cumsum(lens) - lens), lens)
+    return starts + np.arange(total, dtype=np.int64)
+
+
+def bisect(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """For each i, the first index in [lo_i, hi_i) whose time is >= target_i (hi_i if none).
+
+    ``times`` is sorted inside each range. The search narrows all ranges at once and stops
+    as soon as every range is settled, so it costs log2 of the longest range, not of the run.
+    """
+    lo = np.array(lo, dtype=np.int64)
+    hi = np.array(hi, dtype=np.int64)
+    target = np.asarray(target, dtype=np.int64)
+    act = np.flatnonzero(lo < hi)
+    while len(act):
+        a_lo, a_hi = lo[act], hi[act]
+        mid = (a_lo + a_hi) >> 1
+        go = times[mid] < target[act]
+        a_lo = np.where(go, mid + 1, a_lo)
+        a_hi = np.where(go, a_hi, mid)
+        lo[act], hi[act] = a_lo, a_hi
+        act = act[a_lo < a_hi]
+    return lo
+
+
+def stable_order(rank: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Stable order by (rank, time): a merge, nearly linear, when the input is a few sorted runs."""
+    if not len(rank):
+        return np.zeros(0, dtype=np.int64)
+    tmin = int(times.min())
+    span = int(times.max()) - tmin + 1
+    if (int(rank.max()) + 1) * span < 2**62:
+        return np.argsort(rank * span + (times - tmin), kind="stable")
+    return np.lexsort((times, rank))
+
+
+def _sample(times: np.ndarray) -> np.ndarray:
+    return np.sort(times[:: max(1, len(times) // SAMPLE)])
+
+
+class Run:
+    """Rows sorted by (key, time, arrival), keys stored once each; immutable once built."""
+
+    __slots__ = ("ukeys", "starts", "times", "values", "sample", "n_pinned", "pinned_sample")
+
+    def __init__(self, ukeys: np.ndarray, starts: np.ndarray, times: np.ndarray, values: np.ndarray,
+                 pinned: np.ndarray | None = None) -> None:
+        self.ukeys, self.starts, self.times, self.values = ukeys, starts, times, values
+        self.sample = _sample(times)  # to estimate how many rows fall behind a horizon
+        # Rows kept behind the horizon of the prune that built the run (each key's newest): not dead.
+        pinned_times = times[pinned] if pinned is not None else times[:0]
+        self.n_pinned = len(pinned_times)
+        self.pinned_sample = _sample(pinned_times)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays."""
+        return int(self.ukeys.nbytes + self.starts.nbytes + self.times.nbytes + self.values.nbytes)
+
+    def lengths(self) -> np.ndarray:
+        """Rows per distinct key."""
+        return np.diff(self.starts)
+
+    def keys(self) -> np.ndarray:
+        """The key of every row."""
+        return np.repeat(self.ukeys, self.lengths())
+
+    def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row range [lo, hi) of each key (empty for keys the run does not hold)."""
+        j = np.minimum(np.searchsorted(self.ukeys, keys), len(self.ukeys) - 1)
+        hit = self.ukeys[j] == keys
+        return np.where(hit, self.starts[j], 0), np.where(hit, self.starts[j + 1], 0)
+
+    def last_times(self, keys: np.ndarray) -> np.ndarray:
+        """Time of each key's newest row here (``ABSENT`` for keys the run does not hold)."""
+        lo, hi = self.locate(keys)
+        return np.where(hi > lo, self.times[np.maximum(hi - 1, 0)], ABSENT)
+
+    def dead_estimate(self, horizon: int, expire: int) -> float:
+        """About how many rows a prune at (horizon, expire) has made dead (from the time samples)."""
+        below = len(self) * np.searchsorted(self.sample, horizon) / max(1, len(self.sample))
+        expired = self.n_pinned * np.searchsorted(self.pinned_sample, expire) / max(1, len(self.pinned_sample))
+        return float(below - self.n_pinned + expired)
+
+
+def _from_sorted(uk: np.ndarray, rank: np.ndarray, times: np.ndarray, values: np.ndarray,
+                 pinned: np.ndarray | None = None) -> Run:
+    """A run from rows already sorted by (rank, time); ``uk[rank]`` is each row's key."""
+    first = np.ones(len(rank), dtype=bool)
+    first[1:] = rank[1:] != rank[:-1]
+    starts = np.append(np.flatnonzero(first), len(rank)).astype(np.int64)
+    return Run(uk[rank[first]], starts, times, values, pinned)
+
+
+def build(keys: np.ndarray, times: np.ndarray, values: np.ndarray) -> Run:
+    """A run of these rows (any order; rows of equal key and time keep their order)."""
+    uk, rank = np.unique(np.asarray(keys, dtype=np.uint64), return_inverse=True)
+    times = np.asarray(times, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64).reshape(len(times), -1)
+    order = stable_order(rank, times)
+    return _from_sorted(uk, rank[order], times[order], values[order])
+
+
+def merge(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ukeys, rank per row, times, values, source run per row) of ``runs`` (oldest first) in one order.
+
+    Rows of equal key and time keep the runs' order: the older run's first, as they arrived.
+    """
+    uk = np.unique(np.concatenate([r.ukeys for r in runs]))
+    rank = np.concatenate([np.repeat(np.searchsorted(uk, r.ukeys), r.lengths()) for r in runs])
+    times = np.concatenate([r.times for r in runs])
+    src = np.repeat(np.arange(len(runs)), [len(r) for r in runs])
+    order = stable_order(rank, times)
+    values = np.concatenate([r.values for r in runs])
+    return uk, rank[order], times[order], values[order], src[order]
+
+
+def rebuild(runs: Sequence[Run], i: int, j: int, horizon: int = NO_TIME, expire: int = NO_TIME) -> list[Run]:
+    """``runs[i:j]`` as one run, without the rows dead at ``horizon``/``expire`` (``[]`` if none is left).
+
+    A row behind the horizon stays only if it is its key's newest row anywhere (``runs[:i]``
+    are older, ``runs[j:]`` younger: they win ties) and not behind ``expire``.
+    """
+    uk, rank, times, values, _ = merge(runs[i:j])
+    keep = times >= horizon
+    last = np.ones(len(rank), dtype=bool)
+    last[:-1] = rank[:-1] != rank[1:]
+    cand = np.flatnonzero(last & ~keep)
+    if len(cand):
+        ck, ct = uk[rank[cand]], times[cand]
+        newest = ct >= expire
+        for r in runs[:i]:
+            newest &= r.last_times(ck) <= ct
+        for r in runs[j:]:
+            newest &= r.last_times(ck) < ct
+        keep[cand[newest]] = True
+    if not keep.any():
+        return []
+    if keep.all():
+        return [_from_sorted(uk, rank, times, values, times < horizon)]
+    times = times[keep]
+    return [_from_sorted(uk, rank[keep], times, values[keep], times < horizon)]
