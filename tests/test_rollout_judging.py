@@ -323,3 +323,38 @@ def test_the_newest_candidate_replaces_a_queued_one_and_supersedes_one_judged_in
     asyncio.run(go())
     dropped = [e for e in d.audit(v4) if e["event"] == "candidate_dropped"]
     assert dropped and dropped[0]["reason"] == f"superseded in the queue by v{v5}"
+
+
+def test_without_labelled_requests_the_shadow_stage_ends_after_a_bake_and_records_nothing(tmp_path):
+    d = Deployment(str(tmp_path), JUDGED)
+    v1, v2 = d.register(GOOD), d.register(GOOD)
+
+    async def go() -> float:
+        d.carry_out(d.m.start(v1, now=d.now, mode="flip"))
+        while d.m.rollout is not None:
+            await d.tick(requests=0)
+        d.carry_out(d.m.deploy(v2, now=d.now))
+        started = d.now
+        while d.m.state.weights[d.m.rollout.slot] == 0:
+            await d.tick(requests=0)
+        return d.now - started
+
+    waited = asyncio.run(go())
+    assert JUDGED.bake_s <= waited <= JUDGED.bake_s + 3 and d.m.rollout.results == []
+    assert not [e for e in d.audit(v2) if e["event"] == "shadow_judging"]
+
+
+def test_a_step_waits_for_its_pairs_while_labels_flow_rather_than_judge_on_the_prediction_shift(tmp_path):
+    cfg = JUDGED.model_copy(update={"min_labels": 150, "shadow_max_s": 2.0})
+    d = Deployment(str(tmp_path), cfg)
+    v1, v2 = d.register(GOOD), d.register(train(False, seed=4))
+
+    async def go() -> Any:
+        await d.run("start", v1, mode="flip")
+        return await d.run("deploy", v2)
+
+    r = asyncio.run(go())
+    shadow, first = r.results[0], r.results[1]
+    assert shadow["paired"]["decision"] == "too_few"  # the stage timed out: steps go on, waiting for pairs
+    assert first["judged_on"] == "paired labelled accuracy" and first["paired"]["n"] >= 150
+    assert r.phase == Phase.PROMOTED

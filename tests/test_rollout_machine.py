@@ -25,14 +25,16 @@ REPLICAS = ("r1", "r2")
 UNLOADABLE = {5}  # replicas fail to load it
 UNVERIFIED = {6}  # loads, but does not reproduce the registry's predictions
 WORSE = {4}  # loses accuracy on labelled requests
+BETTER = {7}  # far more accurate than any live version on the same requests (when judged on pairs)
 TIMEOUT = 30.0
 
 
 class World:
     """A machine, Router replicas that load what they are told when the test says so, a clock, the aliases."""
 
-    def __init__(self, cfg: RolloutConfig, now: float = 1000.0) -> None:
+    def __init__(self, cfg: RolloutConfig, now: float = 1000.0, paired: bool = False) -> None:
         self.cfg = cfg
+        self.judged_on_pairs = paired  # the monitor answers paired figures (shadow stage, fast path)
         self.now = now
         self.m = RolloutMachine(cfg, TIMEOUT)
         self.tracker = ReplicaTracker(ttl_s=5.0)
@@ -69,13 +71,22 @@ class World:
             return None
         return {v: (100, 0.70 if v in WORSE else 0.90) for v in want[0]}
 
+    def paired(self) -> dict[str, Any] | None:
+        want = self.m.paired_wanted()
+        if not self.judged_on_pairs or want is None:
+            return None
+        cand = want[1]
+        live_only, cand_only = (20, 0) if cand in WORSE else (0, 30) if cand in BETTER else (2, 2)
+        counts = {"n": 40, "live_only": live_only, "cand_only": cand_only, "both": 10}
+        return {**counts, "newest": counts, "live_labelled": 100}
+
     # -- driving -------------------------------------------------------------------------
     def apply(self, transitions: list) -> None:
         self.aliases = aliases_after(self.aliases, transitions)
         self.wait_errors += [t.error for t in transitions if isinstance(t, WaitDone) and t.error]
 
     def step(self) -> None:
-        self.apply(self.m.step(self.now, self.tracker, self.accuracy()))
+        self.apply(self.m.step(self.now, self.tracker, self.accuracy(), self.paired()))
 
     def command(self, name: str, *args: Any, **kwargs: Any) -> bool:
         """Run a command as the controller does (then tick); False if the machine refused it."""
@@ -241,6 +252,16 @@ CONFIG = st.builds(RolloutConfig, steps=st.sampled_from([[10, 100], [25, 75, 100
 @given(cfg=CONFIG, actions=st.lists(ACTION, min_size=30, max_size=100))
 def test_random_commands_reports_and_time_keep_split_slots_and_aliases_agreeing(cfg, actions):
     w = World(cfg)
+    for action in actions:
+        run(w, action)
+    settle(w)
+    final_state_is_what_was_asked(w)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=CONFIG, actions=st.lists(ACTION, min_size=30, max_size=100))
+def test_the_same_with_paired_figures_shadow_stages_and_fast_paths(cfg, actions):
+    w = World(cfg, paired=True)
     for action in actions:
         run(w, action)
     settle(w)

@@ -249,7 +249,8 @@ class RolloutMachine(Bookkeeping):
         """The shadow stage, then the fast path: None to go on with the step, else whether the rollout moved."""
         weight = self.state.weights[r.slot]
         if in_shadow_stage(r, weight) and r.phase != Phase.PAUSED:
-            j = shadow_verdict(self._paired, now - self._shadow_since.setdefault(r.id, now), self.cfg)
+            # Labels may start with the rollout's traffic: a bake's time for the first to come.
+            j = shadow_verdict(self._paired, now - self._shadow_since.setdefault(r.id, now), self.cfg, r.bake_s)
             if j is None:
                 return False
             if j.decision != SKIPPED:
@@ -296,7 +297,12 @@ class RolloutMachine(Bookkeeping):
         return False
 
     def _due(self, r: Rollout, now: float, replicas: ReplicaTracker) -> bool:
-        return r.phase == Phase.BAKING and self._begun == (r.id, r.step) and due(r, now, replicas.stats(now), self.cfg)
+        if not (r.phase == Phase.BAKING and self._begun == (r.id, r.step) and due(r, now, replicas.stats(now), self.cfg)):
+            return False
+        # Labels flow but too few pairs yet: wait for them (up to 3 bakes) rather than judge on the prediction shift.
+        p = self._paired if r.shadow else None
+        short = p is not None and p.get("live_labelled") and p.get("n", 0) < self.cfg.min_labels
+        return not short or now >= (r.step_started or now) + 3 * r.bake_s
 
     def _analyse(self, r: Rollout, now: float, replicas: ReplicaTracker, analysis: Accuracy) -> tuple[bool, list[str]]:
         paired = judge_pairs(Pairs.of(self._paired), self.cfg) if r.shadow and self._paired is not None else None

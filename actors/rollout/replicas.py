@@ -64,7 +64,7 @@ class ReplicaTracker:
     def view(self, now: float) -> dict[str, Any]:
         """The replicas part of the controller's status: held versions, per-slot figures, shadow comparisons."""
         alive = self.alive(now)
-        shadow = {"compared": 0, "agreed": 0}
+        shadow = {"compared": 0, "agreed": 0, "judged": 0, "judge_errors": 0}  # judged: rows scored for pairing
         for rep in alive.values():
             for k in shadow:
                 shadow[k] += rep.get("shadow", {}).get(k, 0)

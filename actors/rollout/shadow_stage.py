@@ -17,6 +17,8 @@ Example:
     >>> shadow_verdict({"n": 3, "live_only": 0, "cand_only": 2, "both": 1, "live_labelled": 50}, 1.0,
     ...                RolloutConfig()) is None  # too few pairs yet: wait
     True
+    >>> shadow_verdict({"n": 0, "live_labelled": 0}, 25.0, RolloutConfig(), grace_s=20.0).decision  # no labels come
+    'skipped'
     >>> take_fast_path(r, 5, RolloutConfig()); r.steps, r.bake_s
     ([50, 100], 5.0)
 """
@@ -38,10 +40,11 @@ def in_shadow_stage(r: Rollout, candidate_weight: int) -> bool:
             and r.fast_path is None and not any(x.get("shadow") for x in r.results))
 
 
-def shadow_verdict(paired: dict[str, Any] | None, waited_s: float, cfg: RolloutConfig) -> Judgement | None:
-    """How the shadow stage ends: a judgement of the pairs, 'skipped' when nothing will pair (no monitor,
-    or no labelled request of the live version), or None while it waits for ``min_labels`` pairs."""
-    if paired is None or not paired.get("live_labelled"):
+def shadow_verdict(paired: dict[str, Any] | None, waited_s: float, cfg: RolloutConfig,
+                   grace_s: float = 0.0) -> Judgement | None:
+    """How the shadow stage ends: a judgement of the pairs, 'skipped' when nothing will pair (no monitor, or
+    no labelled request of the live version after ``grace_s``), or None while it waits for ``min_labels`` pairs."""
+    if paired is None or (not paired.get("live_labelled") and waited_s >= grace_s):
         return Judgement(SKIPPED, "no labelled requests to pair", {})
     j = judge_pairs(Pairs.of(paired), cfg)
     if j.decision == "too_few" and waited_s < cfg.shadow_max_s:

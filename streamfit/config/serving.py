@@ -59,7 +59,8 @@ class RolloutConfig(_Strict):
         "slot in shadow (never returned) and logged, so both versions are judged on the same labelled requests")
     shadow_max_s: float = Field(
         30.0, ge=0, description="before its first step, a loaded candidate is judged in shadow until it has "
-        "min_labels paired requests, or this long at most (skipped when no labels come)")
+        "min_labels paired requests, or this long at most (skipped when no labelled request of the live version "
+        "comes within a bake)")
     decision_p: float = Field(
         0.05, gt=0, lt=1, description="one-sided p-value an accuracy difference needs to roll back (or to count "
         "as better): McNemar's exact test on paired requests, Fisher's on unpaired ones")
