@@ -233,6 +233,16 @@ class Deployment:
                 return self.m.state.rollout
         raise AssertionError(f"rollout never ended: {self.m.state.rollout}")
 
+    def roll_out_after(self, live: xgb.Booster, candidate: xgb.Booster, reason: str = "") -> tuple[Any, int, int]:
+        """``live`` goes live with a flip, then ``candidate`` comes from the trainer: (its rollout, live, candidate)."""
+        v_live, v_cand = self.register(live), self.register(candidate)
+
+        async def go() -> Any:
+            assert (await self.run("start", v_live, mode="flip")).phase == Phase.PROMOTED
+            return await self.run("deploy", v_cand, reason=reason)
+
+        return asyncio.run(go()), v_live, v_cand
+
     def audit(self, version: int) -> list[dict[str, Any]]:
         return [e for e in self.registry.audit_log() if e.get("version") == version]
 
@@ -242,13 +252,7 @@ JUDGED = RolloutConfig(steps=[5, 25, 50, 100], bake_s=5.0, min_requests=10, min_
 
 def test_a_candidate_that_beats_a_failing_live_version_is_promoted_on_the_fast_path(tmp_path):
     d = Deployment(str(tmp_path), JUDGED)
-    stale, fresh = d.register(FLIPPED), d.register(GOOD)  # the concept flipped: the live version is failing
-
-    async def go() -> Any:
-        assert (await d.run("start", stale, mode="flip")).phase == Phase.PROMOTED
-        return await d.run("deploy", fresh, reason="refit after drift")
-
-    r = asyncio.run(go())
+    r, _, fresh = d.roll_out_after(FLIPPED, GOOD, "refit after drift")  # the concept flipped: live is failing
     assert r.phase == Phase.PROMOTED and d.registry.aliases()["live"] == fresh, r.outcome
     shadow = r.results[0]
     assert shadow["weight"] == 0 and shadow["paired"]["decision"] == "better"
@@ -287,14 +291,7 @@ def test_a_candidate_worse_than_a_healthy_live_version_is_rolled_back_before_it_
 
 
 def test_a_candidate_as_good_as_live_goes_through_every_step_judged_on_pairs(tmp_path):
-    d = Deployment(str(tmp_path), JUDGED)
-    v1, v2 = d.register(GOOD), d.register(train(False, seed=3))
-
-    async def go() -> Any:
-        await d.run("start", v1, mode="flip")
-        return await d.run("deploy", v2)
-
-    r = asyncio.run(go())
+    r, _, _ = Deployment(str(tmp_path), JUDGED).roll_out_after(GOOD, train(False, seed=3))
     assert r.phase == Phase.PROMOTED and r.fast_path is None, r.outcome
     assert [x["weight"] for x in r.results] == [0, 5, 25, 50]
     assert all(x["judged_on"].startswith("paired labelled accuracy") for x in r.results)
@@ -346,14 +343,7 @@ def test_without_labelled_requests_the_shadow_stage_ends_after_a_bake_and_record
 
 def test_a_step_waits_for_its_pairs_while_labels_flow_rather_than_judge_on_the_prediction_shift(tmp_path):
     cfg = JUDGED.model_copy(update={"min_labels": 150, "shadow_max_s": 2.0})
-    d = Deployment(str(tmp_path), cfg)
-    v1, v2 = d.register(GOOD), d.register(train(False, seed=4))
-
-    async def go() -> Any:
-        await d.run("start", v1, mode="flip")
-        return await d.run("deploy", v2)
-
-    r = asyncio.run(go())
+    r, _, _ = Deployment(str(tmp_path), cfg).roll_out_after(GOOD, train(False, seed=4))
     shadow, first = r.results[0], r.results[1]
     assert shadow["paired"]["decision"] == "too_few"  # the stage timed out: steps go on, waiting for pairs
     assert first["judged_on"] == "paired labelled accuracy" and first["paired"]["n"] >= 150
