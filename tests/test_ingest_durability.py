@@ -100,6 +100,21 @@ def test_a_failed_write_ahead_write_leaves_the_ids_unseen_so_the_retry_is_accept
     assert list(IngestLog(str(tmp_path / "wal")).read(0, 10)[0]["event_id"]) == ["a", "b"]
 
 
+def test_a_failed_commit_changes_nothing_and_its_retry_writes_the_marker(tmp_path):
+    wal = str(tmp_path / "wal")
+    log = IngestLog(wal)
+    log.append(events(["a", "b"]))
+    put = log.store.put
+    log.store.put = lambda path, data: (_ for _ in ()).throw(StreamfitError("injected"))
+    with pytest.raises(StreamfitError):
+        log.commit(2)
+    assert log.stats()["committed"] == 0
+    log.store.put = put
+    log.commit(2)  # the coordinator's retry
+    again = IngestLog(wal)
+    assert again.stats()["committed"] == 2 and again.append(events(["a"])) == (0, 1)
+
+
 def test_event_ids_of_mixed_types_are_written_as_text(tmp_path):
     log = IngestLog(str(tmp_path / "wal"))
     assert log.append(events([7, "e8"])) == (2, 0)  # an Arrow type error before the fix, then 'duplicates'

@@ -240,25 +240,26 @@ class IngestLog:
         """Rows before ``position`` are in a checkpoint: forget them (their files once the next commit is written)."""
         if position <= self.committed:
             return
-        self.previous, self.committed = (self.committed or None), position  # 0: nothing was committed before
-        if self.store is not None:
-            self._write_marker()
+        previous = self.committed or None  # 0: nothing was committed before
+        if self.store is not None:  # first: a failed write changes nothing and the commit can be retried
+            self._write_marker(position, previous)
+        self.previous, self.committed = previous, position
         self.frames = [(first, df) for first, df in self.frames if first + len(df) > self.committed]
 
-    def _write_marker(self) -> None:
-        # The marker goes first, so a restart never numbers rows from 0 again nor forgets their ids.
+    def _write_marker(self, committed: int, previous: int | None) -> None:
+        # The marker goes before any file, so a restart never numbers rows from 0 again nor forgets their ids.
         snap = self.dedup.snapshot()
-        previous = -1 if self.previous is None else self.previous
-        meta = {"committed": str(self.committed), "previous": str(previous), "n_old": str(snap["n_old"])}
+        before = -1 if previous is None else previous
+        meta = {"committed": str(committed), "previous": str(before), "n_old": str(snap["n_old"])}
         table = pa.table({"ids": pa.array(snap["ids"], pa.uint64())}, metadata=meta)
-        self.store.put(self.store.path(f"{MARKER}{self.committed:015d}.arrow"), _arrow_bytes(table))
+        self.store.put(self.store.path(f"{MARKER}{committed:015d}.arrow"), _arrow_bytes(table))
         for first, (path, rows) in list(self.segments.items()):
-            if rows is not None and first + rows <= previous:
+            if rows is not None and first + rows <= before:
                 self.store.delete_file(path)
                 del self.segments[first]
         for info in self.store.list(self.store.root):
-            name = info.base_name
-            if name.startswith(MARKER) and name.endswith(".arrow") and int(name[len(MARKER):-6]) < previous:
+            number = info.base_name[len(MARKER):-6]
+            if info.base_name.startswith(MARKER) and number.isdigit() and int(number) < before:
                 self.store.delete_file(info.path)
         self.store.delete_file(self.store.path(LEGACY_COMMITTED))
 
