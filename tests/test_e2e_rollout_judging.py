@@ -1,5 +1,6 @@
 """Judging in shadow on a real local Ray + Serve over HTTP: clients send requests with event ids, their
 labels reach the monitor as the stream would send them, and the rollout controller judges each candidate
+(slots inside the Router, or as their own deployments: the shadow answer then comes a call later)
 on the requests both versions answered — read back, as a user would, from ``/traffic`` and the registry's
 audit log.
 
@@ -26,14 +27,14 @@ from streamfit.scripts.pipeline import Pipeline, wait_until
 from test_e2e_rollout import TOKEN, _finished, _rollout, _traffic
 
 
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
+@pytest.fixture(scope="module", params=["slots_in_router", "isolated_slots"])
+def pipe(request, tmp_path_factory):
     os.environ["STREAMFIT_ADMIN_TOKEN"] = TOKEN
     root = tmp_path_factory.mktemp("judging")
     cfg = config_from_dict({
         "registry": {"uri": str(root / "registry")},
         "checkpoints": {"uri": str(root / "ckpt")},
-        "serving": {"port": 0, "replicas": 1},
+        "serving": {"port": 0, "replicas": 1, "isolated_slots": request.param == "isolated_slots"},
         "rollout": {"steps": [10, 50, 100], "bake_s": 2.0, "min_requests": 10, "min_labels": 30,
                     "shadow_max_s": 120.0, "fast_path_bake_s": 1.0},
     })

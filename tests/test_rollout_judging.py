@@ -92,6 +92,15 @@ def test_shadow_answers_pair_with_served_ones_and_count_in_no_served_figure():
     assert log.paired_since(1, 2, since=2.5)["n"] == 2  # joined at 3.0: a and b
 
 
+def test_a_shadow_answer_a_flush_after_its_label_still_pairs():
+    log = PredictionLog()
+    log.record([("e1", 1, "blue", 0.9, 1.0)])
+    log.labels(["e1"], [1.0], now=2.0)
+    log.record([("e1", 2, "green", 0.2, 1.0, True)])  # from the other slot's deployment, a flush later
+    paired = log.paired_since(1, 2, since=0.0)
+    assert (paired["n"], paired["live_only"], log.joined) == (1, 1, 1)
+
+
 # -- the Router's shadow copies --------------------------------------------------------------------------
 
 FEATURES = ["a", "b", "c"]

@@ -52,7 +52,6 @@ class PredictionLog:
 
     def record(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Log predictions: (event_id, version, slot, probability, time[, shadow])."""
-        early = set()
         for event_id, version, slot, prob, t, *rest in rows:
             shadow = bool(rest and rest[0])
             self.shadow_logged += shadow
@@ -61,24 +60,22 @@ class PredictionLog:
             label = self.early_labels.get(event_id)
             if label is not None:
                 self._join(event_id, answer, label, float(t))
-                early.add(event_id)
                 continue
             self.waiting.setdefault(event_id, []).append(answer)
             if len(self.waiting) > self.capacity:
                 self.waiting.popitem(last=False)
-        for event_id in early:  # after the batch: an event's shadow answer comes in the same batch as its served one
-            del self.early_labels[event_id]
 
     def labels(self, event_ids: Iterable[str], labels: Iterable[float], now: float | None = None) -> int:
         """Labels that arrived; returns how many matched a logged prediction."""
         now = time.time() if now is None else now
         matched = 0
         for event_id, label in zip(event_ids, labels):
+            # Kept (bounded) after a join too: a shadow answer from another deployment may come a flush later.
+            self.early_labels[event_id] = float(label)
+            if len(self.early_labels) > self.capacity:
+                self.early_labels.popitem(last=False)
             hit = self.waiting.pop(event_id, None)
             if hit is None:
-                self.early_labels[event_id] = float(label)
-                if len(self.early_labels) > self.capacity:
-                    self.early_labels.popitem(last=False)
                 continue
             for answer in hit:
                 self._join(event_id, answer, float(label), now)
