@@ -171,13 +171,15 @@ class Schedule:
 @dataclass
 class LiveRecord:
     """What one live run leaves for its figures: the planes' final stats, the request load's counts and
-    answers, and each look at the planes during the run: (wall time, source position, version at 100 %)."""
+    answers, each look at the planes during the run: (wall time, source position, version at 100 %), and when
+    the stream ended (the load goes on until the last flip, on events the stream never had)."""
 
     stats: PlaneStats
     load: dict[str, Any]
     answers: list[Answer]
     ticks: list[tuple[float, Any, Optional[int]]]
     registry_uri: str
+    stream_end: float
 
 
 def run_live(cfg: Config, schedule: Schedule, workdir: Path, console: Console, request_rate: float = 50.0,
@@ -220,6 +222,7 @@ def run_live(cfg: Config, schedule: Schedule, workdir: Path, console: Console, r
         if not console.is_terminal:  # Live leaves its last line open when writing to a file or pipe
             console.line()
         ray.get(run_ref)
+        stream_end = time.time()
         # Let the last registered version finish its flip before the figures are taken.
         wait_until(lambda: not _deploy_pending(pipe), timeout_s=cfg.serving.flip_timeout_s)
         load_summary = load.stop() if load else {}
@@ -229,7 +232,7 @@ def run_live(cfg: Config, schedule: Schedule, workdir: Path, console: Console, r
         if load is not None:
             load.stop()
         pipe.stop()
-    return LiveRecord(final, load_summary, list(load.answers) if load else [], ticks, cfg.registry.uri)
+    return LiveRecord(final, load_summary, list(load.answers) if load else [], ticks, cfg.registry.uri, stream_end)
 
 
 def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path | None,

@@ -18,7 +18,7 @@ Figures:
   is live). Each request counts once per answer, in both. ``ratio`` = served / offline.
   ``served_accuracy_fresh`` / ``_stale`` split the served figure by whether the answering version was
   trained after the request's concept began (below).
-- ``stale_share`` — share of every answered request served by a version trained only on rows before the
+- ``stale_share`` — share of every request answered while the stream ran, served by a version trained only on rows before the
   concept of the request's event began (ground truth: the generator's ``drift_every``; a version's
   "trained through" is the newest event time of its training rows, the registry's ``window.end``).
 - per concept change: seconds from the wall time its first events were ingested (the coordinator's
@@ -112,7 +112,7 @@ def measure_freshness(cfg: Config, rec: LiveRecord, offline: bool = True) -> dic
     trained = trained_through(rec.registry_uri)
     positions = int(rec.ticks[-1][1]) if rec.ticks else 0
     events_read = positions * bs if s.max_events is None else min(positions * bs, s.max_events)
-    ans = rec.answers
+    ans = [a for a in rec.answers if a[4] <= rec.stream_end]  # after it, requests repeat events never labelled
     idx = np.array([int(a[0][2:]) for a in ans], dtype=np.int64)  # "ev123" -> 123
     concept_begins = (idx // s.drift_every) * s.drift_every
     starts = [start_time + b / s.events_per_second if b else None for b in concept_begins.tolist()]
