@@ -25,6 +25,8 @@ Figures:
   source position, interpolated between looks at the planes about a second apart) to the first moment a
   version trained after it served 100 % (``p50_s``, ``max_s``); a change never reached is counted until
   the end of the run, ``reached: false``.
+  ``first_fresh_version`` and ``registered_after_s`` (seconds from the change to its registration) split
+  that time into training and rollout.
 
 Example:
     >>> ticks = [(10.0, 0, None), (12.0, 4, 1), (14.0, 8, 1)]  # (wall time, source position, version at 100 %)
@@ -62,10 +64,20 @@ def bench_config(changes: int, drift_every: int, events_per_s: float, seed: int)
     return cfg
 
 
-def trained_through(registry_uri: str) -> dict[int, float]:
-    """Each registered version's newest training row (event time), from its metadata."""
-    return {int(m["version"]): float(m["window"]["end"]) for m in Registry(registry_uri).list_versions()
-            if (m.get("window") or {}).get("end") is not None}
+def registered(registry_uri: str) -> dict[int, tuple[float, float]]:
+    """Each registered version's newest training row (event time) and registration time, from its metadata."""
+    return {int(m["version"]): (float(m["window"]["end"]), float(m.get("registered_at", "nan")))
+            for m in Registry(registry_uri).list_versions() if (m.get("window") or {}).get("end") is not None}
+
+
+def first_registered(change: Change, versions: dict[int, tuple[float, float]]) -> tuple[Optional[int], Optional[float]]:
+    """The first version registered trained after ``change`` began, and seconds from the change to its registration.
+
+    >>> first_registered(Change(100.0, 1000.0), {1: (90.0, 990.0), 2: (120.0, 1012.5), 3: (150.0, 1020.0)})
+    (2, 12.5)
+    """
+    fresh = sorted((at, v) for v, (end, at) in versions.items() if end >= change.start)
+    return (fresh[0][1], round(fresh[0][0] - change.wall, 2)) if fresh else (None, None)
 
 
 def wall_at_position(ticks: list[tuple[float, Any, Optional[int]]], target: int) -> Optional[float]:
@@ -109,7 +121,8 @@ def measure_freshness(cfg: Config, rec: LiveRecord, offline: bool = True) -> dic
     s, bs = cfg.stream, cfg.stream.batch_size
     first = SyntheticSource(s, cfg.features).read(0)[0]
     start_time = float(first.loc[first[KIND] == EVENT, EVENT_TIME].iloc[0])  # event 0's time
-    trained = trained_through(rec.registry_uri)
+    versions = registered(rec.registry_uri)
+    trained = {v: end for v, (end, _) in versions.items()}
     positions = int(rec.ticks[-1][1]) if rec.ticks else 0
     events_read = positions * bs if s.max_events is None else min(positions * bs, s.max_events)
     ans = [a for a in rec.answers if a[4] <= rec.stream_end]  # after it, requests repeat events never labelled
@@ -126,6 +139,8 @@ def measure_freshness(cfg: Config, rec: LiveRecord, offline: bool = True) -> dic
             changes.append(Change(start_time + b / s.events_per_second, wall))
     end = rec.ticks[-1][0] if rec.ticks else time.time()
     per_change = seconds_to_full(changes, trained, full_timeline(rec.ticks), end)
+    for c, change in zip(per_change, changes):  # where the seconds go: to a fresh version, then to its 100 %
+        c["first_fresh_version"], c["registered_after_s"] = first_registered(change, versions)
     out.update(changes=per_change, concept_changes=len(per_change), **spread([c["seconds"] for c in per_change]))
     out.update(served_accuracy=None, offline_accuracy=None, ratio=None, accuracy_gap=None, requests_compared=0)
     if offline and positions:
