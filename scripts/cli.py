@@ -390,7 +390,10 @@ def bench_freshness_cmd(
     t.add_row("ratio served / offline", "–" if res["ratio"] is None else f"{res['ratio']:.3f}")
     t.add_row("stale share", pct(res["stale_share"]))
     for i, c in enumerate(res["changes"], 1):
-        t.add_row(f"change {i}: seconds to 100 %", f"{c['seconds']:.1f}" + ("" if c["reached"] else " (not reached)"))
+        trained = (f" (v{c['first_fresh_version']} registered after {c['registered_after_s']:.0f} s)"
+                   if c.get("first_fresh_version") is not None else "")
+        t.add_row(f"change {i}: seconds to 100 %",
+                  f"{c['seconds']:.1f}" + ("" if c["reached"] else " (not reached)") + trained)
     t.add_row("seconds to 100 %: p50 / max", f"{res['p50_s']} / {res['max_s']}")
     t.add_row("versions trained / rollouts", f"{res['versions_trained']} / {res['rollouts']}")
     console.print(t)
