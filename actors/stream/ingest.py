@@ -60,8 +60,11 @@ def typed_frame(rows: pd.DataFrame) -> pd.DataFrame:
     for col in rows.columns:
         values = rows[col]
         if col in (KIND, EVENT_ID, ENTITY) or values.dtype == object:
-            num = None if col in (KIND, EVENT_ID, ENTITY) else _numbers(values)
-            if num is not None:
+            text = pd.api.types.infer_dtype(values, skipna=True) == "string"  # text already (the usual case)
+            num = None if text or col in (KIND, EVENT_ID, ENTITY) else _numbers(values)
+            if text:
+                values = values.where(values.notna(), None) if values.isna().any() else values
+            elif num is not None:
                 values = num
             else:
                 values = values.map(lambda v: v if isinstance(v, str) else None if pd.isna(v) else str(v),
