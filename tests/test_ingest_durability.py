@@ -153,3 +153,14 @@ def test_a_damaged_commit_marker_falls_back_to_the_previous_one(tmp_path, caplog
     assert again.stats()["next_position"] == 3  # the segment after the previous commit is still there
     assert again.append(events(["a", "c"])) == (0, 2)
     assert again.append(events(["d"])) == (1, 0) and again.read(3, 10)[0]["event_id"].tolist() == ["d"]
+
+
+def test_without_a_write_ahead_log_a_restarted_buffer_numbers_new_rows_after_its_reader():
+    """Checkpoints off: what the buffer held is gone with it, but rows accepted after the restart are not skipped."""
+    log = IngestLog()
+    log.append(events(["a", "b", "c"]))
+    _, pos = log.read(0, 10)  # the coordinator is at 3
+    restarted = IngestLog()
+    assert restarted.append(events(["d", "e"])) == (2, 0)
+    df, nxt = restarted.read(pos, 10)
+    assert list(df["event_id"]) == ["d", "e"] and nxt == pos + 2

@@ -105,7 +105,9 @@ class IngestLog:
     for dedup before any segment goes; the segments and marker of the previous commit are
     kept, so a start that falls back to the previous checkpoint still reads its rows. A
     damaged segment or marker found at start is logged with its path, listed in
-    ``stats()["damaged"]`` and skipped.
+    ``stats()["damaged"]`` and skipped. Without ``wal_uri`` (checkpoints off) a restart loses
+    the rows held, and the first read from a position past the log's end numbers the rows
+    accepted since from that position, so none of them is skipped.
     """
 
     def __init__(self, wal_uri: str | None = None, dedup_capacity: int = 1_000_000) -> None:
@@ -223,6 +225,11 @@ class IngestLog:
 
     def read(self, position: int, max_rows: int) -> tuple[pd.DataFrame, int]:
         """Up to ``max_rows`` rows from ``position`` and the position after them."""
+        if self.store is None and position > self.next_position:
+            # Only a log restarted without a write-ahead log is behind its reader: its rows go on from there.
+            shift = position - self.committed
+            self.frames = [(first + shift, df) for first, df in self.frames]
+            self.committed, self.next_position = self.committed + shift, self.next_position + shift
         parts, n = [], 0
         kept = self.previous if self.store is not None and self.previous is not None else self.committed
         pos = max(position, kept)
