@@ -84,7 +84,8 @@ class StreamConfig(_Strict):
     bad_row_rate: float = Field(0.002, ge=0, le=1, description="share of malformed rows injected")
     max_event_time_skew_s: float | None = Field(
         300.0, gt=0, description="reject (event_time_future) a row, from any source, whose event time is further "
-        "than this ahead of the wall clock, so one bad client clock cannot move the watermark; null = no limit",
+        "than this ahead of the wall clock, so one bad client clock cannot move the watermark; null = no limit "
+        "(e.g. to replay a simulation dated in the future)",
     )
     max_event_age_s: float | None = Field(
         None, gt=0, description="reject (event_time_past) a row further than this behind the latest event time of "
