@@ -5,9 +5,13 @@ quality bench); ``TrainerActor`` is the named Ray shell that hands each register
 candidate to the RolloutController and answers manual refit requests.
 
 Each labelled row is first scored by the live version (its error feeds the drift detector
-and the live-accuracy trigger), then joins the window. A candidate is scored next to the
-live version on the newest held-out slice (time-ordered, never used for its training) and
-registered only if it is not worse by more than the configured margin.
+and the live-accuracy trigger), then joins the window. A full refit also fits the no_change
+baseline as a model (trees on the entity's previous label alone, ``label_last``): the fitted
+candidate is kept only if it beats that on the held-out slice with confidence (on streams
+whose labels persist, trees on every field fell below predicting the previous label). The
+candidate is then scored next to the live version on the newest held-out slice
+(time-ordered, never used for its training) and registered only if it is not worse by more
+than the configured margin.
 
 Example:
     >>> import tempfile, numpy as np, pandas as pd
@@ -40,6 +44,8 @@ from streamfit.psi import psi_by_feature, reference_for, reference_quantiles
 from streamfit.actors.training.policy import Decision, RefitPolicy
 
 PSI_EVERY_ROWS = 500
+NO_CHANGE_FEATURE = "label_last"  # the entity's previous label (label history), what no_change predicts
+NO_CHANGE_ROUNDS = 20  # calibrated: at eta 0.2, 99 % of the way to the best margin
 
 
 def better_or_close(metric: str, candidate: float, live: float, margin: float) -> bool:
@@ -51,6 +57,17 @@ def better_or_close(metric: str, candidate: float, live: float, margin: float) -
     if metric == "logloss":
         return candidate <= live + margin
     return candidate >= live - margin
+
+
+def paired_wins(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> tuple[int, int]:
+    """Rows ``a`` got right and ``b`` wrong, and the reverse (threshold 0.5).
+
+    >>> paired_wins(np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.4, 0.6]), np.array([0.1, 0.3, 0.8, 0.4]))
+    (1, 2)
+    """
+    y = np.asarray(y) >= 0.5
+    a, b = (np.asarray(p_a) >= 0.5) == y, (np.asarray(p_b) >= 0.5) == y
+    return int((a & ~b).sum()), int((b & ~a).sum())
 
 
 Fitter = Callable[[pd.DataFrame, list[str], dict[str, Any], int, xgb.Booster | None], xgb.Booster]
@@ -99,7 +116,7 @@ class TrainerCore:
 
     def _params(self) -> dict[str, Any]:
         return {"objective": "binary:logistic", "eval_metric": "logloss", "max_depth": self.cfg.max_depth,
-                "eta": self.cfg.eta, "nthread": 1}
+                "eta": self.cfg.eta, "min_child_weight": self.cfg.min_child_weight, "nthread": 1}
 
     def _predict(self, booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(booster.inplace_predict(frame[self.feature_names].to_numpy(dtype=float)), dtype=float)
@@ -166,7 +183,17 @@ class TrainerCore:
             train = train.iloc[-max(self.policy.cfg.min_rows_between, len(train) // 4):]
         candidate = self.fitter(train, self.feature_names, self._params(), rounds, base)
         y = hold[LABEL].to_numpy()
-        cand_scores = binary_metrics(y, self._predict(candidate, hold))
+        p_cand = self._predict(candidate, hold)
+        cand_scores = binary_metrics(y, p_cand)
+        simple = self._no_change_candidate(train) if base is None else None
+        if simple is not None:
+            p_simple = self._predict(simple, hold)
+            wins, losses = paired_wins(y, p_cand, p_simple)
+            record["vs_no_change"] = {"wins": wins, "losses": losses}
+            if wins - losses <= self.cfg.baseline_z * np.sqrt(wins + losses):
+                # Not surely better than the entity's previous label: that (simpler) model is the candidate.
+                candidate, cand_scores = simple, binary_metrics(y, p_simple)
+                record["model"] = "no_change"
         live_scores = binary_metrics(y, self._predict(self.champion, hold)) if self.champion is not None else None
         metric = self.cfg.gate_metric
         record.update(candidate=cand_scores, live=live_scores, fit_seconds=round(time.time() - started, 3))
@@ -210,6 +237,16 @@ class TrainerCore:
         record.update(accepted=True, version=version)
         self.history.append(record)
         return version
+
+    def _no_change_candidate(self, train: pd.DataFrame) -> xgb.Booster | None:
+        """The no_change baseline as a servable model: trees on the entity's previous label alone (every other
+        column blanked, so no tree reads it); None when off or without a label-history feature."""
+        if not self.cfg.baseline_candidate or NO_CHANGE_FEATURE not in self.feature_names:
+            return None
+        masked = train.copy()
+        masked[[f for f in self.feature_names if f != NO_CHANGE_FEATURE]] = np.nan
+        params = {**self._params(), "max_depth": 1, "min_child_weight": 1.0}
+        return fit_in_process(masked, self.feature_names, params, NO_CHANGE_ROUNDS, None)  # tiny: never distributed
 
     def stats(self) -> dict[str, Any]:
         """Rows seen, window size, live accuracy, and every refit attempt with its reason and scores."""

@@ -16,6 +16,10 @@ class TrainerConfig(_Strict):
     that cuts the window at the alarm and follows up on rows after it — were chosen with
     ``streamfit bench quality`` (prequential accuracy on 50,000-row streams with and without
     drift): small refit intervals mattered most; a long window is safe once a drift alarm cuts it.
+    On a stream whose labels persist, the fitted model fell below predicting the entity's
+    previous label (89.6 % against 90.9 %): ``min_child_weight`` 10 (was XGBoost's 1) and the
+    no_change candidate (``baseline_candidate``) made it 90.9 %, and 83.4 % on the drifting
+    stream (was 83.2 %), at less CPU time.
     """
 
     # -- triggers (any that is set can fire; each refit records which one did) --
@@ -56,6 +60,13 @@ class TrainerConfig(_Strict):
     num_boost_round: int = Field(60, gt=0)
     max_depth: int = Field(5, gt=0)
     eta: float = Field(0.2, gt=0)
+    min_child_weight: float = Field(10.0, ge=0, description="XGBoost: least hessian sum in a leaf (larger: fewer, surer splits)")
+    baseline_candidate: bool = Field(
+        True, description="each full refit also fits the no_change baseline as a model (trees on the entity's "
+                          "previous label, label_last, alone); the fitted candidate is kept only if it beats that "
+                          "on the holdout with confidence (baseline_z), else the baseline model is the candidate")
+    baseline_z: float = Field(2.0, ge=0, description="paired rows the candidate gets right and the baseline wrong, "
+                                                    "minus the reverse, must exceed z * sqrt(their sum)")
     num_cpus: float = Field(0.5, ge=0, description="CPUs reserved for the trainer actor")
     distributed_above_rows: int | None = Field(
         None, gt=0, description="fit with Ray Train's XGBoostTrainer when the training set is larger"

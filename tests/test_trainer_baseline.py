@@ -1,0 +1,31 @@
+"""The trainer's no_change candidate (no Ray): each full refit also fits the entity's previous label as a
+model, and the fitted candidate replaces it only when it is surely better on the holdout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from streamfit.actors.training import TrainerCore
+from streamfit.config import TrainerConfig
+
+
+def test_the_default_trainer_keeps_the_no_change_model_when_its_candidate_is_not_surely_better():
+    # Labels copy the entity's previous label; the field is noise: the fitted candidate is no better.
+    rng = np.random.default_rng(5)
+    last = rng.integers(0, 2, 600).astype(float)
+    label = np.where(rng.random(600) < 0.85, last, 1 - last)
+    rows = pd.DataFrame({"event_time": np.arange(600.0), "x": rng.normal(size=600), "label_last": last, "label": label})
+    core = TrainerCore(TrainerConfig(), ["x", "label_last"], None)
+    core.add_rows(rows)  # 600 rows: a volume refit
+    attempt = core.history[-1]
+    assert attempt["model"] == "no_change" and attempt["accepted"], attempt
+    p = core.champion.inplace_predict(np.array([[5.0, 1.0], [-5.0, 0.0], [0.0, 1.0]]))
+    assert ((p >= 0.5) == [True, False, True]).all()
+    # A field that decides the label outright: the fitted candidate wins with confidence.
+    core = TrainerCore(TrainerConfig(), ["x", "label_last"], None)
+    core.add_rows(rows.assign(label=(rows["x"] > 0).astype(float)))
+    attempt = core.history[-1]
+    assert "model" not in attempt and attempt["accepted"], attempt
+    assert attempt["vs_no_change"]["wins"] > 40 > attempt["vs_no_change"]["losses"]
