@@ -135,11 +135,16 @@ def _from_sorted(uk: np.ndarray, rank: np.ndarray, times: np.ndarray, values: np
 
 def build(keys: np.ndarray, times: np.ndarray, values: np.ndarray) -> Run:
     """A run of these rows (any order; rows of equal key and time keep their order)."""
-    uk, rank = np.unique(np.asarray(keys, dtype=np.uint64), return_inverse=True)
+    keys = np.asarray(keys, dtype=np.uint64)
     times = np.asarray(times, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64).reshape(len(times), -1)
+    step = keys[1:] != keys[:-1]
+    if ((keys[1:] > keys[:-1]) | (~step & (times[1:] >= times[:-1]))).all():  # sorted already (a snapshot): O(n)
+        rank = np.concatenate([[0], np.cumsum(step)]) if len(keys) else np.zeros(0, np.int64)
+        return _from_sorted(keys[np.concatenate([[True], step])] if len(keys) else keys, rank, times, values)
+    uk, rank = np.unique(keys, return_inverse=True)
     order = stable_order(rank, times)
-    return _from_sorted(uk, rank[order], times[order], values[order])
+    return _from_sorted(uk, rank[order], times[order], np.take(values, order, axis=0))
 
 
 def merge(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -147,13 +152,14 @@ def merge(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 
     Rows of equal key and time keep the runs' order: the older run's first, as they arrived.
     """
-    uk = np.unique(np.concatenate([r.ukeys for r in runs]))
+    uk = np.sort(np.concatenate([r.ukeys for r in runs]), kind="stable")  # merges sorted runs; np.unique hashes
+    uk = uk[np.concatenate([[True], uk[1:] != uk[:-1]])]
     rank = np.concatenate([np.repeat(np.searchsorted(uk, r.ukeys), r.lengths()) for r in runs])
     times = np.concatenate([r.times for r in runs])
     src = np.repeat(np.arange(len(runs)), [len(r) for r in runs])
     order = stable_order(rank, times)
     values = np.concatenate([r.values for r in runs])
-    return uk, rank[order], times[order], values[order], src[order]
+    return uk, rank[order], times[order], np.take(values, order, axis=0), src[order]
 
 
 def rebuild(runs: Sequence[Run], i: int, j: int, horizon: int = NO_TIME, expire: int = NO_TIME) -> list[Run]:

@@ -22,12 +22,18 @@ order, so results do not depend on how the rows happen to be split into runs, an
 anchored on the key's last value (no cancellation for large magnitudes); prefix sums would
 make sums O(1) but cost 16 bytes per row and value, and min/max need the rows anyway.
 
-Measured (one process, 10k-event batches over 100k keys, 2 values, windows 300 s/3600 s,
-insert + prune + query per batch, median of 5; load average ~8 on 2 cores, see the issue):
+Measured 2026-11-30 (one process, 10k-event batches over 100k keys, 2 values, windows
+300 s / 3600 s, times up to ±2 s out of order; the same batches on both layouts at the same
+moment, median of 7 batches, ms; load average 6-7 on 2 shared cores):
 
-    stored rows      100k     600k     1.0M     3.6M
-    before (flat)    MEASURE_BEFORE
-    after (runs)     MEASURE_AFTER
+    stored rows              170k    660k    1.05M   3.6M
+    before  insert + prune   10.8    37.4    57.3    210.0
+            query            14.3    21.7    25.0     45.0
+    after   insert + prune    4.0     4.1     4.1      4.1   (mean with merges 6-14)
+            query            10.5    16.4    18.7     37.2
+
+Queries still grow with the rows *in the window* of each event (36 per key at 3.6M here),
+as any exact min/max must. Memory at 3.6M rows: 26.4 bytes per row allocated (32 before).
 
 Times are integer microseconds, so window boundaries are exact.
 
@@ -332,17 +338,17 @@ def _query(st: _State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[int
         src = concat_ranges(s, e)
         qs.append(np.repeat(np.arange(n, dtype=np.int64), e - s))
         ts.append(run.times[src])
-        vs.append(run.values[src])
+        vs.append(np.take(run.values, src, axis=0))  # 3x faster than values[src] for (n, k) rows
     qrep, gt, gv = np.concatenate(qs), np.concatenate(ts), np.concatenate(vs)
     if n * (wmax + 1) < 2**62:
         o = np.argsort(qrep * (wmax + 1) + (gt - (qt - wmax)[qrep]), kind="stable")
     else:
         o = np.lexsort((gt, qrep))
-    qrep, gt, gv = qrep[o], gt[o], gv[o]
+    qrep, gt, gv = qrep[o], gt[o], np.take(gv, o, axis=0)
     end = np.cumsum(np.bincount(qrep, minlength=n))
     start = end - np.bincount(qrep, minlength=n)
     anchor = np.nan_to_num(out["last"])  # the last value is in every non-empty window: no cancellation
-    shifted = gv - anchor[qrep]
+    shifted = gv - np.take(anchor, qrep, axis=0)
     pad = np.full((1, k), np.nan)  # reduceat indices must stay < len
     p_shift, p_sq, p_raw = np.vstack([shifted, pad]), np.vstack([shifted * shifted, pad]), np.vstack([gv, pad])
     for w in windows:
