@@ -263,22 +263,22 @@ def bench_ingest_cmd(
 
 @bench_app.command("quality")
 def bench_quality_cmd(
-    dataset: str = typer.Option("synthetic", "--dataset", help="'synthetic' (built-in drifting stream) or PATH.csv"),
+    dataset: str = typer.Option("synthetic", "--dataset", help="built-in stream ('synthetic': drifting; 'persistent': "
+                                "drifting with labels that persist), 'all' (each built-in stream), or PATH.csv"),
     target: Optional[str] = typer.Option(None, "--target", help="CSV: the 0/1 (or two-valued) label column"),
     entity: Optional[str] = typer.Option(None, "--entity", help="CSV: entity key column (default: one entity)"),
     time_col: Optional[str] = typer.Option(None, "--time", help="CSV: event-time column (default: row number)"),
-    rows: int = typer.Option(50_000, help="synthetic: labelled rows in the stream"),
-    seed: int = typer.Option(7, help="synthetic stream and River ARF seed"),
+    rows: int = typer.Option(50_000, help="built-in streams: labelled rows in the stream"),
+    seed: int = typer.Option(7, help="built-in streams and River ARF seed"),
     warmup: int = typer.Option(1000, help="labelled rows before the first fit; rows before it goes live are not scored"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: its trainer section is 'default'"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Prequential accuracy of refit policies against a never-updated model and River's ARF, same stream, same order."""
+    """Prequential accuracy of refit policies against a never-updated model, River's ARF and the
+    no_change and majority baselines, same stream, same order."""
     import json
 
-    from rich.table import Table
-
-    from streamfit.scripts.quality import bench_quality
+    from streamfit.scripts.quality import bench_quality, print_report
 
     trainer = _config(config).trainer if config is not None else None
     log = (lambda _msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
@@ -291,22 +291,7 @@ def bench_quality_cmd(
     if as_json:
         print(json.dumps(res))
         return
-    m = res["methods"]
-    console.print(f"[bold]prequential accuracy[/] — {res['dataset']}; {res['scored_rows']:,} of {res['rows']:,} "
-                  f"rows scored (those after the first fit, on {res['warmup_rows']:,} rows, went live)")
-    t = Table()
-    for col in ("method", "accuracy", "refits", "CPU s (replay)"):
-        t.add_column(col, justify="left" if col == "method" else "right")
-    for name, r in m.items():
-        t.add_row(name, f"{100 * r['accuracy']:.2f} %", str(r["refits"]), f"{r['seconds']:.1f}")
-    console.print(t)
-    if "default" in m and "static" in m and "river_arf" in m:
-        d = m["default"]
-        console.print(f"default vs never-updated: [bold]{100 * (d['accuracy'] - m['static']['accuracy']):+.2f}[/] points; "
-                      f"vs River ARF: [bold]{100 * (d['accuracy'] - m['river_arf']['accuracy']):+.2f}[/] points at "
-                      f"{d['seconds'] / max(m['river_arf']['seconds'], 1e-9):.2f}x its CPU time")
-    console.print("[dim]refits: new versions after the first fit (river_arf: trees it replaced on a drift alarm)[/]")
-    console.print(f"features {res['feature_seconds']:.1f} s, total wall time {res['wall_seconds']:.1f} s")
+    print_report(res, console)
 
 
 @bench_app.command("serve")

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -49,9 +48,11 @@ import pandas as pd
 
 from streamfit.config import FeaturesConfig, TrainerConfig
 from streamfit.errors import ConfigError
-from streamfit.schema import EVENT_TIME, LABEL
+from streamfit.schema import ENTITY, EVENT_TIME, LABEL
+from streamfit.scripts.baselines import BASELINES, MAJORITY_WINDOW, replay_online, timeline
 # The streams live beside the replay; their names stay importable from here (tests, callers).
-from streamfit.scripts.quality_streams import DEFAULT_CHANGES, START_TIME, CsvStream, DriftingStream  # noqa: F401
+from streamfit.scripts.quality_streams import (BUILT_IN, DEFAULT_CHANGES, START_TIME, CsvStream,  # noqa: F401
+                                               DriftingStream, PersistentStream)
 
 METHODS = ("static", "periodic", "incremental", "drift", "default", "river_arf")
 
@@ -171,28 +172,27 @@ def replay_arf(replay: Replay, seed: int = 7) -> MethodResult:
     names = replay.feature_names
     rows = replay.rows
     x = rows[names].to_numpy(dtype=float)
-    t = rows[EVENT_TIME].to_numpy(dtype=float)
     y = (rows[LABEL].to_numpy(dtype=float) >= 0.5).astype(int)
-    n = len(rows)
-    chunk_of = np.repeat(np.arange(replay.chunks), np.diff(replay.bounds))
-    learn_t = replay.arrival[chunk_of] if n else np.zeros(0)
-    # One timeline: predict at event time, learn at arrival; a prediction at the same instant as a
-    # learning step comes first (a version that went live at A predicts only rows after A).
-    times = np.r_[t, learn_t]
-    kind = np.r_[np.zeros(n, int), np.ones(n, int)]
-    seq = np.r_[np.arange(n), np.arange(n)]
-    order = np.lexsort((seq, kind, times))
     finite = np.isfinite(x)
-    dicts = [{names[j]: v for j, v in zip(np.flatnonzero(finite[i]), x[i, finite[i]].tolist())} for i in range(n)]
+    dicts = [{names[j]: v for j, v in zip(np.flatnonzero(finite[i]), x[i, finite[i]].tolist())} for i in range(len(rows))]
     model = forest.ARFClassifier(seed=seed)
-    correct = np.zeros(n, dtype=bool)
-    for o in order.tolist():
-        if o < n:
-            correct[o] = model.predict_one(dicts[o]) == y[o]
-        else:
-            i = o - n
-            model.learn_one(dicts[i], int(y[i]))
+    correct = replay_online(_timeline(replay), dicts, y, model)
     return MethodResult(correct, int(model.n_drifts_detected()), time.process_time() - started)
+
+
+def replay_baseline(replay: Replay, name: str) -> MethodResult:
+    """A trivial baseline (``baselines.BASELINES``) on the same clock as ARF; a row's input is its entity and
+    ``label_last`` feature (the entity's newest label that had arrived at its event time)."""
+    started = time.process_time()
+    y = (replay.rows[LABEL].to_numpy(dtype=float) >= 0.5).astype(int)
+    rows = replay.rows
+    known = rows["label_last"].to_numpy(dtype=float) if "label_last" in rows else np.full(len(rows), np.nan)
+    correct = replay_online(_timeline(replay), list(zip(rows[ENTITY].tolist(), known.tolist())), y, BASELINES[name]())
+    return MethodResult(correct, 0, time.process_time() - started)
+
+
+def _timeline(replay: Replay) -> np.ndarray:
+    return timeline(replay.rows[EVENT_TIME].to_numpy(dtype=float), replay.bounds, replay.arrival)
 
 
 # -- the bench --------------------------------------------------------------------------------
@@ -202,19 +202,21 @@ def bench_quality(dataset: str = "synthetic", target: str | None = None, entity:
                   trainer: TrainerConfig | None = None, methods: Sequence[str] = METHODS,
                   changes: Sequence[tuple[float, float]] = DEFAULT_CHANGES, batch_rows: int = 200,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Replay the stream through every method; ``{"methods": {name: {accuracy, refits, seconds}}, ...}``."""
+    """Replay the stream through every method and baseline;
+    ``{"methods": {name: {accuracy, refits, seconds}}, "baselines": {name: {accuracy, seconds}}, ...}``
+    (``dataset="all"``: ``{"streams": {built-in name: that}}``)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown methods {unknown} (known: {list(METHODS)})")
+    if dataset == "all":
+        out = {}
+        for name in BUILT_IN:
+            log(f"== {name}")
+            out[name] = bench_quality(name, rows=rows, seed=seed, warmup=warmup, trainer=trainer, methods=methods,
+                                      changes=changes, batch_rows=batch_rows, log=log)
+        return {"streams": out}
     wall = time.perf_counter()
-    if dataset == "synthetic":
-        stream: DriftingStream | CsvStream = DriftingStream(rows=rows, seed=seed, changes=changes)
-        desc = f"synthetic: {rows:,} rows, {len(changes)} concept changes, seed {seed}"
-    else:
-        if not target:
-            raise ConfigError("--target: required with a CSV dataset")
-        stream = CsvStream(dataset, target, entity, time_col)
-        desc = f"{Path(dataset).name}: {len(stream.df):,} rows, {len(stream.fields)} numeric fields"
+    stream = open_stream(dataset, target, entity, time_col, rows, seed, changes)
     t0 = time.perf_counter()
     replay = feature_pass(stream.batches(batch_rows), stream.features())
     feature_seconds = time.perf_counter() - t0
@@ -231,18 +233,83 @@ def bench_quality(dataset: str = "synthetic", target: str | None = None, entity:
     # its rows counted wrong until it has a model.
     first_chunk = int(np.searchsorted(replay.bounds[1:], warmup, side="left"))
     scored = replay.rows[EVENT_TIME].to_numpy(dtype=float) > float(replay.arrival[first_chunk])
-    out: dict[str, Any] = {"methods": {}}
-    for name in [m for m in METHODS if m in methods]:
-        if name == "river_arf":
+    out: dict[str, Any] = {"methods": {}, "baselines": {}}
+    for name in [m for m in METHODS if m in methods] + list(BASELINES):
+        if name in BASELINES:
+            r = replay_baseline(replay, name)
+        elif name == "river_arf":
             r = replay_arf(replay, seed)
         else:
             r, _ = replay_trainer(replay, configs[name], warmup)
         acc = float(r.correct[scored].mean()) if scored.any() else float("nan")
-        out["methods"][name] = {"accuracy": round(acc, 5), "refits": int(r.refits), "seconds": round(r.seconds, 2)}
+        if name in BASELINES:
+            out["baselines"][name] = {"accuracy": round(acc, 5), "seconds": round(r.seconds, 2)}
+        else:
+            out["methods"][name] = {"accuracy": round(acc, 5), "refits": int(r.refits), "seconds": round(r.seconds, 2)}
         refused = sum(1 for h in r.history if not h["accepted"])
         log(f"{name:<12} accuracy {acc:.4f}  refits {r.refits:>3}"
             + (f" ({refused} refused by the gate)" if refused else "") + f"  {r.seconds:6.1f}s CPU")
-    out.update(dataset=desc, rows=int(replay.stats["labelled_rows"]), scored_rows=int(scored.sum()),
+    out.update(dataset=stream.describe(), rows=int(replay.stats["labelled_rows"]), scored_rows=int(scored.sum()),
                warmup_rows=int(warmup), features=len(replay.feature_names), rejected=replay.stats["rejected"],
-               feature_seconds=round(feature_seconds, 2), wall_seconds=round(time.perf_counter() - wall, 2))
+               feature_seconds=round(feature_seconds, 2), wall_seconds=round(time.perf_counter() - wall, 2),
+               verdict=verdict(out))
     return out
+
+
+def open_stream(dataset: str, target: str | None, entity: str | None, time_col: str | None, rows: int, seed: int,
+                changes: Sequence[tuple[float, float]]) -> DriftingStream | CsvStream:
+    """The stream ``--dataset`` names: a built-in generator (``BUILT_IN``) or a CSV file."""
+    if dataset in BUILT_IN:
+        return BUILT_IN[dataset](rows=rows, seed=seed, changes=changes)
+    if not target:
+        raise ConfigError(f"--target: required with a CSV dataset (built-in streams: {', '.join(BUILT_IN)}, all)")
+    return CsvStream(dataset, target, entity, time_col)
+
+
+# -- the report -------------------------------------------------------------------------------
+
+BAR = ("no_change", "static", "river_arf")  # the default policy must be at least as accurate as each
+
+
+def verdict(res: dict[str, Any]) -> dict[str, Any] | None:
+    """Default against the best of ``BAR`` (accuracy points) and its CPU seconds as a share of ARF's."""
+    scores = {**res["methods"], **res["baselines"]}
+    if "default" not in scores or any(b not in scores for b in BAR):
+        return None
+    best = max(BAR, key=lambda b: scores[b]["accuracy"])
+    d = scores["default"]
+    return {"best_baseline": best, "points": round(100 * (d["accuracy"] - scores[best]["accuracy"]), 2),
+            "cpu_share_of_arf": round(d["seconds"] / max(scores["river_arf"]["seconds"], 1e-9), 3)}
+
+
+def print_report(res: dict[str, Any], console: Any) -> None:
+    """The bench's tables (rich): one per stream, and with several streams a summary of the verdicts."""
+    from rich.table import Table
+
+    streams = res["streams"] if "streams" in res else {"": res}
+    for name, r in streams.items():
+        console.print(f"[bold]prequential accuracy[/] — {r['dataset']}; {r['scored_rows']:,} of {r['rows']:,} "
+                      f"rows scored (those after the first fit, on {r['warmup_rows']:,} rows, went live)")
+        t = Table()
+        for col in ("method", "accuracy", "refits", "CPU s (replay)"):
+            t.add_column(col, justify="left" if col == "method" else "right")
+        for m, v in [*r["methods"].items(), *r["baselines"].items()]:
+            t.add_row(m, f"{100 * v['accuracy']:.2f} %", str(v.get("refits", "—")), f"{v['seconds']:.1f}")
+        console.print(t)
+        v = verdict(r)
+        if v is not None:
+            console.print(f"default vs the best of {', '.join(BAR)} ({v['best_baseline']}): [bold]{v['points']:+.2f}[/] "
+                          f"points, at {v['cpu_share_of_arf']:.2f}x River ARF's CPU time")
+    console.print("[dim]refits: new versions after the first fit (river_arf: trees it replaced on a drift alarm); "
+                  f"no_change: the entity's previous label; majority: of the newest {MAJORITY_WINDOW} labels[/]")
+    if len(streams) > 1:
+        t = Table(title="default against the baselines")
+        for col in ("stream", "default", *BAR, "majority", "points", "CPU / ARF"):
+            t.add_column(col, justify="left" if col == "stream" else "right")
+        for name, r in streams.items():
+            s, v = {**r["methods"], **r["baselines"]}, verdict(r) or {}
+            t.add_row(name, *(f"{100 * s[m]['accuracy']:.2f}" if m in s else "—" for m in ("default", *BAR, "majority")),
+                      f"{v.get('points', float('nan')):+.2f}", f"{v.get('cpu_share_of_arf', float('nan')):.2f}x")
+        console.print(t)
+    total = sum(r["wall_seconds"] for r in streams.values())
+    console.print(f"features {sum(r['feature_seconds'] for r in streams.values()):.1f} s, total wall time {total:.1f} s")

@@ -98,8 +98,8 @@ class DriftingStream:
                 concept[(idx >= b) | ((idx >= a) & (u < share))] = k + 1
         return concept
 
-    def frame(self) -> pd.DataFrame:
-        """The whole stream (events and their labels) in arrival order."""
+    def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each event's entity number, fields and 0/1 label, in event order."""
         n = self.rows
         rng = np.random.default_rng([self.seed, 20_240_611])
         level = rng.normal(0.0, 1.0, size=self.entities)
@@ -112,13 +112,18 @@ class DriftingStream:
         cum = pd.Series(flips).groupby(ent).cumsum().to_numpy()  # the entity's flips so far
         start_mood = rng.integers(0, 2, size=self.entities)
         mood = np.where((cum + start_mood[ent]) % 2 == 0, 1.0, -1.0)
-        idx = np.arange(n)
-        concept = self.concept_of(idx, rng.random(n))
+        concept = self.concept_of(np.arange(n), rng.random(n))
         w = np.array([c.w for c in CONCEPTS])[concept]
         lv = np.array([c.level for c in CONCEPTS])[concept]
         inter = np.array([c.inter for c in CONCEPTS])[concept]
         logit = (w * z).sum(axis=1) + lv * level[ent] + inter * z[:, 1] * z[:, 2] + self.mood_weight * mood
         label = (logit + rng.normal(0.0, self.noise, size=n) > 0).astype(np.float64)
+        return ent, x, label
+
+    def frame(self) -> pd.DataFrame:
+        """The whole stream (events and their labels) in arrival order."""
+        ent, x, label = self.draw()
+        idx = np.arange(self.rows)
         t = START_TIME + idx / self.events_per_second
         ids = np.char.add("ev", idx.astype(str)).astype(object)
         ents = np.char.add("u", ent.astype(str)).astype(object)
@@ -143,6 +148,62 @@ class DriftingStream:
     def features() -> FeaturesConfig:
         """The feature spec the stream is replayed with: the built-in default."""
         return FeaturesConfig()
+
+    def describe(self) -> str:
+        """One line for the bench's header."""
+        return f"synthetic: {self.rows:,} rows, {len(self.changes)} concept changes, seed {self.seed}"
+
+
+class PersistentStream(DriftingStream):
+    """The drifting stream with labels that persist: an event keeps its entity's previous label with
+    probability ``persistence`` (drawn per seed in [0.8, 0.9] unless given), else it takes the label
+    the drifting stream's concept gives its fields (the same concepts and changes).
+
+    The fields explain only the fresh labels; the entity's previous label (``label_last``, once it
+    has arrived) explains most of them, so ``no_change`` is a strong baseline here.
+
+    >>> s = PersistentStream(rows=4000, seed=3)
+    >>> ent, _x, y = s.draw()
+    >>> round(s.persistence, 3), 0.8 <= same_as_previous(ent, y) <= 0.97
+    (0.855, True)
+    """
+
+    def __init__(self, rows: int = 50_000, seed: int = 7, persistence: float | None = None, **kw) -> None:
+        super().__init__(rows, seed, **kw)
+        drawn = float(np.random.default_rng([seed, 31_337]).uniform(0.8, 0.9))
+        self.persistence = drawn if persistence is None else float(persistence)
+
+    def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As the drifting stream, then each label replaced by the entity's previous one with ``persistence``."""
+        ent, x, fresh = super().draw()
+        keep = np.random.default_rng([self.seed, 31_338]).random(len(ent)) < self.persistence
+        label = fresh.copy()
+        last = np.full(self.entities, np.nan)
+        for i, e in enumerate(ent.tolist()):  # sequential: a kept label may itself have been kept
+            if keep[i] and last[e] == last[e]:
+                label[i] = last[e]
+            last[e] = label[i]
+        return ent, x, label
+
+    def describe(self) -> str:
+        """One line for the bench's header."""
+        return (f"persistent: {self.rows:,} rows, {len(self.changes)} concept changes, a label kept with "
+                f"p={self.persistence:.2f}, seed {self.seed}")
+
+
+def same_as_previous(ent: np.ndarray, label: np.ndarray) -> float:
+    """Share of events whose label equals their entity's previous label (the entity's first events left out).
+
+    >>> same_as_previous(np.array([0, 1, 0, 0, 1]), np.array([1.0, 0.0, 1.0, 0.0, 0.0]))
+    0.6666666666666666
+    """
+    prev = pd.Series(label).groupby(ent).shift(1).to_numpy()
+    has = ~np.isnan(prev)
+    return float((prev[has] == label[has]).mean()) if has.any() else float("nan")
+
+
+# The built-in streams ``--dataset`` names; ``all`` runs each of them.
+BUILT_IN = {"synthetic": DriftingStream, "persistent": PersistentStream}
 
 
 # -- a CSV in file order ---------------------------------------------------------------------
@@ -254,3 +315,7 @@ class CsvStream:
     def batches(self, batch_rows: int = 200) -> Iterator[pd.DataFrame]:
         """The stream in source batches of ``batch_rows`` rows."""
         return in_batches(self.frame(), batch_rows)
+
+    def describe(self) -> str:
+        """One line for the bench's header."""
+        return f"{Path(self.path).name}: {len(self.df):,} rows, {len(self.fields)} numeric fields"
