@@ -340,8 +340,8 @@ def bench_serve_cmd(
 
 @bench_app.command("freshness")
 def bench_freshness_cmd(
-    changes: int = typer.Option(4, min=1, help="concept changes in the stream (it ends one concept after the last)"),
-    drift_every: int = typer.Option(30_000, "--drift-every", min=1000, help="events per concept"),
+    changes: int = typer.Option(3, min=1, help="concept changes in the stream (it ends one concept after the last)"),
+    drift_every: int = typer.Option(40_000, "--drift-every", min=1000, help="events per concept"),
     events_per_s: float = typer.Option(1000.0, "--events-per-s", help="wall-clock pace of the stream"),
     request_rate: float = typer.Option(50.0, "--request-rate", help="requests/s: the stream's events, raw"),
     seed: int = typer.Option(7, help="synthetic stream seed"),

@@ -1,7 +1,8 @@
 """``streamfit bench freshness``: is what requests are served as good as what the policy achieves offline?
 
 One run, two measurements of the same seeded synthetic drifting stream (bounded to ``changes + 1``
-concepts of ``drift_every`` events each):
+concepts of ``drift_every`` events each; by default the embedded stream as the demo runs it: a concept
+every 40,000 events, 1,000 events/s, seed 7, three changes):
 
 - **live** — ``demo.run_live``, the demo's loop: a local Ray with the shards, the trainer, the registry,
   Serve with canary rollouts, and the stream's own raw events as request load (labels arrive later);
@@ -173,7 +174,7 @@ def _round(x: Optional[float], digits: int = 4) -> Optional[float]:
     return None if x is None else round(float(x), digits)
 
 
-def bench_freshness(changes: int = 4, drift_every: int = 30_000, events_per_s: float = 1000.0,
+def bench_freshness(changes: int = 3, drift_every: int = 40_000, events_per_s: float = 1000.0,
                     request_rate: float = 50.0, seed: int = 7, max_duration_s: float = 600.0,
                     workdir: Path = Path(".streamfit/bench-freshness"), console: Console | None = None) -> dict[str, Any]:
     """Run the live system and the offline replay on the same stream; the freshness figures and the settings."""
