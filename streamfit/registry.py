@@ -4,7 +4,7 @@ Layout under the root::
 
     versions/v000001/model.ubj   booster in XGBoost's UBJSON format (never pickle)
     versions/v000001/meta.json   metadata, including the model's sha256 — written LAST: the commit marker
-    aliases.json                 {"live": 3, "previous": 2, ...}
+    aliases.json                 {"generation": 7, "aliases": {"live": 3, "previous": 2, ...}, "writer": ...}
     audit/<time>-<id>.json       one immutable file per audit entry (append-only on object stores too)
     tmp/                         local temporaries (renamed into place); stale ones are removed
 
@@ -26,6 +26,18 @@ versions is refused (``RegistryError``) rather than overwriting a committed vers
 the worst interleaving it can only replace the other's model bytes, which ``load`` then
 refuses by their sha256 — never a silently wrong model.
 
+Aliases have several writers (the trainer names a candidate, the controller moves ``live`` and
+``previous``), so ``set_alias`` is a compare-and-set on ``aliases.json``'s generation number: it
+reads the aliases, changes one, and writes generation + 1 only if the file still holds the
+generation it read (checked under a file lock on a local disk; on an object store, which has no
+conditional PUT through ``pyarrow.fs``, checked just before the write and confirmed by reading the
+writer's token back). A stale writer retries on fresh data, so no interleaving reverts another
+writer's alias. Damaged files (a disk that lost a write) are reported by path: a version's
+``meta.json`` raises ``RegistryError``, listings skip the entry with a warning, and a damaged
+``aliases.json`` is rebuilt from the ``alias`` entries of the audit log (every alias change is
+audited right after it is written, so the log holds the state; refusing instead would keep the
+controller from starting at all).
+
 Example:
     >>> import tempfile, numpy as np, xgboost as xgb
     >>> reg = Registry(tempfile.mkdtemp())
@@ -38,21 +50,32 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
+import os
 import re
 import time
 import uuid
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 import xgboost as xgb
 
 from streamfit.errors import ModelIntegrityError, RegistryError
+from streamfit.retry import retrying
 from streamfit.storage import STALE_AFTER_S, Storage  # noqa: F401  (Storage re-exported until importers move)
 
 MODEL_FILE = "model.ubj"
 META_FILE = "meta.json"
+ALIASES_FILE = "aliases.json"
+log = logging.getLogger("streamfit.registry")
+
+
+class StaleAliases(RegistryError):
+    """Another writer changed the aliases between this writer's read and its write (retried on fresh data)."""
 
 class Registry:
     """Versions, aliases and audit log of the models, on local disk or an object store."""
@@ -149,7 +172,14 @@ class Registry:
             raw = self._read(self._vpath(version, META_FILE))
         except RegistryError as err:
             raise RegistryError(f"unknown version {version} ({err})") from None
-        return json.loads(raw)
+        return self._json(raw, self._vpath(version, META_FILE))
+
+    @staticmethod
+    def _json(raw: bytes, path: str) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError as err:  # zero-length or truncated: a disk that lost a write
+            raise RegistryError(f"damaged registry file {path}: {err}") from None
 
     def load(self, version: int) -> tuple[xgb.Booster, dict[str, Any]]:
         """Booster and metadata of a version, after checking the model's sha256."""
@@ -169,7 +199,11 @@ class Registry:
         aliases = self.aliases()
         out = []
         for v in self.version_numbers():
-            m = self.meta(v)
+            try:
+                m = self.meta(v)
+            except RegistryError as err:
+                log.warning("version %d skipped: %s", v, err)
+                continue
             m["aliases"] = sorted(a for a, av in aliases.items() if av == v)
             out.append(m)
         return out
@@ -177,21 +211,69 @@ class Registry:
     # -- aliases -----------------------------------------------------------------------
     def aliases(self) -> dict[str, int]:
         """Current aliases (live, candidate, previous …) to version numbers."""
-        path = self.store.path("aliases.json")
-        if not self.store.exists(path):
-            return {}
-        return json.loads(self._read(path))
+        return dict(self._read_aliases()[1])
 
-    def set_alias(self, name: str, version: int | None, actor: str = "system", reason: str = "") -> None:
-        """Point an alias at a version (None removes it), atomically, and audit it."""
-        current = self.aliases()
+    def _read_aliases(self) -> tuple[int, dict[str, int], str | None]:
+        """(generation, aliases, writer token) as stored; a damaged file is rebuilt from the audit log."""
+        path = self.store.path(ALIASES_FILE)
+        if not self.store.exists(path):
+            return 0, {}, None
+        try:
+            doc = self._json(self._read(path), path)
+        except RegistryError as err:
+            log.warning("%s; aliases rebuilt from the audit log", err)
+            return -1, self._aliases_from_audit(), None
+        if isinstance(doc.get("aliases"), dict):
+            return int(doc.get("generation", 0)), doc["aliases"], doc.get("writer")
+        return 0, doc, None  # the format before generations: a plain mapping
+
+    def _aliases_from_audit(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for entry in self.audit_log():
+            if entry.get("event") == "alias":
+                if entry.get("version") is None:
+                    out.pop(entry.get("alias"), None)
+                else:
+                    out[entry["alias"]] = int(entry["version"])
+        return out
+
+    @contextmanager
+    def _aliases_locked(self) -> Iterator[None]:
+        """Exclusive between writers on this machine's disk (object stores: nothing to lock)."""
+        if self.store.fs.type_name != "local":
+            yield
+            return
+        fd = os.open(self.root, os.O_RDONLY)  # the registry's directory itself: no lock file to leave behind
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _set_alias_once(self, name: str, version: int | None) -> None:
+        generation, current, _ = self._read_aliases()
+        current = dict(current)
         if version is None:
             current.pop(name, None)
         else:
-            if version not in self.version_numbers():
-                raise RegistryError(f"unknown version {version}")
             current[name] = version
-        self.store.put(self.store.path("aliases.json"), json.dumps(current, sort_keys=True).encode())
+        token = uuid.uuid4().hex
+        body = {"generation": max(generation, 0) + 1, "aliases": current, "writer": token}
+        path = self.store.path(ALIASES_FILE)
+        with self._aliases_locked():
+            if self._read_aliases()[0] != generation:
+                raise StaleAliases(f"{path} changed since generation {generation}")
+            self.store.put(path, json.dumps(body, sort_keys=True).encode())
+        if self._read_aliases()[2] != token:  # an object store's writer that raced past the check
+            raise StaleAliases(f"{path} was overwritten by another writer")
+
+    def set_alias(self, name: str, version: int | None, actor: str = "system", reason: str = "") -> None:
+        """Point an alias at a version (None removes it) by compare-and-set on the aliases' generation
+        (retried on fresh data when another writer got in first), and audit it."""
+        if version is not None and version not in self.version_numbers():
+            raise RegistryError(f"unknown version {version}")
+        retrying(self._set_alias_once, name, version, on=(StaleAliases,), attempts=20, first_wait_s=0.005,
+                 max_wait_s=0.2)
         self.audit("alias", actor=actor, alias=name, version=version, reason=reason)
 
     # -- audit -------------------------------------------------------------------------
@@ -209,4 +291,10 @@ class Registry:
         """All audit entries, oldest first."""
         infos = self.store.list(self.store.path("audit"))
         paths = sorted(i.path for i in infos if i.base_name.endswith(".json") and i.type == pafs.FileType.File)
-        return [json.loads(self._read(p)) for p in paths]
+        out = []
+        for p in paths:
+            try:
+                out.append(self._json(self._read(p), p))
+            except RegistryError as err:
+                log.warning("audit entry skipped: %s", err)
+        return out
