@@ -13,7 +13,7 @@ import xgboost as xgb
 
 from streamfit.actors.stream import FeatureShard
 from streamfit.config import FeaturesConfig
-from streamfit.schema import shard_of
+from streamfit.schema import EventArrays, shard_of
 from streamfit.serve.api import Backend, build_api
 from streamfit.serve.lookup import LookupBatcher
 from streamfit.serve.router import RouterCore
@@ -34,7 +34,7 @@ class ShardsBackend(Backend):
     """Lookups answered by in-process shards through the replica's batcher."""
 
     def __init__(self, shards: list[FeatureShard]) -> None:
-        async def call(shard: int, events: pd.DataFrame, record: bool):
+        async def call(shard: int, events: EventArrays, record: bool):
             await asyncio.sleep(0)
             return shards[shard].lookup(events, record)
 

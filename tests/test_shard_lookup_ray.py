@@ -18,6 +18,7 @@ import ray
 
 from streamfit.actors.stream import FeatureShardActor
 from streamfit.config import FeaturesConfig
+from streamfit.schema import EventArrays
 
 # The gate object travels inside the batch: workers cannot import this module, so it goes by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -86,6 +87,13 @@ def test_a_lookup_answers_while_process_is_inside_a_batch():
     assert during.reasons == ["", ""] and during.as_of == 10.0  # the view of batch 1, whole
     # "now" is the clock (10 s): the window [now - 5m, now) holds the event at 0 s, not the one at 10 s
     assert during.features[0][names.index("count_5m")] == 1 and during.features[1][names.index("count_5m")] == 0
+
+    # the Router's shape, plain arrays: the same answer
+    arrays = EventArrays(np.array(["u", "new"], dtype=object), np.full(2, np.nan), np.array([[2.0, 0.0, 0.0]] * 2),
+                         ["x0", "x1", "x2"], np.array(["", ""], dtype=object))
+    same = ray.get(shard.lookup.remote(arrays), timeout=WAIT_S)
+    assert same.reasons == during.reasons and same.as_of == during.as_of
+    assert np.array_equal(same.features, during.features, equal_nan=True)
 
     ray.get(signal.release.remote(), timeout=WAIT_S)
     result = ray.get(pending, timeout=WAIT_S)
