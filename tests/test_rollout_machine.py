@@ -194,7 +194,7 @@ def run(w: World, action: tuple) -> None:
     w.check()
 
 
-def final_state_is_what_was_asked(w: World) -> None:
+def final_state_is_what_was_asked(w: World, also_rolled_back_for: tuple[str, ...] = ()) -> None:
     if w.last is None:
         return
     st_, bad = w.m.state, UNLOADABLE | UNVERIFIED
@@ -209,14 +209,16 @@ def final_state_is_what_was_asked(w: World) -> None:
         if after.phase == Phase.PROMOTED:
             assert st_.live_version() == after.version and st_.settled() and w.aliases["live"] == after.version
         elif after.phase == Phase.ROLLED_BACK:
-            assert after.version in bad | WORSE or "within" in after.outcome, after.outcome
+            assert after.version in bad | WORSE or "within" in after.outcome or any(
+                why in after.outcome for why in also_rolled_back_for), after.outcome
             assert st_.live_version() == after.live_version and st_.settled()
     elif name == "deploy":  # queued behind the rollout in progress: it goes next
         v = args[0]
         assert st_.rollout.version == v or st_.live_version() == v or (w.m.queued and w.m.queued.version == v)
     elif name == "promote" and before.phase != Phase.PAUSED:
         assert before.phase == Phase.PROMOTED or (before.phase == Phase.ROLLED_BACK and (
-            before.version in bad or "within" in before.outcome)), (before.phase, before.outcome)
+            before.version in bad or "within" in before.outcome or any(
+                why in before.outcome for why in also_rolled_back_for))), (before.phase, before.outcome)
     elif name in ("promote", "approve"):
         assert before.phase not in (Phase.ABORTED, Phase.SUPERSEDED)
     elif name == "abort" or (name == "rollback" and before is not None):
@@ -245,7 +247,8 @@ ACTION = st.one_of(
 )
 CONFIG = st.builds(RolloutConfig, steps=st.sampled_from([[10, 100], [25, 75, 100]]), bake_s=st.just(2.0),
                    min_requests=st.sampled_from([0, 5]), on_new_candidate=st.sampled_from(["wait", "supersede"]),
-                   pause_before=st.sampled_from([[], [100], [75]]), min_labels=st.just(30))
+                   pause_before=st.sampled_from([[], [100], [75]]), min_labels=st.just(30),
+                   on_no_evidence=st.just("pass"))  # a step short of requests passes, as before item 11
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -266,6 +269,16 @@ def test_the_same_with_paired_figures_shadow_stages_and_fast_paths(cfg, actions)
         run(w, action)
     settle(w)
     final_state_is_what_was_asked(w)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=CONFIG, actions=st.lists(ACTION, min_size=30, max_size=100), paired=st.booleans())
+def test_the_same_when_steps_without_evidence_fail_closed(cfg, actions, paired):
+    w = World(cfg.model_copy(update={"on_no_evidence": "fail"}), paired=paired)
+    for action in actions:
+        run(w, action)
+    settle(w)
+    final_state_is_what_was_asked(w, also_rolled_back_for=("no evidence: ",))
 
 
 # -- every command in every phase ----------------------------------------------------------------
@@ -522,7 +535,8 @@ def test_a_worse_candidate_is_rolled_back_by_the_analysis():
 
 
 def test_a_step_waits_for_its_minimum_requests_up_to_three_bakes():
-    w = at(world(min_requests=50), Phase.BAKING)
+    # Passes without them only when told to (test_rollout_evidence: by default it fails closed).
+    w = at(world(min_requests=50, on_no_evidence="pass"), Phase.BAKING)
     for _ in range(4):
         follow(w, requests=0)
     assert w.m.rollout.phase == Phase.BAKING  # 5 s of a 2 s bake: still waiting for requests

@@ -32,7 +32,7 @@ from streamfit.config import RolloutConfig
 from streamfit.names import SLOTS, Phase, other
 from streamfit.actors.rollout.analysis import canary_verdict
 from streamfit.actors.rollout.bookkeeping import Bookkeeping
-from streamfit.actors.rollout.canary_step import due, judge
+from streamfit.actors.rollout.canary_step import due, extended_out, judge, labels_short, missing_evidence
 from streamfit.actors.rollout.judging import Pairs, judge_pairs
 from streamfit.actors.rollout.shadow_stage import (SKIPPED, fast_path, in_shadow_stage, shadow_result, shadow_verdict,
                                                    take_fast_path)
@@ -299,15 +299,17 @@ class RolloutMachine(Bookkeeping):
     def _due(self, r: Rollout, now: float, replicas: ReplicaTracker) -> bool:
         if not (r.phase == Phase.BAKING and self._begun == (r.id, r.step) and due(r, now, replicas.stats(now), self.cfg)):
             return False
-        # Labels flow but too few pairs yet: wait for them (up to 3 bakes) rather than judge on the prediction shift.
-        p = self._paired if r.shadow else None
-        short = p is not None and p.get("live_labelled") and p.get("n", 0) < self.cfg.min_labels
-        return not short or now >= (r.step_started or now) + 3 * r.bake_s
+        # Labels flow but too few pairs yet: wait for them (up to evidence_bakes) rather than judge on the prediction shift.
+        return not labels_short(self._paired if r.shadow else None, self.cfg) or extended_out(r, now, self.cfg)
 
     def _analyse(self, r: Rollout, now: float, replicas: ReplicaTracker, analysis: Accuracy) -> tuple[bool, list[str]]:
         paired = judge_pairs(Pairs.of(self._paired), self.cfg) if r.shadow and self._paired is not None else None
-        res = judge(r, now, replicas.stats(now), analysis, self.cfg, self._verdict, paired)
-        self._emit(Audit("canary_step", "controller", "; ".join(res["reasons"]) or (paired.reason if paired else ""),
+        figures = replicas.stats(now)
+        lacking = missing_evidence(r, figures, self._paired if r.shadow else None, self.cfg)
+        res = judge(r, now, figures, analysis, self.cfg, self._verdict, paired, lacking)
+        passed_anyway = f"{res['no_evidence']} (on_no_evidence: pass)" if "no_evidence" in res and res["passed"] else ""
+        self._emit(Audit("canary_step", "controller",
+                         "; ".join(res["reasons"]) or passed_anyway or (paired.reason if paired else ""),
                          {"version": r.version, "weight": res["weight"], "passed": res["passed"],
                           **({"paired": res["paired"]} if paired else {})}))
         return res["passed"], res["reasons"]

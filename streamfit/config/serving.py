@@ -40,7 +40,13 @@ class RolloutConfig(_Strict):
     mode: Literal["canary", "flip"] = Field("canary", description="canary steps, or a direct blue-green flip")
     steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100], min_length=1)
     bake_s: float = Field(20.0, gt=0, description="time at each step before it is analysed")
-    min_requests: int = Field(20, ge=0, description="candidate requests a step needs (bake is extended up to 3x)")
+    min_requests: int = Field(20, ge=0, description="candidate requests a step needs (its bake is extended up to "
+                              "evidence_bakes bakes for them, then on_no_evidence decides)")
+    evidence_bakes: int = Field(3, ge=1, description="a step short of its evidence (min_requests; min_labels pairs "
+                                "while labels flow) bakes again, up to this many bakes in all")
+    on_no_evidence: Literal["fail", "pass"] = Field(
+        "fail", description="a step still without its evidence after evidence_bakes: roll back (fail closed) or "
+        "pass it anyway; either way the reason is in the audit log")
     max_error_rate_delta: float = Field(0.01, ge=0, description="candidate error rate minus live, at most")
     max_latency_ratio: float = Field(1.5, gt=0, description="candidate p99 / live p99, at most (+ 5 ms slack)")
     max_prediction_psi: float = Field(0.5, gt=0, description="PSI of candidate vs live prediction scores, at most")
