@@ -34,14 +34,15 @@ from streamfit.config.data import (
     window_tag,
 )
 from streamfit.config.learning import TrainerConfig
+from streamfit.config.security import SCOPES, AuthConfig
 from streamfit.config.serving import MonitorConfig, RolloutConfig, ServingConfig
 from streamfit.config.storage import CheckpointConfig, RegistryConfig
 from streamfit.errors import ConfigError
 
 __all__ = [
-    "AggregateSpec", "CheckpointConfig", "Config", "FeaturesConfig", "FieldSpec", "FileSourceConfig",
+    "AggregateSpec", "AuthConfig", "CheckpointConfig", "Config", "FeaturesConfig", "FieldSpec", "FileSourceConfig",
     "HttpSourceConfig", "KafkaSourceConfig", "LabelHistoryConfig", "MonitorConfig", "RegistryConfig",
-    "RolloutConfig", "ServingConfig", "ShardsConfig", "StreamConfig", "TrainerConfig", "WindowOp",
+    "RolloutConfig", "SCOPES", "ServingConfig", "ShardsConfig", "StreamConfig", "TrainerConfig", "WindowOp",
     "config_from_dict", "format_validation_error", "load_config", "window_tag",
 ]
 
@@ -57,6 +58,7 @@ class Config(_Strict):
     checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
 
 def format_validation_error(err: ValidationError) -> str:
