@@ -2,7 +2,7 @@
 
 ``build_api`` takes a ``RouterCore`` and a ``Backend`` for the parts that live elsewhere
 (registry, controller, shards, trainer), so it can be tested with FastAPI's TestClient alone.
-Request bodies are in ``bodies``, the admin token check in ``auth``, the scoring of raw events
+Request bodies are in ``bodies``, the scoped token checks in ``auth``, the scoring of raw events
 (``{"event": ...}`` / ``{"events": [...]}``, joined with the shards' live features) in ``scoring``;
 the status routes answer the typed models of ``streamfit.status``, so OpenAPI documents them.
 
@@ -21,22 +21,23 @@ import time
 from typing import Any, Awaitable, Callable
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
-from streamfit.config import FeaturesConfig
+from streamfit.config import AuthConfig, FeaturesConfig
 from streamfit.names import SLOTS
 from streamfit.schema import validate
 from streamfit.status import MonitorReport, RefitResult, Rollout, ServingView, TrafficStatus
 from streamfit.actors.stream import ingest_frame
-from streamfit.serve.auth import admin_guard
+from streamfit.serve.auth import Authorizer, bearer
 from streamfit.serve.bodies import (ActionRequest, BatchPrediction, EventBatchPrediction, EventPrediction,
                                     IngestRequest, IngestResponse, Prediction, RetrainRequest, RolloutRequest,
                                     TrafficRequest, event_model, json_safe, predict_request_model, row_model)
 from streamfit.serve.lookup import EventRows, LookupAnswer
-from streamfit.serve.router import RouterCore
+from streamfit.serve.router import RouterCore, routed_by_pin
 from streamfit.serve.scoring import RawScorer, predict_rows
 from streamfit.serve.status_page import StatusPageData, render as render_status_page
 
@@ -88,6 +89,12 @@ class Backend:
 
     def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
         """Predictions that carry an event id, for live accuracy once labels arrive."""
+
+    async def audit(self, event: str, actor: str, reason: str) -> None:
+        """Record an operator's action that no other part audits (a refit asked over HTTP)."""
+
+    def auth_failed(self, scope: str, reason: str) -> None:
+        """A request refused for its token (missing, wrong, or of a lower scope)."""
 
     async def status_page_data(self) -> StatusPageData:
         """What the status page shows (see ``status_page.render``)."""
@@ -152,19 +159,56 @@ class _TooLarge(Exception):
     pass
 
 
+class _Unpinned:
+    """The backend as scoring sees it: a request pinned to a slot tests it by hand, so its predictions
+    never reach the live accuracy the canary analysis reads."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
+        """Forward the rows, unless this request was pinned."""
+        if not routed_by_pin():
+            self._backend.log_predictions(rows)
+
+
+def predict_scope(req: Any, pinned: bool, plain: str) -> str | None:
+    """The scope a ``/predict`` request needs: admin to pin a slot, ingest for what feeds the stream or the
+    live accuracy (``ingest``, event ids), read to see features, else ``plain`` ("none": open)."""
+    if pinned:
+        return "admin"
+    events = [req.event] if getattr(req, "event", None) is not None else (getattr(req, "events", None) or [])
+    if (getattr(req, "ingest", False) or req.event_id is not None or req.event_ids
+            or any(e.event_id is not None for e in events)):
+        return "ingest"
+    if getattr(req, "return_features", False):
+        return "read"
+    return None if plain == "none" else plain
+
+
 def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: FeaturesConfig | None = None,
               admin_token: str | None = None, ingest_enabled: bool = False, max_request_bytes: int = 1_000_000,
               routing_key_header: str = "X-Routing-Key", pin_slot_header: str = "X-Streamfit-Slot",
-              title: str = "streamfit", max_batch_events: int = 1000) -> FastAPI:
+              title: str = "streamfit", max_batch_events: int = 1000, auth: Authorizer | None = None) -> FastAPI:
     """The FastAPI app: prediction, ingestion, features, models, traffic and admin endpoints.
 
-    With ``features_cfg``, ``POST /predict`` also scores raw events (at most ``max_batch_events`` a request)."""
+    With ``features_cfg``, ``POST /predict`` also scores raw events (at most ``max_batch_events`` a request).
+    ``auth`` holds the scope rules (default: the built-in ``AuthConfig`` with ``admin_token`` as the only token)."""
     backend = backend or Backend()
+    if auth is None:
+        auth = Authorizer({"admin": admin_token}, AuthConfig().open_scopes, AuthConfig().predict_scope)
+    if auth.on_failure is None:
+        auth.on_failure = backend.auth_failed
+    logged = _Unpinned(backend)
     app = FastAPI(title=title, description="Fresh XGBoost models on streams, served blue-green on Ray Serve.")
     app.add_exception_handler(RequestValidationError, validation_error_handler)
 
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
-    admin = [Depends(admin_guard(admin_token))]
+    read, ingest = [Depends(auth.guard("read"))], [Depends(auth.guard("ingest"))]
+    admin = Depends(auth.guard("admin"))  # its value is the actor the audit log names
     Row = row_model(core.feature_names)
 
     Event = event_model(features_cfg.fields) if features_cfg is not None else None
@@ -184,24 +228,29 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
         return IngestResponse(accepted=accepted, duplicates=dups, rejected=rejected)
 
     can_ingest = ingest_enabled and features_cfg is not None
-    raw = RawScorer(core, backend, [f.name for f in features_cfg.fields] if features_cfg else [],
+    raw = RawScorer(core, logged, [f.name for f in features_cfg.fields] if features_cfg else [],
                     ingest_events if can_ingest else None)
     answers = Prediction | BatchPrediction | EventPrediction | EventBatchPrediction
 
     @app.post("/predict", response_model=answers)
-    async def predict(req: PredictRequest, request: Request) -> Any:
+    async def predict(req: PredictRequest, request: Request,
+                      credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Any:
         """Predict one row (``features``), a batch (``rows``), one raw event (``event``) or raw events
         (``events``) with the traffic split.
 
         A raw event is scored on its entity's live features, computed by the shard that owns it
         (``return_features`` shows them; ``ingest`` also sends the event into the stream). A routing
         key (``routing_key`` or the routing-key header) makes the choice of slot sticky; the pin
-        header (``X-Streamfit-Slot: green``) sends the request to that slot, for testing a candidate by hand.
+        header (``X-Streamfit-Slot: green``, admin) sends the request to that slot, for testing a candidate by
+        hand (never counted in its analysis). Event ids and ``ingest`` need the ingest scope.
         """
         key = req.routing_key or request.headers.get(routing_key_header)
         pin = request.headers.get(pin_slot_header)
         if pin is not None and pin not in SLOTS:
             raise HTTPException(status_code=422, detail=f"{pin_slot_header}: 'blue' or 'green', not {pin!r}")
+        scope = predict_scope(req, pin is not None, auth.predict_scope)
+        if scope is not None:
+            auth.check(scope, credentials)
         if req.is_raw():
             return await raw.score(req, key, pin)
         rows = [req.features] if req.features is not None else req.rows
@@ -210,14 +259,14 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
         ids = [req.event_id] if req.event_id is not None else (req.event_ids or [])
         if ids:
             now = time.time()
-            backend.log_predictions([(i, version, slot_name, float(p), now) for i, p in zip(ids, probs)])
+            logged.log_predictions([(i, version, slot_name, float(p), now) for i, p in zip(ids, probs)])
         if req.features is not None:
             p = float(probs[0])
             return Prediction(prediction=int(p >= 0.5), probability=p, model_version=version, slot=slot_name)
         return BatchPrediction(predictions=[int(p >= 0.5) for p in probs], probabilities=[float(p) for p in probs],
                                model_version=version, slot=slot_name)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, dependencies=read)
     async def status_page() -> HTMLResponse:
         """The status page: split and slot versions, rollout step, version history with refit reasons, charts."""
         return HTMLResponse(render_status_page(await _call(backend.status_page_data)))
@@ -225,9 +274,10 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness and what this replica holds."""
-        return {"status": "ok", "ready": bool(core.ready_slots()), **core.stats(), **backend.stats()}
+        return {"status": "ok", "ready": bool(core.ready_slots()), **core.stats(), **backend.stats(),
+                "auth_failures": auth.failures()}
 
-    @app.get("/models")
+    @app.get("/models", dependencies=read)
     async def list_models() -> Any:
         """Registered versions with metrics, triggers and aliases."""
         try:
@@ -237,19 +287,19 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
 
     typed = {"response_model_exclude_unset": True}  # answer what the producer said, invent no defaults
 
-    @app.get("/traffic", response_model=TrafficStatus, **typed)
+    @app.get("/traffic", response_model=TrafficStatus, dependencies=read, **typed)
     async def get_traffic() -> Any:
         """Desired split and slot versions, and what each Router replica holds."""
         return await _call(backend.traffic)
 
-    @app.get("/monitor", response_model=MonitorReport, **typed)
+    @app.get("/monitor", response_model=MonitorReport, dependencies=read, **typed)
     async def get_monitor() -> Any:
         """Data quality (rejects by reason, null rates, late rows, watermark lag), drift (PSI, KS, alarm),
         live accuracy per version, and freshness: request-weighted served accuracy, stale share, seconds from
         each detected concept change to 100 % (live estimates: drift refits mark the changes)."""
         return await _call(backend.monitor)
 
-    @app.get("/features/{entity}")
+    @app.get("/features/{entity}", dependencies=read)
     async def get_features(entity: str) -> Any:
         """The entity's current window aggregates and label history, from the shard that owns it."""
         found = await _call(backend.features, entity)
@@ -257,7 +307,7 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
             raise HTTPException(status_code=404, detail=f"unknown entity {entity!r}")
         return {"entity": entity, "features": found}
 
-    @app.post("/ingest", response_model=IngestResponse)
+    @app.post("/ingest", response_model=IngestResponse, dependencies=ingest)
     async def post_ingest(req: IngestRequest) -> IngestResponse:
         """Push events and labels (stream.source: http); invalid rows are rejected with a reason."""
         if not can_ingest:
@@ -273,41 +323,43 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
         except ValueError as err:
             raise HTTPException(status_code=409, detail=str(err)) from None
 
-    @app.put("/traffic", dependencies=admin, response_model=ServingView, **typed)
-    async def put_traffic(req: TrafficRequest) -> Any:
+    @app.put("/traffic", response_model=ServingView, **typed)
+    async def put_traffic(req: TrafficRequest, actor: str = admin) -> Any:
         """Set the split by hand (overrides a running rollout); optionally the shadow share."""
         out = None
         if req.shadow_share is not None:
-            out = await control("set_shadow", share=req.shadow_share)
+            out = await control("set_shadow", share=req.shadow_share, actor=actor)
         if req.blue is not None:
-            out = await control("set_traffic", weights={"blue": req.blue, "green": req.green})
+            out = await control("set_traffic", weights={"blue": req.blue, "green": req.green}, actor=actor)
         return out
 
-    @app.post("/rollout", dependencies=admin, response_model=Rollout, **typed)
-    async def post_rollout(req: RolloutRequest | None = None) -> Any:
+    @app.post("/rollout", response_model=Rollout, **typed)
+    async def post_rollout(req: RolloutRequest | None = None, actor: str = admin) -> Any:
         """Roll a version out into the idle slot: verify, canary steps with analysis, promote or roll back."""
         req = req or RolloutRequest()
         return await control("start_rollout", version=req.version, steps=req.steps, bake_s=req.bake_s,
-                             mode=req.mode, reason=req.reason)
+                             mode=req.mode, reason=req.reason, actor=actor)
 
-    @app.post("/rollout/promote", dependencies=admin, response_model=Rollout, **typed)
-    async def post_promote() -> Any:
+    @app.post("/rollout/promote", response_model=Rollout, **typed)
+    async def post_promote(actor: str = admin) -> Any:
         """Approve a paused step, or skip the remaining steps and promote now."""
-        return await control("promote")
+        return await control("promote", actor=actor)
 
-    @app.post("/rollout/abort", dependencies=admin, response_model=Rollout, **typed)
-    async def post_abort(req: ActionRequest | None = None) -> Any:
+    @app.post("/rollout/abort", response_model=Rollout, **typed)
+    async def post_abort(req: ActionRequest | None = None, actor: str = admin) -> Any:
         """Stop the rollout: all traffic back to the live version in one step."""
-        return await control("abort", reason=(req.reason if req else "") or "aborted")
+        return await control("abort", reason=(req.reason if req else "") or "aborted", actor=actor)
 
-    @app.post("/rollback", dependencies=admin, response_model=ServingView, **typed)
-    async def post_rollback(req: ActionRequest | None = None) -> Any:
+    @app.post("/rollback", response_model=ServingView, **typed)
+    async def post_rollback(req: ActionRequest | None = None, actor: str = admin) -> Any:
         """All traffic back to the previous version (loaded first if it is not)."""
-        return await control("rollback", reason=(req.reason if req else "") or "rollback")
+        return await control("rollback", reason=(req.reason if req else "") or "rollback", actor=actor)
 
-    @app.post("/retrain", dependencies=admin, response_model=RefitResult, **typed)
-    async def post_retrain(req: RetrainRequest | None = None) -> Any:
+    @app.post("/retrain", response_model=RefitResult, **typed)
+    async def post_retrain(req: RetrainRequest | None = None, actor: str = admin) -> Any:
         """Refit now (the validation gate still applies); answers with the new version or why there is none."""
-        return await _call(backend.retrain, (req.reason if req else "manual") or "manual")
+        reason = (req.reason if req else "manual") or "manual"
+        await backend.audit("retrain", actor, reason)
+        return await _call(backend.retrain, reason)
 
     return app

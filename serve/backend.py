@@ -4,7 +4,8 @@ the rollout controller wants them. Both are plain: the Serve deployments in ``ap
 
 Raw events' feature lookups go through a ``LookupBatcher`` per replica (one call per shard per
 tick); a shard that cannot answer in time is counted in ``streamfit_lookup_unavailable``
-(Prometheus: ``ray_streamfit_lookup_unavailable_total``, by shard).
+(Prometheus: ``ray_streamfit_lookup_unavailable_total``, by shard). Requests refused for their token
+are counted in ``streamfit_auth_failures`` (``ray_streamfit_auth_failures_total``, by scope and reason).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class RayBackend(Backend):
                                      max_batch=s.lookup_max_batch, timeout_s=s.lookup_timeout_s)
         self._shards: dict[int, Any] = {}  # handles stay valid across a shard's restarts
         self._unavailable: Any = None
+        self._auth_failures: Any = None
 
     def actor(self, name: str) -> Any:
         """A named actor of this deployment (looked up each time: it may start later, or restart)."""
@@ -92,6 +94,19 @@ class RayBackend(Backend):
                                             "a feature shard was slow or restarting", ("shard",))
             self._unavailable.inc(1.0, {"shard": str(err.shard)})
             raise
+
+    def auth_failed(self, scope: str, reason: str) -> None:
+        """Count a request refused for its token (missing, wrong, of a lower scope)."""
+        if self._auth_failures is None:
+            from ray.util.metrics import Counter
+
+            self._auth_failures = Counter("streamfit_auth_failures", "requests refused for their token, by the "
+                                          "scope they needed and why (missing, wrong, scope)", ("scope", "reason"))
+        self._auth_failures.inc(1.0, {"scope": scope, "reason": reason})
+
+    async def audit(self, event: str, actor: str, reason: str) -> None:
+        """An operator's action in the registry's audit log (its actor is a token's scope, never its value)."""
+        await asyncio.to_thread(self.registry.audit, event, actor=actor, reason=reason)
 
     def stats(self) -> dict[str, Any]:
         """The lookups of this replica: requests, calls, events, timeouts, errors, unavailable."""

@@ -2,7 +2,8 @@
 
 Plain Python, unit-tested without Ray. A slot receives traffic only while it holds the
 version the desired state asks for; if the weighted choice is not ready, the other ready
-slot answers, so a swap never fails a request.
+slot answers, so a swap never fails a request. A request pinned to a slot tests it by hand:
+it is never counted in the slot's figures the canary analysis reads, nor copied for judging.
 
 Example:
     >>> core = RouterCore(["a"])
@@ -73,6 +74,7 @@ class ShadowCopy:
 
 
 _COPY: ContextVar[ShadowCopy | None] = ContextVar("streamfit_shadow_copy", default=None)
+_PINNED: ContextVar[bool] = ContextVar("streamfit_pinned", default=False)
 _TASKS: set[asyncio.Task] = set()  # shadow calls under way (a task nobody holds may be collected)
 
 
@@ -81,6 +83,11 @@ def take_shadow_copy() -> ShadowCopy | None:
     copy = _COPY.get()
     _COPY.set(None)
     return copy
+
+
+def routed_by_pin() -> bool:
+    """Whether the request this task last routed (``RouterCore.apredict``) was pinned to a slot."""
+    return _PINNED.get()
 
 
 def judging(desired: dict[str, Any]) -> bool:
@@ -171,9 +178,9 @@ class RouterCore:
         try:
             probs = slot.predict(x)
         except Exception:
-            self.stats_by_slot[slot.name].record(time.perf_counter() - started, None, error=True)
+            self._record(slot.name, started, None, pin)
             raise
-        self.stats_by_slot[slot.name].record(time.perf_counter() - started, probs)
+        self._record(slot.name, started, probs, pin)
         if self.shadow_share > 0 and pin is None and self._rng.random() < self.shadow_share:
             self._shadow(slot, x, probs)
         return slot, probs
@@ -183,6 +190,7 @@ class RouterCore:
         """Like ``predict``, for either slot mode: (slot name, version that answered, probabilities).
         While judging, the other slot's shadow copy is left for ``take_shadow_copy``."""
         _COPY.set(None)  # a copy never outlives the request it was made for
+        _PINNED.set(pin is not None)
         if self.remote is None:
             slot, probs = self.predict(x, key, pin)
             self._copy_for_judging(slot.name, x, pin)
@@ -192,14 +200,14 @@ class RouterCore:
         try:
             version, probs = await slot.apredict(x)
         except Exception:
-            self.stats_by_slot[slot.name].record(time.perf_counter() - started, None, error=True)
+            self._record(slot.name, started, None, pin)
             fallback = self.slots[other_slot(slot.name)]
             if pin is not None or fallback is None or fallback.name not in self.ready_slots():
                 raise
             # A slot replica that is (re)starting must not fail the request: the other slot answers.
             slot = fallback
             version, probs = await slot.apredict(x)
-        self.stats_by_slot[slot.name].record(time.perf_counter() - started, probs)
+        self._record(slot.name, started, probs, pin)
         if self.shadow_share > 0 and pin is None and self._rng.random() < self.shadow_share:
             idle = self.slots[other_slot(slot.name)]
             if idle is not None and idle.name in self.ready_slots():
@@ -210,6 +218,11 @@ class RouterCore:
                     pass
         self._copy_for_judging(slot.name, x, pin)
         return slot.name, version, probs
+
+    def _record(self, slot: str, started: float, probs: np.ndarray | None, pin: str | None) -> None:
+        """Count a request in its slot's figures (read by the canary analysis); a pinned one never."""
+        if pin is None:
+            self.stats_by_slot[slot].record(time.perf_counter() - started, probs, error=probs is None)
 
     def _copy_for_judging(self, served: str, x: np.ndarray, pin: str | None) -> None:
         other = other_slot(served)

@@ -286,6 +286,7 @@ def test_openapi_lists_feature_fields(loaded):
 
 from streamfit.config import FeaturesConfig  # noqa: E402
 from streamfit.serve.lookup import LookupAnswer, ShardUnavailable  # noqa: E402
+from streamfit.serve.auth import Authorizer  # noqa: E402
 
 RAW_CFG = FeaturesConfig.model_validate({
     "fields": [{"name": "x0", "min": -50, "max": 50}, {"name": "x1", "required": False}],
@@ -337,7 +338,9 @@ def _raw_client(ingest: bool = False, max_batch_events: int = 5) -> tuple[TestCl
     core.slots["blue"] = ModelSlot("blue", 4, RAW_BST, list(RAW_NAMES))
     core.desired_versions["blue"] = 4
     backend = LookupBackend()
-    app = build_api(core, backend, RAW_CFG, ingest_enabled=ingest, max_batch_events=max_batch_events)
+    # open scopes: these tests are about scoring (the scope rules are in test_auth_scopes.py)
+    app = build_api(core, backend, RAW_CFG, ingest_enabled=ingest, max_batch_events=max_batch_events,
+                    auth=Authorizer({}, open_scopes=["read", "ingest"]))
     return TestClient(app, raise_server_exceptions=False), backend
 
 

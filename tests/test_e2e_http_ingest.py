@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 import ray
@@ -10,6 +12,11 @@ from streamfit.config import config_from_dict
 from streamfit.scripts.pipeline import Pipeline, wait_until
 
 T0 = 1_700_000_000.0
+
+
+def _auth() -> dict[str, str]:
+    """The admin token the pipeline set: it includes the ingest scope these requests need."""
+    return {"Authorization": f"Bearer {os.environ['STREAMFIT_ADMIN_TOKEN']}"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +50,7 @@ def test_ingest_accepts_good_rows_rejects_bad_ones_and_is_idempotent(pipe):
     bad = [{"event_id": "b1", "entity": "alice", "event_time": T0, "x0": "abc", "x1": 0.0, "x2": 0.0},
            {"event_id": "b2", "entity": "alice", "event_time": T0, "x1": 0.0, "x2": 0.0},
            {"event_id": "b3", "entity": "alice", "event_time": "yesterday", "x0": 1, "x1": 0.0, "x2": 0.0}]
-    with httpx.Client(base_url=pipe.url, timeout=60) as c:
+    with httpx.Client(base_url=pipe.url, timeout=60, headers=_auth()) as c:
         r = c.post("/ingest", json={"events": events + bad})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -59,7 +66,7 @@ def test_ingest_accepts_good_rows_rejects_bad_ones_and_is_idempotent(pipe):
 
 def test_features_of_an_entity_come_from_its_shard(pipe):
     assert wait_until(lambda: _shard_events(pipe) >= 5, timeout_s=30)
-    with httpx.Client(base_url=pipe.url, timeout=60) as c:
+    with httpx.Client(base_url=pipe.url, timeout=60, headers=_auth()) as c:
         r = c.get("/features/alice")
         assert r.status_code == 200, r.text
         f = r.json()["features"]
@@ -73,7 +80,7 @@ def test_features_of_an_entity_come_from_its_shard(pipe):
 def test_labels_pushed_later_become_training_rows(pipe):
     labels = [{"kind": "label", "event_id": f"alice-{i}", "entity": "alice", "event_time": T0 + 100 + i,
                "label": i % 2} for i in range(5)]
-    with httpx.Client(base_url=pipe.url, timeout=60) as c:
+    with httpx.Client(base_url=pipe.url, timeout=60, headers=_auth()) as c:
         assert c.post("/ingest", json={"events": labels}).json()["accepted"] == 5
     assert wait_until(lambda: sum(s["training_rows"] for s in ray.get([s.stats.remote() for s in pipe.shards])) == 5,
                       timeout_s=30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import httpx
@@ -15,6 +16,11 @@ from streamfit.schema import shard_of
 from streamfit.scripts.pipeline import Pipeline, wait_until
 
 T0 = 1_700_000_000.0
+
+
+def _auth() -> dict[str, str]:
+    """The admin token the pipeline set: it includes the ingest scope these requests need."""
+    return {"Authorization": f"Bearer {os.environ['STREAMFIT_ADMIN_TOKEN']}"}
 TIMEOUT_S = 0.3  # serving.lookup_timeout_s: a restarting shard takes longer than this to come back
 
 
@@ -76,7 +82,7 @@ def _entity_on(shard: int, n: int, prefix: str) -> str:
 def test_a_new_entity_is_scored_on_empty_history_features(pipe):
     seen = [{"event_id": f"old-{i}", "entity": "old", "event_time": T0 + 10 * i, "x0": float(i), "x1": 0.0,
              "x2": 0.0} for i in range(3)]
-    with httpx.Client(base_url=pipe.url, timeout=60) as c:
+    with httpx.Client(base_url=pipe.url, timeout=60, headers=_auth()) as c:
         assert c.post("/ingest", json={"events": seen}).json()["accepted"] == 3
         assert wait_until(lambda: _shard_events(pipe) == 3, timeout_s=30)
         r = _predict(c, {"event": _event("brand-new"), "return_features": True})
@@ -97,7 +103,7 @@ def test_a_new_entity_is_scored_on_empty_history_features(pipe):
 
 def test_ingest_true_sends_the_scored_event_into_the_stream(pipe):
     before = _shard_events(pipe)
-    with httpx.Client(base_url=pipe.url, timeout=60) as c:
+    with httpx.Client(base_url=pipe.url, timeout=60, headers=_auth()) as c:
         r = _predict(c, {"event": _event("joined", T0 + 40, event_id="j-1"), "ingest": True})
         assert r.status_code == 200, r.text
         assert r.json()["event_id"] == "j-1" and r.json()["ingested"]["accepted"] == 1
@@ -108,7 +114,7 @@ def test_ingest_true_sends_the_scored_event_into_the_stream(pipe):
 def test_a_killed_shard_answers_503_until_it_is_back_and_the_other_shard_keeps_answering(pipe):
     n = pipe.cfg.shards.num_shards
     down, up = _entity_on(1, n, "down"), _entity_on(0, n, "up")
-    with httpx.Client(base_url=pipe.url, timeout=30) as c:
+    with httpx.Client(base_url=pipe.url, timeout=30, headers=_auth()) as c:
         for entity in (down, up):
             assert _predict(c, {"event": _event(entity)}).status_code == 200
         ray.kill(pipe.shards[1], no_restart=False)

@@ -168,7 +168,7 @@ def test_weighted_split_sticky_keys_and_pinned_slot(pipe, data):
         assert len(_split(pipe, 100, key=key, data=data)) == 1, key  # one key, one slot
     keys = Counter(next(iter(_split(pipe, 1, key=f"k{i}", data=data))) for i in range(200))
     assert keys["blue"] > 10 and keys["green"] > 80, keys  # different keys spread by weight
-    assert _split(pipe, 50, headers={"X-Streamfit-Slot": "blue"}, data=data) == Counter(blue=50)
+    assert _split(pipe, 50, headers={**AUTH, "X-Streamfit-Slot": "blue"}, data=data) == Counter(blue=50)
     assert httpx.post(f"{pipe.url}/predict", json={"features": data.rows()()[0]},
                       headers={"X-Streamfit-Slot": "purple"}, timeout=60).status_code == 422
 

@@ -86,6 +86,14 @@ class Concept:
             monitor.labels.remote(list(ids), list(labels))
 
 
+class LabelledLoop(RequestLoop):
+    """Requests with event ids feed live accuracy, so they need the ingest scope: sent with the admin token."""
+
+    def _send(self, client, body):
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        super()._send(client, body)
+
+
 @pytest.fixture(scope="module")
 def concept(pipe):
     return Concept(pipe.cfg.features.feature_names())
@@ -93,7 +101,7 @@ def concept(pipe):
 
 def _roll_out_under_load(p, concept: Concept, version: int, reason: str, seed: int) -> tuple[dict, dict]:
     """Roll ``version`` out while clients send labelled requests; (the finished rollout, the load's counts)."""
-    load = RequestLoop(p.url, concept.requests(seed), rate=40).start()
+    load = LabelledLoop(p.url, concept.requests(seed), rate=40).start()
     try:
         _rollout(p, version=version, reason=reason)
         assert wait_until(lambda: concept.deliver_labels(p.monitor) or _finished(p), timeout_s=240)
