@@ -54,14 +54,18 @@ def run(
     address: Optional[str] = typer.Option(None, help="Ray address of an existing cluster ('auto', 'ray://…')"),
     serve_app: bool = typer.Option(True, "--serve/--no-serve",
                                    help="deploy the Serve app (--no-serve when serve deploy or KubeRay owns it)"),
+    allow_open_scopes: bool = typer.Option(False, "--allow-open-scopes", help="serve ingest/admin scopes listed in "
+                                           "auth.open_scopes without a token even on a cluster or non-loopback host"),
 ) -> None:
     """Run the pipeline from a config file until the source ends, --duration passes, or Ctrl-C."""
     import ray
 
     from streamfit.scripts.pipeline import Pipeline
+    from streamfit.tokens import check_open_scopes
 
     cfg = _config(config)
     try:
+        check_open_scopes(cfg.auth, cfg.serving.host, address, allow=allow_open_scopes or not serve_app)
         pipe = Pipeline.start(cfg, address=address, deploy_serve=serve_app)
     except ConfigError as err:
         console.print(f"[bold red]bad config[/]\n{err}")

@@ -1,19 +1,21 @@
 """An HTTP client for the streamfit API: what the CLI's status, models and control commands call.
 
 It talks to the Serve app over HTTP only, so the same commands work against a remote cluster
-(``--url``); the admin token comes from ``STREAMFIT_ADMIN_TOKEN``. Answers are parsed once into the
-typed status models of ``streamfit.status``.
+(``--url``). The admin token comes from ``STREAMFIT_ADMIN_TOKEN`` (or the file ``STREAMFIT_ADMIN_TOKEN_FILE``
+names), else from the file ``streamfit run``/``demo`` generated it into (``streamfit.tokens.admin_token_path``),
+so the CLI works against a local demo out of the box; reads send ``STREAMFIT_READ_TOKEN`` if set, else the
+admin token (admin includes read). Answers are parsed once into the typed status models of ``streamfit.status``.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from streamfit.status import MonitorReport, RefitResult, Rollout, TrafficStatus
+from streamfit.tokens import admin_token_path, read_admin_token_file, token_from_env
 
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -37,15 +39,18 @@ class ControlClient:
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout_s: float = 30.0) -> None:
         self.url = url.rstrip("/")
-        self.token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self.token = token if token is not None else (token_from_env("admin") or read_admin_token_file())
+        self.read_token = token_from_env("read") or self.token
         self.timeout_s = timeout_s
 
     def _request(self, method: str, path: str, admin: bool = False, **kwargs: Any) -> Any:
         headers = {}
-        if admin:
-            if not self.token:
-                raise ControlError(f"this command needs the admin token: set {TOKEN_ENV}")
-            headers["Authorization"] = f"Bearer {self.token}"
+        token = self.token if admin else self.read_token
+        if admin and not token:
+            raise ControlError(f"this command needs the admin token: set {TOKEN_ENV} (or {TOKEN_ENV}_FILE); "
+                               f"a local streamfit run/demo writes it to {admin_token_path()}")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         try:
             r = httpx.request(method, f"{self.url}{path}", headers=headers, timeout=self.timeout_s, **kwargs)
         except httpx.HTTPError as err:
