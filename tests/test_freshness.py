@@ -129,3 +129,16 @@ def test_the_bench_places_each_change_between_two_looks_at_the_planes() -> None:
     assert wall_at_position(ticks, 20) == 101.5 and wall_at_position(ticks, 10) == 101.0
     assert wall_at_position(ticks, 0) == 100.0 and wall_at_position(ticks, 41) is None
     assert full_timeline(ticks) == [(100.0, None), (101.0, 1), (103.0, 2), (104.0, None)]
+
+
+def test_live_the_drift_refits_own_version_is_the_first_fresh_one() -> None:
+    # The registry's window.end stops before the holdout (the newest rows): the refit's own time says when it
+    # was trained, on the same clock as the change it marks.
+    f = FreshnessTracker(window_s=60.0, trained_through={1: 50.0, 2: 180.0}.get)
+    drift = {"reason": "drift", "event_time": 200.0, "version": 2, "accepted": True}
+    f.observe(10.0, {"slots": {"blue": 1}, "weights": {"blue": 100}}, {"refits": [drift]})
+    assert f.trained_at(2) == 200.0 and f.trained_at(1) == 50.0  # v1: no refit record, the registry's figure
+    f.record([("a", 2, "green", 0.9, 11.0)])
+    f.observe(16.0, {"slots": {"blue": 1, "green": 2}, "weights": {"blue": 0, "green": 100}}, {"refits": [drift]})
+    fig = f.figures(17.0)
+    assert fig["stale_share"] == 0.0 and [(c["seconds"], c["version"]) for c in fig["changes"]] == [(6.0, 2)]

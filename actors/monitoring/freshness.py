@@ -5,8 +5,10 @@ marked by a sixth element ``True``, reached no client and is left out), the labe
 every few seconds the controller's split and the trainer's refits. Live there is no ground truth of when
 a concept begins: each drift-triggered refit (the trainer's detector, or the monitor's drift alarm asking
 for one) is taken as an estimated concept change — it starts at the refit's newest event time and was
-detected at the sample that first saw it. A request is stale when the version answering it was trained
-only on rows before the newest change detected by then. It reads no clock: the caller passes ``now``.
+detected at the sample that first saw it. A version was trained at the refit's newest event time too
+(the trainer's refits say which refit made it; the registry's ``window.end`` when they do not), so the
+drift refit's own version is the first fresh one. A request is stale when the version answering it was
+trained before the newest change detected by then. It reads no clock: the caller passes ``now``.
 
 Example:
     >>> trained = {1: 100.0, 2: 260.0}
@@ -52,6 +54,7 @@ class FreshnessTracker:
         self.changes: list[Change] = []
         self.seen_refits: set[tuple[float, str]] = set()
         self.full: list[tuple[float, Optional[int]]] = []  # (time, version at 100 %) whenever it changed
+        self.refit_time: dict[int, float] = {}  # version -> newest event time of the refit that made it
 
     # -- inputs ------------------------------------------------------------------------
     def record(self, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -60,7 +63,7 @@ class FreshnessTracker:
         for event_id, version, _slot, prob, t, *rest in rows:
             if rest and rest[0]:
                 continue
-            stale = is_stale(self.trained_through(int(version)), start)
+            stale = is_stale(self.trained_at(int(version)), start)
             self.requests += 1
             self.stale += stale
             self.recent.append((float(t), stale, None))
@@ -96,6 +99,9 @@ class FreshnessTracker:
             if not self.full or self.full[-1][1] != v:
                 self.full.append((now, v))
         if trainer is not None:
+            for r in trainer.get("refits", []):
+                if r.get("version") is not None and r.get("event_time") is not None:
+                    self.refit_time[int(r["version"])] = float(r["event_time"])
             for r in trainer.get("refits", []) + trainer.get("rejected", []):
                 if r.get("reason") not in DRIFT_REASONS or r.get("event_time") is None:
                     continue
@@ -108,13 +114,17 @@ class FreshnessTracker:
         while self.recent and self.recent[0][0] < now - self.window_s:
             self.recent.popleft()
 
+    def trained_at(self, version: int) -> Optional[float]:
+        """When ``version`` was trained, in event time: its refit's newest row, else its newest training row."""
+        return self.refit_time.get(version, self.trained_through(version))
+
     # -- outputs -----------------------------------------------------------------------
     def figures(self, now: float) -> dict[str, Any]:
         """Served accuracy (overall and over the recent window), stale share, and seconds to 100 % per change."""
         recent = [(s, r) for t, s, r in self.recent if t >= now - self.window_s]
         recent_scored = [r for _, r in recent if r is not None]
         recent_stale = [s for s, r in recent if r is None]
-        trained = {v: self.trained_through(v) for _, v in self.full if v is not None}
+        trained = {v: self.trained_at(v) for _, v in self.full if v is not None}
         per_change = seconds_to_full(self.changes, {v: t for v, t in trained.items() if t is not None}, self.full, now)
         return {
             "served_accuracy": self.correct / self.labelled if self.labelled else None,
