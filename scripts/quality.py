@@ -284,6 +284,7 @@ def verdict(res: dict[str, Any]) -> dict[str, Any] | None:
 
 def print_report(res: dict[str, Any], console: Any) -> None:
     """The bench's tables (rich): one per stream, and with several streams a summary of the verdicts."""
+    from rich import box
     from rich.table import Table
 
     streams = res["streams"] if "streams" in res else {"": res}
@@ -303,9 +304,10 @@ def print_report(res: dict[str, Any], console: Any) -> None:
     console.print("[dim]refits: new versions after the first fit (river_arf: trees it replaced on a drift alarm); "
                   f"no_change: the entity's previous label; majority: of the newest {MAJORITY_WINDOW} labels[/]")
     if len(streams) > 1:
-        t = Table(title="default against the baselines")
-        for col in ("stream", "default", *BAR, "majority", "points", "CPU / ARF"):
-            t.add_column(col, justify="left" if col == "stream" else "right")
+        t = Table(title="default against the baselines", box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1),
+                  pad_edge=False, show_edge=False)  # 80 columns
+        for col in ("stream", "default", *BAR, "majority", "points", "CPU/ARF"):
+            t.add_column(col, justify="left" if col == "stream" else "right", no_wrap=True)
         for name, r in streams.items():
             s, v = {**r["methods"], **r["baselines"]}, verdict(r) or {}
             t.add_row(name, *(f"{100 * s[m]['accuracy']:.2f}" if m in s else "—" for m in ("default", *BAR, "majority")),

@@ -4,7 +4,8 @@
   (labels reach the learners only when their chunk arrives);
 - the persistent stream keeps an entity's label about as often as its parameter says, and
   with persistence 0 it is the drifting stream;
-- on short persistent streams (three seeds) the default policy is not below ``no_change``.
+- on short persistent streams (three seeds) the default policy is not below ``no_change``;
+- the report: baselines in each stream's table, the verdict, the summary of several streams.
 """
 
 from __future__ import annotations
@@ -88,3 +89,21 @@ def test_default_policy_is_not_below_no_change_on_a_persistent_stream(seed):
     default, no_change = res["methods"]["default"]["accuracy"], res["baselines"]["no_change"]["accuracy"]
     assert default >= no_change, (default, no_change)
     assert no_change > res["baselines"]["majority"]["accuracy"] + 0.2  # the labels do persist
+
+
+def test_the_report_shows_baselines_the_verdict_and_a_summary_of_several_streams():
+    from rich.console import Console
+
+    one = {"methods": {"static": {"accuracy": 0.5, "refits": 0, "seconds": 1.0},
+                       "default": {"accuracy": 0.9, "refits": 9, "seconds": 10.0},
+                       "river_arf": {"accuracy": 0.8, "refits": 3, "seconds": 40.0}},
+           "baselines": {"no_change": {"accuracy": 0.85, "seconds": 0.1}, "majority": {"accuracy": 0.5, "seconds": 0.1}},
+           "dataset": "d", "rows": 10, "scored_rows": 8, "warmup_rows": 2, "feature_seconds": 1.0, "wall_seconds": 2.0}
+    assert quality.verdict(one) == {"best_baseline": "no_change", "points": 5.0, "cpu_share_of_arf": 0.25}
+    console = Console(record=True, width=80)
+    quality.print_report({"streams": {"synthetic": one, "persistent": one}}, console)
+    lines = [" ".join(line.replace("│", " ").split()) for line in console.export_text().splitlines()]
+    assert "no_change 85.00 % — 0.1" in lines and "majority 50.00 % — 0.1" in lines
+    text = " ".join(lines)
+    assert text.count("(no_change): +5.00 points, at 0.25x River ARF's CPU time") == 2
+    assert "persistent 90.00 85.00 50.00 80.00 50.00 +5.00 0.25x" in lines  # the summary, within 80 columns
