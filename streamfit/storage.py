@@ -5,7 +5,9 @@ checkpoint manifests, the ingest write-ahead log) goes through one ``Storage``: 
 one atomic object write (a single PUT on an object store; a temporary file renamed into
 place on a local disk), so readers see the old object or all of the new one. On a local
 disk the file is fsynced before the rename and its directory after it: a write that
-returned survives a power cut whole.
+returned survives a power cut whole. With ``write_attempts`` above 1 a failed write (a
+transient disk or object-store error) is retried with exponential backoff before it is raised;
+retrying is safe because each attempt is the same whole-object write.
 
 Example:
     >>> import tempfile
@@ -26,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pyarrow.fs as pafs
 
 from streamfit.errors import StreamfitError
+from streamfit.retry import retrying
 
 STALE_AFTER_S = 3600.0  # temporaries older than this belong to a crashed writer
 
@@ -79,12 +82,12 @@ class Storage:
     """Atomic object writes, reads and listings under one root on any ``pyarrow.fs`` filesystem.
 
     Storage errors are raised as ``error`` (a :class:`StreamfitError` subclass) naming the
-    URI (credentials redacted) and the path.
+    URI (credentials redacted) and the path; ``write_attempts``: tries of each ``put`` (backing off between).
     """
 
     def __init__(self, uri: str, filesystem: pafs.FileSystem | None = None,
-                 error: type[StreamfitError] = StreamfitError, what: str = "store") -> None:
-        self.uri, self.error, self.what = uri, error, what
+                 error: type[StreamfitError] = StreamfitError, what: str = "store", write_attempts: int = 1) -> None:
+        self.uri, self.error, self.what, self.write_attempts = uri, error, what, max(1, write_attempts)
         self.shown = redact_uri(uri)
         try:
             if filesystem is not None:
@@ -125,7 +128,13 @@ class Storage:
     # -- objects -----------------------------------------------------------------------
     def put(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically: readers see the old object or all of the new one."""
+        if self.write_attempts == 1:
+            self._put_once(path, data)
+        else:
+            retrying(self._put_once, path, data, on=(self.error,), attempts=self.write_attempts, first_wait_s=0.05,
+                     max_wait_s=1.0)
 
+    def _put_once(self, path: str, data: bytes) -> None:
         def write(target: str) -> None:
             with self.fs.open_output_stream(target) as out:
                 out.write(data)

@@ -54,6 +54,9 @@ PART_MARKER = "meta.json"  # written last: a shard's part is complete once it ex
 log = logging.getLogger(__name__)
 
 
+WRITE_ATTEMPTS = 5  # tries of each checkpoint write, with exponential backoff (0.05 s, 0.1 s, …)
+
+
 class CheckpointError(StreamfitError):
     """A checkpoint could not be written or read (storage error, incomplete or committed checkpoint)."""
 
@@ -79,7 +82,9 @@ class CheckpointStore:
     """Reads and writes shard snapshots and checkpoint manifests."""
 
     def __init__(self, uri: str, filesystem: pafs.FileSystem | None = None) -> None:
-        self.store = Storage(uri, filesystem, error=CheckpointError, what="checkpoint store")
+        # A transient storage error must not cost a checkpoint (nor stop the stream): each write is retried.
+        self.store = Storage(uri, filesystem, error=CheckpointError, what="checkpoint store",
+                             write_attempts=WRITE_ATTEMPTS)
         self.fs, self.root, self.uri = self.store.fs, self.store.root, uri
         self.damaged: list[str] = []  # files of damaged checkpoints found, each once
         self.damaged_ids: set[int] = set()

@@ -3,6 +3,12 @@
 The shards, the trainer and the monitor are actor handles; ``Remote`` shows each as a port
 whose calls return ``ObjectRef``s, which the coordinator awaits.
 
+Survives a restart (Ray restarts it, and retries the ``run`` call that was in progress): the
+source position, batch id and watermark of the last checkpoint, from which it resumes; the
+shards skip the batches they had applied after it. Counters start again from zero; training
+rows of batches re-sent after the checkpoint may reach the trainer a second time (the shards
+answer them from their result cache), and a source set with ``set_source`` is not set again.
+
 Example:
     >>> class Handle:  # stands in for an actor handle
     ...     class ping:
@@ -36,7 +42,7 @@ class Remote:
         return getattr(self.handle, name).remote
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class CoordinatorActor:
     """Drives the data plane: source -> shards -> trainer, with aligned checkpoints (logic in ``Coordinator``)."""
 

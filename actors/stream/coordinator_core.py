@@ -12,7 +12,17 @@ shard in this process (``LocalRunner``) — so one loop serves both. It
   batch id, then writes the manifest and commits the source position;
 - keeps the batches since the last checkpoint, so that a shard restarted from its checkpoint
   (it answers ``replay_from``) is sent exactly the batches it lost; results of batches already
-  collected are discarded, so nothing is counted or emitted twice.
+  collected are discarded, so nothing is counted or emitted twice;
+- hands training rows to the trainer through a ``TrainerFeed`` (one call in flight, at most
+  ``trainer_queue`` batches behind it, drops and trainer errors counted in the stats), so a slow,
+  crashed or hung trainer never stops ingestion; a periodic checkpoint that fails (storage
+  down after the store's retries) is counted in ``checkpoint_failures`` and tried again at the
+  next interval, the replay log keeping every batch since the last good one.
+
+A coordinator built over a checkpoint store resumes from its last manifest (position, batch id,
+watermark): that is what a restarted ``CoordinatorActor`` does. Batches the shards applied after
+that checkpoint are sent again; the shards answer them from their result cache (or with no rows)
+without applying them twice, so their state ends as in an uninterrupted run.
 
 Example:
     >>> import asyncio
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -47,6 +58,13 @@ from streamfit.actors.stream.feature_shard import ShardResult
 from streamfit.actors.stream.partition import EventTimeGuard, Partitioner, Watermark
 from streamfit.actors.stream.served_log import add_skew, empty_skew
 from streamfit.actors.stream.sources import Source, make_source
+from streamfit.actors.stream.trainer_feed import TrainerFeed
+
+log = logging.getLogger(__name__)
+
+
+class ReplayGap(CheckpointError):
+    """A restarted shard is older than anything the replay log holds: replaying cannot make it whole."""
 
 
 class Ready:
@@ -74,7 +92,7 @@ class ShardPort(Protocol):
 
 
 class TrainerPort(Protocol):
-    """Where training rows go; the coordinator awaits one call before making the next."""
+    """Where training rows go; one call at a time is in flight (``TrainerFeed``)."""
 
     def add_rows(self, rows: pd.DataFrame) -> Awaitable[Any]:
         """Take a frame of labelled training rows."""
@@ -123,7 +141,8 @@ class Coordinator:
                  store: CheckpointStore | None = None, checkpoint_every_s: float = 60.0,
                  pace_events_per_s: float | None = None, offload: bool = True, replay: bool = True,
                  now: Callable[[], float] = time.time, feature_names: Sequence[str] = (),
-                 event_time: EventTimeGuard | None = None) -> None:
+                 event_time: EventTimeGuard | None = None, trainer_queue: int = 8,
+                 trainer_flush_s: float = 30.0) -> None:
         self.source, self.shards, self.trainer, self.monitor = source, list(shards), trainer, monitor
         self.replay = replay  # False for shards that never restart (in process): no replay log to keep
         self.max_in_flight, self.store, self.checkpoint_every_s = max_in_flight, store, checkpoint_every_s
@@ -150,8 +169,9 @@ class Coordinator:
         self.collected = [self.batch_id] * len(self.shards)
         self.in_flight: list[deque[tuple[int, Awaitable[ShardResult]]]] = [deque() for _ in self.shards]
         self.rows_out: list[pd.DataFrame] = []
-        self.trainer_call: Awaitable[Any] | None = None
         self.counters: Counter[str] = Counter()
+        self.feed = TrainerFeed(trainer, self.counters, trainer_queue) if trainer is not None else None
+        self.trainer_flush_s = trainer_flush_s
         self.reasons: Counter[str] = Counter()
         self.nulls: Counter[str] = Counter()
         self.per_shard_accepted = [0] * len(self.shards)
@@ -212,7 +232,14 @@ class Coordinator:
         self.position = next_position
         await self._forward_rows()
         if self.store and self.now() - self._last_checkpoint >= self.checkpoint_every_s:
-            await self.checkpoint()
+            try:
+                await self.checkpoint()
+            except ReplayGap:
+                raise
+            except Exception:  # storage down beyond the retries: the stream goes on, the next interval tries again
+                self.counters["checkpoint_failures"] += 1
+                self._last_checkpoint = self.now()
+                log.exception("checkpoint failed; retried at the next interval")
         return events
 
     async def finish(self) -> None:
@@ -278,7 +305,7 @@ class Coordinator:
             if upto < missing:
                 # The shard came back older than anything the replay log holds (its checkpoint is gone):
                 # replaying cannot make it whole, so stop instead of looping.
-                raise CheckpointError(f"shard {i} restarted at batch {upto}, but replay starts after {missing}: "
+                raise ReplayGap(f"shard {i} restarted at batch {upto}, but replay starts after {missing}: "
                                       "its checkpoint is missing or older than the last manifest")
             restarted = None
             for b in self.log.after(upto):
@@ -324,20 +351,15 @@ class Coordinator:
         if self.monitor is not None and self.rows_out:
             # Labelled rows: the live-accuracy join with logged predictions, drift, stream accuracy.
             self.monitor.observe_rows(pd.concat(self.rows_out, ignore_index=True))
-        if self.trainer is None:
+        if self.feed is None:
             self.counters["training_rows"] += sum(len(r) for r in self.rows_out)
             self.rows_out.clear()
             return
         if self.rows_out:
-            if self.trainer_call is not None:
-                await self.trainer_call  # at most one trainer call in flight: the trainer paces the stream
-            batch = pd.concat(self.rows_out, ignore_index=True)
+            self.feed.offer(pd.concat(self.rows_out, ignore_index=True))
             self.rows_out.clear()
-            self.counters["training_rows"] += len(batch)
-            self.trainer_call = self.trainer.add_rows(batch)
-        if final and self.trainer_call is not None:
-            await self.trainer_call
-            self.trainer_call = None
+        if final:
+            await self.feed.flush(self.trainer_flush_s)
 
     def set_source(self, source: Source) -> None:
         """Read from ``source`` instead of the configured one (benchmarks, embedding); before ``run``."""
@@ -361,6 +383,8 @@ class Coordinator:
             "watermark_lag_s": (self.watermark.clock - self.watermark.value)
             if np.isfinite(self.watermark.value) else None,
             "per_shard_accepted": list(self.per_shard_accepted),
+            **{k: self.counters[k] for k in ("training_rows_dropped", "trainer_errors", "checkpoint_failures")},
+            "trainer_queue": self.feed.queued if self.feed is not None else 0,
             "damaged_checkpoints": list(getattr(self.store, "damaged", [])),  # skipped at start, by path
             "skew": copy.deepcopy(self.skew),
         }

@@ -35,6 +35,7 @@ from streamfit.actors.stream.checkpoint import CheckpointStore
 from streamfit.actors.stream.coordinator_core import Coordinator, Ready
 from streamfit.actors.stream.feature_shard import FeatureShard, ShardResult
 from streamfit.actors.stream.lookup import LookupResult
+from streamfit.actors.stream.partition import EventTimeGuard
 from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint, write_shard_checkpoint
 from streamfit.actors.stream.sources import Position, Source
 
@@ -80,12 +81,14 @@ class LocalRunner:
 
     With ``checkpoint_uri`` the runner resumes from the last complete checkpoint there and
     writes aligned checkpoints every ``checkpoint_every_s`` and at the end, like the cluster.
+    ``event_time`` sets the event-time guard's limits (default: ``StreamConfig``'s).
     Synchronous: call it from code that is not already inside a running event loop.
     """
 
     def __init__(self, features: FeaturesConfig, source: Source, num_shards: int = 1,
                  on_rows: RowsCallback | None = None, checkpoint_uri: str | None = None,
-                 checkpoint_every_s: float = float("inf"), training_features: str = "served") -> None:
+                 checkpoint_every_s: float = float("inf"), training_features: str = "served",
+                 event_time: EventTimeGuard | None = None) -> None:
         store = CheckpointStore(checkpoint_uri) if checkpoint_uri else None
         self.shards = [FeatureShard(features, i, training_features) for i in range(num_shards)]
         for shard in self.shards if store else []:
@@ -94,7 +97,7 @@ class LocalRunner:
         self.coordinator = Coordinator(source, [LocalShard(s, store) for s in self.shards], rows,
                                        lateness_s=features.allowed_lateness_s, max_in_flight=0, store=store,
                                        checkpoint_every_s=checkpoint_every_s, offload=False, replay=False,
-                                       feature_names=features.feature_names())
+                                       feature_names=features.feature_names(), event_time=event_time)
 
     @property
     def position(self) -> Position:
