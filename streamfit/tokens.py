@@ -77,20 +77,28 @@ def ensure_admin_token(environ: MutableMapping[str, str] | None = None) -> Path 
     path = admin_token_path(env)
     token = read_admin_token_file(env)
     if token is None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:  # O_EXCL: two runs starting at once agree on the first one's token
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            token = read_admin_token_file(env)
-        else:
-            token = secrets.token_urlsafe(32)
-            with os.fdopen(fd, "w") as f:
-                f.write(token + "\n")
+        try:
+            token = _generate(path, env)
+        except OSError as err:
+            raise ConfigError(f"{token_env('admin')}: none set, and a generated one cannot be written to {path} "
+                              f"({err.strerror}); set {token_env('admin')} or {token_env('admin')}_FILE") from None
     if not token:
         raise ConfigError(f"{token_env('admin')}: {path} is empty; delete it (a new token is generated) or set one")
     os.chmod(path, 0o600)  # a file someone widened is narrowed back: it grants everything
     env[token_env("admin")] = token
     return path
+
+
+def _generate(path: Path, env: Mapping[str, str]) -> str | None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:  # O_EXCL: two runs starting at once agree on the first one's token
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_admin_token_file(env)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
 
 
 def token_notice(path: Path) -> str:

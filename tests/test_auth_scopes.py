@@ -337,3 +337,9 @@ def test_streamfit_run_on_a_network_host_refuses_open_ingest_naming_the_field(tm
     cfg.write_text("serving:\n  host: 0.0.0.0\nauth:\n  open_scopes: [read, ingest]\n")
     out = CliRunner().invoke(cli.app, ["run", "-c", str(cfg)], env={"COLUMNS": "300"})
     assert out.exit_code == 2 and "auth.open_scopes: ingest" in out.output and "--allow-open-scopes" in out.output
+
+
+def test_an_admin_token_that_cannot_be_written_is_a_config_error_naming_the_variable(tmp_path):
+    (tmp_path / "streamfit").write_text("a file where the directory should be")
+    with pytest.raises(ConfigError, match="STREAMFIT_ADMIN_TOKEN.*admin-token"):
+        ensure_admin_token({"XDG_CONFIG_HOME": str(tmp_path)})
