@@ -21,11 +21,12 @@ def test_the_default_trainer_keeps_the_no_change_model_when_its_candidate_is_not
     core.add_rows(rows)  # 600 rows: a volume refit
     attempt = core.history[-1]
     assert attempt["model"] == "no_change" and attempt["accepted"], attempt
+    assert core.champion_meta["model"] == "no_change" and core.champion.num_boosted_rounds() == 20
     p = core.champion.inplace_predict(np.array([[5.0, 1.0], [-5.0, 0.0], [0.0, 1.0]]))
     assert ((p >= 0.5) == [True, False, True]).all()
     # A field that decides the label outright: the fitted candidate wins with confidence.
     core = TrainerCore(TrainerConfig(), ["x", "label_last"], None)
     core.add_rows(rows.assign(label=(rows["x"] > 0).astype(float)))
     attempt = core.history[-1]
-    assert "model" not in attempt and attempt["accepted"], attempt
+    assert "model" not in attempt and attempt["accepted"] and core.champion_meta["model"] == "fitted", attempt
     assert attempt["vs_no_change"]["wins"] > 40 > attempt["vs_no_change"]["losses"]

@@ -214,6 +214,7 @@ class TrainerCore:
             "rows": int(len(train)),
             "window": {"start": float(train[EVENT_TIME].iloc[0]), "end": float(train[EVENT_TIME].iloc[-1])},
             "trigger": decision.reason,
+            "model": record.get("model", "fitted"),  # "no_change": the baseline model won (see the module doc)
             "strategy": decision.strategy if base is not None else "full",
             "trees": candidate.num_boosted_rounds(),
             "parent": self.champion_version,
