@@ -112,6 +112,10 @@ class Monitor:
         """(labelled served predictions, accuracy) of ``version`` since ``since``; None if none."""
         return self.log.accuracy_since(version, since)
 
+    def paired_since(self, live: int, candidate: int, since: float, newest: int = 100) -> dict[str, Any]:
+        """Labelled requests both versions answered since ``since`` (one served, one in shadow): who was right."""
+        return self.log.paired_since(live, candidate, since, newest)
+
     def per_version(self) -> dict[int, dict[str, Any]]:
         """Live accuracy per version: on served, labelled requests where there are enough, else on the stream."""
         return merge_accuracy(self.stream.live_accuracy(), self.log.per_version())

@@ -49,6 +49,7 @@ class MonitorActor:
 
     record = forward(Monitor.record)
     accuracy_since = forward(Monitor.accuracy_since)
+    paired_since = forward(Monitor.paired_since)
     per_version = forward(Monitor.per_version)
     drift = forward(Monitor.drift)
     timeseries = forward(Monitor.timeseries)
