@@ -14,8 +14,8 @@ shard in this process (``LocalRunner``) — so one loop serves both. It
   (it answers ``replay_from``) is sent exactly the batches it lost; results of batches already
   collected are discarded, so nothing is counted or emitted twice;
 - hands training rows to the trainer through a ``TrainerFeed`` (one call in flight, at most
-  ``trainer_queue`` batches behind it, drops and trainer errors counted in the stats), so a slow,
-  crashed or hung trainer never stops ingestion; a periodic checkpoint that fails (storage
+  ``trainer_queue`` batches behind it, drops and trainer errors counted in the stats; at the end
+  it waits ``trainer_flush_s`` at most), so a slow, crashed or hung trainer never stops ingestion; a periodic checkpoint that fails (storage
   down after the store's retries) is counted in ``checkpoint_failures`` and tried again at the
   next interval, the replay log keeping every batch since the last good one.
 
@@ -142,7 +142,7 @@ class Coordinator:
                  pace_events_per_s: float | None = None, offload: bool = True, replay: bool = True,
                  now: Callable[[], float] = time.time, feature_names: Sequence[str] = (),
                  event_time: EventTimeGuard | None = None, trainer_queue: int = 8,
-                 trainer_flush_s: float = 30.0) -> None:
+                 trainer_flush_s: float = 120.0) -> None:
         self.source, self.shards, self.trainer, self.monitor = source, list(shards), trainer, monitor
         self.replay = replay  # False for shards that never restart (in process): no replay log to keep
         self.max_in_flight, self.store, self.checkpoint_every_s = max_in_flight, store, checkpoint_every_s
