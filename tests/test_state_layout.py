@@ -210,3 +210,14 @@ def test_contains_tells_the_keys_with_rows():
     st_.insert(np.array([3], np.uint64), np.array([60], np.int64) * US, np.ones((1, 1)))
     assert st_.contains(np.array([1, 2, 3, 4], np.uint64)).tolist() == [False, True, True, False]
     assert set(st_.keys.tolist()) == {2, 3}
+
+
+def test_a_prune_before_any_watermark_is_not_a_move_backwards(monkeypatch):
+    """FeatureShard prunes at int64.min // 2 minus the window while the watermark is -inf: that must
+    stay the cheap path (moving a bound back rebuilds the whole store)."""
+    st_ = SeriesStore(1)
+    st_.insert(np.array([1, 2], np.uint64), np.array([0, 5], np.int64), np.ones((2, 1)))
+    monkeypatch.setattr(SeriesStore, "_flat_arrays", lambda self: pytest.fail("rebuilt the whole store"))
+    for _ in range(3):
+        st_.prune(np.iinfo(np.int64).min // 2 - 3600 * US, np.iinfo(np.int64).min // 2 - 7200 * US)
+    assert len(st_) == 2

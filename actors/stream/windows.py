@@ -228,8 +228,8 @@ class SeriesStore:
         Both bounds are meant to move forward; moving one back is exact but rebuilds the store.
         """
         st = self._state
-        horizon = int(horizon_us)
-        expire = NO_TIME if expire_before_us is None else min(int(expire_before_us), horizon)
+        horizon = max(int(horizon_us), NO_TIME)  # "no watermark yet" (very negative) is the initial horizon
+        expire = NO_TIME if expire_before_us is None else max(min(int(expire_before_us), horizon), NO_TIME)
         if horizon < st.horizon or expire < st.expire:
             keys, times, values = self._flat_arrays()
             last = np.ones(len(keys), dtype=bool)
