@@ -278,4 +278,7 @@ def demo_config() -> Config:
     cfg.rollout.bake_s = 5.0
     cfg.rollout.min_requests = 10
     cfg.rollout.min_labels = 10  # the demo's requests are the stream's events: their labels follow quickly
+    # The embedded demo serves on loopback only, and its request load sends event ids so answers are judged:
+    # it opens the ingest scope explicitly, as a user's config would have to (admin stays behind its token).
+    cfg.auth.open_scopes = ["read", "ingest"]
     return cfg
