@@ -2,7 +2,8 @@
 
 - ``no_change``: predict the entity's previous label as the feature store knew it at the event's
   time (its ``label_last`` feature: the newest of its labels that had arrived); without one, the
-  newest label the baseline has learnt for the entity, else of any entity (0 before any label);
+  newest label the baseline has learnt for the entity, else what ``majority`` predicts (the
+  trainer's no_change model does the same for an entity without a label);
 - ``majority``: predict the most frequent label among the newest ``MAJORITY_WINDOW`` labelled
   rows learnt (a tie, or no label yet, predicts the newest label, else 0).
 
@@ -45,22 +46,23 @@ class OnlineLearner(Protocol):
 
 
 class NoChange:
-    """The entity's previous label: ``label_last`` when known, else the newest learnt (the entity's, else any)."""
+    """The entity's previous label: ``label_last`` when known, else the newest learnt, else the majority."""
 
     def __init__(self) -> None:
         self.last: dict[Any, int] = {}
-        self.newest = 0
+        self.majority = Majority()
 
     def predict_one(self, x: tuple[Any, float]) -> int:
         """The label to predict for a row ``(entity, label_last)``."""
         entity, known = x
         if known == known:  # not NaN
             return int(known >= 0.5)
-        return self.last.get(entity, self.newest)
+        return self.last[entity] if entity in self.last else self.majority.predict_one()
 
     def learn_one(self, x: tuple[Any, float], y: int) -> None:
         """A label arrived."""
-        self.last[x[0]] = self.newest = int(y)
+        self.last[x[0]] = int(y)
+        self.majority.learn_one(x, y)
 
 
 class Majority:

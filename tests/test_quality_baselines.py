@@ -37,7 +37,7 @@ def test_timeline_predicts_each_row_before_its_label_arrives():
 def test_no_change_predicts_the_entity_previous_label():
     # r0 a, r1 b: nothing known -> 0 (wrong, right); the trainer learns a=1, b=0 (newest 0).
     # r2 a: label_last 1 (wrong); r3 a: label_last 0, r2's label, not yet learnt by the trainer (wrong);
-    # the trainer learns a=0, a=1 (newest 1). r4 c: nothing of its own -> newest of any, 1 (wrong);
+    # the trainer learns a=0, a=1. r4 c: nothing of its own -> the majority of 1, 0, 0, 1: a tie, the newest, 1 (wrong);
     # r5 a: label_last 1 (right).
     correct = quality.replay_baseline(hand_made(), "no_change").correct
     assert correct.tolist() == [False, True, False, False, False, True]

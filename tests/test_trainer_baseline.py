@@ -1,5 +1,6 @@
 """The trainer's no_change candidate (no Ray): each full refit also fits the entity's previous label as a
-model, and the fitted candidate replaces it only when it is surely better on the holdout.
+model, and the fitted candidate replaces it only when it is surely better on the holdout; an entity
+without a previous label gets the window's majority.
 """
 
 from __future__ import annotations
@@ -30,3 +31,16 @@ def test_the_default_trainer_keeps_the_no_change_model_when_its_candidate_is_not
     attempt = core.history[-1]
     assert "model" not in attempt and attempt["accepted"] and core.champion_meta["model"] == "fitted", attempt
     assert attempt["vs_no_change"]["wins"] > 40 > attempt["vs_no_change"]["losses"]
+
+
+def test_the_no_change_model_answers_an_entity_without_a_label_with_the_window_majority():
+    rng = np.random.default_rng(6)
+    for share_of_ones, expected in ((0.8, True), (0.2, False)):
+        last = (rng.random(800) < share_of_ones).astype(float)
+        rows = pd.DataFrame({"event_time": np.arange(800.0), "x": rng.normal(size=800), "label_last": last,
+                             "label": np.where(rng.random(800) < 0.9, last, 1 - last)})
+        core = TrainerCore(TrainerConfig(), ["x", "label_last"], None)
+        core.add_rows(rows)
+        assert core.champion_meta["model"] == "no_change"
+        p = core.champion.inplace_predict(np.array([[0.0, np.nan], [0.0, 0.0], [0.0, 1.0]]))
+        assert ((p >= 0.5) == [expected, False, True]).all(), p
