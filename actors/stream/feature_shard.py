@@ -170,9 +170,12 @@ class FeatureShard:
             self.clock_us = max(self.clock_us, int(to_us(clock)))
         self.clock_us = max(self.clock_us, self.latest_us)
         wm_us = int(to_us(watermark)) if np.isfinite(watermark) else np.iinfo(np.int64).min // 2
-        self.events.prune(wm_us - max(self.windows_us))
+        # An entity idle longer than every window and the label timeout has nothing a feature can read:
+        # its rows (kept until now for `last` and age) are dropped, so state is bounded by active entities.
+        idle_us = max(max(self.windows_us), max(self.label_windows_us, default=0), int(to_us(self.cfg.label_timeout_s)))
+        self.events.prune(wm_us - max(self.windows_us), wm_us - idle_us)
         if self.label_windows_us:
-            self.labels.prune(wm_us - max(self.label_windows_us))
+            self.labels.prune(wm_us - max(self.label_windows_us), wm_us - idle_us)
         if np.isfinite(watermark):
             self.counters["expired_unlabelled"] += self.pending.expire(watermark - self.cfg.label_timeout_s)
         bad = reason != ""
@@ -268,8 +271,7 @@ class FeatureShard:
     def features(self, entity: str) -> dict[str, Any] | None:
         """An entity's current aggregates (as of just after its latest event), or None if unknown."""
         key = hash_keys(np.array([entity], dtype=object))
-        lo, hi = np.searchsorted(self.events.keys, key, "left"), np.searchsorted(self.events.keys, key, "right")
-        if hi[0] == lo[0]:
+        if not self.events.contains(key)[0]:
             return None
         now = np.array([self.clock_us + 1], np.int64)  # just after the stream's latest event
         feats = self._features_at(key, now, None)[0]

@@ -70,18 +70,12 @@ class ShardView:
     @classmethod
     def of(cls, events: SeriesStore, labels: SeriesStore, clock_us: int, last_batch_id: int) -> "ShardView":
         """A view sharing the stores' current arrays (they are replaced, never written, afterwards)."""
-        return cls(_frozen(events), _frozen(labels), int(clock_us), int(last_batch_id))
+        return cls(events.frozen(), labels.frozen(), int(clock_us), int(last_batch_id))
 
     @property
     def as_of(self) -> float:
         """The stream clock in seconds (NaN before any event)."""
         return float("nan") if self.clock_us == NO_CLOCK else self.clock_us / US
-
-
-def _frozen(store: SeriesStore) -> SeriesStore:
-    view = SeriesStore(store.n_values)
-    view.keys, view.times, view.values = store.keys, store.times, store.values
-    return view
 
 
 def prepare(events: pd.DataFrame | EventArrays, cfg: FeaturesConfig,
