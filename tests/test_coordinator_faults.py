@@ -99,3 +99,25 @@ def test_a_storage_error_during_a_checkpoint_is_retried_and_the_checkpoint_compl
     assert failed and stats["checkpoints"] == 1
     manifest = CheckpointStore(str(tmp_path)).latest_manifest()
     assert manifest is not None and manifest["batch_id"] == N_BATCHES
+
+
+def test_a_periodic_checkpoint_that_fails_beyond_the_retries_is_counted_and_the_stream_goes_on(batches, tmp_path,
+                                                                                              monkeypatch):
+    from streamfit.actors.stream.checkpoint import WRITE_ATTEMPTS
+
+    write, failures = storage_mod._write_synced, []
+
+    def down_for_one_write(path: str, data: bytes) -> None:
+        if len(failures) < WRITE_ATTEMPTS:  # every try of the first write fails: storage down for a while
+            failures.append(path)
+            raise OSError(5, "Input/output error (injected)")
+        write(path, data)
+
+    monkeypatch.setattr(storage_mod, "_write_synced", down_for_one_write)
+    clock = iter(range(10_000))  # one second per call: a periodic checkpoint falls due every few batches
+    coord = coordinator(batches, store=CheckpointStore(str(tmp_path)), checkpoint_every_s=5.0,
+                        now=lambda: float(next(clock)))
+    stats = run(coord)
+    assert len(failures) == WRITE_ATTEMPTS and stats["checkpoint_failures"] == 1
+    assert stats["batches"] == N_BATCHES and stats["checkpoints"] >= 2
+    assert CheckpointStore(str(tmp_path)).latest_manifest()["batch_id"] == N_BATCHES
