@@ -11,17 +11,17 @@ again (in Ray 2.60 that restarts every replica).
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import numpy as np
 import ray
 from ray import serve
 
-from streamfit.config import Config, FeaturesConfig, ServingConfig
+from streamfit.config import AuthConfig, Config, FeaturesConfig, ServingConfig
 from streamfit.registry import Registry
 from streamfit.names import CONTROLLER_NAME, SLOTS
 from streamfit.serve.api import build_api
+from streamfit.serve.auth import Authorizer
 from streamfit.serve.backend import RayBackend, follow_controller, load_slot
 from streamfit.serve.router import RouterCore
 from streamfit.serve.slots import ModelSlot
@@ -36,7 +36,7 @@ class Router:
 
     async def __init__(self, registry_uri: str, features: dict[str, Any], serving: dict[str, Any], num_shards: int,
                        ingest: bool, controller_name: str, namespace: str, blue: Any = None,
-                       green: Any = None) -> None:
+                       green: Any = None, auth: dict[str, Any] | None = None) -> None:
         self.features_cfg = FeaturesConfig.model_validate(features)
         self.serving = ServingConfig.model_validate(serving)
         self.schema_hash = self.features_cfg.schema_hash()
@@ -46,6 +46,8 @@ class Router:
         self.backend = RayBackend(self.registry, self.features_cfg, namespace, num_shards, controller_name,
                                   self.serving)
         self.ingest_enabled = ingest
+        # Tokens come from the replica's environment (inherited from the process that started Ray).
+        self.auth = Authorizer.from_config(AuthConfig.model_validate(auth or {}))
         replica_id = serve.get_replica_context().replica_id.unique_id
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(follow_controller(self.core, lambda: self.backend.actor(controller_name),
@@ -53,8 +55,7 @@ class Router:
                        loop.create_task(self._flush_forever())]
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_api(self.core, self.backend, self.features_cfg, admin_token=os.environ.get(ADMIN_TOKEN_ENV),
-                         ingest_enabled=self.ingest_enabled, max_request_bytes=self.serving.max_request_bytes,
+        return build_api(self.core, self.backend, self.features_cfg, auth=self.auth, ingest_enabled=self.ingest_enabled, max_request_bytes=self.serving.max_request_bytes,
                          routing_key_header=self.serving.routing_key_header,
                          pin_slot_header=self.serving.pin_slot_header,
                          max_batch_events=self.serving.max_batch_events)
@@ -130,7 +131,8 @@ def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Applic
         # A log line per request costs more than the prediction; Serve's metrics still count requests.
         logging_config={"enable_access_log": cfg.serving.access_log},
     ).bind(registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), cfg.shards.num_shards,
-           cfg.stream.source == "http", CONTROLLER_NAME, namespace, slot_handles.get("blue"), slot_handles.get("green"))
+           cfg.stream.source == "http", CONTROLLER_NAME, namespace, slot_handles.get("blue"), slot_handles.get("green"),
+           cfg.auth.model_dump())
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
