@@ -28,6 +28,7 @@ KIND, EVENT_ID, ENTITY, EVENT_TIME, LABEL = "kind", "event_id", "entity", "event
 EVENT, LABEL_KIND = "event", "label"
 BASE_COLUMNS = [KIND, EVENT_ID, ENTITY, EVENT_TIME]
 PARTITION = "_partition"  # optional: the source partition a row came from (per-partition watermarks)
+ENTITY_HASH = "_entity_hash"  # optional: hash_keys(entity), set by the partitioner so a shard does not hash again
 
 
 def hash_keys(values: np.ndarray | pd.Series) -> np.ndarray:

@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 
 from streamfit.config import StreamConfig
-from streamfit.schema import ENTITY, EVENT_TIME, PARTITION, shard_of
+from streamfit.schema import ENTITY, ENTITY_HASH, EVENT_TIME, PARTITION, hash_keys, shard_of_hash
 
 log = logging.getLogger(__name__)
 
 
 class Partitioner:
-    """Splits a batch into one frame per shard by the stable hash of the entity key."""
+    """Splits a batch into one frame per shard by the stable hash of the entity key (carried in ``_entity_hash``)."""
 
     def __init__(self, num_shards: int) -> None:
         self.num_shards = num_shards
@@ -43,10 +43,13 @@ class Partitioner:
         if self.num_shards == 1 and isinstance(df.index, pd.RangeIndex) and df.index.start == 0 \
                 and df.index.step == 1:
             return [df]  # one shard owns every row: skip hashing the keys (the in-process runner's case)
-        owner = shard_of(df[ENTITY].values, self.num_shards) if len(df) else np.zeros(0, np.int64)
+        hashes = hash_keys(df[ENTITY].values) if len(df) else np.zeros(0, np.uint64)
+        owner = shard_of_hash(hashes, self.num_shards)
         order = np.argsort(owner, kind="stable")
         bounds = np.searchsorted(owner[order], np.arange(self.num_shards + 1))
         taken = df.take(order).reset_index(drop=True)
+        if len(df):
+            taken[ENTITY_HASH] = hashes[order]  # the shard keys its state by this hash: computed once, here
         return [taken.iloc[bounds[i]:bounds[i + 1]].reset_index(drop=True) for i in range(self.num_shards)]
 
 

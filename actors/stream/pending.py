@@ -95,6 +95,10 @@ class PendingRows:
         self._seg_head = np.append(self._seg_head, base)
         self._seg_end = np.append(self._seg_end, base + b)
 
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Mask of the ids waiting here (what ``take`` would find)."""
+        return np.fromiter((i in self.index for i in ids.tolist()), dtype=bool, count=len(ids))
+
     def take(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, row positions) for these ids; found rows leave the pending set."""
         pos = np.fromiter((self.index.pop(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
