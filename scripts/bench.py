@@ -1,190 +1,29 @@
-"""Benchmarks that print ratios against a baseline measured in the same run."""
+"""Benchmarks that print ratios against a baseline measured in the same run: serving here; ingest in
+``bench_ingest`` (its names are re-exported)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
 import httpx
 import numpy as np
-import pandas as pd
 import ray
 import xgboost as xgb
 
 from streamfit.config import Config, config_from_dict
-from streamfit.actors.stream import (CoordinatorActor, FeatureShard, FeatureShardActor, FramesSource, LocalRunner,
-                                     SyntheticSource)
-from streamfit.schema import EVENT_ID, EVENT_TIME, KIND
+from streamfit.actors.stream import SyntheticSource
+from streamfit.scripts.bench_ingest import RouterLookups, bench_ingest, ingest_config
 from streamfit.scripts.load import event_bodies
-from streamfit.scripts.loadgen import CpuMeter, PacedCalls, Wrk, WrkResult, niceness, processes
+from streamfit.scripts.loadgen import CpuMeter, Wrk, WrkResult, niceness, processes
 
-
-class ObjectStoreSource:
-    """Pre-built batches already in Ray's object store: the sharded path pays no generation cost."""
-
-    def __init__(self, refs: list[Any]) -> None:
-        self.refs = refs
-
-    def initial_position(self) -> int:
-        return 0
-
-    def read(self, position: int) -> tuple[pd.DataFrame, int]:
-        return ray.get(self.refs[position]), position + 1
-
-    def at_end(self, position: int) -> bool:
-        return position >= len(self.refs)
-
-    def commit(self, position: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def ingest_config(entities: int, batch_size: int) -> Config:
-    """The default feature set on a stream sized for the benchmark (labels 1,000 events late, no bad rows)."""
-    return config_from_dict({
-        "stream": {"entities": entities, "batch_size": batch_size, "events_per_second": 1000.0,
-                   "label_delay_events": 1000, "bad_row_rate": 0.0, "max_events_per_s": None},
-        "checkpoints": {"enabled": False},
-    })
-
-
-def make_batches(cfg: Config, events: int, progress: Callable[[int], None] | None = None) -> list[pd.DataFrame]:
-    """The benchmark stream, generated once and shared by both paths."""
-    src = SyntheticSource(cfg.stream, cfg.features)
-    out, pos, n = [], 0, 0
-    while n < events:
-        df, pos = src.read(pos)
-        out.append(df)
-        n += cfg.stream.batch_size
-        if progress:
-            progress(len(df))
-    return out
-
-
-def run_baseline(cfg: Config, batches: list[pd.DataFrame]) -> tuple[float, FeatureShard]:
-    """One in-process FeatureShard over every batch (the single-process vectorised implementation)."""
-    runner = LocalRunner(cfg.features, FramesSource(batches))
-    started = time.perf_counter()
-    runner.run()
-    return time.perf_counter() - started, runner.shards[0]
-
-
-class RouterLookups:
-    """Lookups sent to the shard actors as a Router replica sends them: through its ``LookupBatcher`` (one call
-    per shard under way, the events that arrive meanwhile go together), on an event loop in its own thread.
-    ``send(i)`` looks up event ``i`` (modulo) at the shards' "now" and returns a concurrent Future."""
-
-    def __init__(self, cfg: Config, shards: list[Any], batch: pd.DataFrame, n: int = 1000) -> None:
-        from streamfit.serve.lookup import EventRows, LookupBatcher
-
-        async def call(shard: int, frame: pd.DataFrame, record: bool) -> Any:
-            return await shards[shard].lookup.remote(frame, record)
-
-        s = cfg.serving
-        self.batcher = LookupBatcher(call, len(shards), wait_s=s.lookup_wait_ms / 1000, max_batch=s.lookup_max_batch,
-                                     timeout_s=s.lookup_timeout_s)
-        fields = [f.name for f in cfg.features.fields]
-        self.rows = [EventRows.of([{k: v for k, v in e.items() if k not in (EVENT_TIME, EVENT_ID)}], fields)
-                     for e in event_bodies(batch.head(n), fields)]
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="streamfit-lookups", daemon=True)
-        self.thread.start()
-
-    def send(self, i: int) -> Future:
-        """Look up one event; the Future fails as the Router's request would (a shard slow or down)."""
-        return asyncio.run_coroutine_threadsafe(self.batcher.lookup(self.rows[i % len(self.rows)]), self.loop)
-
-    def close(self) -> dict[str, int]:
-        """Stop the loop; the batcher's figures (calls, events per call, timeouts)."""
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        return self.batcher.stats()
-
-
-def run_sharded(cfg: Config, batches: list[pd.DataFrame], num_shards: int,
-                lookup_rps: float = 0.0) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
-    """The real CoordinatorActor and FeatureShardActors on Ray, fed from the object store; with ``lookup_rps``,
-    that many lookups a second hit the shards meanwhile, paced from a thread of this process and grouped
-    into ``FeatureShardActor.lookup`` calls as a Router replica groups them."""
-    refs = [ray.put(b) for b in batches]
-    shards = [FeatureShardActor.options(num_cpus=0).remote(cfg.features, i, None, num_shards)
-              for i in range(num_shards)]
-    ray.get([s.stats.remote() for s in shards])
-    coord = CoordinatorActor.options(num_cpus=0).remote(cfg, shards, None)
-    ray.get(coord.stats.remote())
-    ray.get(coord.set_source.remote(ObjectStoreSource(refs)))
-    lookups = RouterLookups(cfg, shards, batches[0]) if lookup_rps > 0 else None
-    pacer = PacedCalls(lookups.send, lookup_rps) if lookups else None
-    meter = CpuMeter(("FeatureShardActor", "CoordinatorActor")).start()
-    started = time.perf_counter()
-    run = coord.run.remote(None)
-    if pacer is not None:
-        pacer.start()
-    ray.get(run)
-    elapsed = time.perf_counter() - started
-    figures = {**pacer.stop(), **lookups.close()} if pacer and lookups else {}
-    figures["cpu_seconds"] = meter.seconds()
-    stats = ray.get([s.stats.remote() for s in shards])
-    for a in (coord, *shards):
-        ray.kill(a)
-    return elapsed, stats, figures
-
-
-def bench_ingest(num_shards: int, events: int, entities: int, batch_size: int = 20_000, lookup_rps: float = 0.0,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Events/s of the sharded actors against the single-process baseline on the same events; with
-    ``lookup_rps``, the sharded run again while that many lookups a second hit the shards."""
-    cfg = ingest_config(entities, batch_size)
-    log(f"generating {events:,} events for {entities:,} entities …")
-    batches = make_batches(cfg, events)
-    n_events = int(sum((b[KIND] == "event").sum() for b in batches))
-    log("baseline: one in-process FeatureShard …")
-    base_s, base_shard = run_baseline(cfg, batches)
-    log(f"sharded: {num_shards} FeatureShard actors on Ray …")
-    own_ray = not ray.is_initialized()
-    if own_ray:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        shard_s, stats, plain = run_sharded(cfg, batches, num_shards)
-        if lookup_rps > 0:
-            log(f"sharded again, with {lookup_rps:g} lookups/s on the shard actors …")
-            lookup_s, _, lookups = run_sharded(cfg, batches, num_shards, lookup_rps)
-    finally:
-        if own_ray:
-            ray.shutdown()
-    sharded_events = sum(s["events"] for s in stats)
-    base_events = base_shard.counters["events"]
-    if sharded_events != base_events:
-        raise RuntimeError(f"sharded path applied {sharded_events} events, baseline {base_events}")
-    state = sum(s["state_bytes"] for s in stats)
-    with_lookups = {} if lookup_rps <= 0 else {
-        "lookup_rps_asked": lookup_rps, "lookups": lookups, "sharded_with_lookups_events_per_s": n_events / lookup_s,
-        "lookup_ratio": shard_s / lookup_s}
-    return {
-        "events": n_events,
-        "entities": entities,
-        "shards": num_shards,
-        "batch_size": batch_size,
-        "baseline_events_per_s": n_events / base_s,
-        "sharded_events_per_s": n_events / shard_s,
-        "ratio": base_s / shard_s,
-        "bytes_per_entity": state / max(1, sum(s["entities"] for s in stats)),
-        "baseline_bytes_per_entity": base_shard.state_bytes() / max(1, base_shard.events.n_keys()),
-        "training_rows": sum(s["training_rows"] for s in stats),
-        "sharded_cpu_seconds": plain["cpu_seconds"],
-        **with_lookups,
-    }
+__all__ = ["RouterLookups", "bench_ingest", "bench_serve", "ingest_config"]
 
 
 # -- serving -----------------------------------------------------------------------------
