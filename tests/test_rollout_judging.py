@@ -266,7 +266,7 @@ def test_a_candidate_that_beats_a_failing_live_version_is_promoted_on_the_fast_p
     shadow = r.results[0]
     assert shadow["weight"] == 0 and shadow["paired"]["decision"] == "better"
     assert shadow["paired"]["candidate_accuracy"] > 0.85 > 0.15 > shadow["paired"]["live_accuracy"]
-    assert r.fast_path is not None and r.steps == [50, 100] and r.bake_s == JUDGED.fast_path_bake_s
+    assert r.fast_path is not None and r.steps == JUDGED.fast_path_steps and r.bake_s == JUDGED.fast_path_bake_s
     assert "paired accuracy" in r.outcome and "better" in r.outcome
     events = {e["event"]: e for e in d.audit(fresh)}
     assert "live failing on the newest" in events["fast_path"]["reason"] and events["fast_path"]["n"] >= 30

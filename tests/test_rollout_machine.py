@@ -691,3 +691,28 @@ def test_the_controller_core_answers_a_rollback_once_the_replicas_hold_the_versi
     assert out["slots"] == {"blue": v1, "green": v2} and out["weights"] == {"blue": 0, "green": 100}
     assert registry.aliases() == {"live": v2, "previous": v1}
     assert StateStore(str(tmp_path)).load().snapshot() == out
+
+
+def test_a_drift_refit_replaces_an_unproven_rollout_once_and_a_volume_refit_waits():
+    # After a drift, the live version and a candidate trained before it are both stale: a drift refit's
+    # candidate takes the unproven rollout's place at once instead of waiting out its canary.
+    w = at(world(steps=[25, 50, 100], bake_s=30.0), Phase.BAKING)
+    assert w.m.state.weights[w.m.rollout.slot] > 0
+    assert w.command("deploy", 3, reason="refit (volume)")
+    assert w.last["queued"] and w.m.rollout.version == 2 and w.m.queued.version == 3
+    assert w.command("deploy", 7, reason="refit (drift)")
+    assert not w.last["queued"] and w.m.rollout.version == 7 and w.m.queued is None
+    assert w.last["before"].phase == Phase.SUPERSEDED and w.m.rollout.replaced == 2
+    follow(w)
+    # Once in a row: the replacement itself finishes even if drift refits keep coming.
+    assert w.command("deploy", 8, reason="refit (drift_followup)")
+    assert w.last["queued"] and w.m.rollout.version == 7
+    for _ in range(12):
+        follow(w, seconds=31.0)
+    assert w.m.state.live_version() == 8 and w.aliases["live"] == 8  # v7 finished, then the queued v8 went
+
+
+def test_with_drift_supersedes_off_a_drift_candidate_waits_its_turn():
+    w = at(world(steps=[25, 50, 100], bake_s=30.0, drift_supersedes=False), Phase.BAKING)
+    assert w.command("deploy", 3, reason="refit (drift)")
+    assert w.last["queued"] and w.m.rollout.version == 2

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, Callable
 
@@ -39,6 +40,14 @@ from streamfit.actors.rollout.shadow_stage import (SKIPPED, fast_path, in_shadow
 from streamfit.actors.rollout.replicas import ReplicaTracker
 from streamfit.actors.rollout.serving_state import Rollout, ServingState, check_weights
 from streamfit.actors.rollout.transitions import Audit, Candidate, Changed, FlipWait, Queued, Transition, WaitDone
+
+DRIFT_TRIGGERS = ("drift", "drift_followup")  # refits the trainer makes because the concept changed
+
+
+def refit_trigger(reason: str) -> str:
+    """The trainer's trigger in a deploy reason ('refit (drift)' -> 'drift'); other reasons as they are."""
+    m = re.fullmatch(r"refit \((\w+)\)", reason.strip())
+    return m.group(1) if m else reason
 
 Accuracy = dict[int, tuple[int, float] | None]  # labelled (count, accuracy) per version
 
@@ -89,12 +98,13 @@ class RolloutMachine(Bookkeeping):
     def deploy(self, version: int, now: float, reason: str = "", actor: str = "trainer") -> list[Transition]:
         """A trainer's candidate: rolled out now, or queued behind the rollout (or rollback) in progress."""
         r = self.rollout
-        if self.waiting is not None or (r and self.cfg.on_new_candidate == "wait" and not self._shadow_only(r)):
+        if self.waiting is not None or (r and self.cfg.on_new_candidate == "wait" and not self._replaceable(r, reason)):
             self._drop_queued(f"superseded in the queue by v{version}")
             self.queued = Candidate(version, reason, actor)
             self._emit(Queued(version))
             return self._drain()
         self._check_startable(version)
+        self._drop_queued(f"superseded in the queue by v{version}")  # an older candidate never goes after a newer one
         self._start(version, now, None, None, reason, actor, None)
         return self._drain()
 
@@ -274,6 +284,17 @@ class RolloutMachine(Bookkeeping):
         """Loaded and judged in shadow, no traffic yet: a newer candidate may take its place at no cost."""
         return r.phase == Phase.BAKING and in_shadow_stage(r, self.state.weights[r.slot])
 
+    def _replaceable(self, r: Rollout, reason: str) -> bool:
+        """A newer candidate takes ``r``'s place: ``r`` is still in its shadow stage, or a drift refit's candidate
+        arrives while ``r`` has not proven itself better (no fast path) and did not replace another itself —
+        after a drift the live version and an unproven candidate trained before it are both stale, and
+        waiting a whole canary for the stale one is what keeps requests on old concepts. Once in a row, so
+        frequent drift refits cannot starve every rollout."""
+        if self._shadow_only(r):
+            return True
+        return (self.cfg.drift_supersedes and refit_trigger(reason) in DRIFT_TRIGGERS and r.fast_path is None
+                and r.replaced is None and r.phase != Phase.PAUSED)
+
     def _begin_step(self, r: Rollout, now: float, replicas: ReplicaTracker) -> bool:
         if r.step >= len(r.steps):
             self._promote_now(r, now)
@@ -346,7 +367,9 @@ class RolloutMachine(Bookkeeping):
     def _start(self, version: int, now: float, steps: list[int] | None, bake_s: float | None, reason: str,
                actor: str, mode: str | None) -> None:
         self._end_wait(f"superseded by a rollout of v{version}")
+        replaced = None
         if self.rollout is not None:
+            replaced = None if self._shadow_only(self.rollout) else self.rollout.version
             self._finish(self.rollout, Phase.SUPERSEDED, f"superseded by v{version}", now, rollback=True)
         live = self.state.live_slot()
         if not self.state.settled() and self.state.slots[live] is not None:
@@ -359,7 +382,8 @@ class RolloutMachine(Bookkeeping):
         self._put(slot, version)
         r = Rollout(version=version, slot=slot, live_version=live_version, steps=use_steps,
                     bake_s=self.cfg.bake_s if bake_s is None else bake_s, reason=reason, actor=actor, started=now,
-                    shadow=self.cfg.shadow_judging and live_version is not None and use_steps != [100])
+                    shadow=self.cfg.shadow_judging and live_version is not None and use_steps != [100],
+                    replaced=replaced)
         self.state.rollout = r
         self._clock_in[r.id] = now
         self._emit(Changed(f"rollout of v{version}"),

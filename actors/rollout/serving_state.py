@@ -23,7 +23,7 @@ from typing import Any
 from streamfit.names import ACTIVE_PHASES, SLOTS, Phase, Slot, other
 
 HISTORY_KEPT = 20
-LATER_FIELDS: dict[str, Any] = {"shadow": False, "fast_path": None}  # their defaults
+LATER_FIELDS: dict[str, Any] = {"shadow": False, "fast_path": None, "replaced": None}  # their defaults
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Rollout:
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     shadow: bool = False  # judged in shadow: the other slot scores each labelled request too
     fast_path: dict[str, Any] | None = None  # the figures that sent it down the fast path
+    replaced: int | None = None  # the version whose unproven rollout this one replaced (once in a row)
 
     @property
     def active(self) -> bool:

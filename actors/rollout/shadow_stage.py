@@ -20,7 +20,7 @@ Example:
     >>> shadow_verdict({"n": 0, "live_labelled": 0}, 25.0, RolloutConfig(), grace_s=20.0).decision  # no labels come
     'skipped'
     >>> take_fast_path(r, 5, RolloutConfig()); r.steps, r.bake_s
-    ([50, 100], 5.0)
+    ([100], 5.0)
 """
 
 from __future__ import annotations

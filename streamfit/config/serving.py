@@ -58,6 +58,9 @@ class RolloutConfig(_Strict):
     on_new_candidate: Literal["supersede", "wait"] = Field(
         "wait", description="a candidate arriving mid-rollout: wait (the newest one goes next, replacing any "
         "queued one; it supersedes a rollout still judged in shadow) or supersede")
+    drift_supersedes: bool = Field(
+        True, description="with on_new_candidate: wait, a drift refit's candidate still replaces a rollout in "
+        "progress that has not proven itself better (no fast path) — once in a row")
     pause_before: list[int] = Field(default_factory=list, description="steps (weights) that wait for `rollout promote`")
     shadow_share: float = Field(0.0, ge=0, le=1, description="share of requests copied to the idle slot")
     shadow_judging: bool = Field(
@@ -74,7 +77,7 @@ class RolloutConfig(_Strict):
         0.15, ge=0, le=1, description="fast path when, on the newest paired requests, the candidate's accuracy "
         "beats live's by this much (with confidence)")
     fast_path_rows: int = Field(100, gt=0, description="the newest paired requests the fast path looks at")
-    fast_path_steps: list[int] = Field(default_factory=lambda: [50, 100], min_length=1,
+    fast_path_steps: list[int] = Field(default_factory=lambda: [100], min_length=1,
                                        description="the remaining steps on the fast path")
     fast_path_bake_s: float = Field(5.0, gt=0, description="bake of each fast-path step")
 
