@@ -56,7 +56,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from streamfit.actors.stream.runs import NO_TIME, Run, bisect, build, concat_ranges, merge, rebuild
+from streamfit.actors.stream.runs import (NO_TIME, SMALL, Run, bisect, build, concat_ranges, gather, locate_few, locate_many,
+                                         merge, rebuild)
 
 __all__ = ["US", "SeriesStore", "concat_ranges", "to_us"]
 
@@ -70,8 +71,8 @@ def to_us(seconds: np.ndarray | float) -> np.ndarray:
 
 
 def _range_reduce(ufunc: np.ufunc, padded: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """ufunc-reduction of the rows padded[s_i:e_i] for each i (ranges in order, disjoint; the last
-    row of ``padded`` is padding, so every ``e_i`` is a valid index); nan where empty."""
+    """ufunc-reduction of the rows padded[s_i:e_i] for each i (the last row of ``padded`` is
+    padding, so every ``e_i`` is a valid index); nan where empty."""
     out = np.full((len(s), padded.shape[1]), np.nan)
     nonempty = e > s
     if nonempty.any():
@@ -257,10 +258,12 @@ class SeriesStore:
         ``max`` (lists per window of (n, k) arrays; min/max only when asked), and
         ``last`` (n, k) / ``age_us`` (n,) from the key's latest row before t (nan / -1 when none).
         """
-        keys = np.asarray(keys, dtype=np.uint64)
+        keys, times_us = np.asarray(keys, dtype=np.uint64), np.asarray(times_us, dtype=np.int64)
+        windows = [int(w) for w in windows_us]
+        if not (keys[1:] < keys[:-1]).any():  # in key order already (one lookup): nothing to permute
+            return _query(self._state, self.n_values, keys, times_us, windows, minmax)
         order = np.argsort(keys, kind="stable")  # key order: the searches read each run in order
-        res = _query(self._state, self.n_values, keys[order], np.asarray(times_us, dtype=np.int64)[order],
-                     [int(w) for w in windows_us], minmax)
+        res = _query(self._state, self.n_values, keys[order], times_us[order], windows, minmax)
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
         return {name: ([a[inv] for a in v] if isinstance(v, list) else v[inv]) for name, v in res.items()}
@@ -298,32 +301,20 @@ def _query(st: _State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[int
     """``SeriesStore.query`` for queries sorted by key."""
     n = len(qk)
     wmax = max(windows) if windows else 0
-    best_t, best_r, best_i = np.full(n, np.iinfo(np.int64).min), np.full(n, -1), np.zeros(n, np.int64)
-    new_t, new_r, new_i = best_t.copy(), best_r.copy(), best_i.copy()  # newest row among the old runs
-    ranges = []
-    for ri, run in enumerate(st.runs):
-        old = ri < st.n_old
-        lo, hi = run.locate(qk)
-        e = bisect(run.times, lo, hi, qt)
-        s = bisect(run.times, lo, e, np.maximum(qt - wmax, st.horizon) if old else qt - wmax)
-        ranges.append((s, e))
-        cand = e - 1
-        ct = run.times[np.maximum(cand, 0)]
-        ok = (e > lo) & ((ct >= st.horizon) if old else True) & (ct >= best_t)  # a younger run wins a tie
-        best_t, best_r, best_i = np.where(ok, ct, best_t), np.where(ok, ri, best_r), np.where(ok, cand, best_i)
-        if old:
-            lt = run.times[np.maximum(hi - 1, 0)]
-            ok = (hi > lo) & (lt >= new_t)
-            new_t, new_r, new_i = np.where(ok, lt, new_t), np.where(ok, ri, new_r), np.where(ok, hi - 1, new_i)
+    if n <= SMALL:  # a handful of lookups: per-run vector searches cost more than scalar ones
+        found = locate_few(st.runs, st.n_old, st.horizon, qk, qt, wmax)
+    else:
+        found = locate_many(st.runs, st.n_old, st.horizon, qk, qt, wmax)
+    ranges, (best_t, best_r, best_i), (new_t, new_r, new_i) = found
     # An old key's newest row behind the horizon is still there (unless the key expired).
     kept = (new_r >= 0) & (new_t < st.horizon) & (new_t >= st.expire) & (new_t < qt)
     ok = kept & (new_t > best_t)
     best_t, best_r, best_i = np.where(ok, new_t, best_t), np.where(ok, new_r, best_r), np.where(ok, new_i, best_i)
     extra = kept & (new_t >= qt - wmax)
     out: dict[str, Any] = {"last": np.full((n, k), np.nan), "age_us": np.where(best_r >= 0, qt - best_t, -1)}
-    for ri, run in enumerate(st.runs):
+    for ri in sorted(set(best_r.tolist()) - {-1}):
         m = best_r == ri
-        out["last"][m] = run.values[best_i[m]]
+        out["last"][m] = st.runs[ri].values[best_i[m]]
     for name in ("count", "sum", "mean", "std", "min", "max"):
         out[name] = []
     if not windows:
@@ -331,40 +322,57 @@ def _query(st: _State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[int
     # The rows of the longest window, per query, in (time, arrival) order whatever runs they came
     # from: the extra row (the oldest arrival), then each run's rows, oldest run first, sorted stably.
     qs, ts, vs = [np.flatnonzero(extra)], [new_t[extra]], [np.zeros((int(extra.sum()), k))]
-    for ri, run in enumerate(st.runs[:st.n_old]):
+    for ri in sorted(set(new_r[extra].tolist())):
         m = extra & (new_r == ri)
-        vs[0][m[extra]] = run.values[new_i[m]]
-    for run, (s, e) in zip(st.runs, ranges):
-        src = concat_ranges(s, e)
-        qs.append(np.repeat(np.arange(n, dtype=np.int64), e - s))
-        ts.append(run.times[src])
-        vs.append(np.take(run.values, src, axis=0))  # 3x faster than values[src] for (n, k) rows
+        vs[0][m[extra]] = st.runs[ri].values[new_i[m]]
+    gather(st.runs, ranges, qs, ts, vs)
     qrep, gt, gv = np.concatenate(qs), np.concatenate(ts), np.concatenate(vs)
     if n * (wmax + 1) < 2**62:
         o = np.argsort(qrep * (wmax + 1) + (gt - (qt - wmax)[qrep]), kind="stable")
     else:
         o = np.lexsort((gt, qrep))
     qrep, gt, gv = qrep[o], gt[o], np.take(gv, o, axis=0)
-    end = np.cumsum(np.bincount(qrep, minlength=n))
-    start = end - np.bincount(qrep, minlength=n)
-    anchor = np.nan_to_num(out["last"])  # the last value is in every non-empty window: no cancellation
+    per_query = np.bincount(qrep, minlength=n)
+    end = np.cumsum(per_query)
+    start = end - per_query
+    anchor = _nan0(out["last"])  # the last value is in every non-empty window: no cancellation
     shifted = gv - np.take(anchor, qrep, axis=0)
-    pad = np.full((1, k), np.nan)  # reduceat indices must stay < len
-    p_shift, p_sq, p_raw = np.vstack([shifted, pad]), np.vstack([shifted * shifted, pad]), np.vstack([gv, pad])
-    for w in windows:
-        s = bisect(gt, start, end, qt - w)
-        cnt = end - s
-        ssum = np.nan_to_num(_range_reduce(np.add, p_shift, s, end))
-        ssq = np.nan_to_num(_range_reduce(np.add, p_sq, s, end))
-        c = cnt[:, None].astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_shift = np.where(c > 0, ssum / c, np.nan)
-            var = np.where(c > 1, (ssq - c * mean_shift**2) / (c - 1), np.nan)
-        out["count"].append(cnt)
-        out["sum"].append(np.where(c > 0, ssum + c * anchor, 0.0))
-        out["mean"].append(mean_shift + anchor)
-        out["std"].append(np.sqrt(np.maximum(var, 0.0)))
-        if minmax:
-            out["min"].append(_range_reduce(np.minimum, p_raw, s, end))
-            out["max"].append(_range_reduce(np.maximum, p_raw, s, end))
+    # One reduction for every window at once: sums of the shifted values and of their squares side by side.
+    firsts = [bisect(gt, start, end, qt - w) if n > SMALL else _bisect_few(gt, start, end, qt - w) for w in windows]
+    s_all, e_all = np.concatenate(firsts), np.tile(end, len(windows))
+    sums = _range_reduce(np.add, _padded(np.hstack([shifted, shifted * shifted])), s_all, e_all)
+    sums = _nan0(sums)
+    if minmax:
+        raw = _padded(gv)
+        lows, highs = _range_reduce(np.minimum, raw, s_all, e_all), _range_reduce(np.maximum, raw, s_all, e_all)
+    # Every window at once ((windows · n) rows); row wi·n + i is query i in window wi.
+    ssum, ssq, cnt = sums[:, :k], sums[:, k:], e_all - s_all
+    anchors = np.tile(anchor, (len(windows), 1))
+    c = cnt[:, None].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_shift = np.where(c > 0, ssum / c, np.nan)
+        var = np.where(c > 1, (ssq - c * mean_shift**2) / (c - 1), np.nan)
+    stats = {"count": cnt, "sum": np.where(c > 0, ssum + c * anchors, 0.0), "mean": mean_shift + anchors,
+             "std": np.sqrt(np.maximum(var, 0.0))}
+    if minmax:
+        stats["min"], stats["max"] = lows, highs
+    for name, a in stats.items():
+        out[name] = [a[wi * n:(wi + 1) * n] for wi in range(len(windows))]
     return out
+
+
+def _nan0(a: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num`` of a float array, in fewer steps when it holds no infinity (the usual case)."""
+    out = np.where(np.isnan(a), 0.0, a)
+    return np.nan_to_num(out) if np.isinf(out).any() else out
+
+
+def _padded(a: np.ndarray) -> np.ndarray:
+    """``a`` with one nan row after it (reduceat indices must stay < len)."""
+    return np.vstack([a, np.full((1, a.shape[1]), np.nan)])
+
+
+def _bisect_few(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``bisect`` for a few ranges: one search each."""
+    return np.array([a + int(times[a:b].searchsorted(t)) for a, b, t in zip(lo.tolist(), hi.tolist(), target.tolist())],
+                    dtype=np.int64)
