@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import secrets
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,13 +15,14 @@ from ray import serve
 from streamfit.config import Config
 from streamfit.errors import ConfigError
 from streamfit.registry import Registry
+from streamfit.tokens import ensure_admin_token, token_notice
 from streamfit.retry import retrying, wait_until  # noqa: F401  (wait_until re-exported: tests and the demo wait with it)
 from streamfit.names import APP_NAME, CONTROLLER_NAME, MONITOR_NAME, NAMESPACE, TRAINER_NAME, shard_name
 from streamfit.actors.stream import CoordinatorActor, FeatureShardActor
 from streamfit.actors.monitoring import MonitorActor
 from streamfit.actors.rollout import RolloutControllerActor
 from streamfit.actors.training import TrainerActor
-from streamfit.serve.app import ADMIN_TOKEN_ENV, build_router
+from streamfit.serve.app import build_router
 
 # The planes' single actors (coordinator, trainer, controller, monitor) stay on the head node: a lost
 # worker node then takes only shards (which recover) and replicas (which Serve restarts) with it.
@@ -59,7 +60,9 @@ def start_ray(cfg: Config, address: str | None = None) -> None:
         return
     os.environ.update(serve_environment(cfg.serving.fast_ingress))
     # Serve replicas inherit the environment of the Ray processes started here.
-    os.environ.setdefault(ADMIN_TOKEN_ENV, secrets.token_urlsafe(24))
+    where = ensure_admin_token()
+    if where is not None:
+        print(token_notice(where), file=sys.stderr)
     if address:
         ray.init(address=address, namespace=NAMESPACE)
     else:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import ray
+
+# Pipelines started by tests generate an admin token file when none is set: keep it out of the user's home.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="streamfit-test-config-")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -4,7 +4,6 @@ box with the admin token ``streamfit run`` generated into its file (never printe
 
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
@@ -14,17 +13,12 @@ import httpx
 import pytest
 
 from streamfit.config import config_from_dict
-from streamfit.scripts import pipeline
 from streamfit.scripts.pipeline import Pipeline
 
 INGEST = "e2e-ingest-token"
 T0 = 1_700_000_000.0
 EVENTS = {"events": [{"event_id": f"a-{i}", "entity": "alice", "event_time": T0 + i, "x0": 1.0, "x1": 0.0, "x2": 0.0}
                      for i in range(3)]}
-
-pytestmark = pytest.mark.skipif("ensure_admin_token" not in inspect.getsource(pipeline),
-                                reason="the pipeline does not generate the admin token file yet")
-
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):

@@ -15,6 +15,7 @@ from streamfit.actors.stream import FeatureShard
 from streamfit.config import FeaturesConfig
 from streamfit.schema import EventArrays, shard_of
 from streamfit.serve.api import Backend, build_api
+from streamfit.serve.auth import Authorizer
 from streamfit.serve.lookup import LookupBatcher
 from streamfit.serve.router import RouterCore
 from streamfit.serve.slots import ModelSlot
@@ -70,7 +71,9 @@ def test_served_rows_equal_point_in_time_training_rows():
     bst = _booster()
     core.slots["blue"] = ModelSlot("blue", 1, bst, NAMES)
     core.desired_versions["blue"] = 1
-    client = TestClient(build_api(core, ShardsBackend(shards), CFG), raise_server_exceptions=True)
+    # Scored with event ids (the served vectors are recorded): the ingest scope, open here (rules: test_auth_scopes).
+    client = TestClient(build_api(core, ShardsBackend(shards), CFG, auth=Authorizer({}, ["read", "ingest"])),
+                        raise_server_exceptions=True)
     stream = _stream(80)
     served: dict[str, tuple[dict, float]] = {}
     training, skews = [], []

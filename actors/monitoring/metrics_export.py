@@ -63,6 +63,8 @@ METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
 SERVE_METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("lookup_unavailable", "counter", "streamfit_lookup_unavailable",
      "raw-event requests answered 503: a feature shard was slow or restarting", ("shard",)),
+    ("auth_failures", "counter", "streamfit_auth_failures",
+     "requests refused for their token, by the scope they needed and why (missing, wrong, scope)", ("scope", "reason")),
 ]
 
 
