@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from streamfit.config import FeaturesConfig
 
@@ -137,6 +139,10 @@ def _text(raw: Any, n: int) -> tuple[Any, np.ndarray]:
         values = raw.tolist()
         if all(type(v) is str for v in values):  # already text: nothing to parse
             return raw.astype(object), np.array([not v for v in values], dtype=bool)
+    if isinstance(raw, pd.Series) and isinstance(raw.dtype, pd.StringDtype) and raw.dtype.storage == "pyarrow":
+        arr = pa.array(raw.array)  # already text (pandas' str columns): Arrow compute, no conversion per value
+        empty = pc.or_(pc.is_null(arr), pc.equal(pc.utf8_length(arr), 0))
+        return raw.array, pc.fill_null(empty, True).to_numpy(zero_copy_only=False)
     s = _series(raw, n)
     text = s.astype(str)
     return text.values, s.isna().values | (text.str.len().values == 0)

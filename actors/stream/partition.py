@@ -85,7 +85,12 @@ class Watermark:
     def observe(self, df: pd.DataFrame) -> float:
         """Return the watermark a batch is judged by (from earlier batches), then advance past it."""
         before = self.value
-        if len(df) and EVENT_TIME in df:
+        if len(df) and EVENT_TIME in df and PARTITION not in df:  # one partition: no grouping to do
+            times = _times_and_partitions(df)[0]
+            ok = np.isfinite(times)
+            if ok.any():
+                self.max_times[""] = max(self.max_times.get("", float("-inf")), float(times[ok].max()))
+        elif len(df) and EVENT_TIME in df:
             times, parts = _times_and_partitions(df)
             ok = np.isfinite(times)
             if ok.any():

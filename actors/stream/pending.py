@@ -8,7 +8,10 @@ Layout (issue 14): the rows sit in arrival order in arrays with spare room at th
 double when full), so adding a batch copies only the batch; each added batch also keeps its
 rows' order by event time, so ``expire`` reads only the rows that expire (and one time per
 batch still held), not every pending row. Rows labelled or expired are marked dead and
-given back when half the rows are dead. Every step costs O(batch · log) amortised.
+given back when half the rows are dead. The id index is numpy too: sorted (id, row) chunks
+merged like a binary counter (``Dedup``'s scheme), an id's entry being its newest row while
+that row is marked ``indexed`` — the answers of a dict from id to row, with no Python loop
+per row. Every step costs O(batch · log) amortised.
 
 Example:
     >>> import numpy as np
@@ -29,7 +32,8 @@ from typing import Any
 import numpy as np
 
 COLUMNS = ("ids", "event_ids", "entities", "times", "feats")
-_ARENA = (*COLUMNS, "alive", "by_time")  # by_time: within each added batch, its rows' positions by event time
+_ARENA = (*COLUMNS, "alive", "by_time", "indexed")  # by_time: within each added batch, its rows' positions by
+# event time; indexed: the row is its id's entry (a dict's id -> row: the newest row added, until taken or expired)
 
 
 class _Column:
@@ -50,18 +54,19 @@ class PendingRows:
         self._clear()
 
     def _clear(self) -> None:
-        self.index: dict[int, int] = {}
+        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []  # (ids, rows) sorted by (id, row); older first
+        self._n_indexed = 0
         self._n = 0
         self._cols = {"ids": np.zeros(0, np.uint64), "event_ids": np.zeros(0, object),
                       "entities": np.zeros(0, object), "times": np.zeros(0, np.float64),
                       "feats": np.zeros((0, self.n_features), np.float64), "alive": np.zeros(0, bool),
-                      "by_time": np.zeros(0, np.int64)}
+                      "by_time": np.zeros(0, np.int64), "indexed": np.zeros(0, bool)}
         # One entry per added batch: its rows are [start, end); by_time[head:end] are those not yet expired.
         self._seg_head = np.zeros(0, np.int64)
         self._seg_end = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self._n_indexed
 
     # The columns; row i is the i-th event added since the last compaction (``take`` returns such positions).
     ids = _Column()  # event-id hashes
@@ -83,28 +88,66 @@ class PendingRows:
                 grown = np.zeros((cap, *a.shape[1:]), a.dtype)
                 grown[:base] = a[:base]
                 self._cols[name] = grown
-        times = np.asarray(times, np.float64)
-        new = {"ids": np.asarray(ids, np.uint64), "event_ids": np.asarray(event_ids).astype(object),
+        times, ids = np.asarray(times, np.float64), np.asarray(ids, np.uint64)
+        order = np.argsort(ids, kind="stable")
+        last = np.ones(b, dtype=bool)  # the newest row of each id in the batch becomes its entry
+        last[order[:-1]] = ids[order[:-1]] != ids[order[1:]]
+        self._unindex(ids[last])
+        new = {"ids": ids, "event_ids": np.asarray(event_ids).astype(object),
                "entities": np.asarray(entities).astype(object), "times": times,
                "feats": np.asarray(feats, np.float64).reshape(b, self.n_features), "alive": np.ones(b, bool),
-               "by_time": base + np.argsort(times, kind="stable")}
+               "by_time": base + np.argsort(times, kind="stable"), "indexed": last}
         for name in _ARENA:
             self._cols[name][base:base + b] = new[name]
         self._n = base + b
-        self.index.update(zip(new["ids"].tolist(), range(base, base + b)))
+        self._n_indexed += int(last.sum())
+        self._chunks.append((ids[order], base + order))
+        while len(self._chunks) > 1 and len(self._chunks[-2][0]) <= 2 * len(self._chunks[-1][0]):
+            (a_ids, a_rows), (b_ids, b_rows) = self._chunks[-2:]
+            both = np.concatenate([a_ids, b_ids])
+            o = np.argsort(both, kind="stable")  # a merge; rows stay ascending within an id
+            self._chunks[-2:] = [(both[o], np.concatenate([a_rows, b_rows])[o])]
         self._seg_head = np.append(self._seg_head, base)
         self._seg_end = np.append(self._seg_end, base + b)
 
+    def _entries(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's entry row (its newest row, while indexed), -1 where it has none."""
+        ids = np.asarray(ids, np.uint64)
+        newest = np.full(len(ids), -1, np.int64)
+        if not len(ids):
+            return newest
+        for c_ids, c_rows in self._chunks:  # older chunks hold older rows: a later hit is newer
+            j = np.maximum(np.searchsorted(c_ids, ids, side="right") - 1, 0)
+            hit = c_ids[j] == ids
+            newest = np.where(hit, c_rows[j], newest)
+        ok = newest >= 0
+        ok[ok] = self._cols["indexed"][newest[ok]]
+        return np.where(ok, newest, -1)
+
+    def _unindex(self, ids: np.ndarray) -> None:
+        """Drop these ids' entries (a dict's ``pop(id, None)`` for each)."""
+        if not len(ids):
+            return
+        rows = np.unique(self._entries(ids))
+        rows = rows[rows >= 0]
+        self._cols["indexed"][rows] = False
+        self._n_indexed -= len(rows)
+
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Mask of the ids waiting here (what ``take`` would find)."""
-        return np.fromiter((i in self.index for i in ids.tolist()), dtype=bool, count=len(ids))
+        return self._entries(ids) >= 0
 
     def take(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, row positions) for these ids; found rows leave the pending set."""
-        pos = np.fromiter((self.index.pop(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
-        found = pos >= 0
-        self._cols["alive"][pos[found]] = False
-        return found, pos[found]
+        """(found mask, row positions) for these ids; found rows leave the pending set (an id found once)."""
+        pos = self._entries(ids)
+        first = np.zeros(len(pos), dtype=bool)
+        first[np.unique(np.asarray(ids, np.uint64), return_index=True)[1]] = True
+        found = (pos >= 0) & first
+        pos = pos[found]
+        self._cols["alive"][pos] = False
+        self._cols["indexed"][pos] = False
+        self._n_indexed -= len(pos)
+        return found, pos
 
     def expire(self, before: float) -> int:
         """Drop events older than ``before`` (event time) still unlabelled; returns how many."""
@@ -112,19 +155,18 @@ class PendingRows:
         open_ = self._seg_head < self._seg_end
         segs = np.flatnonzero(open_)
         segs = segs[times[by_time[self._seg_head[segs]]] < before]  # batches whose oldest row expires
-        alive, n = self._cols["alive"], 0
+        alive, gone = self._cols["alive"], [np.zeros(0, np.int64)]
         for s in segs.tolist():
             head, end = int(self._seg_head[s]), int(self._seg_end[s])
-            rows = by_time[head:end]
-            cut = head + int(np.searchsorted(times[rows], before, "left"))
+            cut = head + int(np.searchsorted(times[by_time[head:end]], before, "left"))
             old = by_time[head:cut]
-            old = old[alive[old]]
-            for i in self._cols["ids"][old].tolist():
-                self.index.pop(i, None)
-            alive[old] = False
-            n += len(old)
+            gone.append(old[alive[old]])
             self._seg_head[s] = cut
-        if self._n > 1024 and len(self.index) < self._n // 2:
+        old = np.concatenate(gone)
+        self._unindex(self._cols["ids"][old])
+        alive[old] = False
+        n = len(old)
+        if self._n > 1024 and len(self) < self._n // 2:
             self._compact()
         return n
 
@@ -150,4 +192,5 @@ class PendingRows:
     @property
     def nbytes(self) -> int:
         """Bytes of the numeric arrays allocated (spare room included; not the id/entity strings)."""
-        return sum(a.nbytes for name, a in self._cols.items() if a.dtype != object) + self._seg_end.nbytes * 2
+        index = sum(i.nbytes + r.nbytes for i, r in self._chunks)
+        return sum(a.nbytes for name, a in self._cols.items() if a.dtype != object) + self._seg_end.nbytes * 2 + index
