@@ -79,13 +79,30 @@ def make_batches(cfg: Config, events: int, progress: Callable[[int], None] | Non
     return out
 
 
-def run_baseline(cfg: Config, batches: list[pd.DataFrame]) -> tuple[float, FeatureShard, pd.DataFrame]:
-    """One in-process FeatureShard over every batch (the single-process vectorised implementation); its rows."""
+class TimedFrames(FramesSource):
+    """FramesSource that notes when each batch is read (in process, the one before it is answered by then)."""
+
+    def __init__(self, frames: list[pd.DataFrame]) -> None:
+        super().__init__(frames)
+        self.reads: list[float] = []
+
+    def read(self, position: int) -> tuple[pd.DataFrame, int]:
+        self.reads.append(time.time())
+        return super().read(position)
+
+
+def run_baseline(cfg: Config, batches: list[pd.DataFrame]) -> tuple[float, FeatureShard, pd.DataFrame, dict[str, float]]:
+    """One in-process FeatureShard over every batch (the single-process vectorised implementation); its rows
+    and throughput by decile of the stream."""
     rows: list[pd.DataFrame] = []
-    runner = LocalRunner(cfg.features, FramesSource(batches), on_rows=lambda r, _clock: rows.append(r))
+    source = TimedFrames(batches)
+    runner = LocalRunner(cfg.features, source, on_rows=lambda r, _clock: rows.append(r))
     started = time.perf_counter()
     runner.run()
-    return time.perf_counter() - started, runner.shards[0], pd.concat(rows, ignore_index=True)
+    elapsed, end = time.perf_counter() - started, time.time()
+    reads, events = np.array(source.reads), np.array([int((b[KIND] == "event").sum()) for b in batches])
+    deciles = decile_rates(events, done_times(reads, end, 0), reads[0])
+    return elapsed, runner.shards[0], pd.concat(rows, ignore_index=True), deciles
 
 
 class RouterLookups:
@@ -227,7 +244,7 @@ def bench_ingest(shard_counts: list[int], events: int = DEFAULT_EVENTS, entities
     n_events = int(sum((b[KIND] == "event").sum() for b in batches))
     span_s = float(batches[-1][EVENT_TIME].max() - batches[0][EVENT_TIME].min())
     log("baseline: one in-process FeatureShard …")
-    base_s, base_shard, rows = run_baseline(cfg, batches)
+    base_s, base_shard, rows, base_deciles = run_baseline(cfg, batches)
     log("offline: the same features in one vectorised pandas pass, compared with the streaming rows …")
     offline_s, equal = _offline(cfg, batches, rows)
     log(f"  {equal['rows_compared']:,} rows equal (max abs difference {equal['max_abs_diff']:.2e})")
@@ -258,6 +275,7 @@ def bench_ingest(shard_counts: list[int], events: int = DEFAULT_EVENTS, entities
         "events": n_events, "entities": entities, "shards": num_shards, "batch_size": batch_size,
         "event_time_span_s": span_s, "events_per_second_event_time": events_per_second,
         "baseline_events_per_s": n_events / base_s,
+        "baseline_steady_state_ratio": base_deciles["steady_state_ratio"],
         "sharded_events_per_s": n_events / shard_s,
         "ratio": base_s / shard_s,
         "first_decile_events_per_s": plain["first_decile_events_per_s"],
@@ -287,7 +305,8 @@ def ingest_tables(res: dict[str, Any]) -> list[Any]:
     for col in ("path", "events/s", "first 10%", "last 10%", "last/first", "B/entity"):
         t.add_column(col, justify="left" if col == "path" else "right")
     t.add_row("offline pass (pandas)", f"{res['offline_events_per_s']:,.0f}", "", "", "", "")
-    t.add_row("1 FeatureShard, no Ray", f"{res['baseline_events_per_s']:,.0f}", "", "", "", "")
+    t.add_row("1 FeatureShard, no Ray", f"{res['baseline_events_per_s']:,.0f}", "", "",
+              f"{res['baseline_steady_state_ratio']:.2f}", "")
     for s in res["scaling"]:
         t.add_row(f"{s['shards']} shard actors", f"{s['events_per_s']:,.0f}", f"{s['first_decile_events_per_s']:,.0f}",
                   f"{s['last_decile_events_per_s']:,.0f}", f"{s['steady_state_ratio']:.2f}", f"{s['bytes_per_entity']:,.0f}")
