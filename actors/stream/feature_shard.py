@@ -1,7 +1,10 @@
 """One shard of the feature state: validate, clean, dedup, window aggregates, label history, label join.
 
 ``FeatureShard`` is plain Python and numpy (unit-tested without Ray); every step is
-vectorised over the batch. ``FeatureShardActor`` is the thin Ray shell: on (re)start it
+vectorised over the batch, with no Python loop per row: the entity hashes come with each part
+from the partitioner (``_entity_hash``: hashed once, where the batch enters), event ids are
+hashed once here, validation reads plain arrays (``check_columns``), and the label join is a
+sorted search (``PendingRows.contains``/``take``). ``FeatureShardActor`` is the thin Ray shell: on (re)start it
 loads its last checkpoint, so a restarted shard resumes from a consistent state.
 
 Online lookups (``lookup``) compute a raw event's model row with ``_features_at``, the
