@@ -159,9 +159,9 @@ def test_router_lookups_group_events_per_shard_as_the_router_does():
 
     calls = []
 
-    async def lookup(frame, record):
-        calls.append((len(frame), record, frame["event_time"].isna().all(), (frame["event_id"] == "").all()))
-        n = len(frame)
+    async def lookup(events, record):  # the Router's call shape: schema.EventArrays
+        calls.append((len(events), record, np.isnan(events.event_time).all(), (events.event_id == "").all()))
+        n = len(events)
         return SimpleNamespace(features=np.zeros((n, 1)), feature_names=["f"], times=np.zeros(n), as_of=1.0,
                                reasons=[""] * n)
 

@@ -11,7 +11,7 @@ lists every name streamfit exports (the Grafana dashboard's queries are checked 
 
 Example:
     >>> sorted(prometheus_names())[:2]
-    ['ray_streamfit_drift_alarm', 'ray_streamfit_events_ingested_total']
+    ['ray_streamfit_auth_failures_total', 'ray_streamfit_drift_alarm']
     >>> "ray_streamfit_lookup_unavailable_total" in prometheus_names()
     True
 """
