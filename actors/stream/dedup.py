@@ -53,11 +53,12 @@ class Dedup:
         dup = isin_sorted(self.old, ids)
         for chunk in self.new:
             dup |= isin_sorted(chunk, ids)
-        _, first = np.unique(ids, return_index=True)
-        repeat = np.ones(len(ids), dtype=bool)
-        repeat[first] = False
+        order = np.argsort(ids, kind="stable")  # one sort finds repeats and orders the fresh ids
+        ordered = ids[order]
+        repeat = np.zeros(len(ids), dtype=bool)
+        repeat[order[1:]] = ordered[1:] == ordered[:-1]  # a later copy of the id before it
         dup |= repeat
-        fresh = np.sort(ids[~dup])
+        fresh = ordered[~dup[order]]
         if len(fresh):
             self.new.append(fresh)
             self.new_size += len(fresh)
