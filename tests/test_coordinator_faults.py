@@ -121,3 +121,33 @@ def test_a_periodic_checkpoint_that_fails_beyond_the_retries_is_counted_and_the_
     assert len(failures) == WRITE_ATTEMPTS and stats["checkpoint_failures"] == 1
     assert stats["batches"] == N_BATCHES and stats["checkpoints"] >= 2
     assert CheckpointStore(str(tmp_path)).latest_manifest()["batch_id"] == N_BATCHES
+
+
+def test_a_trainer_slower_than_the_stream_gets_every_row_in_fewer_larger_calls():
+    # An unpaced replay outruns a busy trainer: the queue merges batches instead of dropping rows.
+    import collections
+
+    import pandas as pd
+
+    from streamfit.actors.stream.trainer_feed import TrainerFeed
+
+    async def scenario() -> tuple[list[int], collections.Counter]:
+        got: list[int] = []
+
+        class SlowPort:
+            def add_rows(self, rows):
+                async def take():
+                    await asyncio.sleep(0.01)
+                    got.append(len(rows))
+                return take()
+
+        counters: collections.Counter = collections.Counter()
+        feed = TrainerFeed(SlowPort(), counters, max_queued=3)
+        for i in range(40):
+            feed.offer(pd.DataFrame({"x": range(i * 10, i * 10 + 10)}))
+        await feed.flush(60.0)
+        return got, counters
+
+    got, counters = asyncio.run(scenario())
+    assert sum(got) == 400 and counters["training_rows_dropped"] == 0
+    assert len(got) <= 4  # one call in flight, then the merged queue

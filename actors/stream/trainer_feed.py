@@ -2,8 +2,10 @@
 
 The coordinator must never wait on the trainer: a refit can take minutes, and a trainer that
 crashed or hangs would otherwise stop ingestion. ``TrainerFeed.offer`` sends a batch at once
-when no call is in flight, else queues it; when the queue is full the OLDEST batch is dropped
-(the trainer prefers recent rows), counted in ``training_batches_dropped`` /
+when no call is in flight, else queues it. A trainer that is merely slower than an unpaced replay
+loses nothing: past ``max_queued`` batches the oldest two are merged, so the next call hands over
+more rows at once. Only past ``max_queued_rows`` (far more than a training window holds) is the
+OLDEST batch dropped (the trainer prefers recent rows), counted in ``training_batches_dropped`` /
 ``training_rows_dropped`` and logged — never silent. A call that fails is counted in
 ``trainer_errors`` (its rows in ``training_rows_failed``); the next queued batch goes as soon as a call ends. ``flush`` hands over what
 is queued within a time limit; what the trainer does not take by then is counted as dropped.
@@ -35,8 +37,9 @@ log = logging.getLogger(__name__)
 class TrainerFeed:
     """Training-row batches to a trainer port without ever blocking the caller on the trainer."""
 
-    def __init__(self, port: Any, counters: Counter[str], max_queued: int = 8) -> None:
-        self.port, self.counters, self.max_queued = port, counters, max(0, max_queued)
+    def __init__(self, port: Any, counters: Counter[str], max_queued: int = 8, max_queued_rows: int = 200_000) -> None:
+        self.port, self.counters, self.max_queued = port, counters, max(1, max_queued)
+        self.max_queued_rows = max_queued_rows
         self.queue: deque[Sized] = deque()
         self.call: asyncio.Future | None = None
 
@@ -53,7 +56,10 @@ class TrainerFeed:
             return
         self.queue.append(batch)
         while len(self.queue) > self.max_queued:
-            self._drop(self.queue.popleft(), "the trainer is busy and the queue is full")
+            first = self.queue.popleft()
+            self.queue[0] = _merged(first, self.queue[0])
+        while len(self.queue) > 1 and sum(len(b) for b in self.queue) > self.max_queued_rows:
+            self._drop(self.queue.popleft(), f"the trainer is busy and over {self.max_queued_rows} rows wait")
 
     def _drop(self, batch: Sized, why: str) -> None:
         self.counters["training_batches_dropped"] += 1
@@ -105,3 +111,12 @@ class TrainerFeed:
                 return
             if self.call is call:  # its callback has not run yet
                 self._next(call)
+
+
+def _merged(a: Any, b: Any) -> Any:
+    """Two queued batches as one (training-row frames, or plain sequences), oldest rows first."""
+    if hasattr(a, "iloc"):
+        import pandas as pd
+
+        return pd.concat([a, b], ignore_index=True)
+    return list(a) + list(b)
