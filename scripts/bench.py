@@ -81,6 +81,9 @@ def serve_config(work: Path, port: int, isolated: bool) -> Config:
         "stream": {"entities": 2000, "max_events": BENCH_EVENTS, "max_events_per_s": None, "bad_row_rate": 0.0},
         "trainer": {"refit_every_rows": None, "drift_detector": None},
         "monitor": {"alarm_triggers_refit": False},
+        # Loopback only, like the demo: the raw-event requests carry event ids (the labelled path), which
+        # need the ingest scope; opening it here measures scoring, not the token check.
+        "auth": {"open_scopes": ["read", "ingest"]},
     })
 
 
