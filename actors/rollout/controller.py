@@ -8,6 +8,10 @@ restarted controller resumes the same split and the same rollout step; queued ca
 and a rollback waiting for its version do not survive a restart), writes the aliases and
 audit entries the machine asks for, and answers the Routers' long-polls.
 
+What it shows (``status``, ``desired``) is the state as of the last transitions carried out:
+a finished rollout appears once its aliases and audit entries are written, so a client that sees
+it finished reads the new aliases at once.
+
 Example:
     >>> import tempfile
     >>> from streamfit.actors.rollout.machine import RolloutMachine
@@ -115,17 +119,23 @@ class ControllerCore:
         self._changed, self._ticking = asyncio.Event(), asyncio.Lock()
         self._waits: dict[str, asyncio.Future] = {}
         self._paired: tuple[Any, float, dict[str, Any] | None] = (None, 0.0, None)  # (asked, when, answer)
+        self._published = self._shown()
+
+    def _shown(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return self.machine.state.snapshot(), [dict(d) for d in self.machine.deploys]
 
     async def _apply(self, transitions: list[Transition]) -> list[Transition]:
-        """Carry out transitions in order (on the one I/O thread), wake long-polls, answer waiting rollbacks."""
-        if not transitions:
-            return transitions
+        """Carry out transitions in order (on the one I/O thread), then publish the state they left (status,
+        long-polls), wake long-polls, answer waiting rollbacks."""
+        shown = self._shown()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._io, self.fx.carry_out, self.machine.state.snapshot(),
-                                                             transitions)
+            # Even with nothing to carry out, the state is published behind the effects still in the queue.
+            await asyncio.get_running_loop().run_in_executor(self._io, self.fx.carry_out, shown[0], transitions)
         finally:  # the machine has moved on whether or not storage took it: tell whoever waits
-            self._changed.set()
-            self._changed = asyncio.Event()
+            self._published = shown
+            if transitions:
+                self._changed.set()
+                self._changed = asyncio.Event()
             for t in transitions:
                 if isinstance(t, WaitDone) and t.wait_id in self._waits:
                     self._waits.pop(t.wait_id).set_result(t.error)
@@ -177,12 +187,12 @@ class ControllerCore:
 
     async def desired(self, after_revision: int = -1, timeout_s: float = 1.0) -> dict[str, Any]:
         """Desired state; waits up to ``timeout_s`` for a revision newer than ``after_revision``."""
-        if self.machine.state.revision <= after_revision:
+        if self._published[0]["revision"] <= after_revision:
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout_s)
             except asyncio.TimeoutError:
                 pass
-        return self.machine.state.snapshot()
+        return self._published[0]
 
     def report(self, replica_id: str, report: dict[str, Any]) -> None:
         """A Router replica reports what it holds and its cumulative request figures (or just the held versions)."""
@@ -194,7 +204,8 @@ class ControllerCore:
             accuracy = await monitor_call("per_version")
         except Exception:  # no monitor: nothing measured
             accuracy = None
-        return {**self.machine.state.snapshot(), **self.replicas.view(time.time()), "deploys": list(self.machine.deploys),
+        state, deploys = self._published  # the aliases of a finished rollout are written by then
+        return {**state, **self.replicas.view(time.time()), "deploys": deploys,
                 "live_accuracy": {str(k): v for k, v in (accuracy or {}).items()},
                 "rollout_config": self.machine.cfg.model_dump()}
 
