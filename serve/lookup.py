@@ -10,6 +10,16 @@ request's row order (``LookupAnswer``). A call slower than ``timeout_s``, or one
 actor dead or restarting), fails only the requests that had events in it, with
 ``ShardUnavailable``: the caller answers 503 with ``Retry-After``; other shards keep answering.
 
+Lookups yield to ingestion. A lookup call costs the shard actor a fixed few milliseconds of CPU
+(Ray's call path and the GIL it shares with ``process()``; the features themselves ~0.5 ms), taken
+from the batches it applies. Each answer says how busy the shard is applying batches
+(``LookupResult.busy``, the share of recent wall time); the next call to that shard starts no
+sooner than ``gap = max_gap_s * min(1, busy / BUSY_FULL)`` after the last one ended, unless
+``max_batch`` events wait. An idle shard (serving only) is called as before; a shard busy half the
+time or more gets at most one call per ``max_gap_s`` (50 ms) plus the call's own time, with all the
+events that arrived meanwhile: fewer, larger calls. The wait a request can add is bounded by
+``max_gap_s``; its deadline grows by as much.
+
 Example:
     >>> import asyncio, numpy as np
     >>> from types import SimpleNamespace
@@ -42,6 +52,7 @@ from streamfit.schema import ENTITY, EVENT_ID, EVENT_TIME, EventArrays, shard_of
 
 LookupCall = Callable[[int, EventArrays, bool], Awaitable[Any]]
 BACKSTOP_S = 0.05  # a request stops waiting this long after its calls should have timed out
+BUSY_FULL = 0.5  # a shard applying batches this share of the time or more gets the whole max_gap_s between calls
 
 
 class ShardUnavailable(Exception):
@@ -120,18 +131,22 @@ class LookupBatcher:
     """Groups concurrent requests' events into one lookup call per owning shard per tick.
 
     At most ``max_in_flight`` calls per shard are under way: events arriving meanwhile wait and go
-    together when a call ends, so under load the batches grow to what the shard can answer instead
-    of queueing small calls in front of it. A request is answered, or failed, within ``timeout_s``
-    (plus the tick) of its arrival, however long the calls ahead of it took.
+    together when a call ends (or, to a shard busy applying batches, up to ``max_gap_s`` later), so
+    under load the batches grow to what the shard can answer instead of queueing small calls in front
+    of it. A request is answered, or failed, within ``timeout_s`` (plus the tick and ``max_gap_s``) of
+    its arrival, however long the calls ahead of it took.
     """
 
     def __init__(self, call: LookupCall, num_shards: int, wait_s: float = 0.002, max_batch: int = 256,
-                 timeout_s: float = 1.0, max_in_flight: int = 1) -> None:
+                 timeout_s: float = 1.0, max_in_flight: int = 1, max_gap_s: float = 0.05) -> None:
         self.call, self.num_shards = call, num_shards
         self.wait_s, self.max_batch, self.timeout_s, self.max_in_flight = wait_s, max_batch, timeout_s, max_in_flight
+        self.max_gap_s = max_gap_s
         self._queues: dict[int, list[_Part]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._in_flight: Counter[int] = Counter()
+        self._busy: dict[int, float] = {}  # each shard's last reported busy share
+        self._next_at: dict[int, float] = {}  # loop time before which no call to the shard starts (unless full)
         self._running: set[asyncio.Task] = set()
         self.counters: Counter[str] = Counter()
 
@@ -140,7 +155,7 @@ class LookupBatcher:
         With ``record`` the shards log the served vectors of rows with an event id."""
         loop = asyncio.get_running_loop()
         owners = shard_of(np.asarray(rows.entity, dtype=object), self.num_shards)
-        deadline = loop.time() + self.timeout_s + self.wait_s
+        deadline = loop.time() + self.timeout_s + self.wait_s + self.max_gap_s
         parts = []
         for shard in np.unique(owners).tolist():
             idx = np.flatnonzero(owners == shard)
@@ -149,7 +164,7 @@ class LookupBatcher:
             self._enqueue(parts[-1])
         self.counters["requests"] += 1
         try:  # the calls' own timeouts answer first; this is the backstop
-            await asyncio.wait([p.done for p in parts], timeout=self.timeout_s + self.wait_s + BACKSTOP_S)
+            await asyncio.wait([p.done for p in parts], timeout=deadline - loop.time() + BACKSTOP_S)
             failed = [p.done.exception() if p.done.done() else ShardUnavailable(
                 p.shard, f"no answer within {self.timeout_s:g} s") for p in parts]
         finally:
@@ -174,17 +189,31 @@ class LookupBatcher:
                 reasons[i] = why
         return LookupAnswer(feats, names, times, as_of, reasons)
 
+    def gap_s(self, shard: int) -> float:
+        """How long after a call to ``shard`` ends the next one waits (unless full): by how busy the shard is."""
+        return self.max_gap_s * min(1.0, self._busy.get(shard, 0.0) / BUSY_FULL)
+
     def _enqueue(self, part: _Part) -> None:
         shard = part.shard
-        queue = self._queues.setdefault(shard, [])
-        queue.append(part)
-        if self._in_flight[shard] >= self.max_in_flight:
-            return  # the call under way sends the queue when it ends
-        if sum(len(p.rows) for p in queue) >= self.max_batch:
+        self._queues.setdefault(shard, []).append(part)
+        if self._in_flight[shard] < self.max_in_flight:  # else the call under way sends the queue when it ends
+            self._schedule(shard, asyncio.get_running_loop().time() + self.wait_s, tick=True)
+
+    def _schedule(self, shard: int, earliest: float, tick: bool = False) -> None:
+        """Send the shard's queue now if full, else at ``earliest`` or when the shard's gap ends, whichever is
+        later; with ``tick``, never before the loop's next turn (requests gathered together go together)."""
+        if sum(len(p.rows) for p in self._queues.get(shard, ())) >= self.max_batch:
             self.counters["full_batches"] += 1
-            self._flush(shard)
-        elif shard not in self._timers:
-            self._timers[shard] = asyncio.get_running_loop().call_later(self.wait_s, self._flush, shard)
+            return self._flush(shard)
+        loop = asyncio.get_running_loop()
+        at = max(earliest, self._next_at.get(shard, 0.0))
+        if at <= loop.time() and not tick:
+            return self._flush(shard)
+        timer = self._timers.get(shard)
+        if timer is None or timer.when() > at:
+            if timer is not None:
+                timer.cancel()
+            self._timers[shard] = loop.call_at(at, self._flush, shard)
 
     def _flush(self, shard: int) -> None:
         timer = self._timers.pop(shard, None)
@@ -210,8 +239,12 @@ class LookupBatcher:
             await self._answer(shard, parts)
         finally:
             self._in_flight[shard] -= 1
-            if self._queues.get(shard):  # what arrived meanwhile has waited a call's time already: send it now
-                self._flush(shard)
+            now = asyncio.get_running_loop().time()
+            gap = self.gap_s(shard)
+            self._next_at[shard] = now + gap
+            if self._queues.get(shard):  # what arrived meanwhile has waited a call's time already: no tick
+                self.counters["spaced"] += gap > 0
+                self._schedule(shard, now)
 
     async def _answer(self, shard: int, parts: list[_Part]) -> None:
         record = any(p.record for p in parts)
@@ -226,6 +259,8 @@ class LookupBatcher:
                 raise asyncio.TimeoutError
             result = await asyncio.wait_for(self.call(shard, rows.arrays(record), record), left)
             answers = self._split(result, parts)
+            busy = float(getattr(result, "busy", 0.0) or 0.0)
+            self._busy[shard] = min(1.0, busy) if busy > 0 else 0.0  # NaN or nonsense: not busy
         except asyncio.TimeoutError:
             self.counters["timeouts"] += 1
             return self._fail(parts, ShardUnavailable(shard, f"no answer within {self.timeout_s:g} s"))
@@ -257,6 +292,7 @@ class LookupBatcher:
                 part.done.set_exception(err)
 
     def stats(self) -> dict[str, int]:
-        """Requests, calls, events looked up, full batches, timeouts, errors and requests answered unavailable."""
-        keys = ("requests", "calls", "events", "full_batches", "timeouts", "errors", "unavailable")
+        """Requests, calls, events looked up, full batches, calls held back by a busy shard (spaced), timeouts,
+        errors and requests answered unavailable."""
+        keys = ("requests", "calls", "events", "full_batches", "spaced", "timeouts", "errors", "unavailable")
         return {k: int(self.counters[k]) for k in keys}

@@ -21,9 +21,9 @@ ON = {s: [e for e, o in OWNER.items() if o == s] for s in (0, 1)}
 class FakeShards:
     """Answers each event with (x0, x1, shard) and a reason for x0 < 0; records every call."""
 
-    def __init__(self, stuck: set[int] = frozenset(), broken: set[int] = frozenset()) -> None:
+    def __init__(self, stuck: set[int] = frozenset(), broken: set[int] = frozenset(), busy: float | None = None) -> None:
         self.calls: list[tuple[int, EventArrays, bool]] = []
-        self.stuck, self.broken = stuck, broken
+        self.stuck, self.broken, self.busy = stuck, broken, busy
         self.release = asyncio.Event()
 
     async def __call__(self, shard: int, events: EventArrays, record: bool) -> SimpleNamespace:
@@ -36,8 +36,11 @@ class FakeShards:
         x = events.x
         feats = np.column_stack([x, np.full(len(events), float(shard))])
         reasons = ["out_of_range:x0" if v < 0 else "" for v in x[:, 0]]
-        return SimpleNamespace(features=feats, feature_names=NAMES, times=events.event_time,
-                               as_of=100.0 + shard, reasons=reasons)
+        answer = SimpleNamespace(features=feats, feature_names=NAMES, times=events.event_time,
+                                 as_of=100.0 + shard, reasons=reasons)
+        if self.busy is not None:  # a shard that says how busy it is applying batches (LookupResult.busy)
+            answer.busy = self.busy
+        return answer
 
 
 def rows(entities: list[str], x0: list[float] | None = None, ids: list[str] | None = None) -> EventRows:
@@ -249,3 +252,49 @@ def test_a_request_queued_behind_a_stuck_call_fails_within_its_own_timeout():
     took = run(main())
     assert took < 0.2 + 0.05 + 10  # its own deadline (plus the backstop), not the stuck call's and then its own
     assert b.stats()["unavailable"] == 2
+
+
+def test_the_gap_after_a_call_grows_with_how_busy_the_shard_says_it_is():
+    for busy, gap in ((None, 0.0), (0.0, 0.0), (0.25, 0.02), (0.5, 0.04), (1.0, 0.04), (float("nan"), 0.0)):
+        shards = FakeShards(busy=busy)
+        b = LookupBatcher(shards, num_shards=2, wait_s=0.0, max_gap_s=0.04)
+        run(b.lookup(rows([ON[0][0]])))
+        assert b.gap_s(0) == pytest.approx(gap) and b.gap_s(1) == 0.0  # shard 1 has not answered yet
+
+
+def test_a_busy_shard_gets_no_call_before_its_gap_ends_unless_max_batch_events_wait():
+    shards = FakeShards(busy=1.0)
+    b = LookupBatcher(shards, num_shards=1, wait_s=0.0, max_batch=4, max_gap_s=3600.0)  # a gap that never ends
+
+    async def main():
+        await asyncio.wait_for(b.lookup(rows(["a"])), timeout=60)  # the shard answers: busy
+        one = asyncio.ensure_future(b.lookup(rows(["b"])))
+        for _ in range(20):
+            await asyncio.sleep(0)  # many turns of the loop: the event waits for the gap
+        held = len(shards.calls)
+        three = b.lookup(rows(["c", "d", "e"]))  # 1 + 3 events reach max_batch: sent at once, gap or not
+        return held, await asyncio.wait_for(asyncio.gather(one, three), timeout=60)
+
+    held, (one, three) = run(main())
+    assert held == 1 and [len(ev) for _, ev, _ in shards.calls] == [1, 4]
+    assert one.reasons == [""] and three.reasons == ["", "", ""]
+    assert b.stats()["full_batches"] == 1
+
+
+def test_events_queued_behind_a_call_to_a_busy_shard_wait_for_the_gap_then_go_together():
+    shards = FakeShards(stuck={0}, busy=1.0)
+    b = LookupBatcher(shards, num_shards=1, wait_s=0.0, timeout_s=60, max_gap_s=0.01)
+
+    async def main():
+        first = asyncio.ensure_future(b.lookup(rows(["a"])))
+        while not shards.calls:
+            await asyncio.sleep(0.001)
+        later = [asyncio.ensure_future(b.lookup(rows([e]))) for e in ("b", "c")]
+        await asyncio.sleep(0)
+        shards.stuck = set()  # the next call answers at once
+        shards.release.set()
+        await asyncio.wait_for(asyncio.gather(first, *later), timeout=60)
+
+    run(main())
+    assert [len(ev) for _, ev, _ in shards.calls] == [1, 2]
+    assert b.stats()["spaced"] == 1  # the second call waited for the busy shard's gap

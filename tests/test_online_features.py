@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from test_feature_shard import (STREAM_FEATURES, _assert_same_state, _batches, _state, ev, frame, lab, offline_features,
                                 small_cfg)
@@ -24,6 +25,7 @@ from streamfit.actors.stream.checkpoint import CheckpointStore
 from streamfit.actors.stream.partition import Watermark
 from streamfit.actors.stream.feature_shard import FeatureShard
 from streamfit.actors.stream.local_runner import LocalRunner
+from streamfit.actors.stream.lookup import BusyMeter
 from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint, write_shard_checkpoint
 from streamfit.actors.stream.sources import FramesSource
 from streamfit.schema import EventArrays
@@ -215,6 +217,28 @@ def test_arrays_as_a_router_sends_them_get_the_frame_answer():
     assert np.array_equal(got.times, want.times, equal_nan=True) and got.as_of == want.as_of == 1000.0
     assert len(shard.served) == len(by_frame.served) == 2  # the scored rows with an id
     assert np.array_equal(shard.served.feats, by_frame.served.feats, equal_nan=True)
+
+
+def test_a_lookup_says_how_busy_the_shard_is_applying_batches():
+    shard = FeatureShard(small_cfg())
+    assert shard.lookup(query(("u", NAN, 1.0, 0.0, 0.0, ""))).busy == 0.0  # no batch yet
+    shard.busy.tau_s = 1e9  # nothing decays while the test runs, however slow the machine
+    shard.process(1, frame(ev("a", "u", 0.0, 1.0)), 0.0, 0.0)
+    busy = shard.lookup(query(("u", NAN, 1.0, 0.0, 0.0, ""))).busy
+    assert 0.0 < busy < 1.0  # the batch took some time, and the shard is idle now
+
+
+def test_the_busy_meter_is_an_exponential_average_of_the_busy_share():
+    m = BusyMeter(tau_s=2.0)
+    assert m.share(now=5.0) == 0.0
+    m.begin(now=0.0)
+    assert m.share(now=2.0) == pytest.approx(1 - np.exp(-1.0))  # busy for one tau so far
+    m.end(now=2.0)
+    assert m.share(now=4.0) == pytest.approx((1 - np.exp(-1.0)) * np.exp(-1.0))  # then idle for one
+    for k in range(100):  # busy a quarter of every second, for long: the share settles near 0.25
+        m.begin(now=10.0 + k)
+        m.end(now=10.25 + k)
+    assert 0.2 < m.share(now=110.0) < 0.3
 
 
 # == the served log in checkpoints ==============================================================

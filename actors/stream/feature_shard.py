@@ -43,7 +43,7 @@ from streamfit.config import FeaturesConfig
 from streamfit.schema import (ENTITY, ENTITY_HASH, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, EventArrays, check_columns,
                               hash_keys)
 from streamfit.actors.stream.dedup import Dedup, isin_sorted
-from streamfit.actors.stream.lookup import NO_CLOCK, LookupResult, ShardView, prepare
+from streamfit.actors.stream.lookup import NO_CLOCK, BusyMeter, LookupResult, ShardView, prepare
 from streamfit.actors.stream.pending import PendingRows
 from streamfit.actors.stream.served_log import ServedLog, skew_of
 from streamfit.actors.stream.windows import US, SeriesStore, to_us
@@ -93,6 +93,7 @@ class FeatureShard:
         self.results: OrderedDict[int, ShardResult] = OrderedDict()
         self._empty: pd.DataFrame | None = None
         self.needs_minmax = any(op in ("min", "max") for a in cfg.aggregates for op in a.ops)
+        self.busy = BusyMeter()  # how much of the time batches are being applied: told to lookup callers
         self._publish()
 
     def _publish(self) -> None:
@@ -113,7 +114,11 @@ class FeatureShard:
             return ShardResult(batch_id=batch_id, training_rows=self.empty_rows())  # applied before a snapshot
         if batch_id != self.last_batch_id + 1:
             return ShardResult(batch_id=batch_id, replay_from=self.last_batch_id)
-        result = self._apply(batch_id, df, watermark, clock)
+        self.busy.begin()
+        try:
+            result = self._apply(batch_id, df, watermark, clock)
+        finally:
+            self.busy.end()
         self.last_batch_id = batch_id
         self._publish()
         self.results[batch_id] = result
@@ -275,7 +280,8 @@ class FeatureShard:
             if keep.any():
                 self.served.record(hash_keys(ids[keep]), feats[keep])
         return LookupResult(features=feats, feature_names=list(self.feature_names),
-                            times=np.where(ok, times, np.nan), as_of=view.as_of, reasons=reason.tolist())
+                            times=np.where(ok, times, np.nan), as_of=view.as_of, reasons=reason.tolist(),
+                            busy=self.busy.share())
 
     def features(self, entity: str) -> dict[str, Any] | None:
         """An entity's current aggregates (as of just after its latest event), or None if unknown."""

@@ -15,6 +15,11 @@ the features themselves come from ``FeatureShard._features_at``, the function th
 training rows. A Router sends its events as ``EventArrays`` (plain arrays: nothing to parse,
 and Ray ships them whole); a frame is accepted too.
 
+Every answer says how busy the shard is applying batches (``LookupResult.busy``, a ``BusyMeter``):
+a lookup call costs the shard a fixed few milliseconds of CPU in Ray whatever its size, taken from
+``process()`` (same process, same GIL), so a Router spaces its calls to a busy shard further apart
+and sends more events per call (``serve/lookup.py``).
+
 Example:
     >>> import pandas as pd
     >>> from streamfit.config import FeaturesConfig
@@ -27,6 +32,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +56,7 @@ class LookupResult:
     times: np.ndarray  # the event time (s) each row was computed at
     as_of: float  # the shard's stream clock (s); NaN before any event
     reasons: list[str]  # '' if scored, else why not ('non_numeric:x0', 'event_time_future', ...)
+    busy: float = 0.0  # share of recent wall time the shard spent applying batches (BusyMeter)
 
     def __len__(self) -> int:
         return len(self.reasons)
@@ -56,6 +64,42 @@ class LookupResult:
     def scored(self) -> np.ndarray:
         """Mask of the rows that were scored."""
         return np.array([r == "" for r in self.reasons], dtype=bool)
+
+
+class BusyMeter:
+    """Share of recent wall time spent between ``begin()`` and ``end()``: an exponential average over ``tau_s``.
+
+    Written by the thread that applies batches, read by lookup threads: the state is one tuple,
+    rebound whole, so a reader never sees half an update.
+
+    >>> m = BusyMeter(tau_s=1.0)
+    >>> m.begin(now=0.0); m.end(now=10.0); round(m.share(now=10.0), 3)   # busy for ten taus
+    1.0
+    >>> round(m.share(now=11.0), 3)                                      # then idle for one
+    0.368
+    """
+
+    def __init__(self, tau_s: float = 1.0) -> None:
+        self.tau_s = tau_s
+        self._state: tuple[float, float | None, bool] = (0.0, None, False)  # (share at t, t, busy since t)
+
+    def begin(self, now: float | None = None) -> None:
+        """A busy stretch starts."""
+        now = time.monotonic() if now is None else now
+        self._state = (self.share(now), now, True)
+
+    def end(self, now: float | None = None) -> None:
+        """The busy stretch ends."""
+        now = time.monotonic() if now is None else now
+        self._state = (self.share(now), now, False)
+
+    def share(self, now: float | None = None) -> float:
+        """The share of recent time spent busy, in [0, 1]."""
+        s, t, busy = self._state
+        if t is None:
+            return s
+        decay = math.exp(-max(0.0, (time.monotonic() if now is None else now) - t) / self.tau_s)
+        return 1.0 - (1.0 - s) * decay if busy else s * decay
 
 
 @dataclass(frozen=True)
