@@ -2,8 +2,9 @@
 
 Owns: the ``RefitPolicy`` (time, volume, performance, drift, PSI and manual triggers), the
 ``TrainerCore`` (sliding window of labelled rows, full or incremental refits, the gate
-against the live version, registration) and its ``TrainerActor`` shell, and the distributed
-fit with Ray Train's ``XGBoostTrainer``.
+against the live version, registration) and its ``TrainerActor`` shell, the ``RowLog`` (the
+training rows and the trainer's state as Parquet segments, what a restarted trainer resumes
+from), and the distributed fit with Ray Train's ``XGBoostTrainer``.
 
 May import: the core package ``streamfit`` only.
 
@@ -18,5 +19,6 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "RefitPolicy": "policy",
     "TrainerActor": "trainer",
     "TrainerCore": "trainer",
-    "better_or_close": "trainer",
+    "RowLog": "row_log",
+    "better_or_close": "gate",
 })

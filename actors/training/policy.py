@@ -31,17 +31,46 @@ Example:
     True
     >>> p.observe(60, event_time=20.0); p.decide(20.0)
     Decision(reason='volume', strategy='full', window_rows=8000)
+    >>> q = RefitPolicy(p.cfg); q.restore(p.snapshot()); q.decide(20.0)  # counters and detector state carry over
+    Decision(reason='volume', strategy='full', window_rows=8000)
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from river import drift as river_drift
 
 from streamfit.config import TrainerConfig
+
+
+def detector_snapshot(detector: Any) -> dict[str, Any] | None:
+    """A River drift detector's state as plain data (Page-Hinkley's sums, ADWIN's window as bytes)."""
+    if detector is None:
+        return None
+    if isinstance(detector, river_drift.PageHinkley):
+        return {"kind": "page_hinkley", "n": float(detector._x_mean.n), "mean": float(detector._x_mean._mean),
+                "sums": [detector._sum_increase, detector._sum_decrease, detector._min_increase,
+                         detector._max_decrease], "detected": bool(detector._drift_detected)}
+    # ADWIN's window lives in Rust; its pickling state is the only way in or out.
+    raw = np.frombuffer(detector._helper.__getstate__(), dtype=np.uint8).copy()
+    return {"kind": "adwin", "window": raw, "detected": bool(detector._drift_detected)}
+
+
+def detector_restore(detector: Any, snap: dict[str, Any] | None) -> None:
+    """Put ``snap`` (from ``detector_snapshot``) into a fresh detector of the same kind, in place."""
+    if detector is None or snap is None:
+        return
+    detector._drift_detected = bool(snap["detected"])
+    if snap["kind"] == "page_hinkley":
+        detector._x_mean.n, detector._x_mean._mean = float(snap["n"]), float(snap["mean"])
+        (detector._sum_increase, detector._sum_decrease, detector._min_increase,
+         detector._max_decrease) = (float(v) for v in snap["sums"])
+    else:
+        detector._helper.__setstate__(np.asarray(snap["window"], dtype=np.uint8).tobytes())
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,27 @@ class RefitPolicy:
         self.manual: str | None = None
         self.rows_since_drift: int | None = None  # rows since the last drift refit (None: none yet)
         self.followups_done = 0  # follow-up refits done since that drift refit
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, the last refit's time, the live version's recent errors, alarms and the detector's state."""
+        return {"rows_since": self.rows_since, "last_refit_time": self.last_refit_time,
+                "recent_errors": np.asarray(self.recent_errors, dtype=float), "drift_alarm": self.drift_alarm,
+                "psi_alarm": self.psi_alarm, "manual": self.manual, "rows_since_drift": self.rows_since_drift,
+                "followups_done": self.followups_done, "detector": detector_snapshot(self.detector)}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Replace the state with ``snap`` (from ``snapshot``); the config stays this policy's."""
+        self.rows_since = int(snap["rows_since"])
+        last = snap["last_refit_time"]
+        self.last_refit_time = None if last is None else float(last)
+        self.recent_errors = deque((float(e) for e in snap["recent_errors"]), maxlen=self.cfg.accuracy_window)
+        self.drift_alarm, self.psi_alarm, self.manual = bool(snap["drift_alarm"]), snap["psi_alarm"], snap["manual"]
+        since = snap["rows_since_drift"]
+        self.rows_since_drift = None if since is None else int(since)
+        self.followups_done = int(snap["followups_done"])
+        self.detector = self._new_detector()
+        if snap["detector"] is not None and snap["detector"]["kind"] == self.cfg.drift_detector:
+            detector_restore(self.detector, snap["detector"])
 
     def _new_detector(self):
         if self.cfg.drift_detector == "page_hinkley":

@@ -13,6 +13,9 @@ candidate is then scored next to the live version on the newest held-out slice
 (time-ordered, never used for its training) and registered only if it is not worse by more
 than the configured margin.
 
+Given a ``RowLog``, the core writes each call's rows and its state after them, and a new core over
+the same log starts where the last one stopped (see ``TrainerActor`` for what survives a restart).
+
 Example:
     >>> import tempfile, numpy as np, pandas as pd
     >>> from streamfit.config import TrainerConfig
@@ -27,7 +30,9 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
 import time
 from typing import Any, Callable
 
@@ -41,33 +46,15 @@ from streamfit.metrics import binary_metrics
 from streamfit.registry import Registry
 from streamfit.schema import EVENT_TIME, LABEL
 from streamfit.psi import psi_by_feature, reference_for, reference_quantiles
+from streamfit.actors.training.gate import better_or_close, paired_wins
 from streamfit.actors.training.policy import Decision, RefitPolicy
+from streamfit.actors.training.row_log import RowLog, RowLogError
 
+log = logging.getLogger(__name__)
 PSI_EVERY_ROWS = 500
+HISTORY_KEPT = 100  # refit records the row log keeps with each segment (older ones: the registry's audit log)
 NO_CHANGE_FEATURE = "label_last"  # the entity's previous label (label history), what no_change predicts
 NO_CHANGE_ROUNDS = 20  # calibrated: at eta 0.2, 99 % of the way to the best margin
-
-
-def better_or_close(metric: str, candidate: float, live: float, margin: float) -> bool:
-    """The gate: is the candidate at most ``margin`` worse than live on ``metric``?"""
-    if np.isnan(live):
-        return True
-    if np.isnan(candidate):
-        return False
-    if metric == "logloss":
-        return candidate <= live + margin
-    return candidate >= live - margin
-
-
-def paired_wins(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> tuple[int, int]:
-    """Rows ``a`` got right and ``b`` wrong, and the reverse (threshold 0.5).
-
-    >>> paired_wins(np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.4, 0.6]), np.array([0.1, 0.3, 0.8, 0.4]))
-    (1, 2)
-    """
-    y = np.asarray(y) >= 0.5
-    a, b = (np.asarray(p_a) >= 0.5) == y, (np.asarray(p_b) >= 0.5) == y
-    return int((a & ~b).sum()), int((b & ~a).sum())
 
 
 Fitter = Callable[[pd.DataFrame, list[str], dict[str, Any], int, xgb.Booster | None], xgb.Booster]
@@ -84,7 +71,8 @@ class TrainerCore:
     """Window of labelled rows + refit policy + validation gate + registration."""
 
     def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry: Registry | None,
-                 fitter: Fitter | None = None, schema_hash: str | None = None, verify_rows: int = 32) -> None:
+                 fitter: Fitter | None = None, schema_hash: str | None = None, verify_rows: int = 32,
+                 row_log: RowLog | None = None) -> None:
         self.cfg = cfg
         self.schema_hash = schema_hash
         self.verify_rows = verify_rows
@@ -105,6 +93,9 @@ class TrainerCore:
             live = registry.aliases().get("live") or (registry.version_numbers() or [None])[-1]
             if live is not None:
                 self.sync_live(live)
+        self.row_log, self.resumed = row_log, None
+        if row_log is not None:
+            self._resume()
 
     # -- the live version ------------------------------------------------------------------
     def sync_live(self, version: int) -> None:
@@ -133,7 +124,7 @@ class TrainerCore:
         self.latest_time = max(self.latest_time, float(part[EVENT_TIME].max()))
         self.policy.observe(len(part), self.latest_time, errors)
         self.buffer = pd.concat([self.buffer, part], ignore_index=True) if len(self.buffer) else part
-        keep = max(self.cfg.window_rows, self.cfg.drift_window_rows)
+        keep = window_rows_kept(self.cfg)
         if len(self.buffer) > keep:
             self.buffer = self.buffer.iloc[-keep:].reset_index(drop=True)
         self.rows_seen += len(part)
@@ -143,7 +134,9 @@ class TrainerCore:
             self.policy.observe_psi(psi_by_feature(reference, self.buffer.iloc[-self.rows_since_psi:]))
             self.rows_since_psi = 0
         decision = self.policy.decide(self.latest_time, self._trees(self.champion))
-        return self.refit(decision) if decision is not None else None
+        version = self.refit(decision) if decision is not None else None
+        self._persist(part)
+        return version
 
     def request_refit(self, reason: str = "manual", kind: str = "manual") -> int | None:
         """A refit asked from outside — an operator (``manual``) or the monitor's drift alarm (``drift``):
@@ -154,7 +147,9 @@ class TrainerCore:
             return None
         if kind != "manual":
             decision = dataclasses.replace(decision, reason=kind)
-        return self.refit(decision)
+        version = self.refit(decision)
+        self._persist(self.buffer.iloc[:0])
+        return version
 
     @staticmethod
     def _trees(booster: xgb.Booster | None) -> int | None:
@@ -253,21 +248,102 @@ class TrainerCore:
         params = {**self._params(), "max_depth": 1, "min_child_weight": 1.0}
         return fit_in_process(masked, self.feature_names, params, NO_CHANGE_ROUNDS, None)  # tiny: never distributed
 
+    # -- what survives a restart ---------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The window, the policy's state, the counters, the refit history and the live model (as UBJSON bytes)."""
+        model = None if self.champion is None else np.frombuffer(bytes(self.champion.save_raw("ubj")), np.uint8)
+        return {**self._state(len(self.history)), "window": {c: self.buffer[c].to_numpy(dtype=float, copy=True)
+                                                             for c in self.buffer.columns},
+                "champion": {"version": self.champion_version, "model": model,
+                             "meta": copy.deepcopy(self.champion_meta)}}
+
+    def _state(self, history: int) -> dict[str, Any]:
+        """What the row log writes beside each segment: no rows, no model (the registry holds it)."""
+        return {"rows_seen": self.rows_seen, "rows_since_psi": self.rows_since_psi, "latest_time": self.latest_time,
+                "versions": self.versions, "history": copy.deepcopy(self.history[len(self.history) - history:]),
+                "policy": self.policy.snapshot(), "champion": {"version": self.champion_version}}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Replace the state with ``snap``; a champion without a model is loaded from the registry."""
+        window = snap.get("window") or {}
+        self.buffer = pd.DataFrame({c: np.asarray(window.get(c, []), dtype=float)
+                                    for c in [EVENT_TIME, *self.feature_names, LABEL]})
+        self.rows_seen, self.rows_since_psi = int(snap["rows_seen"]), int(snap["rows_since_psi"])
+        self.latest_time, self.versions = float(snap["latest_time"]), int(snap["versions"])
+        self.history = copy.deepcopy(list(snap["history"]))
+        self.policy.restore(snap["policy"])
+        champ = snap["champion"]
+        if champ.get("model") is not None:
+            booster = xgb.Booster()
+            booster.load_model(bytearray(np.asarray(champ["model"], dtype=np.uint8).tobytes()))
+            self.champion, self.champion_version = booster, champ["version"]
+            self.champion_meta = copy.deepcopy(champ["meta"])
+        elif champ["version"] is not None and self.registry is not None:
+            try:
+                self.sync_live(int(champ["version"]))
+            except Exception as err:  # not in the registry (any more): keep the one it names live
+                log.warning("trainer: version %s of the saved state cannot be loaded: %s", champ["version"], err)
+
+    def _resume(self) -> None:
+        """Rebuild the window and the state from the row log (damaged segments reported and skipped)."""
+        columns = [EVENT_TIME, *self.feature_names, LABEL]
+        try:
+            window, state = self.row_log.load(columns)
+        except RowLogError as err:  # unreadable storage: run without the log rather than overwrite it
+            self.resumed, self.row_log = {"error": str(err)}, None
+            log.error("trainer: row log not loaded, not written this time: %s", err)
+            return
+        snap = {**self._state(0), **(state or {})}
+        if window is not None:
+            snap["window"] = {c: window[c].to_numpy() for c in columns}
+        self.restore(snap)
+        self.resumed = {"rows": len(self.buffer), "state": state is not None}
+
+    def _persist(self, rows: pd.DataFrame) -> None:
+        if self.row_log is None:
+            return
+        try:
+            self.row_log.append(rows, self._state(HISTORY_KEPT), self.buffer)
+        except RowLogError as err:  # counted in the log's stats; the window in memory goes on
+            log.warning("trainer: training rows not logged: %s", err)
+
     def stats(self) -> dict[str, Any]:
         """Rows seen, window size, live accuracy, and every refit attempt with its reason and scores."""
-        return {"rows_seen": self.rows_seen, "rows_buffered": len(self.buffer),
-                "live_version": self.champion_version, "live_accuracy": self.policy.live_accuracy(),
-                "refits": [r for r in self.history if r["accepted"]],
-                "rejected": [r for r in self.history if not r["accepted"]]}
+        out = {"rows_seen": self.rows_seen, "rows_buffered": len(self.buffer),
+               "live_version": self.champion_version, "live_accuracy": self.policy.live_accuracy(),
+               "refits": [r for r in self.history if r["accepted"]],
+               "rejected": [r for r in self.history if not r["accepted"]]}
+        if self.row_log is not None or self.resumed is not None:
+            out["row_log"] = {**(self.row_log.stats() if self.row_log else {}), "resumed": self.resumed}
+        return out
+
+    def window(self) -> pd.DataFrame:
+        """A copy of the window of labelled rows (event time, features, label), oldest first."""
+        return self.buffer.copy()
+
+
+def window_rows_kept(cfg: TrainerConfig) -> int:
+    """Rows the trainer's window holds (and its row log keeps): the longer of the two refit windows."""
+    return max(cfg.window_rows, cfg.drift_window_rows)
 
 
 @ray.remote(max_restarts=-1)
 class TrainerActor:
-    """Named Ray actor around TrainerCore; sends each registered candidate to the rollout controller."""
+    """Named Ray actor around TrainerCore; sends each registered candidate to the rollout controller.
+
+    Survives a restart (Ray restarts it) when started with a ``state_uri`` (a ``RowLog`` there, beside
+    the checkpoints): the window of labelled rows as of the last call it answered, the policy's state
+    (rows and time since the last refit, recent errors of the live version, the drift detector, alarms,
+    follow-ups due), its counters and clock, and the newest ``HISTORY_KEPT`` refit records; so its
+    next refit learns from the same rows and fires at the same row as if it had not stopped. The live
+    model is reloaded from the registry. Lost: the rows of a call it was answering when it died
+    (the coordinator counts them in ``training_rows_failed``), a refit that was running (the policy
+    asks again), older refit records. Without ``state_uri`` it starts with an empty window.
+    """
 
     def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry_uri: str,
                  controller_name: str | None, namespace: str | None, schema_hash: str | None = None,
-                 distributed_storage: str | None = None) -> None:
+                 distributed_storage: str | None = None, state_uri: str | None = None) -> None:
         fitter = None
         if cfg.distributed_above_rows is not None:
             from streamfit.actors.training.distributed_fit import fit_distributed
@@ -279,7 +355,9 @@ class TrainerActor:
                                            storage_path=distributed_storage)
                 return fit_in_process(train, features, params, rounds, base)
 
-        self.core = TrainerCore(cfg, feature_names, Registry(registry_uri), fitter, schema_hash=schema_hash)
+        row_log = RowLog(state_uri, window_rows_kept(cfg)) if state_uri else None
+        self.core = TrainerCore(cfg, feature_names, Registry(registry_uri), fitter, schema_hash=schema_hash,
+                                row_log=row_log)
         self.controller = ray.get_actor(controller_name, namespace=namespace) if controller_name else None
         self._alias_checked = 0.0
 
@@ -307,3 +385,7 @@ class TrainerActor:
 
     def stats(self) -> dict[str, Any]:
         return self.core.stats()
+
+    def window(self) -> pd.DataFrame:
+        """The window of labelled rows the next refit learns from."""
+        return self.core.window()
