@@ -100,3 +100,4 @@ def test_a_lookup_answers_while_process_is_inside_a_batch():
     assert result.accepted == 2 and result.replay_from is None
     after = ray.get(shard.lookup.remote(ask), timeout=WAIT_S)
     assert after.as_of == 30.0 and after.features[0][names.index("count_5m")] == 3
+    assert 0.0 < after.busy <= 1.0  # the shard says it has been applying batches (callers space their calls)

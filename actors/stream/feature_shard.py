@@ -373,7 +373,9 @@ class FeatureShardActor:
     def process(self, batch_id: int, df: pd.DataFrame, watermark: float, clock: float | None = None) -> ShardResult:
         return self.shard.process(batch_id, df, watermark, clock)
 
-    @ray.method(concurrency_group=LOOKUPS)
+    # Hundreds of calls a second under load: no task events (the GCS would record each one, at a CPU cost
+    # on this actor, the caller and the GCS, all shared with ingestion), so they are not in the task list.
+    @ray.method(concurrency_group=LOOKUPS, enable_task_events=False)
     def lookup(self, events: pd.DataFrame | EventArrays, record: bool = False) -> LookupResult:
         return self.shard.lookup(events, record)
 
