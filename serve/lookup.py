@@ -213,6 +213,7 @@ class LookupBatcher:
         if timer is None or timer.when() > at:
             if timer is not None:
                 timer.cancel()
+            self.counters["spaced"] += at > earliest  # the shard's gap, not the tick, sets the time
             self._timers[shard] = loop.call_at(at, self._flush, shard)
 
     def _flush(self, shard: int) -> None:
@@ -243,7 +244,6 @@ class LookupBatcher:
             gap = self.gap_s(shard)
             self._next_at[shard] = now + gap
             if self._queues.get(shard):  # what arrived meanwhile has waited a call's time already: no tick
-                self.counters["spaced"] += gap > 0
                 self._schedule(shard, now)
 
     async def _answer(self, shard: int, parts: list[_Part]) -> None:
