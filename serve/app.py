@@ -6,6 +6,11 @@ Each replica long-polls the RolloutController for the desired state, loads versi
 its slots off the event loop (checking each against the registry's recorded sample), and
 reports what it holds with its per-slot request figures. Swaps never call ``serve.run``
 again (in Ray 2.60 that restarts every replica).
+
+Load shedding and readiness: each replica queues at most ``serving.max_queued_requests`` requests
+beyond ``max_ongoing_requests`` (Serve sheds the rest with 503 + ``Retry-After``); Serve answers
+408 to a request past ``serving.request_timeout_s`` (``http_options``); a replica loads the live
+model before it takes traffic and answers ``/readyz`` (see ``readiness``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from streamfit.registry import Registry
 from streamfit.names import CONTROLLER_NAME, SLOTS
 from streamfit.serve.api import build_api
 from streamfit.serve.auth import Authorizer
-from streamfit.serve.backend import RayBackend, follow_controller, load_slot
-from streamfit.serve.router import RouterCore
+from streamfit.serve.backend import RayBackend, follow_controller, load_slot, sync_once
+from streamfit.serve.readiness import add_readiness, load_before_ready
+from streamfit.serve.router import NoModelError, RouterCore
 from streamfit.serve.slots import ModelSlot
 
 ADMIN_TOKEN_ENV = "STREAMFIT_ADMIN_TOKEN"
@@ -42,23 +48,31 @@ class Router:
         self.schema_hash = self.features_cfg.schema_hash()
         self.registry = Registry(registry_uri)
         remote = {"blue": blue, "green": green} if blue is not None else None
-        self.core = RouterCore(self.features_cfg.feature_names(), remote=remote)
+        self.core = RouterCore(self.features_cfg.feature_names(), remote=remote,
+                               remote_timeout_s=self.serving.actor_timeout_s)
         self.backend = RayBackend(self.registry, self.features_cfg, namespace, num_shards, controller_name,
                                   self.serving)
         self.ingest_enabled = ingest
         # Tokens come from the replica's environment (inherited from the process that started Ray).
         self.auth = Authorizer.from_config(AuthConfig.model_validate(auth or {}))
         replica_id = serve.get_replica_context().replica_id.unique_id
+        controller = lambda: self.backend.actor(controller_name)  # noqa: E731
+        timeout_s = self.serving.actor_timeout_s
+        # Serve routes to this replica once __init__ returns: hold the live model by then, if there is one.
+        await load_before_ready(lambda: sync_once(self.core, controller, self._load, replica_id, timeout_s=timeout_s),
+                                self.serving.flip_timeout_s)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(follow_controller(self.core, lambda: self.backend.actor(controller_name),
-                                                          self._load, replica_id)),
+        self._tasks = [loop.create_task(follow_controller(self.core, controller, self._load, replica_id,
+                                                          timeout_s=timeout_s)),
                        loop.create_task(self._flush_forever())]
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_api(self.core, self.backend, self.features_cfg, auth=self.auth, ingest_enabled=self.ingest_enabled, max_request_bytes=self.serving.max_request_bytes,
-                         routing_key_header=self.serving.routing_key_header,
-                         pin_slot_header=self.serving.pin_slot_header,
-                         max_batch_events=self.serving.max_batch_events)
+        api = build_api(self.core, self.backend, self.features_cfg, auth=self.auth, ingest_enabled=self.ingest_enabled,
+                        max_request_bytes=self.serving.max_request_bytes,
+                        routing_key_header=self.serving.routing_key_header,
+                        pin_slot_header=self.serving.pin_slot_header,
+                        max_batch_events=self.serving.max_batch_events)
+        return add_readiness(api, self.core, self.serving.retry_after_s)
 
     def _load(self, slot: str, version: int) -> ModelSlot:
         return load_slot(self.registry, slot, version, self.core.feature_names, self.schema_hash)
@@ -82,10 +96,13 @@ class SlotServer:
         self.registry = Registry(registry_uri)
         self.core = RouterCore(features_cfg.feature_names())
         replica_id = f"{slot}:{serve.get_replica_context().replica_id.unique_id}"
-        self._batch.set_max_batch_size(ServingConfig.model_validate(serving).slot_batch_size)
+        cfg = ServingConfig.model_validate(serving)
+        self._batch.set_max_batch_size(cfg.slot_batch_size)
         controller = lambda: ray.get_actor(controller_name, namespace=namespace)  # noqa: E731
-        self._task = asyncio.get_running_loop().create_task(
-            follow_controller(self.core, controller, self._load, replica_id, self._mine, self._report))
+        await load_before_ready(lambda: sync_once(self.core, controller, self._load, replica_id, self._mine,
+                                                  self._report, timeout_s=cfg.actor_timeout_s), cfg.flip_timeout_s)
+        self._task = asyncio.get_running_loop().create_task(follow_controller(
+            self.core, controller, self._load, replica_id, self._mine, self._report, timeout_s=cfg.actor_timeout_s))
 
     def _load(self, slot: str, version: int) -> ModelSlot:
         return load_slot(self.registry, slot, version, self.core.feature_names, self.schema_hash)
@@ -101,7 +118,7 @@ class SlotServer:
     async def _batch(self, xs: list[np.ndarray]) -> list[dict[str, Any]]:
         slot = self.core.slots[self.slot]
         if slot is None:
-            raise RuntimeError(f"slot {self.slot} holds no model yet")
+            raise NoModelError(f"slot {self.slot} holds no model yet")
         probs = slot.predict(np.vstack(xs))
         out, start = [], 0
         for x in xs:
@@ -114,25 +131,34 @@ class SlotServer:
         return await self._batch(x)
 
 
+def http_options(serving: ServingConfig, port: int | None = None) -> dict[str, Any]:
+    """``serve.start``'s ``http_options``: host, port (default ``serving.port``) and ``request_timeout_s``."""
+    return {"host": serving.host, "port": serving.port if port is None else port,
+            "request_timeout_s": serving.request_timeout_s}
+
+
+def deployment_options(serving: ServingConfig) -> dict[str, Any]:
+    """Options of the Router and slot deployments: replicas, concurrency, load shedding, access log."""
+    return {"num_replicas": serving.replicas, "max_ongoing_requests": serving.max_ongoing_requests,
+            # Beyond this many waiting requests Serve answers 503 + Retry-After instead of queueing without bound.
+            "max_queued_requests": serving.max_queued_requests,
+            "backpressure_config": {"status_code": 503, "retry_after_s": serving.retry_after_s},
+            "ray_actor_options": {"num_cpus": 0},
+            # A log line per request costs more than the prediction; Serve's metrics still count requests.
+            "logging_config": {"enable_access_log": serving.access_log}}
+
+
 def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Application:
     """Bind the Router (and, with isolated slots, the two slot deployments) for ``serve.run``."""
     slot_handles: dict[str, Any] = {}
     if cfg.serving.isolated_slots:
         for s in SLOTS:
-            slot_handles[s] = SlotServer.options(
-                name=f"Slot{s.capitalize()}", num_replicas=cfg.serving.replicas,
-                max_ongoing_requests=cfg.serving.max_ongoing_requests, ray_actor_options={"num_cpus": 0},
-                logging_config={"enable_access_log": cfg.serving.access_log},
-            ).bind(s, registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), CONTROLLER_NAME, namespace)
-    return Router.options(
-        num_replicas=cfg.serving.replicas,
-        max_ongoing_requests=cfg.serving.max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
-        # A log line per request costs more than the prediction; Serve's metrics still count requests.
-        logging_config={"enable_access_log": cfg.serving.access_log},
-    ).bind(registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), cfg.shards.num_shards,
-           cfg.stream.source == "http", CONTROLLER_NAME, namespace, slot_handles.get("blue"), slot_handles.get("green"),
-           cfg.auth.model_dump())
+            slot_handles[s] = SlotServer.options(name=f"Slot{s.capitalize()}", **deployment_options(cfg.serving)).bind(
+                s, registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), CONTROLLER_NAME, namespace)
+    return Router.options(**deployment_options(cfg.serving)).bind(
+        registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), cfg.shards.num_shards,
+        cfg.stream.source == "http", CONTROLLER_NAME, namespace, slot_handles.get("blue"), slot_handles.get("green"),
+        cfg.auth.model_dump())
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:

@@ -4,8 +4,12 @@ the rollout controller wants them. Both are plain: the Serve deployments in ``ap
 
 Raw events' feature lookups go through a ``LookupBatcher`` per replica (one call per shard per
 tick); a shard that cannot answer in time is counted in ``streamfit_lookup_unavailable``
-(Prometheus: ``ray_streamfit_lookup_unavailable_total``, by shard). Requests refused for their token
-are counted in ``streamfit_auth_failures`` (``ray_streamfit_auth_failures_total``, by scope and reason).
+(Prometheus: ``ray_streamfit_lookup_unavailable_total``, by shard). Every other call to an actor is
+bounded too (``calls.ActorCalls``: ``serving.actor_timeout_s``, ``command_timeout_s`` for traffic
+commands and refits); one that cannot answer is a 503 with ``Retry-After`` naming it, counted in
+``streamfit_actor_unavailable`` (``ray_streamfit_actor_unavailable_total``, by actor) and in
+``/healthz`` (``unavailable``). Requests refused for their token are counted in
+``streamfit_auth_failures`` (``ray_streamfit_auth_failures_total``, by scope and reason).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from streamfit.registry import Registry
 from streamfit.schema import shard_of
 from streamfit.status import Drift, MonitorReport, RefitResult, SeriesPoint, TrafficStatus, latest_quality
 from streamfit.serve.api import Backend
+from streamfit.serve.calls import ActorCalls, Unavailable, awaited
 from streamfit.serve.lookup import EventRows, LookupAnswer, LookupBatcher, ShardUnavailable
 from streamfit.serve.router import RouterCore, take_shadow_copy
 from streamfit.serve.slots import ModelSlot
@@ -53,6 +58,9 @@ class RayBackend(Backend):
         self._shards: dict[int, Any] = {}  # handles stay valid across a shard's restarts
         self._unavailable: Any = None
         self._auth_failures: Any = None
+        self._actor_unavailable: Any = None
+        self.command_timeout_s = s.command_timeout_s
+        self.calls = ActorCalls(self.actor, s.actor_timeout_s, s.retry_after_s, self._count_unavailable)
 
     def actor(self, name: str) -> Any:
         """A named actor of this deployment (looked up each time: it may start later, or restart)."""
@@ -65,12 +73,13 @@ class RayBackend(Backend):
 
     async def traffic(self) -> TrafficStatus:
         """The rollout controller's status."""
-        return TrafficStatus.model_validate(await self.actor(self.controller_name).status.remote())
+        status = await self.calls.call("controller", self.controller_name, lambda c: c.status.remote())
+        return TrafficStatus.model_validate(status)
 
     async def features(self, entity: str) -> dict[str, Any] | None:
         """The entity's features, from the shard that owns it."""
         owner = int(shard_of(np.array([entity], dtype=object), self.num_shards)[0])
-        return await self.actor(shard_name(owner)).features.remote(entity)
+        return await self.calls.call("shard", shard_name(owner), lambda shard: shard.features.remote(entity))
 
     async def _shard_lookup(self, shard: int, events: pd.DataFrame, record: bool) -> Any:
         handle = self._shards.get(shard)
@@ -108,26 +117,41 @@ class RayBackend(Backend):
         """An operator's action in the registry's audit log (its actor is a token's scope, never its value)."""
         await asyncio.to_thread(self.registry.audit, event, actor=actor, reason=reason)
 
+    def _count_unavailable(self, target: str) -> None:
+        if self._actor_unavailable is None:
+            from ray.util.metrics import Counter
+
+            self._actor_unavailable = Counter("streamfit_actor_unavailable", "requests answered 503: an actor of "
+                                              "another plane was slow, not running or restarting", ("actor",))
+        self._actor_unavailable.inc(1.0, {"actor": target})
+
     def stats(self) -> dict[str, Any]:
-        """The lookups of this replica: requests, calls, events, timeouts, errors, unavailable."""
-        return {"lookups": self.batcher.stats()}
+        """This replica's lookups (requests, calls, events, timeouts, errors, unavailable) and the 503s it
+        answered for each actor that could not answer (``unavailable``)."""
+        return {"lookups": self.batcher.stats(), "unavailable": dict(self.calls.unavailable)}
 
     async def retrain(self, reason: str) -> RefitResult:
-        """A refit now, from the trainer."""
-        out = await self.actor(TRAINER_NAME).request_refit.remote(f"manual: {reason}" if reason != "manual" else "manual")
+        """A refit now, from the trainer (a 503 after ``command_timeout_s``: the refit may still finish)."""
+        why = f"manual: {reason}" if reason != "manual" else "manual"
+        out = await self.calls.call("trainer", TRAINER_NAME, lambda t: t.request_refit.remote(why),
+                                    self.command_timeout_s)
         return RefitResult.model_validate(out)
 
     async def ingest(self, rows: Any) -> tuple[int, int]:
-        """Rows appended to the ingest log: (accepted, duplicates)."""
-        return await self.actor(INGEST_NAME).append.remote(rows)
+        """Rows appended to the ingest log: (accepted, duplicates). A 503 may come after the rows were
+        stored: the client's retry is answered "duplicates" by their event ids."""
+        return await self.calls.call("ingest", INGEST_NAME, lambda log_: log_.append.remote(rows))
 
     async def control(self, command: str, **kwargs: Any) -> dict[str, Any]:
         """A traffic command, run by the rollout controller; what it cannot do now is a ValueError."""
         if command not in CONTROL_COMMANDS:
             raise NotImplementedError
-        controller = self.actor(self.controller_name)
+        args = {k: v for k, v in kwargs.items() if v is not None}
         try:
-            return await getattr(controller, command).remote(**{k: v for k, v in kwargs.items() if v is not None})
+            return await self.calls.call("controller", self.controller_name,
+                                         lambda c: getattr(c, command).remote(**args), self.command_timeout_s)
+        except Unavailable:
+            raise
         except (ValueError, RuntimeError) as err:  # Ray re-raises the actor's error as a subclass of it
             raise ValueError(str(getattr(err, "cause", None) or err)) from None
 
@@ -144,15 +168,18 @@ class RayBackend(Backend):
         if not self._prediction_log:
             return
         rows, self._prediction_log = self._prediction_log, []
-        try:
+        try:  # no answer awaited: it cannot hang the replica
             self.actor(MONITOR_NAME).record.remote(rows)
         except Exception:  # no monitor in this deployment
             pass
 
+    async def _monitor_pair(self, first: str, second: str) -> tuple[Any, Any]:
+        return await self.calls.call("monitor", MONITOR_NAME, lambda m: asyncio.gather(
+            getattr(m, first).remote(), getattr(m, second).remote()))
+
     async def monitor(self) -> MonitorReport:
         """The monitor's report."""
-        monitor = self.actor(MONITOR_NAME)
-        stats, series = await asyncio.gather(monitor.stats.remote(), monitor.timeseries.remote())
+        stats, series = await self._monitor_pair("stats", "timeseries")
         return MonitorReport.from_monitor(stats, series)
 
     async def status_page_data(self) -> StatusPageData:
@@ -160,9 +187,8 @@ class RayBackend(Backend):
         traffic = await self.traffic()  # its live accuracy per version comes from the monitor
         versions = (await asyncio.to_thread(self.models))["versions"]
         try:
-            monitor = self.actor(MONITOR_NAME)
-            series, drift = await asyncio.gather(monitor.timeseries.remote(), monitor.drift.remote())
-        except ValueError:  # no monitor in this deployment
+            series, drift = await self._monitor_pair("timeseries", "drift")
+        except Unavailable:  # no monitor in this deployment, or restarting: the page shows the rest
             series, drift = [], {}
         points = [SeriesPoint.model_validate(p) for p in series]
         return StatusPageData(traffic=traffic, fields=[f.name for f in self.features_cfg.fields], versions=versions,
@@ -173,17 +199,25 @@ def _same(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+async def sync_once(core: RouterCore, controller: Callable[[], Any], load: Callable[[str, int], ModelSlot],
+                    replica_id: str, wanted: Callable[[dict], dict] = _same, reported: Callable[[dict], dict] = _same,
+                    poll_s: float = 1.0, timeout_s: float = 10.0) -> None:
+    """One round: long-poll (``poll_s``) the desired state newer than what ``core`` holds, bounded by
+    ``poll_s + timeout_s``; load what it names (``wanted`` picks this replica's part); report what the
+    replica holds (shaped by ``reported``)."""
+    ctl = controller()
+    desired = await asyncio.wait_for(awaited(ctl.desired.remote(core.revision, poll_s)), poll_s + timeout_s)
+    await core.apply(wanted(desired), load)
+    ctl.report.remote(replica_id, reported(core.report()))
+
+
 async def follow_controller(core: RouterCore, controller: Callable[[], Any], load: Callable[[str, int], ModelSlot],
                             replica_id: str, wanted: Callable[[dict], dict] = _same,
-                            reported: Callable[[dict], dict] = _same) -> None:
-    """Forever: long-poll the desired state, load what it names (``wanted`` picks this replica's part),
-    report what the replica holds (shaped by ``reported``); a controller restarting is retried shortly."""
+                            reported: Callable[[dict], dict] = _same, timeout_s: float = 10.0) -> None:
+    """Forever: ``sync_once``; a controller restarting (or silent past ``timeout_s``) is retried shortly."""
     while True:
         try:
-            ctl = controller()
-            desired = await ctl.desired.remote(core.revision, 1.0)
-            await core.apply(wanted(desired), load)
-            ctl.report.remote(replica_id, reported(core.report()))
+            await sync_once(core, controller, load, replica_id, wanted, reported, timeout_s=timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # controller restarting: keep serving, retry shortly

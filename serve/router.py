@@ -23,6 +23,7 @@ import numpy as np
 
 from streamfit.schema import hash_keys
 from streamfit.request_stats import SlotStats
+from streamfit.serve.calls import awaited
 from streamfit.serve.slots import ModelSlot
 
 SLOTS = ("blue", "green")
@@ -104,6 +105,10 @@ class SlotNotReadyError(RuntimeError):
     """A request pinned a slot that does not hold a ready model."""
 
 
+class SlotUnavailable(RuntimeError):
+    """A slot deployment could not answer (restarting, loading, shedding load, or slower than its timeout)."""
+
+
 def key_bucket(key: str) -> int:
     """Stable bucket 0..99 of a routing key (the same in every replica and process)."""
     return int(hash_keys(np.array([key], dtype=object))[0] % np.uint64(100))
@@ -112,13 +117,18 @@ def key_bucket(key: str) -> int:
 class RemoteSlot:
     """A slot served by its own Serve deployment (``serving.isolated_slots``), reached by a handle."""
 
-    def __init__(self, name: str, version: int, handle: Any) -> None:
-        self.name, self.version, self.handle = name, version, handle
+    def __init__(self, name: str, version: int, handle: Any, timeout_s: float | None = None) -> None:
+        self.name, self.version, self.handle, self.timeout_s = name, version, handle, timeout_s
         self.verified = None
 
     async def apredict(self, x: np.ndarray) -> tuple[int, np.ndarray]:
-        """(version that answered, probabilities) from one replica of the slot's deployment."""
-        out = await self.handle.predict.remote(x)
+        """(version that answered, probabilities) from one replica of the slot's deployment;
+        ``SlotUnavailable`` when none answers within ``timeout_s``."""
+        try:
+            out = await asyncio.wait_for(awaited(self.handle.predict.remote(x)), self.timeout_s)
+        except Exception as err:  # from the Router's side, whatever failed there, this slot cannot answer now
+            why = f"no answer within {self.timeout_s:g} s" if isinstance(err, TimeoutError) else type(err).__name__
+            raise SlotUnavailable(f"slot {self.name} (v{self.version}): {why}") from err
         return out["version"], np.asarray(out["probs"], dtype=float)
 
 
@@ -126,9 +136,10 @@ class RouterCore:
     """Slots held by this replica, the weights it routes by, and per-slot request figures."""
 
     def __init__(self, feature_names: list[str], seed: int | None = None,
-                 remote: dict[str, Any] | None = None) -> None:
+                 remote: dict[str, Any] | None = None, remote_timeout_s: float | None = None) -> None:
         self.feature_names = list(feature_names)
         self.remote = remote  # isolated slots: a DeploymentHandle per slot instead of local boosters
+        self.remote_timeout_s = remote_timeout_s
         self.slots: dict[str, ModelSlot | None] = {s: None for s in SLOTS}
         self.desired_versions: dict[str, int | None] = {s: None for s in SLOTS}
         self.weights: dict[str, int] = {"blue": 100, "green": 0}
@@ -251,7 +262,7 @@ class RouterCore:
             want = desired["slots"].get(s)
             have = self.slots[s]
             if self.remote is not None:  # the slot deployments load; their replicas report to the controller
-                self.slots[s] = RemoteSlot(s, want, self.remote[s]) if want is not None else None
+                self.slots[s] = RemoteSlot(s, want, self.remote[s], self.remote_timeout_s) if want is not None else None
                 continue
             if want is not None and (have is None or have.version != want):
                 failed = self.load_failures.get(s)

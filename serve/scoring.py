@@ -24,8 +24,9 @@ import numpy as np
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 
+from streamfit.serve.calls import Unavailable, retry_headers
 from streamfit.serve.lookup import EventRows, LookupAnswer, ShardUnavailable
-from streamfit.serve.router import NoModelError, RouterCore, SlotNotReadyError
+from streamfit.serve.router import NoModelError, RouterCore, SlotNotReadyError, SlotUnavailable
 
 RETRY_AFTER_S = 1  # a restarting shard loads its checkpoint in about this long
 Ingest = Callable[[list[dict[str, Any]]], Awaitable[Any]]
@@ -40,11 +41,14 @@ def reason_field(reason: str) -> str | None:
 
 async def predict_rows(core: RouterCore, x: np.ndarray, key: str | None,
                        pin: str | None) -> tuple[str, int, np.ndarray]:
-    """(slot, version, probabilities) for the rows of ``x``; no model yet is a 503, a pinned slot not ready a 409."""
+    """(slot, version, probabilities) for the rows of ``x``; no model yet or a slot deployment that cannot
+    answer is a 503 with ``Retry-After``, a pinned slot not ready a 409."""
     try:
         return await core.apredict(x, key=key, pin=pin)
     except NoModelError as err:
-        raise HTTPException(status_code=503, detail=str(err)) from None
+        raise HTTPException(status_code=503, detail=str(err), headers=retry_headers(RETRY_AFTER_S)) from None
+    except SlotUnavailable as err:
+        raise Unavailable("slot", str(err), RETRY_AFTER_S) from None
     except SlotNotReadyError as err:
         raise HTTPException(status_code=409, detail=str(err)) from None
 

@@ -32,6 +32,31 @@ class ServingConfig(_Strict):
     lookup_max_batch: int = Field(256, gt=0, description="... or until this many events wait for one shard")
     max_batch_events: int = Field(1000, gt=0, description="raw events per /predict request, at most (else 4xx)")
     pin_slot_header: str = "X-Streamfit-Slot"
+    actor_timeout_s: float = Field(
+        10.0, gt=0, description="a call from the Router to another plane (the controller's status, the monitor, a "
+        "shard's features, the ingest log, a slot deployment) slower than this answers 503 + Retry-After")
+    command_timeout_s: float = Field(
+        120.0, gt=0, description="... the same bound for traffic commands and manual refits (a rollback waits for the "
+        "replicas to load, up to flip_timeout_s; a refit trains)")
+    request_timeout_s: float = Field(
+        180.0, gt=0, description="Serve's end-to-end HTTP timeout (Serve answers 408); above command_timeout_s, so "
+        "a slow actor is a 503 naming it first")
+    max_queued_requests: int = Field(
+        256, ge=-1, description="requests waiting for a Router replica beyond max_ongoing_requests (per replica); "
+        "more are shed by Serve with 503 + Retry-After; -1: no limit")
+    retry_after_s: float = Field(1.0, gt=0, description="Retry-After of the 503s for an unavailable actor, no model "
+                                 "yet, or a full queue")
+
+    @model_validator(mode="after")
+    def _timeouts_nest(self) -> "ServingConfig":
+        if not self.actor_timeout_s <= self.command_timeout_s < self.request_timeout_s:
+            raise ValueError("@command_timeout_s: at least actor_timeout_s and below request_timeout_s (an actor's "
+                             "503 must come before Serve's 408)")
+        if self.command_timeout_s <= self.flip_timeout_s:
+            raise ValueError("@command_timeout_s: above flip_timeout_s (a rollback waits for the replicas to load)")
+        if self.max_queued_requests == 0:
+            raise ValueError("@max_queued_requests: -1 (no limit) or at least 1")
+        return self
 
 
 class RolloutConfig(_Strict):
