@@ -16,7 +16,6 @@ Example:
 """
 
 import asyncio
-import json
 import time
 from typing import Any, Awaitable, Callable
 
@@ -27,15 +26,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
-from streamfit.config import AuthConfig, FeaturesConfig
+from streamfit.config import AuthConfig, FeaturesConfig, HttpSourceConfig
 from streamfit.names import SLOTS
-from streamfit.schema import validate
+from streamfit.schema import BASE_COLUMNS, LABEL, validate
 from streamfit.status import MonitorReport, RefitResult, Rollout, ServingView, TrafficStatus
 from streamfit.actors.stream import ingest_frame
 from streamfit.serve.auth import Authorizer, bearer
-from streamfit.serve.bodies import (ActionRequest, BatchPrediction, EventBatchPrediction, EventPrediction,
-                                    IngestRequest, IngestResponse, Prediction, RetrainRequest, RolloutRequest,
-                                    TrafficRequest, event_model, json_safe, predict_request_model, row_model)
+from streamfit.serve.bodies import (ActionRequest, BatchPrediction, BodyError, BodyLimit, EventBatchPrediction,
+                                    EventPrediction, IngestResponse, Prediction, RetrainRequest, RolloutRequest,
+                                    TrafficRequest, event_model, ingest_body, ingest_schema, json_safe,
+                                    predict_request_model, read_capped, row_model)
 from streamfit.serve.lookup import EventRows, LookupAnswer
 from streamfit.serve.router import RouterCore, routed_by_pin
 from streamfit.serve.scoring import RawScorer, predict_rows
@@ -44,7 +44,8 @@ from streamfit.serve.status_page import StatusPageData, render as render_status_
 
 async def validation_error_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 body, made JSON-safe so a bad number never turns into a 500."""
-    return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
+    errors = [{**e, "input": json_safe(e["input"])} if "input" in e else e for e in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(errors))})
 
 
 class Backend:
@@ -75,7 +76,8 @@ class Backend:
         return {}
 
     async def ingest(self, rows: Any) -> tuple[int, int]:
-        """Append validated rows to the ingest log; (accepted, duplicates)."""
+        """Append validated rows to the ingest log; (accepted, duplicates). A full log raises an error with a
+        ``retry_after_s`` attribute (the log's ``IngestBufferFull``, also as Ray re-raises it): a 429."""
         raise NotImplementedError
 
     async def retrain(self, reason: str) -> RefitResult | dict[str, Any]:
@@ -96,6 +98,9 @@ class Backend:
     def auth_failed(self, scope: str, reason: str) -> None:
         """A request refused for its token (missing, wrong, or of a lower scope)."""
 
+    def ingest_refused(self, rows: int) -> None:
+        """A request answered 429: the ingest buffer was full (its ``rows`` were not taken)."""
+
     async def status_page_data(self) -> StatusPageData:
         """What the status page shows (see ``status_page.render``)."""
         raise NotImplementedError
@@ -110,53 +115,6 @@ async def _call(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) ->
         return await fn(*args, **kwargs)
     except NotImplementedError:
         raise HTTPException(status_code=501, detail="not available in this deployment") from None
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a request body over ``max_bytes`` (by Content-Length, or as it streams in)."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                return await self._too_large(send)
-        seen = 0
-        started = False
-
-        async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return message
-
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._too_large(send)
-
-    async def _too_large(self, send: Callable) -> None:
-        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _Unpinned:
@@ -192,10 +150,12 @@ def predict_scope(req: Any, pinned: bool, plain: str) -> str | None:
 def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: FeaturesConfig | None = None,
               admin_token: str | None = None, ingest_enabled: bool = False, max_request_bytes: int = 1_000_000,
               routing_key_header: str = "X-Routing-Key", pin_slot_header: str = "X-Streamfit-Slot",
-              title: str = "streamfit", max_batch_events: int = 1000, auth: Authorizer | None = None) -> FastAPI:
+              title: str = "streamfit", max_batch_events: int = 1000, auth: Authorizer | None = None,
+              ingest_limits: HttpSourceConfig | None = None) -> FastAPI:
     """The FastAPI app: prediction, ingestion, features, models, traffic and admin endpoints.
 
-    With ``features_cfg``, ``POST /predict`` also scores raw events (at most ``max_batch_events`` a request).
+    With ``features_cfg``, ``POST /predict`` also scores raw events (at most ``max_batch_events`` a request);
+    ``ingest_limits`` bound a ``POST /ingest`` body (default: ``HttpSourceConfig()``'s).
     ``auth`` holds the scope rules (default: the built-in ``AuthConfig`` with ``admin_token`` as the only token)."""
     backend = backend or Backend()
     if auth is None:
@@ -215,7 +175,11 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     PredictRequest = predict_request_model(Row, Event, max_batch_events)
     names = core.feature_names
 
-    async def ingest_events(events: list[dict[str, Any]]) -> IngestResponse:
+    limits = ingest_limits or HttpSourceConfig()
+    columns = BASE_COLUMNS + [LABEL] + [f.name for f in features_cfg.fields] if features_cfg is not None else []
+    refused = {"requests": 0, "rows": 0}  # 429s: the ingest buffer was full (shown by /healthz)
+
+    async def ingest_events(events: list[dict[str, Any]] | dict[str, list[Any]]) -> IngestResponse:
         """Validate rows and append the valid ones to the ingest log (the path of every ingested event)."""
         df = ingest_frame(events)
         _, reason = validate(df, features_cfg)
@@ -224,7 +188,20 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
                      "reason": str(reason[i])} for i in np.flatnonzero(bad)]
         if bad.all():
             return IngestResponse(accepted=0, duplicates=0, rejected=rejected)
-        accepted, dups = await _call(backend.ingest, df[~bad].reset_index(drop=True))
+        try:
+            accepted, dups = await _call(backend.ingest, df[~bad].reset_index(drop=True))
+        except HTTPException:
+            raise
+        except Exception as err:
+            # The buffer is full (also as Ray re-raises it): nothing was taken, the client retries.
+            retry = getattr(err, "retry_after_s", None) or getattr(getattr(err, "cause", None), "retry_after_s", None)
+            if retry is None:
+                raise
+            refused["requests"] += 1
+            refused["rows"] += int((~bad).sum())
+            backend.ingest_refused(int((~bad).sum()))
+            raise HTTPException(status_code=429, detail=f"the ingest buffer is full; retry after {int(retry)} s",
+                                headers={"Retry-After": str(int(retry))}) from None
         return IngestResponse(accepted=accepted, duplicates=dups, rejected=rejected)
 
     can_ingest = ingest_enabled and features_cfg is not None
@@ -275,7 +252,7 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     async def healthz() -> dict[str, Any]:
         """Liveness and what this replica holds."""
         return {"status": "ok", "ready": bool(core.ready_slots()), **core.stats(), **backend.stats(),
-                "auth_failures": auth.failures()}
+                "auth_failures": auth.failures(), "ingest_refused": dict(refused)}
 
     @app.get("/models", dependencies=read)
     async def list_models() -> Any:
@@ -307,13 +284,28 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
             raise HTTPException(status_code=404, detail=f"unknown entity {entity!r}")
         return {"entity": entity, "features": found}
 
-    @app.post("/ingest", response_model=IngestResponse, dependencies=ingest)
-    async def post_ingest(req: IngestRequest) -> IngestResponse:
-        """Push events and labels (stream.source: http); invalid rows are rejected with a reason."""
+    body_doc = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": ingest_schema(columns, limits.max_events, limits.max_id_chars)}}}}
+    too_much = {413: {"description": "body or event count over the limit"},
+                429: {"description": "the ingest buffer is full: retry after Retry-After seconds"}}
+
+    @app.post("/ingest", response_model=IngestResponse, dependencies=ingest, openapi_extra=body_doc,
+              responses=too_much)
+    async def post_ingest(request: Request) -> IngestResponse:
+        """Push events and labels (stream.source: http); invalid rows are rejected with a reason.
+
+        Checked before anything is built from it: known keys only (422 naming the key), JSON scalars,
+        text of at most ``stream.http.max_id_chars``; over ``max_body_bytes`` or ``max_events``: 413.
+        A full ingest buffer answers 429 with ``Retry-After`` (nothing was taken: send it again)."""
         if not can_ingest:
             raise HTTPException(status_code=409, detail="ingest is off: this deployment reads another source")
-        out = await ingest_events(req.events)
-        if len(out.rejected) == len(req.events):
+        try:
+            cols = ingest_body(await read_capped(request, limits.max_body_bytes), columns, limits.max_events,
+                               limits.max_id_chars)
+        except BodyError as err:
+            raise HTTPException(status_code=err.status, detail=err.detail) from None
+        out = await ingest_events(cols)
+        if len(out.rejected) == len(cols[columns[0]]):
             raise HTTPException(status_code=422, detail={"message": "every row was rejected", "rejected": out.rejected})
         return out
 

@@ -16,9 +16,25 @@ Example:
     {'entity': 'card-7', 'x0': 3.0}
     >>> TrafficRequest(green=25).blue
     75
+
+An ingest body (``POST /ingest``) is checked by ``ingest_columns`` before any frame is built: known
+keys only (``kind``, ``entity``, ``event_time``, ``event_id``, ``label`` and the configured fields),
+each value a JSON scalar, text no longer than the limit, at most so many events; the first key
+that breaks a rule is the 422, so a body of thousands of distinct keys costs one dict lookup each:
+
+    >>> cols = ingest_columns([{"entity": "u1", "x0": 1}, {"entity": "u2", "kind": "label", "label": 1}],
+    ...                       ["kind", "entity", "label", "x0"], max_events=10, max_chars=8)
+    >>> cols["entity"], cols["x0"], cols["label"]
+    (['u1', 'u2'], [1, None], [None, 1])
+    >>> try:
+    ...     ingest_columns([{"entity": "u1", "_partition": 3}], ["entity"], 10, 8)
+    ... except BodyError as err:
+    ...     err.status, err.detail[0]["loc"]
+    (422, ['body', 'events', 0, '_partition'])
 """
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
@@ -60,7 +76,8 @@ def predict_request_model(row: type[BaseModel], raw: type[BaseModel] | None = No
         features: row | None = None  # type: ignore[valid-type]
         rows: list[row] | None = Field(None, min_length=1, max_length=10_000)  # type: ignore[valid-type]
         event_id: str | None = Field(None, max_length=ID_CHARS, description="joins the prediction with its label later")
-        event_ids: list[str] | None = Field(None, description="one per row of a batch")
+        event_ids: list[Annotated[str, Field(max_length=ID_CHARS)]] | None = Field(
+            None, description="one per row of a batch")
         routing_key: str | None = Field(None, max_length=ID_CHARS, description="sticky routing (e.g. the entity)")
         if raw is not None:
             event: raw | None = Field(None, description="one raw event, scored with its entity's live features")  # type: ignore[valid-type]
@@ -110,22 +127,151 @@ class BatchPrediction(BaseModel):
 
 
 
-def json_safe(value: Any) -> Any:
-    """Echoed inputs may hold inf/NaN (JSON has no such numbers): render those as strings."""
+ECHO_DEPTH = 12  # an echoed input nested deeper is cut (a deeply nested body must not crash its 422)
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """Echoed inputs may hold inf/NaN (JSON has no such numbers): render those as strings; cut deep nesting."""
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
+    if isinstance(value, (dict, list, tuple)) and depth >= ECHO_DEPTH:
+        return "..."
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, depth + 1) for v in value]
     return value
 
 
-class IngestRequest(BaseModel):
-    """Events and labels pushed by a client; ``event_id`` makes a retried request harmless."""
+async def read_capped(request: Any, max_bytes: int) -> bytes:
+    """A request's body, refused (``BodyError`` 413) once it is over ``max_bytes``, as it streams in."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise BodyError(413, f"request body over {max_bytes} bytes")
+    chunks, seen = [], 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > max_bytes:
+            raise BodyError(413, f"request body over {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
-    model_config = ConfigDict(extra="forbid")
-    events: list[dict[str, Any]] = Field(..., min_length=1, max_length=100_000)
+
+class BodyError(Exception):
+    """A request body refused before any frame is built: the HTTP status and FastAPI-style detail."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes`` (by Content-Length, or as it streams in)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                return await self._too_large(send)
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Callable) -> None:
+        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _refuse(loc: list[Any], kind: str, msg: str) -> BodyError:
+    return BodyError(422, [{"type": kind, "loc": ["body", *loc], "msg": msg}])
+
+
+def ingest_columns(events: Any, allowed: Sequence[str], max_events: int, max_chars: int) -> dict[str, list[Any]]:
+    """The events of an ingest body as columns (``allowed[0]`` first, then first-seen order; None where an
+    event lacks the key).
+
+    Raises ``BodyError`` at the first rule broken: 413 over ``max_events``; 422 naming the event and key
+    of an unknown key, a value that is not a JSON scalar, or text over ``max_chars``."""
+    if not isinstance(events, list) or not events:
+        raise _refuse(["events"], "list_type", "a non-empty list of events")
+    n = len(events)
+    if n > max_events:
+        raise BodyError(413, f"{n} events in one request; at most {max_events}")
+    known = frozenset(allowed)
+    cols: dict[str, list[Any]] = {allowed[0]: [None] * n}  # always one column: events without keys are rows too
+    for i, event in enumerate(events):
+        if type(event) is not dict:
+            raise _refuse(["events", i], "dict_type", "an event is a JSON object")
+        for key, value in event.items():
+            if key not in known:
+                raise _refuse(["events", i, key], "extra_forbidden",
+                              f"unknown key {key[:max_chars]!r}; known: {', '.join(allowed)}")
+            kind = type(value)
+            if kind is str:
+                if len(value) > max_chars:
+                    raise _refuse(["events", i, key], "string_too_long", f"at most {max_chars} characters")
+            elif value is not None and kind is not float and kind is not int and kind is not bool:
+                raise _refuse(["events", i, key], "scalar_type", "a number, text, true/false or null")
+            col = cols.get(key)
+            if col is None:
+                col = cols[key] = [None] * n
+            col[i] = value
+    return cols
+
+
+def ingest_body(body: bytes, allowed: Sequence[str], max_events: int, max_chars: int) -> dict[str, list[Any]]:
+    """``ingest_columns`` of a raw ``{"events": [...]}`` body; JSON nested too deeply to parse is a 400."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise BodyError(400, "the JSON body is nested too deeply") from None
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise BodyError(422, [{"type": "json_invalid", "loc": ["body"], "msg": f"invalid JSON: {err}"[:200]}]) from None
+    if type(data) is not dict or "events" not in data:
+        raise _refuse(["events"], "missing", "a JSON object with 'events' (a list of events)")
+    extra = [k for k in data if k != "events"]
+    if extra:
+        raise _refuse([extra[0][:max_chars]], "extra_forbidden", "the body holds 'events' only")
+    return ingest_columns(data["events"], allowed, max_events, max_chars)
+
+
+def ingest_schema(allowed: Sequence[str], max_events: int, max_chars: int) -> dict[str, Any]:
+    """The OpenAPI schema of an ingest body: what ``ingest_body`` accepts."""
+    scalar = {"anyOf": [{"type": "string", "maxLength": max_chars}, {"type": "number"}, {"type": "boolean"},
+                        {"type": "null"}]}
+    event = {"type": "object", "additionalProperties": False, "properties": {k: scalar for k in allowed}}
+    return {"type": "object", "additionalProperties": False, "required": ["events"],
+            "properties": {"events": {"type": "array", "minItems": 1, "maxItems": max_events, "items": event}}}
 
 
 class IngestResponse(BaseModel):

@@ -60,6 +60,14 @@ class HttpSourceConfig(_Strict):
     """Events pushed to POST /ingest, kept in a write-ahead log until a checkpoint covers them."""
 
     batch_size: int = Field(5000, gt=0)
+    max_body_bytes: int = Field(1_000_000, gt=0, description="a larger POST /ingest body is refused (413)")
+    max_events: int = Field(10_000, gt=0, description="events per POST /ingest request, at most (else 413)")
+    max_id_chars: int = Field(256, gt=0, description="longest entity, event_id or other text value (else 422)")
+    buffer_max_bytes: int = Field(
+        256_000_000, gt=0, description="rows held by the ingest buffer until a checkpoint, in bytes; when full, "
+        "POST /ingest answers 429 with Retry-After (counted, nothing dropped)",
+    )
+    retry_after_s: int = Field(2, gt=0, description="the Retry-After of a 429 (the buffer drains at a checkpoint)")
 
 
 class StreamConfig(_Strict):
@@ -86,6 +94,10 @@ class StreamConfig(_Strict):
         300.0, gt=0, description="reject (event_time_future) a row, from any source, whose event time is further "
         "than this ahead of the wall clock, so one bad client clock cannot move the watermark; null = no limit "
         "(e.g. to replay a simulation dated in the future)",
+    )
+    replay_max_bytes: int = Field(
+        256_000_000, gt=0, description="with checkpoints off, batches kept to rebuild a restarted shard, in bytes; "
+        "the oldest go past it (counted: replay_dropped_batches), and a shard restarted before them misses them",
     )
     max_event_age_s: float | None = Field(
         None, gt=0, description="reject (event_time_past) a row further than this behind the latest event time of "
