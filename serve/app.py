@@ -80,7 +80,7 @@ class Router:
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(0.5)
-            self.backend.flush_predictions()
+            await self.backend.flush_predictions()
 
 
 @serve.deployment(name="Slot")

@@ -163,14 +163,15 @@ class RayBackend(Backend):
         if copy is not None and rows and len(rows) == len(copy.x):  # else rows and answers do not line up
             copy.score([r[0] for r in rows], rows[0][4], lambda shadow: self._prediction_log.extend(shadow))
 
-    def flush_predictions(self) -> None:
+    async def flush_predictions(self) -> None:
         """Send the logged predictions to the monitor (dropped when there is none: accuracy is not measured)."""
         if not self._prediction_log:
             return
         rows, self._prediction_log = self._prediction_log, []
-        try:  # no answer awaited: it cannot hang the replica
-            self.actor(MONITOR_NAME).record.remote(rows)
-        except Exception:  # no monitor in this deployment
+        try:  # the lookup in a thread (a GCS round trip), the call not awaited: neither can stall requests
+            monitor = await asyncio.wait_for(asyncio.to_thread(self.actor, MONITOR_NAME), self.calls.timeout_s)
+            monitor.record.remote(rows)
+        except Exception:  # no monitor in this deployment, or it cannot answer now
             pass
 
     async def _monitor_pair(self, first: str, second: str) -> tuple[Any, Any]:

@@ -358,3 +358,15 @@ def test_the_default_timeouts_nest_so_an_actor_is_a_503_before_serve_answers_408
 def test_timeouts_that_do_not_nest_are_refused(serving, field):
     with pytest.raises(ConfigError, match=field):
         config_from_dict({"serving": serving})
+
+
+def test_predictions_reach_the_monitor_and_are_dropped_without_one():
+    recorded: list[Any] = []
+    backend, lookups = _backend({MONITOR_NAME: FakeActor(hang, record=lambda rows: recorded.append(rows))})
+    backend._prediction_log = [("e1", 1, "blue", 0.5, 1.0)]
+    asyncio.run(backend.flush_predictions())
+    assert recorded == [[("e1", 1, "blue", 0.5, 1.0)]] and backend._prediction_log == []
+    missing, _ = _backend({})
+    missing._prediction_log = [("e2", 1, "blue", 0.5, 1.0)]
+    asyncio.run(missing.flush_predictions())  # no monitor in this deployment: dropped, never raised
+    assert missing._prediction_log == [] and missing.stats()["unavailable"] == {}
