@@ -206,7 +206,7 @@ async def sync_once(core: RouterCore, controller: Callable[[], Any], load: Calla
     """One round: long-poll (``poll_s``) the desired state newer than what ``core`` holds, bounded by
     ``poll_s + timeout_s``; load what it names (``wanted`` picks this replica's part); report what the
     replica holds (shaped by ``reported``)."""
-    ctl = controller()
+    ctl = await asyncio.wait_for(asyncio.to_thread(controller), timeout_s)  # a GCS round trip: off the event loop
     desired = await asyncio.wait_for(awaited(ctl.desired.remote(core.revision, poll_s)), poll_s + timeout_s)
     await core.apply(wanted(desired), load)
     ctl.report.remote(replica_id, reported(core.report()))
