@@ -113,8 +113,8 @@ def test_readiness_and_the_aliases_of_a_finished_rollout_with_the_real_controlle
         _deploy(_config(tmp_path, actor_timeout_s=9.0), REAL)  # other arguments: a new replica
         r = c.post("/predict", json=row)
         assert r.status_code == 200 and r.json()["model_version"] == v2, r.text
-        assert c.get("/readyz").json() == {"ready": True, "slots": {traffic["live_slot"]: v2},
-                                           "revision": traffic["revision"]}
+        held = {s: v for s, v in traffic["slots"].items() if v is not None}  # v1 stays loaded in the idle slot
+        assert c.get("/readyz").json() == {"ready": True, "slots": held, "revision": traffic["revision"]}
     serve.delete(APP_NAME)
     ray.kill(controller)
 
@@ -176,7 +176,8 @@ def test_actors_that_cannot_answer_are_503s_naming_them(port, gated, tmp_path):
 
 
 def test_a_request_over_the_queue_limit_is_shed_with_503_and_retry_after(port, gated, tmp_path):
-    _deploy(_config(tmp_path, max_ongoing_requests=1, max_queued_requests=1), FAKE)
+    # The held request waits at the gate far longer than it takes to send the others (no actor timeout first).
+    _deploy(_config(tmp_path, max_ongoing_requests=1, max_queued_requests=1, actor_timeout_s=100.0), FAKE)
     url = f"http://127.0.0.1:{port}/traffic"
     with ThreadPoolExecutor(3) as pool:
         held = pool.submit(httpx.get, url, timeout=BOUND_S)  # takes the replica's only slot, waits at the gate
