@@ -23,6 +23,7 @@ import pandas as pd
 import ray
 
 from streamfit.config import FeaturesConfig, ServingConfig
+from streamfit.errors import RegistryError
 from streamfit.names import INGEST_NAME, MONITOR_NAME, TRAINER_NAME, shard_name
 from streamfit.registry import Registry
 from streamfit.schema import shard_of
@@ -67,9 +68,13 @@ class RayBackend(Backend):
         return ray.get_actor(name, namespace=self.namespace)
 
     def models(self) -> dict[str, Any]:
-        """Registered versions (without their verification sample) and aliases."""
-        versions = [{k: v for k, v in m.items() if k != "verify"} for m in self.registry.list_versions()]
-        return {"versions": versions, "aliases": self.registry.aliases()}
+        """Registered versions (without their verification sample) and aliases; storage that cannot be read
+        now (its own retries and timeouts spent) is a 503 naming the registry."""
+        try:
+            versions = [{k: v for k, v in m.items() if k != "verify"} for m in self.registry.list_versions()]
+            return {"versions": versions, "aliases": self.registry.aliases()}
+        except RegistryError as err:
+            raise self.calls.fail("registry", str(err)) from None
 
     async def traffic(self) -> TrafficStatus:
         """The rollout controller's status."""

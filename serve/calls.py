@@ -29,7 +29,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RaySystemError
 
 UNAVAILABLE_HEADER = "X-Streamfit-Unavailable"
 WHAT = {"controller": "the rollout controller", "ingest": "the ingest log", "monitor": "the monitor",
-        "trainer": "the trainer", "shard": "a feature shard", "slot": "a slot deployment"}
+        "trainer": "the trainer", "shard": "a feature shard", "slot": "a slot deployment",
+        "registry": "the model registry"}
 # A dead or restarting actor, or Ray itself unreachable: the same call may work a moment later.
 GONE: tuple[type[BaseException], ...] = (RayActorError, RaySystemError, GetTimeoutError, asyncio.TimeoutError)
 

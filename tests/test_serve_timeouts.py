@@ -370,3 +370,18 @@ def test_predictions_reach_the_monitor_and_are_dropped_without_one():
     missing._prediction_log = [("e2", 1, "blue", 0.5, 1.0)]
     asyncio.run(missing.flush_predictions())  # no monitor in this deployment: dropped, never raised
     assert missing._prediction_log == [] and missing.stats()["unavailable"] == {}
+
+
+def test_a_registry_that_cannot_be_read_is_a_503_naming_it():
+    from streamfit.errors import RegistryError
+
+    class Unreadable:
+        def list_versions(self) -> Any:
+            raise RegistryError("registry s3://bucket/r: cannot list versions: connection reset")
+
+    backend, _ = _backend({})
+    backend.registry = Unreadable()  # type: ignore[assignment]
+    client = _client(backend)
+    r = client.get("/models")
+    assert r.status_code == 503 and r.headers[UNAVAILABLE_HEADER] == "registry" and "connection reset" in r.text
+    assert client.get("/healthz").json()["unavailable"] == {"registry": 1}
