@@ -32,6 +32,47 @@ def in_batches(df: pd.DataFrame, batch_rows: int) -> Iterator[pd.DataFrame]:
         yield df.iloc[i:i + batch_rows].reset_index(drop=True)
 
 
+def concept_index(idx: np.ndarray, changes: Sequence[tuple[int, int]], u: np.ndarray | None = None) -> np.ndarray:
+    """Concept number of each event index under ``changes`` ((start, end) event indices; start == end is
+    abrupt, else each row of [start, end) follows the next concept when its ``u`` is below the blend's share).
+
+    >>> concept_index(np.arange(6), [(2, 2), (4, 6)], u=np.full(6, 0.4)).tolist()
+    [0, 0, 1, 1, 1, 2]
+    """
+    idx = np.asarray(idx)
+    u = np.full(len(idx), 0.5) if u is None else u
+    concept = np.zeros(len(idx), dtype=np.int64)
+    for k, (a, b) in enumerate(changes):
+        if b <= a:
+            concept[idx >= a] = k + 1
+        else:
+            share = np.clip((idx - a) / (b - a), 0.0, 1.0)
+            concept[(idx >= b) | ((idx >= a) & (u < share))] = k + 1
+    return concept
+
+
+def stream_frame(ent: np.ndarray, columns: dict[str, np.ndarray], label: np.ndarray, label_delay: int,
+                 events_per_second: float) -> pd.DataFrame:
+    """Event ``i`` (entity ``u<ent>``, id ``ev<i>``, at ``START_TIME + i / events_per_second``) with its
+    field ``columns``, and its ``label`` as a ``kind="label"`` row ``label_delay`` events later, in arrival order."""
+    idx = np.arange(len(ent))
+    t = START_TIME + idx / events_per_second
+    ids = np.char.add("ev", idx.astype(str)).astype(object)
+    ents = np.char.add("u", np.asarray(ent).astype(str)).astype(object)
+    events = pd.DataFrame({KIND: EVENT, EVENT_ID: ids, ENTITY: ents, EVENT_TIME: t})
+    for name, values in columns.items():
+        events[name] = values
+    events[LABEL] = np.nan
+    labels = pd.DataFrame({KIND: LABEL_KIND, EVENT_ID: ids, ENTITY: ents,
+                           EVENT_TIME: START_TIME + (idx + label_delay) / events_per_second})
+    for name in columns:
+        labels[name] = np.nan
+    labels[LABEL] = label
+    both = pd.concat([events, labels], ignore_index=True)
+    # Arrival order is time order; a label due at the same instant as an event comes after it.
+    return both.sort_values(EVENT_TIME, kind="stable", ignore_index=True)
+
+
 # -- the built-in drifting stream ------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -87,16 +128,7 @@ class DriftingStream:
 
     def concept_of(self, idx: np.ndarray, u: np.ndarray | None = None) -> np.ndarray:
         """Concept number labelling each event index (``u``: uniform draws that pick a side in a blend)."""
-        idx = np.asarray(idx)
-        u = np.full(len(idx), 0.5) if u is None else u
-        concept = np.zeros(len(idx), dtype=np.int64)
-        for k, (a, b) in enumerate(self.changes):
-            if b <= a:
-                concept[idx >= a] = k + 1
-            else:
-                share = np.clip((idx - a) / (b - a), 0.0, 1.0)
-                concept[(idx >= b) | ((idx >= a) & (u < share))] = k + 1
-        return concept
+        return concept_index(idx, self.changes, u)
 
     def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each event's entity number, fields and 0/1 label, in event order."""
@@ -123,22 +155,8 @@ class DriftingStream:
     def frame(self) -> pd.DataFrame:
         """The whole stream (events and their labels) in arrival order."""
         ent, x, label = self.draw()
-        idx = np.arange(self.rows)
-        t = START_TIME + idx / self.events_per_second
-        ids = np.char.add("ev", idx.astype(str)).astype(object)
-        ents = np.char.add("u", ent.astype(str)).astype(object)
-        events = pd.DataFrame({KIND: EVENT, EVENT_ID: ids, ENTITY: ents, EVENT_TIME: t})
-        for j, name in enumerate(SYNTHETIC_FIELDS):
-            events[name] = x[:, j]
-        events[LABEL] = np.nan
-        labels = pd.DataFrame({KIND: LABEL_KIND, EVENT_ID: ids, ENTITY: ents,
-                               EVENT_TIME: START_TIME + (idx + self.label_delay) / self.events_per_second})
-        for name in SYNTHETIC_FIELDS:
-            labels[name] = np.nan
-        labels[LABEL] = label
-        both = pd.concat([events, labels], ignore_index=True)
-        # Arrival order is time order; a label due at the same instant as an event comes after it.
-        return both.sort_values(EVENT_TIME, kind="stable", ignore_index=True)
+        columns = {name: x[:, j] for j, name in enumerate(SYNTHETIC_FIELDS)}
+        return stream_frame(ent, columns, label, self.label_delay, self.events_per_second)
 
     def batches(self, batch_rows: int = 200) -> Iterator[pd.DataFrame]:
         """The stream in source batches of ``batch_rows`` rows (events and labels together)."""
