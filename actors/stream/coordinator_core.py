@@ -10,9 +10,10 @@ shard in this process (``LocalRunner``) — so one loop serves both. It
   memory stays bounded); ``0`` waits for every answer before reading on;
 - every ``checkpoint_every_s`` drains the shards, has each write its snapshot for the same
   batch id, then writes the manifest and commits the source position;
-- keeps the batches since the last checkpoint, so that a shard restarted from its checkpoint
-  (it answers ``replay_from``) is sent exactly the batches it lost; results of batches already
-  collected are discarded, so nothing is counted or emitted twice;
+- keeps the batches since the last checkpoint (``ReplayLog``), so that a shard restarted from its
+  checkpoint (it answers ``replay_from``) is sent exactly the batches it lost; results of batches
+  already collected are discarded, so nothing is counted or emitted twice; with checkpoints off
+  the log is capped in bytes (``replay_max_bytes``) and a restarted shard skips what it dropped;
 - hands training rows to the trainer through a ``TrainerFeed`` (one call in flight, at most
   ``trainer_queue`` batches behind it, drops and trainer errors counted in the stats; at the end
   it waits ``trainer_flush_s`` at most), so a slow, crashed or hung trainer never stops ingestion; a periodic checkpoint that fails (storage
@@ -26,12 +27,6 @@ without applying them twice, so their state ends as in an uninterrupted run.
 
 Example:
     >>> import asyncio
-    >>> log = ReplayLog()
-    >>> for b in (1, 2, 3):
-    ...     log.append(b, 0.0, 0.0, [])
-    >>> log.truncate(1)
-    >>> [b.batch_id for b in log.after(2)], [b.batch_id for b in log.batches]
-    ([3], [2, 3])
     >>> async def ask() -> int:
     ...     return await Ready(7)  # what an in-process port answers: no waiting
     >>> asyncio.run(ask())
@@ -45,7 +40,6 @@ import copy
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generator, Protocol, Sequence
 
 import numpy as np
@@ -56,6 +50,7 @@ from streamfit.schema import KIND
 from streamfit.actors.stream.checkpoint import CheckpointError, CheckpointStore
 from streamfit.actors.stream.feature_shard import ShardResult
 from streamfit.actors.stream.partition import EventTimeGuard, Partitioner, Watermark
+from streamfit.actors.stream.replay_log import ReplayLog
 from streamfit.actors.stream.served_log import add_skew, empty_skew
 from streamfit.actors.stream.sources import Source, make_source
 from streamfit.actors.stream.trainer_feed import TrainerFeed
@@ -105,34 +100,6 @@ class MonitorPort(Protocol):
         """Take a frame of labelled training rows."""
 
 
-@dataclass
-class _Batch:
-    batch_id: int
-    watermark: float
-    clock: float
-    parts: list[pd.DataFrame]
-
-
-class ReplayLog:
-    """Batches sent since the last complete checkpoint, for replay to a restarted shard."""
-
-    def __init__(self) -> None:
-        self.batches: deque[_Batch] = deque()
-
-    def append(self, batch_id: int, watermark: float, clock: float, parts: list[pd.DataFrame]) -> None:
-        """Remember a dispatched batch."""
-        self.batches.append(_Batch(batch_id, watermark, clock, parts))
-
-    def after(self, batch_id: int) -> list[_Batch]:
-        """Batches with an id greater than ``batch_id``, in order."""
-        return [b for b in self.batches if b.batch_id > batch_id]
-
-    def truncate(self, upto: int) -> None:
-        """Forget batches up to and including ``upto`` (they are in a checkpoint)."""
-        while self.batches and self.batches[0].batch_id <= upto:
-            self.batches.popleft()
-
-
 class Coordinator:
     """Drives the data plane: source -> shards -> trainer, with aligned checkpoints and exactly-once replay."""
 
@@ -142,7 +109,7 @@ class Coordinator:
                  pace_events_per_s: float | None = None, offload: bool = True, replay: bool = True,
                  now: Callable[[], float] = time.time, feature_names: Sequence[str] = (),
                  event_time: EventTimeGuard | None = None, trainer_queue: int = 8,
-                 trainer_flush_s: float = 120.0) -> None:
+                 trainer_flush_s: float = 120.0, replay_max_bytes: int | None = None) -> None:
         self.source, self.shards, self.trainer, self.monitor = source, list(shards), trainer, monitor
         self.replay = replay  # False for shards that never restart (in process): no replay log to keep
         self.max_in_flight, self.store, self.checkpoint_every_s = max_in_flight, store, checkpoint_every_s
@@ -165,7 +132,7 @@ class Coordinator:
         self.resumed_from = manifest
         if isinstance(self.position, dict):  # partitioned source (Kafka): one clock per partition
             self.watermark.expect(self.position)
-        self.log = ReplayLog()
+        self.log = ReplayLog(replay_max_bytes if store is None else None)  # a checkpoint truncates it
         self.collected = [self.batch_id] * len(self.shards)
         self.in_flight: list[deque[tuple[int, Awaitable[ShardResult]]]] = [deque() for _ in self.shards]
         self.rows_out: list[pd.DataFrame] = []
@@ -192,6 +159,7 @@ class Coordinator:
             # Pacing is for the generator; a file source paces itself (speed) and Kafka is paced by producers.
             pace_events_per_s=cfg.stream.max_events_per_s if cfg.stream.source == "synthetic" else None,
             feature_names=cfg.features.feature_names(), event_time=EventTimeGuard.from_config(cfg.stream),
+            replay_max_bytes=cfg.stream.replay_max_bytes,
         )
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -301,14 +269,17 @@ class Coordinator:
             await pending
         upto = applied_upto
         while True:
+            # Checkpoints off: batches dropped past the log's cap are sent empty (the shard misses them).
+            stand_ins = self.log.skipped(upto) if self.store is None else []
+            self.counters["replay_skipped_batches"] += len(stand_ins)
             missing = self.log.batches[0].batch_id - 1 if self.log.batches else self.batch_id
-            if upto < missing:
+            if (stand_ins[-1].batch_id if stand_ins else upto) < missing:
                 # The shard came back older than anything the replay log holds (its checkpoint is gone):
                 # replaying cannot make it whole, so stop instead of looping.
                 raise ReplayGap(f"shard {i} restarted at batch {upto}, but replay starts after {missing}: "
                                       "its checkpoint is missing or older than the last manifest")
             restarted = None
-            for b in self.log.after(upto):
+            for b in stand_ins + self.log.after(upto):
                 result: ShardResult = await self.shards[i].process(b.batch_id, b.parts[i], b.watermark, b.clock)
                 if result.replay_from is not None:
                     restarted = result.replay_from  # it died again during the replay
@@ -384,7 +355,7 @@ class Coordinator:
             if np.isfinite(self.watermark.value) else None,
             "per_shard_accepted": list(self.per_shard_accepted),
             **{k: self.counters[k] for k in ("training_rows_dropped", "trainer_errors", "checkpoint_failures")},
-            "trainer_queue": self.feed.queued if self.feed is not None else 0,
+            "trainer_queue": self.feed.queued if self.feed is not None else 0, **self.log.stats(),
             "damaged_checkpoints": list(getattr(self.store, "damaged", [])),  # skipped at start, by path
             "skew": copy.deepcopy(self.skew),
         }

@@ -8,7 +8,10 @@ only once their rows are written, so a failed write can be retried. Each commit 
 marker with the committed position and the remembered ids, so a restarted log numbers
 new rows after everything already checkpointed and still refuses a retry of a committed
 row; the previous commit's rows stay on disk for a start that falls back to the previous
-checkpoint. ``IngestLog`` is a ``Stateful``
+checkpoint. Its rows held in memory are capped in bytes (``max_bytes``): an append that would
+go past the cap raises ``IngestBufferFull`` (counted in ``stats()``, nothing taken, no id
+remembered), which the HTTP API answers with 429 and ``Retry-After``; the next checkpoint's
+commit frees the rows it covers. ``IngestLog`` is a ``Stateful``
 (its in-memory state as plain data). ``IngestBufferActor`` is its named Ray shell;
 ``HttpSource`` is the ``Source`` the coordinator reads it through.
 
@@ -39,12 +42,26 @@ import ray
 from streamfit.storage import Storage
 from streamfit.schema import ENTITY, EVENT_ID, KIND, hash_keys
 from streamfit.actors.stream.dedup import Dedup, isin_sorted
+from streamfit.actors.stream.replay_log import frame_bytes
 
 
 LEGACY_COMMITTED = "committed.json"  # the committed position as written before commit markers held the ids
 MARKER = "committed-"  # committed-<position>.arrow: the ids remembered at that commit, positions in metadata
 
 log = logging.getLogger(__name__)
+BUFFER_BYTES = 256_000_000  # HttpSourceConfig.buffer_max_bytes' default
+RETRY_AFTER_S = 2
+
+
+class IngestBufferFull(Exception):
+    """The ingest log holds ``max_bytes`` of rows not yet checkpointed: the client retries after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int = RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses Ray with its retry time
+        return (IngestBufferFull, (str(self), self.retry_after_s))
 
 
 def typed_frame(rows: pd.DataFrame) -> pd.DataFrame:
@@ -107,10 +124,15 @@ class IngestLog:
     damaged segment or marker found at start is logged with its path, listed in
     ``stats()["damaged"]`` and skipped. Without ``wal_uri`` (checkpoints off) a restart loses
     the rows held, and the first read from a position past the log's end numbers the rows
-    accepted since from that position, so none of them is skipped.
+    accepted since from that position, so none of them is skipped. Rows held past ``max_bytes``
+    are refused (``IngestBufferFull``); an append to an empty log is always taken.
     """
 
-    def __init__(self, wal_uri: str | None = None, dedup_capacity: int = 1_000_000) -> None:
+    def __init__(self, wal_uri: str | None = None, dedup_capacity: int = 1_000_000, max_bytes: int = BUFFER_BYTES,
+                 retry_after_s: int = RETRY_AFTER_S) -> None:
+        self.max_bytes, self.retry_after_s = max_bytes, retry_after_s
+        self.refused = {"requests": 0, "rows": 0}
+        self._sizes: dict[tuple[int, int], int] = {}  # (first position, rows) -> bytes of that frame
         self.frames: list[tuple[int, pd.DataFrame]] = []  # (first position, rows) from the committed position on
         self.segments: dict[int, tuple[str, int | None]] = {}  # first position -> (write-ahead file, rows)
         self.next_position = 0
@@ -190,6 +212,12 @@ class IngestLog:
         dup = self._seen(keys) & has_id  # rows without an id go on, for the shards to reject with a reason
         fresh = rows[~dup].reset_index(drop=True)
         if len(fresh):
+            size, held = frame_bytes(fresh), self.held_bytes()
+            if held and held + size > self.max_bytes:  # refused before the write: nothing taken, no id kept
+                self.refused["requests"] += 1
+                self.refused["rows"] += len(fresh)
+                raise IngestBufferFull(f"{held} bytes held until the next checkpoint, cap {self.max_bytes}",
+                                       self.retry_after_s)
             first = self.next_position
             if self.store is not None:  # write ahead: acknowledged rows survive a restart
                 segment = self.store.path(f"{first:015d}-{len(fresh):09d}-{uuid.uuid4().hex[:6]}.arrow")
@@ -199,6 +227,11 @@ class IngestLog:
             self.frames.append((first, fresh))
             self.next_position += len(fresh)
         return len(fresh), int(dup.sum())
+
+    def held_bytes(self) -> int:
+        """Bytes of the rows held in memory (those not yet committed); each frame is measured once."""
+        self._sizes = {(f, len(df)): self._sizes.get((f, len(df))) or frame_bytes(df) for f, df in self.frames}
+        return sum(self._sizes.values())
 
     def _seen(self, keys: np.ndarray) -> np.ndarray:
         """Mask of keys remembered, or repeated earlier in ``keys``; remembers nothing."""
@@ -276,7 +309,9 @@ class IngestLog:
     def stats(self) -> dict[str, Any]:
         """Positions, rows held and the damaged files skipped at start."""
         return {"next_position": self.next_position, "committed": self.committed,
-                "rows_held": int(sum(len(df) for _, df in self.frames)), "damaged": list(self.damaged)}
+                "rows_held": int(sum(len(df) for _, df in self.frames)), "bytes_held": self.held_bytes(),
+                "max_bytes": self.max_bytes, "refused_requests": self.refused["requests"],
+                "refused_rows": self.refused["rows"], "damaged": list(self.damaged)}
 
     def snapshot(self) -> dict[str, Any]:
         """Positions, the rows not yet committed (column arrays per append) and the remembered ids."""
@@ -299,8 +334,8 @@ class IngestLog:
 class IngestBufferActor:
     """Named actor holding the IngestLog; the Router appends, the coordinator reads and commits."""
 
-    def __init__(self, wal_uri: str | None) -> None:
-        self.log = IngestLog(wal_uri)
+    def __init__(self, wal_uri: str | None, max_bytes: int = BUFFER_BYTES, retry_after_s: int = RETRY_AFTER_S) -> None:
+        self.log = IngestLog(wal_uri, max_bytes=max_bytes, retry_after_s=retry_after_s)
 
     def append(self, rows: pd.DataFrame) -> tuple[int, int]:
         return self.log.append(rows)
@@ -351,8 +386,8 @@ class HttpSource:
         """Nothing to close: the buffer outlives the source."""
 
 
-def ingest_frame(events: list[dict[str, Any]]) -> pd.DataFrame:
-    """Request rows to a batch frame (kind defaults to 'event')."""
+def ingest_frame(events: list[dict[str, Any]] | dict[str, list[Any]]) -> pd.DataFrame:
+    """Request rows (dicts, or columns of equal length) to a batch frame (kind defaults to 'event')."""
     df = pd.DataFrame(events)
     if "kind" not in df:
         df["kind"] = "event"
