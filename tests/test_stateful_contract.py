@@ -35,6 +35,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamfit.actors.monitoring.alarms import RefitAlarm
+from streamfit.actors.monitoring.core import Monitor
+from streamfit.actors.monitoring.monitor_state import MonitorState
+from streamfit.actors.monitoring.stream_monitor import StreamMonitor
 from streamfit.actors.rollout.serving_state import ServingState
 from streamfit.actors.rollout.state_store import StateStore
 from streamfit.actors.stream.checkpoint import CheckpointStore
@@ -47,7 +51,13 @@ from streamfit.actors.stream.served_log import ServedLog
 from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint, write_shard_checkpoint
 from streamfit.actors.stream.sources import SyntheticSource
 from streamfit.actors.stream.windows import US, SeriesStore
-from streamfit.config import AggregateSpec, FeaturesConfig, LabelHistoryConfig, StreamConfig
+from streamfit.actors.training.policy import RefitPolicy
+from streamfit.actors.training.row_log import RowLog
+from streamfit.actors.training.trainer import TrainerCore, window_rows_kept
+from streamfit.config import (AggregateSpec, FeaturesConfig, LabelHistoryConfig, MonitorConfig, StreamConfig,
+                              TrainerConfig)
+from streamfit.psi import reference_quantiles
+from streamfit.registry import Registry
 from streamfit.names import Slot
 from streamfit.schema import EVENT_TIME, PARTITION
 from streamfit.stateful import Stateful
@@ -425,6 +435,138 @@ def serving_feed(st: ServingState, x: tuple) -> Any:
     return st.snapshot()
 
 
+def policy_inputs() -> list[tuple]:
+    """Labelled rows with the live version's errors (rising twice: the detector fires, then its follow-up
+    restarts it, and it runs on past the last cut), PSI reports, requests, and a decision after each, acted
+    on as the trainer would."""
+    rng = np.random.default_rng(12)
+    out: list[tuple] = []
+    for i in range(240):
+        errors = (rng.random(8) < (0.1 if i < 30 else 0.5 if i < 120 else 0.9)).astype(float)
+        out.append(("observe", 8, float(i * 2), errors))
+        if i % 67 == 20:
+            out.append(("psi", {"a": 0.1 + 0.005 * i, "b": 0.05}))
+        if i % 91 == 45:
+            out.append(("request", f"by hand {i}"))
+        out.append(("decide", float(i * 2), 40 + i // 4))
+    return out
+
+
+def policy_feed(p: RefitPolicy, x: tuple) -> Any:
+    if x[0] == "observe":
+        p.observe(*x[1:])
+        return p.live_accuracy()
+    if x[0] == "psi":
+        return p.observe_psi(x[1])
+    if x[0] == "request":
+        return p.request(x[1])
+    decision = p.decide(x[1], x[2])
+    if decision is not None:
+        p.refitted(x[1])
+    return decision, p.window_rows()
+
+
+def policy(detector: str | None) -> Callable[[], RefitPolicy]:
+    cfg = TrainerConfig(refit_every_rows=400, min_rows_between=150, accuracy_below=0.5, accuracy_window=300,
+                        psi_above=0.5, refit_every_s=250.0, drift_detector=detector, drift_window_rows=200,
+                        drift_followups=1)
+    return lambda: RefitPolicy(cfg)
+
+
+TRAINER = TrainerConfig(refit_every_rows=150, min_rows_between=100, drift_detector="page_hinkley", window_rows=400,
+                        drift_window_rows=120, drift_followups=1, num_boost_round=4, baseline_candidate=False)
+
+
+def trainer_inputs() -> list[pd.DataFrame]:
+    """Chunks of labelled rows; the concept flips two thirds in (drift, then a follow-up)."""
+    rng = np.random.default_rng(13)
+    out = []
+    for i in range(24):
+        a, b = rng.normal(size=40), rng.normal(size=40)
+        y = ((a > 0) if i < 16 else (a <= 0)).astype(float)
+        out.append(pd.DataFrame({"event_time": i * 40.0 + np.arange(40.0), "a": a, "b": b, "label": y}))
+    return out
+
+
+def trainer_same(a: TrainerCore, b: TrainerCore) -> None:
+    def untimed(snap: dict[str, Any]) -> dict[str, Any]:  # fit times are measured, not state
+        snap["history"] = [{k: v for k, v in r.items() if k != "fit_seconds"} for r in snap["history"]]
+        snap["champion"]["meta"].pop("fit_seconds", None)
+        return snap
+
+    assert_same(untimed(a.snapshot()), untimed(b.snapshot()), "trainer")
+
+
+def monitor_inputs() -> list[pd.DataFrame]:
+    """Labelled rows in uneven batches (the window drops whole batches); x0 shifts half-way (the alarm rises)."""
+    rng = np.random.default_rng(14)
+    out = []
+    for i, n in enumerate(rng.integers(20, 90, size=25)):
+        x0 = rng.normal(size=n) + (2.0 if i >= 12 else 0.0)
+        out.append(pd.DataFrame({"event_id": [f"e{i}-{j}" for j in range(n)], "x0": x0, "x1": rng.normal(size=n),
+                                 "label": (x0 > 0).astype(float)}))
+    return out
+
+
+class LogisticBooster:
+    """Stands in for a booster: the probability is a logistic of x0."""
+
+    def inplace_predict(self, x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-3.0 * x[:, 0]))
+
+
+def stream_monitor() -> StreamMonitor:
+    mon = StreamMonitor(MonitorConfig(window_rows=300, min_rows=60, psi_alarm=0.4), ["x0", "x1"], ["x0"])
+    rng = np.random.default_rng(15)
+    mon.set_live(2, LogisticBooster(), {"reference": {f: reference_quantiles(rng.normal(size=500)) for f in ("x0", "x1")},
+                                        "reference_prediction": reference_quantiles(rng.random(500))})
+    return mon
+
+
+def monitor_feed(mon: StreamMonitor, rows: pd.DataFrame) -> Any:
+    mon.observe(rows)
+    return mon.drift(), mon.live_accuracy()
+
+
+def alarm_inputs() -> list[tuple[float, str | None]]:
+    return [(100.0 + 7 * i, None if i % 9 < 3 else f"x0 PSI {0.3 + i / 100:.2f} > 0.25") for i in range(40)]
+
+
+def alarm_feed(alarm: RefitAlarm, x: tuple[float, str | None]) -> Any:
+    reason = alarm.due(*x)
+    if reason is not None:
+        alarm.answered(x[0], x[1], int(x[0]) % 5 or None)
+    return reason
+
+
+def via_row_log(snap: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """A trainer's state through its RowLog: the window as a Parquet segment, the rest in its metadata, the model
+    through a registry (the log keeps only its version)."""
+    core = TrainerCore(TRAINER, ["a", "b"], Registry(str(tmp / "registry")))
+    core.restore(snap)
+    if core.champion is not None:  # the version the log names must be in the registry
+        core.champion_version = core.registry.register(core.champion, core.champion_meta)
+    rows = core.buffer
+    core.row_log = RowLog(str(tmp / "rows"), window_rows_kept(TRAINER))
+    core.buffer = rows.iloc[:0]
+    core.row_log.load(list(rows.columns))
+    core.row_log.append(rows, core._state(len(core.history)))
+    back = TrainerCore(TRAINER, ["a", "b"], Registry(str(tmp / "registry")),
+                       row_log=RowLog(str(tmp / "rows"), window_rows_kept(TRAINER))).snapshot()
+    return {**back, "champion": {**back["champion"], "version": snap["champion"]["version"]}}
+
+
+def via_monitor_state(snap: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """A stream monitor's state through MonitorState (one Parquet object)."""
+    mon = Monitor(MonitorConfig(window_rows=300, min_rows=60, psi_alarm=0.4), None, ["x0", "x1"], ["x0"])
+    mon.stream.restore(snap)
+    mon.rows_observed = 1
+    MonitorState(str(tmp / "monitor")).save(mon, 0.0, force=True)
+    fresh = Monitor(MonitorConfig(window_rows=300, min_rows=60, psi_alarm=0.4), None, ["x0", "x1"], ["x0"])
+    assert MonitorState(str(tmp / "monitor")).load(fresh)
+    return fresh.stream.snapshot()
+
+
 ROUND_TRIPS: dict[str, RoundTrip] = {
     "json": via_json,
     "checkpoint": via_checkpoint(None, FEATURES),
@@ -435,6 +577,8 @@ ROUND_TRIPS: dict[str, RoundTrip] = {
     "state_store": via_state_store,
     "checkpoint:served": via_served_checkpoint,
     "checkpoint:shard+served": via_shard_checkpoint,
+    "row_log": via_row_log,
+    "monitor_state": via_monitor_state,
 }
 
 CASES: list[Case] = [
@@ -455,6 +599,16 @@ CASES: list[Case] = [
          lambda a, b: assert_same(a.snapshot(), b.snapshot(), "serving state"), storage=["json", "state_store"]),
     Case("FeatureShard (scored)", lambda: FeatureShard(FEATURES, 0), scored_shard_inputs, scored_shard_feed,
          shard_same, storage=["json", "checkpoint:shard+served"]),
+    Case("RefitPolicy (page_hinkley)", policy("page_hinkley"), policy_inputs, policy_feed,
+         lambda a, b: assert_same(a.snapshot(), b.snapshot(), "policy")),
+    Case("RefitPolicy (adwin)", policy("adwin"), policy_inputs, policy_feed,
+         lambda a, b: assert_same(a.snapshot(), b.snapshot(), "policy")),
+    Case("TrainerCore", lambda: TrainerCore(TRAINER, ["a", "b"], None), trainer_inputs, TrainerCore.add_rows,
+         trainer_same, storage=["json", "row_log"]),
+    Case("StreamMonitor", stream_monitor, monitor_inputs, monitor_feed,
+         lambda a, b: assert_same(a.snapshot(), b.snapshot(), "stream monitor"), storage=["json", "monitor_state"]),
+    Case("RefitAlarm", lambda: RefitAlarm(MonitorConfig(alarm_cooldown_s=30)), alarm_inputs, alarm_feed,
+         lambda a, b: assert_same(a.snapshot(), b.snapshot(), "refit alarm")),
 ]
 
 
@@ -582,12 +736,26 @@ class IngestLosingCommitted(IngestLog):
         return {**super().snapshot(), "committed": 0}
 
 
+class PolicyForgettingErrors(RefitPolicy):
+    """Restores the counters but not the live version's recent errors (its accuracy starts over)."""
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        super().restore({**snap, "recent_errors": np.zeros(0)})
+
+
+class TrainerForgettingWindow(TrainerCore):
+    def restore(self, snap: dict[str, Any]) -> None:
+        super().restore({**snap, "window": {}})
+
+
 BROKEN: list[Case] = [
     dataclasses.replace(CASES[2], make=lambda: DedupForgettingGenerations(40)),
     dataclasses.replace(CASES[3], make=lambda: PendingDroppingEntities(N_FEATS)),
     dataclasses.replace(CASES[1], make=lambda: SeriesMergingOnRestore(2)),
     dataclasses.replace(CASES[0], make=lambda: ShardForgettingLabelHistory(FEATURES, 0)),
     dataclasses.replace(CASES[4], make=lambda: IngestLosingCommitted(dedup_capacity=60)),
+    dataclasses.replace(CASES[IDS.index("RefitPolicy (adwin)")], make=lambda: PolicyForgettingErrors(policy("adwin")().cfg)),
+    dataclasses.replace(CASES[IDS.index("TrainerCore")], make=lambda: TrainerForgettingWindow(TRAINER, ["a", "b"], None)),
 ]
 
 

@@ -16,6 +16,7 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "MetricsExport": "metrics_export",
     "Monitor": "core",
     "MonitorActor": "monitor",
+    "MonitorState": "monitor_state",
     "PredictionLog": "prediction_log",
     "RefitAlarm": "alarms",
     "Sample": "sampler",

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from streamfit.config import MonitorConfig
@@ -28,6 +29,16 @@ class RefitAlarm:
         self.cooldown_s = cfg.alarm_cooldown_s
         self.last_request: float | None = None
         self.requests: list[dict[str, Any]] = []
+
+    def snapshot(self) -> dict[str, Any]:
+        """When the last request was made (the cooldown runs from it) and the requests made."""
+        return {"last_request": self.last_request, "requests": copy.deepcopy(self.requests)}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Replace the cooldown's start and the requests with ``snap``'s."""
+        last = snap["last_request"]
+        self.last_request = None if last is None else float(last)
+        self.requests = copy.deepcopy(list(snap["requests"]))
 
     def due(self, now: float, alarm: str | None) -> str | None:
         """The reason to send with a refit request at ``now`` (its cooldown starts), or None."""

@@ -4,7 +4,8 @@ It holds a ``Monitor`` (``core``) and a ``MetricsExport``, forwards the calls of
 replicas (``record``), the coordinator (``observe_rows``) and the readers (``stats``,
 ``per_version``, ``drift``, ``timeseries``, ``accuracy_since``), and runs the sampling timer:
 every ``sample_s`` it asks the attached planes for their reports, takes a sample, exports the
-metrics and, when the alarm policy says so, asks the trainer for a refit.
+metrics and, when the alarm policy says so, asks the trainer for a refit; with a ``state_uri`` it
+saves what survives a restart (see ``MonitorActor``) after a sample.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from streamfit.config import MonitorConfig
 from streamfit.registry import Registry
 from streamfit.actors.monitoring.core import Monitor
 from streamfit.actors.monitoring.metrics_export import MetricsExport, ray_metrics
+from streamfit.actors.monitoring.monitor_state import MonitorState
 
 REPORTS = {"coordinator": "stats", "controller": "status", "trainer": "stats"}  # plane -> its report method
 
@@ -37,12 +39,26 @@ def forward(method: Callable[..., Any]) -> Callable[..., Any]:
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class MonitorActor:
-    """Named actor: prediction log, stream monitor, time series, Prometheus metrics, drift alarm."""
+    """Named actor: prediction log, stream monitor, time series, Prometheus metrics, drift alarm.
+
+    Survives a restart (Ray restarts it) when started with a ``state_uri`` (``MonitorState`` there,
+    written at most every 10 s when it changed): the version it measures and that version's
+    reference (quantiles per feature and of the predictions), the drift window of labelled rows and
+    the alarm, each version's accuracy on the stream, the refit alarm's cooldown and requests, the
+    rows observed; the booster is reloaded from the registry. Lost: what changed in the last
+    seconds before the restart, the prediction log (served predictions waiting for labels, served
+    accuracy), the time series and the freshness figures, and the attached planes (``attach``
+    again). Without ``state_uri`` it starts empty.
+    """
 
     def __init__(self, cfg: dict[str, Any] | None = None, registry_uri: str | None = None,
-                 feature_names: list[str] | None = None, fields: list[str] | None = None) -> None:
+                 feature_names: list[str] | None = None, fields: list[str] | None = None,
+                 state_uri: str | None = None) -> None:
         config = MonitorConfig.model_validate(cfg or {})
         self.core = Monitor(config, Registry(registry_uri) if registry_uri else None, feature_names, fields)
+        self.state = MonitorState(state_uri) if state_uri else None
+        if self.state is not None:
+            self.state.load(self.core)
         self.export = MetricsExport(ray_metrics())
         self.planes: dict[str, Any] = {}
         self._task = asyncio.get_event_loop().create_task(self._sample_forever())
@@ -68,6 +84,10 @@ class MonitorActor:
         """Labelled rows from the coordinator (labels, drift, live accuracy)."""
         self.core.observe_rows(rows, time.time())
 
+    def saved_state(self) -> dict[str, Any] | None:
+        """Writes of the saved state, failures, and a saved state skipped at start (None: not kept)."""
+        return self.state.stats() if self.state is not None else None
+
     def rows_observed(self) -> int:
         """Labelled rows observed so far (the coordinator's ``training_rows`` once they all arrived)."""
         return self.core.rows_observed
@@ -87,6 +107,8 @@ class MonitorActor:
         answers = await asyncio.gather(*(getattr(self.planes[p], REPORTS[p]).remote() for p in attached))
         sample = self.core.sample(now, **dict(zip(attached, answers)))
         self.export.export(sample)
+        if self.state is not None:
+            self.state.save(self.core, now)
         if sample.refit_reason is not None:
             out = await self.planes["trainer"].request_refit.remote(sample.refit_reason, "drift")
             self.core.alarm.answered(now, sample.drift["alarm"], out.get("version"))

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from typing import Any
 
@@ -67,6 +68,33 @@ class StreamMonitor:
         self.window.clear()
         self.window_rows = 0
         self.alarm = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The version measured, its reference, the window (columns, and the sizes of the batches in it), each
+        version's outcomes and the alarm; not the booster (the registry's, for ``version``)."""
+        frame = self.frame()
+        return {"version": self.version, "reference": copy.deepcopy(self.reference),
+                "reference_prediction": list(self.reference_prediction),
+                "window": {str(c): frame[c].to_numpy(copy=True) for c in frame.columns},
+                "sizes": [len(w) for w in self.window],
+                "outcomes": {str(v): np.asarray(list(out), dtype=float).reshape(-1, 2) for v, out in self.outcomes.items()},
+                "alarm": self.alarm}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Replace the state with ``snap``; the booster is kept if it is ``snap``'s version's, else None (the
+        owner loads it from the registry)."""
+        version = None if snap["version"] is None else int(snap["version"])
+        if version != self.version:
+            self.booster = None
+        self.version, self.alarm = version, snap["alarm"]
+        self.reference = copy.deepcopy(snap["reference"])
+        self.reference_prediction = [float(q) for q in snap["reference_prediction"]]
+        frame = pd.DataFrame({c: np.asarray(v) for c, v in snap["window"].items()})
+        bounds = np.cumsum([0, *snap["sizes"]])
+        self.window = deque(frame.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds, bounds[1:]))
+        self.window_rows = int(bounds[-1])
+        self.outcomes = {int(v): deque(map(tuple, np.asarray(out, dtype=float).reshape(-1, 2).tolist()),
+                                       maxlen=self.cfg.window_rows) for v, out in snap["outcomes"].items()}
 
     def observe(self, rows: pd.DataFrame) -> None:
         """Labelled rows (features as of each event, and the label)."""
