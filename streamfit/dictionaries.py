@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -80,6 +81,11 @@ def first_reasons(n: int, rules: Sequence[tuple[np.ndarray, str]]) -> np.ndarray
     return reason
 
 
+def label_reasons(num: np.ndarray, missing: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    """Reason per screened label ('' when fine): ``bad_label:missing``, ``:wrong_type``, then ``:non_finite``."""
+    return first_reasons(len(num), [(missing, f"{BAD_LABEL}:missing"), (wrong, f"{BAD_LABEL}:wrong_type"),
+                                    (np.isinf(num), f"{BAD_LABEL}:non_finite")])
+
 
 # -- dictionaries ------------------------------------------------------------------------------
 
@@ -91,13 +97,13 @@ def label_keys(values: Any) -> tuple[np.ndarray, np.ndarray]:
     """
     s = as_series(values)
     num, missing, wrong = screen_labels(s, text_ok=True)
-    keys = s.astype(str).to_numpy(dtype=object)
+    numeric = pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)
+    keys = np.full(len(s), "", dtype=object) if numeric else s.astype(str).to_numpy(dtype=object)
     finite = np.isfinite(num)
     whole = finite & (num == np.floor(num)) & (np.abs(num) < 2.0 ** 53)
     keys[whole] = num[whole].astype(np.int64).astype(str)
     keys[finite & ~whole] = num[finite & ~whole].astype(str)
-    reason = first_reasons(len(s), [(missing, f"{BAD_LABEL}:missing"), (wrong, f"{BAD_LABEL}:wrong_type"),
-                               (np.isinf(num), f"{BAD_LABEL}:non_finite")])
+    reason = label_reasons(num, missing, wrong)
     keys[reason != ""] = ""
     return keys, reason
 
@@ -105,9 +111,10 @@ def label_keys(values: Any) -> tuple[np.ndarray, np.ndarray]:
 def _class_order(key: str) -> tuple[int, float, str]:
     """Numeric classes first, by value (so classes 0..k-1 get indices 0..k-1), then names in text order."""
     try:
-        return (0, float(key), key)
+        value = float(key)
     except ValueError:
         return (1, 0.0, key)
+    return (0, value, key) if math.isfinite(value) else (1, 0.0, key)
 
 
 class LabelDictionary:

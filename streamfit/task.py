@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from streamfit.dictionaries import BAD_LABEL, CategoryDictionary, LabelDictionary, as_series, first_reasons, screen_labels
+from streamfit.dictionaries import (BAD_LABEL, CategoryDictionary, LabelDictionary, as_series, first_reasons,
+                                    label_reasons, screen_labels)
 from streamfit.metrics import CLIP, binary_metrics
 
 __all__ = ["Task", "TaskSpec", "METRICS", "REGRESSION_OBJECTIVES", "higher_is_better", "predicted_class", "row_error",
@@ -189,7 +190,5 @@ def check_labels(task: Task, values: Any, labels: LabelDictionary | None = None)
         bad = ~((num == 0.0) | (num == 1.0))
         return np.where(bad, np.nan, num), first_reasons(len(s), [(bad, BAD_LABEL)])
     num, missing, wrong = screen_labels(s, text_ok=False)
-    inf = np.isinf(num)
-    reason = first_reasons(len(s), [(missing, f"{BAD_LABEL}:missing"), (wrong, f"{BAD_LABEL}:wrong_type"),
-                               (inf, f"{BAD_LABEL}:non_finite")])
+    reason = label_reasons(num, missing, wrong)
     return np.where(reason == "", num, np.nan), reason

@@ -154,6 +154,7 @@ def test_label_dictionary_order_is_stable_and_extends_without_renumbering() -> N
     d = LabelDictionary.fit([10, 2, "b", 2, "a", None, float("inf")])
     assert d.classes == ["2", "10", "a", "b"] and len(d) == 4  # numbers by value, then names; bad ones left out
     assert LabelDictionary.fit(["b", "a", 10, 2]).classes == d.classes  # arrival order does not matter
+    assert LabelDictionary.fit(["nan", "b", "1"]).classes == ["1", "b", "nan"]  # text that is no finite number: a name
     assert d.extend(["c", 1, "a"]) == ["1", "c"]
     assert d.classes == ["2", "10", "a", "b", "1", "c"]  # old indices kept
     codes, why = d.encode([10.0, "c", "nope"])
