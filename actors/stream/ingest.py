@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import ray
 
+from streamfit.config import HttpSourceConfig
 from streamfit.storage import Storage
 from streamfit.schema import ENTITY, EVENT_ID, KIND, hash_keys
 from streamfit.actors.stream.dedup import Dedup, isin_sorted
@@ -49,8 +50,7 @@ LEGACY_COMMITTED = "committed.json"  # the committed position as written before 
 MARKER = "committed-"  # committed-<position>.arrow: the ids remembered at that commit, positions in metadata
 
 log = logging.getLogger(__name__)
-BUFFER_BYTES = 256_000_000  # HttpSourceConfig.buffer_max_bytes' default
-RETRY_AFTER_S = 2
+BUFFER_BYTES, RETRY_AFTER_S = HttpSourceConfig().buffer_max_bytes, HttpSourceConfig().retry_after_s
 
 
 class IngestBufferFull(Exception):
