@@ -97,7 +97,7 @@ def test_a_damaged_state_is_reported_and_the_monitor_starts_empty(tmp_path):
     for frame, now in batches()[:4]:
         step(mon, frame, now)
     assert state.save(mon, 200.0, force=True)
-    path = tmp_path / "monitor" / "state.parquet"
+    path = tmp_path / "state.parquet"
     path.write_bytes(path.read_bytes()[:100])
     again, loader = monitor(), MonitorState(str(tmp_path))
     assert not loader.load(again)

@@ -436,9 +436,8 @@ def serving_feed(st: ServingState, x: tuple) -> Any:
 
 
 def policy_inputs() -> list[tuple]:
-    """Labelled rows with the live version's errors (rising twice: the detector fires, then its follow-up
-    restarts it, and it runs on past the last cut), PSI reports, requests, and a decision after each, acted
-    on as the trainer would."""
+    """Labelled rows with the live version's errors (rising twice: drift, follow-up and performance refits),
+    PSI reports, requests, and a decision after each, acted on as the trainer would."""
     rng = np.random.default_rng(12)
     out: list[tuple] = []
     for i in range(240):

@@ -1,5 +1,5 @@
 """What the monitor keeps across a restart: its stream monitor (reference, drift window, outcomes, alarm) and
-its refit alarm's cooldown, in one Parquet object beside the checkpoints.
+its refit alarm's cooldown, in one Parquet object (``<uri>/state.parquet``) beside the checkpoints.
 
 ``MonitorState.save`` writes, at most every ``every_s`` seconds and only when something changed, one
 atomic object: the stream monitor's window of labelled rows as the table, and in its metadata the
@@ -63,7 +63,7 @@ class MonitorState:
 
     def __init__(self, uri: str, every_s: float = SAVE_EVERY_S) -> None:
         self.store = Storage(uri, error=MonitorStateError, what="monitor state", write_attempts=4)
-        self.path = self.store.path("monitor", "state.parquet")
+        self.path = self.store.path("state.parquet")
         self.every_s = every_s
         self.saved_at, self.saved_key = float("-inf"), None
         self.writes = self.write_failures = 0

@@ -144,6 +144,7 @@ class RowLog:
             state = seg_state if seg_state is not None else state
         for seg in older:  # a compaction that stopped before deleting what it replaced
             self.store.delete_file(self._path(seg))
+        self.store.clean_stale(self.store.path("tmp"))  # temporaries of a writer that died mid-write
         self.next_seq = (self.segments[-1].seq if self.segments else 0) + 1
         if not frames:
             return None, state

@@ -1,0 +1,67 @@
+"""The TrainerActor killed and restarted by Ray (issue 13 item 13): it comes back with the window of labelled
+rows, the policy state and the counters it had, and refits where a trainer that never stopped refits."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import ray
+
+from streamfit.config import TrainerConfig
+from streamfit.registry import Registry
+from streamfit.actors.training.row_log import RowLog
+from streamfit.actors.training.trainer import TrainerActor, TrainerCore, window_rows_kept
+from streamfit.scripts.pipeline import wait_until
+from test_trainer_policy import FEATURES, OFF, rows
+
+CFG = TrainerConfig(**{**OFF, "refit_every_rows": 700, "min_rows_between": 300, "window_rows": 1500,
+                       "drift_detector": "page_hinkley", "num_boost_round": 8})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, namespace="trainer-restart-test", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def chunks(frame: pd.DataFrame, size: int = 150) -> list[pd.DataFrame]:
+    return [frame.iloc[i:i + size] for i in range(0, len(frame), size)]
+
+
+def test_a_killed_trainer_comes_back_with_its_window_and_policy_state(tmp_path):
+    before = chunks(pd.concat([rows(1200, seed=1), rows(900, 1200, flip=True, seed=2)], ignore_index=True))
+    after = chunks(rows(900, 2100, flip=True, seed=3))
+    # The trainer that never stops, in this process, over its own registry and log.
+    never = TrainerCore(CFG, FEATURES, Registry(str(tmp_path / "never" / "registry")),
+                        row_log=RowLog(str(tmp_path / "never" / "state"), window_rows_kept(CFG)))
+    trainer = TrainerActor.remote(CFG, FEATURES, str(tmp_path / "actor" / "registry"), None, None,
+                                  state_uri=str(tmp_path / "actor" / "state"))
+    for chunk in before:
+        assert ray.get(trainer.add_rows.remote(chunk)) == never.add_rows(chunk)
+    assert len(never.window()) == 1500 and [r["reason"] for r in never.history][:2] == ["volume", "drift"]
+
+    ray.kill(trainer, no_restart=False)  # Ray restarts it (max_restarts=-1)
+
+    def answer():
+        try:
+            return ray.get(trainer.stats.remote(), timeout=60)
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return None  # still restarting
+
+    assert wait_until(lambda: answer() is not None, timeout_s=120)
+    stats = answer()
+    assert stats["row_log"]["resumed"] == {"rows": 1500, "state": True}
+    pd.testing.assert_frame_equal(ray.get(trainer.window.remote()), never.window())
+    want = never.stats()
+    assert (stats["rows_seen"], stats["live_version"], stats["live_accuracy"]) == \
+        (want["rows_seen"], want["live_version"], want["live_accuracy"])
+    assert [r["reason"] for r in stats["refits"]] == [r["reason"] for r in want["refits"]]
+    # The next refits fire at the same rows, with the same reasons, as if it had never stopped.
+    for chunk in after:
+        assert ray.get(trainer.add_rows.remote(chunk)) == never.add_rows(chunk)
+    got = ray.get(trainer.stats.remote())
+    assert [(r["reason"], r["version"], r["rows"]) for r in got["refits"]] == \
+        [(r["reason"], r["version"], r["rows"]) for r in never.stats()["refits"]]
+    pd.testing.assert_frame_equal(ray.get(trainer.window.remote()), never.window())
+    ray.kill(trainer)
