@@ -7,7 +7,8 @@ the old ones (a lookup view) keeps a whole state.
 
 ``bisect`` searches many (row range, time) pairs at once, ``merge`` puts several runs (oldest
 first) back into one order, ``rebuild`` merges runs while dropping the rows a prune has made
-dead (each key's newest row stays, unless the key has expired).
+dead (each key's newest row stays, unless the key has expired), ``gather_sorted`` copies the
+rows of many queries' ranges straight into (query, time) order for their reductions.
 
 Example:
     >>> import numpy as np
@@ -246,18 +247,46 @@ def locate_few(runs: Sequence[Run], n_old: int, horizon: int, qk: np.ndarray, qt
     return ranges, (b[0], b[1], b[2]), (w[0], w[1], w[2])
 
 
-def gather(runs: Sequence[Run], ranges: list[tuple[np.ndarray, np.ndarray]], qs: list[np.ndarray],
-           ts: list[np.ndarray], vs: list[np.ndarray]) -> None:
-    """Append each run's rows ``[s_i, e_i)`` (query index, time, values), run by run, query by query."""
-    for run, (s, e) in zip(runs, ranges):
-        if len(s) <= SMALL:  # a few queries: slices, not index arithmetic
-            for qi in np.flatnonzero(e > s).tolist():
-                a, b = int(s[qi]), int(e[qi])
-                qs.append(np.full(b - a, qi, dtype=np.int64))
-                ts.append(run.times[a:b])
-                vs.append(run.values[a:b])
-            continue
-        src = concat_ranges(s, e)
-        qs.append(np.repeat(np.arange(len(s), dtype=np.int64), e - s))
-        ts.append(run.times[src])
-        vs.append(np.take(run.values, src, axis=0))  # 3x faster than values[src] for (n, k) rows
+def gather_sorted(runs: Sequence[Run], ranges: list[tuple[np.ndarray, np.ndarray]], first: tuple[np.ndarray, ...],
+                  n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of each query's ranges, query by query, each query's in (time, arrival) order: ``first`` =
+    (mask, time, values) of a row that goes before the runs' (the oldest arrival), then each run's
+    ``[s_i, e_i)``, oldest run first. Returns (row count per query, query of each row, times, values
+    with one nan row after them, so ``np.ufunc.reduceat`` may take the end as an index).
+
+    Rows are written where they belong (no concatenation, no sort of everything); only queries whose
+    runs overlap in time are sorted, stably, so ties keep their arrival order.
+    """
+    has_first, first_t, first_v = first
+    lens = [e - s for s, e in ranges]
+    per_query = has_first.astype(np.int64) + sum(lens, np.zeros(n, np.int64))
+    end = np.cumsum(per_query)
+    start = end - per_query
+    total = int(end[-1]) if n else 0
+    times, values = np.empty(total, np.int64), np.empty((total + 1, k))
+    values[total] = np.nan
+    at = start.copy()
+    at_first = at[has_first]
+    times[at_first], values[at_first] = first_t, first_v
+    at[has_first] += 1
+    for run, (s, e), ln in zip(runs, ranges, lens):
+        if n <= SMALL:  # a few queries: slices, not index arithmetic
+            for qi in np.flatnonzero(ln).tolist():
+                a, b, to = int(s[qi]), int(e[qi]), int(at[qi])
+                times[to:to + b - a], values[to:to + b - a] = run.times[a:b], run.values[a:b]
+        else:
+            src = concat_ranges(s, e)
+            dst = src + np.repeat(at - s, ln)
+            times[dst] = run.times[src]
+            values[dst] = np.take(run.values, src, axis=0)  # 3x faster than values[src] for (n, k) rows
+        at += ln
+    qrep = np.repeat(np.arange(n, dtype=np.int64), per_query)
+    if total > 1:
+        down = times[1:] < times[:-1]
+        down[start[(start > 0) & (start < total)] - 1] = False  # a query's first row may precede the last one's
+        if down.any():  # runs overlapping in time for these queries: sort their rows by time, stably
+            bad = np.unique(qrep[np.flatnonzero(down) + 1])
+            rows = concat_ranges(start[bad], end[bad])
+            o = rows[np.lexsort((times[rows], qrep[rows]))]
+            times[rows], values[rows] = times[o], values[o]
+    return per_query, qrep, times, values

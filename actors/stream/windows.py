@@ -60,8 +60,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from streamfit.actors.stream.runs import (NO_TIME, SMALL, Run, bisect, build, concat_ranges, gather, locate_few, locate_many,
-                                         merge, rebuild)
+from streamfit.actors.stream.runs import (NO_TIME, SMALL, Run, bisect, build, concat_ranges, gather_sorted, locate_few,
+                                         locate_many, merge, rebuild)
 
 __all__ = ["US", "SeriesStore", "concat_ranges", "to_us"]
 
@@ -270,7 +270,8 @@ class SeriesStore:
         res = _query(self._state, self.n_values, keys[order], times_us[order], windows, minmax)
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
-        return {name: ([a[inv] for a in v] if isinstance(v, list) else v[inv]) for name, v in res.items()}
+        return {name: ([np.take(a, inv, axis=0) for a in v] if isinstance(v, list) else np.take(v, inv, axis=0))
+                for name, v in res.items()}
 
     # -- snapshots -------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -325,29 +326,24 @@ def _query(st: _State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[int
         return out
     # The rows of the longest window, per query, in (time, arrival) order whatever runs they came
     # from: the extra row (the oldest arrival), then each run's rows, oldest run first, sorted stably.
-    qs, ts, vs = [np.flatnonzero(extra)], [new_t[extra]], [np.zeros((int(extra.sum()), k))]
+    extra_v = np.zeros((int(extra.sum()), k))
     for ri in sorted(set(new_r[extra].tolist())):
         m = extra & (new_r == ri)
-        vs[0][m[extra]] = st.runs[ri].values[new_i[m]]
-    gather(st.runs, ranges, qs, ts, vs)
-    qrep, gt, gv = np.concatenate(qs), np.concatenate(ts), np.concatenate(vs)
-    if n * (wmax + 1) < 2**62:
-        o = np.argsort(qrep * (wmax + 1) + (gt - (qt - wmax)[qrep]), kind="stable")
-    else:
-        o = np.lexsort((gt, qrep))
-    qrep, gt, gv = qrep[o], gt[o], np.take(gv, o, axis=0)
-    per_query = np.bincount(qrep, minlength=n)
+        extra_v[m[extra]] = st.runs[ri].values[new_i[m]]
+    per_query, qrep, gt, raw = gather_sorted(st.runs, ranges, (extra, new_t[extra], extra_v), n, k)
     end = np.cumsum(per_query)
     start = end - per_query
     anchor = _nan0(out["last"])  # the last value is in every non-empty window: no cancellation
-    shifted = gv - np.take(anchor, qrep, axis=0)
+    both = np.empty((len(gt) + 1, 2 * k))  # shifted values and their squares side by side, a nan row after
+    shifted = np.subtract(raw[:-1], np.take(anchor, qrep, axis=0), out=both[:-1, :k])
+    np.multiply(shifted, shifted, out=both[:-1, k:])
+    both[-1] = np.nan
     # One reduction for every window at once: sums of the shifted values and of their squares side by side.
     firsts = [bisect(gt, start, end, qt - w) if n > SMALL else _bisect_few(gt, start, end, qt - w) for w in windows]
     s_all, e_all = np.concatenate(firsts), np.tile(end, len(windows))
-    sums = _range_reduce(np.add, _padded(np.hstack([shifted, shifted * shifted])), s_all, e_all)
+    sums = _range_reduce(np.add, both, s_all, e_all)
     sums = _nan0(sums)
     if minmax:
-        raw = _padded(gv)
         lows, highs = _range_reduce(np.minimum, raw, s_all, e_all), _range_reduce(np.maximum, raw, s_all, e_all)
     # Every window at once ((windows · n) rows); row wi·n + i is query i in window wi.
     ssum, ssq, cnt = sums[:, :k], sums[:, k:], e_all - s_all
@@ -369,11 +365,6 @@ def _nan0(a: np.ndarray) -> np.ndarray:
     """``np.nan_to_num`` of a float array, in fewer steps when it holds no infinity (the usual case)."""
     out = np.where(np.isnan(a), 0.0, a)
     return np.nan_to_num(out) if np.isinf(out).any() else out
-
-
-def _padded(a: np.ndarray) -> np.ndarray:
-    """``a`` with one nan row after it (reduceat indices must stay < len)."""
-    return np.vstack([a, np.full((1, a.shape[1]), np.nan)])
 
 
 def _bisect_few(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:
