@@ -219,10 +219,11 @@ class CategoryDictionary:
         return pd.CategoricalDtype(pd.Index(self.categories[field], dtype=object))
 
     def encode(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """A copy of ``frame`` with each categorical field as a fixed-category column; unseen values -> missing, counted."""
+        """A copy of ``frame`` with each categorical field as a fixed-category column; unseen values -> missing,
+        counted (an absent field is all missing)."""
         out = frame.copy()
         for f, cats in self.categories.items():
-            s = as_series(frame[f])
+            s = as_series(frame[f]) if f in frame.columns else pd.Series([None] * len(frame), dtype=object)
             codes = pd.Index(cats, dtype=object).get_indexer(s.to_numpy(dtype=object))
             self.unseen[f] += int(((codes < 0) & ~s.isna().to_numpy(dtype=bool)).sum())
             out[f] = pd.Categorical.from_codes(codes, dtype=self.dtype(f))

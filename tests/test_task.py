@@ -199,6 +199,8 @@ def test_category_dictionary_fit_and_encode() -> None:
     assert d.unseen == {"country": 1, "device": 1}  # a missing value is not an unseen one
     d.encode(serving)
     assert d.unseen == {"country": 2, "device": 2}
+    absent = d.encode(pd.DataFrame({"x": [1.0, 2.0]}))
+    assert absent["device"].cat.codes.tolist() == [-1, -1] and d.unseen == {"country": 2, "device": 2}
 
 
 def test_category_dictionary_leaves_out_non_text_when_fitting() -> None:
