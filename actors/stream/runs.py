@@ -204,8 +204,11 @@ def locate_many(runs: Sequence[Run], n_old: int, horizon: int, qk: np.ndarray, q
     for ri, run in enumerate(runs):
         old = ri < n_old
         lo, hi = run.locate(qk)
-        e = bisect(run.times, lo, hi, qt)
-        s = bisect(run.times, lo, e, np.maximum(qt - wmax, horizon) if old else qt - wmax)
+        first = np.maximum(qt - wmax, horizon) if old else qt - wmax
+        # Settled without a search (the ranges given to bisect start empty): a key whose rows here are all
+        # before t (e = hi: most keys, most runs), or all inside the window (s = lo).
+        e = bisect(run.times, np.where(run.times[np.maximum(hi - 1, 0)] < qt, hi, lo), hi, qt)
+        s = bisect(run.times, lo, np.where(run.times[np.minimum(lo, len(run) - 1)] >= first, lo, e), first)
         ranges.append((s, e))
         cand = e - 1
         ct = run.times[np.maximum(cand, 0)]
