@@ -149,19 +149,31 @@ def build(keys: np.ndarray, times: np.ndarray, values: np.ndarray) -> Run:
     return _from_sorted(uk, rank[order], times[order], np.take(values, order, axis=0))
 
 
+def _merged(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ukeys, rank per row, times, order) of ``runs`` in one (key, time, run) order: row ``i`` of the
+    result is row ``order[i]`` of the runs' rows concatenated."""
+    every = np.concatenate([r.ukeys for r in runs])
+    o = np.argsort(every, kind="stable")  # sorted runs: a merge; np.unique would hash
+    ordered = every[o]
+    new = np.ones(len(ordered), dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    rank_of = np.empty(len(o), dtype=np.int64)
+    rank_of[o] = np.cumsum(new) - 1
+    rank = np.repeat(rank_of, np.concatenate([r.lengths() for r in runs]))
+    times = np.concatenate([r.times for r in runs])
+    order = stable_order(rank, times)
+    return ordered[new], rank[order], times[order], order
+
+
 def merge(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(ukeys, rank per row, times, values, source run per row) of ``runs`` (oldest first) in one order.
 
     Rows of equal key and time keep the runs' order: the older run's first, as they arrived.
     """
-    uk = np.sort(np.concatenate([r.ukeys for r in runs]), kind="stable")  # merges sorted runs; np.unique hashes
-    uk = uk[np.concatenate([[True], uk[1:] != uk[:-1]])]
-    rank = np.concatenate([np.repeat(np.searchsorted(uk, r.ukeys), r.lengths()) for r in runs])
-    times = np.concatenate([r.times for r in runs])
+    uk, rank, times, order = _merged(runs)
     src = np.repeat(np.arange(len(runs)), [len(r) for r in runs])
-    order = stable_order(rank, times)
     values = np.concatenate([r.values for r in runs])
-    return uk, rank[order], times[order], np.take(values, order, axis=0), src[order]
+    return uk, rank, times, np.take(values, order, axis=0), src[order]
 
 
 def rebuild(runs: Sequence[Run], i: int, j: int, horizon: int = NO_TIME, expire: int = NO_TIME) -> list[Run]:
@@ -170,7 +182,7 @@ def rebuild(runs: Sequence[Run], i: int, j: int, horizon: int = NO_TIME, expire:
     A row behind the horizon stays only if it is its key's newest row anywhere (``runs[:i]``
     are older, ``runs[j:]`` younger: they win ties) and not behind ``expire``.
     """
-    uk, rank, times, values, _ = merge(runs[i:j])
+    uk, rank, times, order = _merged(runs[i:j])
     keep = times >= horizon
     last = np.ones(len(rank), dtype=bool)
     last[:-1] = rank[:-1] != rank[1:]
@@ -185,10 +197,11 @@ def rebuild(runs: Sequence[Run], i: int, j: int, horizon: int = NO_TIME, expire:
         keep[cand[newest]] = True
     if not keep.any():
         return []
+    values = runs[i].values if j == i + 1 else np.concatenate([r.values for r in runs[i:j]])
     if keep.all():
-        return [_from_sorted(uk, rank, times, values, times < horizon)]
-    times = times[keep]
-    return [_from_sorted(uk, rank[keep], times, values[keep], times < horizon)]
+        return [_from_sorted(uk, rank, times, np.take(values, order, axis=0), times < horizon)]
+    times = times[keep]  # the values are gathered once, kept rows only
+    return [_from_sorted(uk, rank[keep], times, np.take(values, order[keep], axis=0), times < horizon)]
 
 
 Found = tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, ...], tuple[np.ndarray, ...]]
