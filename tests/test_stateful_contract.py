@@ -545,11 +545,8 @@ def via_row_log(snap: dict[str, Any], tmp: Path) -> dict[str, Any]:
     core.restore(snap)
     if core.champion is not None:  # the version the log names must be in the registry
         core.champion_version = core.registry.register(core.champion, core.champion_meta)
-    rows = core.buffer
     core.row_log = RowLog(str(tmp / "rows"), window_rows_kept(TRAINER))
-    core.buffer = rows.iloc[:0]
-    core.row_log.load(list(rows.columns))
-    core.row_log.append(rows, core._state(len(core.history)))
+    core._persist(core.buffer.assign(event_id=core.ids))  # the whole window as one segment
     back = TrainerCore(TRAINER, ["a", "b"], Registry(str(tmp / "registry")),
                        row_log=RowLog(str(tmp / "rows"), window_rows_kept(TRAINER))).snapshot()
     return {**back, "champion": {**back["champion"], "version": snap["champion"]["version"]}}

@@ -26,6 +26,7 @@ CFG = dict(OFF, refit_every_rows=700, min_rows_between=300, window_rows=1500, dr
 def stream() -> list[pd.DataFrame]:
     """Chunks of labelled rows of uneven size; the concept flips at row 3,000."""
     frame = pd.concat([rows(3000, seed=1), rows(2500, 3000, flip=True, seed=2)], ignore_index=True)
+    frame.insert(0, "event_id", [f"e{i}" for i in range(len(frame))])
     cuts = [0, *np.cumsum(np.random.default_rng(3).integers(40, 260, size=60)).tolist()]
     return [frame.iloc[a:b] for a, b in zip(cuts, cuts[1:]) if a < len(frame)]
 
@@ -77,6 +78,24 @@ def test_a_restarted_trainer_refits_on_the_same_rows_as_one_that_never_stopped(t
     assert_same_view(again, never)
     reasons = [r["reason"] for r in never.history]
     assert "drift" in reasons and "volume" in reasons and "drift_followup" in reasons, reasons
+
+
+def test_rows_a_resumed_coordinator_sends_again_are_skipped_by_event_id(tmp_path):
+    """A restarted run: the coordinator resumes from its checkpoint and sends again the rows emitted after it,
+    which the trainer's log already holds; the trainer takes each row once, as an uninterrupted run does."""
+    chunks = stream()
+    never, first = core(tmp_path, "never", CFG), core(tmp_path, "restarted", CFG)
+    for chunk in chunks[:30]:
+        never.add_rows(chunk)
+        first.add_rows(chunk)
+    again = core(tmp_path, "restarted", CFG)
+    resent = [again.add_rows(c) for c in chunks[26:30]]  # after the checkpoint, before the crash
+    assert resent == [None] * 4 and again.stats()["duplicate_rows"] == sum(len(c) for c in chunks[26:30])
+    mixed = pd.concat([chunks[29], chunks[30]], ignore_index=True)  # a batch half old, half new
+    assert again.add_rows(mixed) == never.add_rows(chunks[30])
+    for chunk in chunks[31:]:
+        assert again.add_rows(chunk) == never.add_rows(chunk)
+    assert_same_view(again, never)
 
 
 def test_todays_trainer_without_a_log_starts_empty(tmp_path):

@@ -149,7 +149,7 @@ class RowLog:
         if not frames:
             return None, state
         window = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        return window.iloc[-self.keep_rows:].reset_index(drop=True).astype(float), state
+        return window.iloc[-self.keep_rows:].reset_index(drop=True), state
 
     # -- each change -------------------------------------------------------------------
     def append(self, rows: pd.DataFrame, state: dict[str, Any], window: pd.DataFrame | None = None) -> None:
@@ -159,15 +159,15 @@ class RowLog:
             self.load(list(rows.columns))  # never loaded: continue after what is there
         base = window is not None and len(self.segments) + 1 > self.max_segments
         seg = Segment(self.next_seq, len(window) if base else len(rows), base)
-        table = pa.Table.from_pandas(window if base else rows, preserve_index=False)
-        table = table.replace_schema_metadata({STATE_KEY: json.dumps(to_json(state)).encode()})
-        out = io.BytesIO()
-        pq.write_table(table, out)
         try:
+            table = pa.Table.from_pandas(window if base else rows, preserve_index=False)
+            table = table.replace_schema_metadata({STATE_KEY: json.dumps(to_json(state)).encode()})
+            out = io.BytesIO()
+            pq.write_table(table, out)
             self.store.put(self._path(seg), out.getvalue())
-        except RowLogError:
+        except (RowLogError, pa.ArrowException, TypeError, ValueError) as err:  # storage down, or rows Arrow refuses
             self.write_failures += 1
-            raise
+            raise err if isinstance(err, RowLogError) else RowLogError(f"segment {seg.name}: {err}") from None
         self.next_seq += 1
         self.segments.append(seg)
         self._trim()

@@ -34,7 +34,7 @@ import copy
 import dataclasses
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,27 +44,15 @@ import xgboost as xgb
 from streamfit.config import TrainerConfig
 from streamfit.metrics import binary_metrics
 from streamfit.registry import Registry
-from streamfit.schema import EVENT_TIME, LABEL
+from streamfit.schema import EVENT_ID, EVENT_TIME, LABEL
 from streamfit.psi import psi_by_feature, reference_for, reference_quantiles
-from streamfit.actors.training.gate import better_or_close, paired_wins
+from streamfit.actors.training.gate import Fitter, better_or_close, fit_in_process, no_change_candidate, paired_wins
 from streamfit.actors.training.policy import Decision, RefitPolicy
 from streamfit.actors.training.row_log import RowLog, RowLogError
 
 log = logging.getLogger(__name__)
 PSI_EVERY_ROWS = 500
 HISTORY_KEPT = 100  # refit records the row log keeps with each segment (older ones: the registry's audit log)
-NO_CHANGE_FEATURE = "label_last"  # the entity's previous label (label history), what no_change predicts
-NO_CHANGE_ROUNDS = 20  # calibrated: at eta 0.2, 99 % of the way to the best margin
-
-
-Fitter = Callable[[pd.DataFrame, list[str], dict[str, Any], int, xgb.Booster | None], xgb.Booster]
-
-
-def fit_in_process(train: pd.DataFrame, features: list[str], params: dict[str, Any], rounds: int,
-                   base: xgb.Booster | None) -> xgb.Booster:
-    """xgboost.train on one process; continues ``base`` with ``rounds`` new trees when given."""
-    dtrain = xgb.DMatrix(train[features].to_numpy(dtype=float), label=train[LABEL].to_numpy(), feature_names=features)
-    return xgb.train(params, dtrain, num_boost_round=rounds, xgb_model=base)
 
 
 class TrainerCore:
@@ -81,6 +69,8 @@ class TrainerCore:
         self.fitter = fitter or fit_in_process
         self.policy = RefitPolicy(cfg)
         self.buffer = pd.DataFrame(columns=[EVENT_TIME, *self.feature_names, LABEL], dtype=float)
+        self.ids = np.empty(0, dtype=object)  # each window row's event id (None: it came without one)
+        self.duplicates = 0  # rows skipped: their event id was in the window already (a re-sent batch)
         self.rows_seen = 0
         self.rows_since_psi = 0
         self.latest_time = float("-inf")
@@ -117,6 +107,13 @@ class TrainerCore:
         """Score with the live version, add to the window, and refit if the policy says so."""
         if rows is None or len(rows) == 0:
             return None
+        ids = rows[EVENT_ID].to_numpy(dtype=object) if EVENT_ID in rows else np.full(len(rows), None, dtype=object)
+        fresh = ~(pd.Series(ids).isin(self.ids).to_numpy() & pd.notna(ids)) if len(self.ids) else np.ones(len(ids), bool)
+        if not fresh.all():  # a coordinator resumed from its checkpoint sends rows the window (or the log) holds
+            self.duplicates += int((~fresh).sum())
+            rows, ids = rows[fresh], ids[fresh]
+            if not len(rows):
+                return None
         part = rows[[EVENT_TIME, *self.feature_names, LABEL]].astype(float).reset_index(drop=True)
         errors = None
         if self.champion is not None:
@@ -124,9 +121,11 @@ class TrainerCore:
         self.latest_time = max(self.latest_time, float(part[EVENT_TIME].max()))
         self.policy.observe(len(part), self.latest_time, errors)
         self.buffer = pd.concat([self.buffer, part], ignore_index=True) if len(self.buffer) else part
+        self.ids = np.concatenate([self.ids, ids])
         keep = window_rows_kept(self.cfg)
         if len(self.buffer) > keep:
             self.buffer = self.buffer.iloc[-keep:].reset_index(drop=True)
+            self.ids = self.ids[-keep:]
         self.rows_seen += len(part)
         self.rows_since_psi += len(part)
         reference = self.champion_meta.get("reference")
@@ -135,7 +134,7 @@ class TrainerCore:
             self.rows_since_psi = 0
         decision = self.policy.decide(self.latest_time, self._trees(self.champion))
         version = self.refit(decision) if decision is not None else None
-        self._persist(part)
+        self._persist(part.assign(**{EVENT_ID: ids}))
         return version
 
     def request_refit(self, reason: str = "manual", kind: str = "manual") -> int | None:
@@ -148,7 +147,7 @@ class TrainerCore:
         if kind != "manual":
             decision = dataclasses.replace(decision, reason=kind)
         version = self.refit(decision)
-        self._persist(self.buffer.iloc[:0])
+        self._persist(self.buffer.iloc[:0].assign(**{EVENT_ID: self.ids[:0]}))
         return version
 
     @staticmethod
@@ -180,7 +179,9 @@ class TrainerCore:
         y = hold[LABEL].to_numpy()
         p_cand = self._predict(candidate, hold)
         cand_scores = binary_metrics(y, p_cand)
-        simple = self._no_change_candidate(train) if base is None else None
+        simple = None
+        if base is None and self.cfg.baseline_candidate:
+            simple = no_change_candidate(train, self.feature_names, self._params())
         if simple is not None:
             p_simple = self._predict(simple, hold)
             wins, losses = paired_wins(y, p_cand, p_simple)
@@ -234,32 +235,19 @@ class TrainerCore:
         self.history.append(record)
         return version
 
-    def _no_change_candidate(self, train: pd.DataFrame) -> xgb.Booster | None:
-        """The no_change baseline as a servable model: trees on the entity's previous label alone (every other
-        column blanked, so no tree reads it); None when off or without a label-history feature."""
-        if not self.cfg.baseline_candidate or NO_CHANGE_FEATURE not in self.feature_names:
-            return None
-        masked = train.copy()
-        masked[[f for f in self.feature_names if f != NO_CHANGE_FEATURE]] = np.nan
-        # A quarter of the rows again without the previous label: an entity with none yet gets the
-        # window's majority (trained on present values only, XGBoost would send it down one side).
-        unknown = masked.iloc[::4].assign(**{NO_CHANGE_FEATURE: np.nan})
-        masked = pd.concat([masked, unknown], ignore_index=True)
-        params = {**self._params(), "max_depth": 1, "min_child_weight": 1.0}
-        return fit_in_process(masked, self.feature_names, params, NO_CHANGE_ROUNDS, None)  # tiny: never distributed
-
     # -- what survives a restart ---------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """The window, the policy's state, the counters, the refit history and the live model (as UBJSON bytes)."""
         model = None if self.champion is None else np.frombuffer(bytes(self.champion.save_raw("ubj")), np.uint8)
-        return {**self._state(len(self.history)), "window": {c: self.buffer[c].to_numpy(dtype=float, copy=True)
-                                                             for c in self.buffer.columns},
+        window = {c: self.buffer[c].to_numpy(dtype=float, copy=True) for c in self.buffer.columns}
+        return {**self._state(len(self.history)), "window": {**window, EVENT_ID: self.ids.copy()},
                 "champion": {"version": self.champion_version, "model": model,
                              "meta": copy.deepcopy(self.champion_meta)}}
 
     def _state(self, history: int) -> dict[str, Any]:
         """What the row log writes beside each segment: no rows, no model (the registry holds it)."""
         return {"rows_seen": self.rows_seen, "rows_since_psi": self.rows_since_psi, "latest_time": self.latest_time,
+                "duplicates": self.duplicates,
                 "versions": self.versions, "history": copy.deepcopy(self.history[len(self.history) - history:]),
                 "policy": self.policy.snapshot(), "champion": {"version": self.champion_version}}
 
@@ -268,7 +256,9 @@ class TrainerCore:
         window = snap.get("window") or {}
         self.buffer = pd.DataFrame({c: np.asarray(window.get(c, []), dtype=float)
                                     for c in [EVENT_TIME, *self.feature_names, LABEL]})
+        self.ids = np.asarray(window.get(EVENT_ID, [None] * len(self.buffer)), dtype=object)
         self.rows_seen, self.rows_since_psi = int(snap["rows_seen"]), int(snap["rows_since_psi"])
+        self.duplicates = int(snap.get("duplicates", 0))
         self.latest_time, self.versions = float(snap["latest_time"]), int(snap["versions"])
         self.history = copy.deepcopy(list(snap["history"]))
         self.policy.restore(snap["policy"])
@@ -286,7 +276,7 @@ class TrainerCore:
 
     def _resume(self) -> None:
         """Rebuild the window and the state from the row log (damaged segments reported and skipped)."""
-        columns = [EVENT_TIME, *self.feature_names, LABEL]
+        columns = [EVENT_TIME, *self.feature_names, LABEL, EVENT_ID]
         try:
             window, state = self.row_log.load(columns)
         except RowLogError as err:  # unreadable storage: run without the log rather than overwrite it
@@ -303,13 +293,13 @@ class TrainerCore:
         if self.row_log is None:
             return
         try:
-            self.row_log.append(rows, self._state(HISTORY_KEPT), self.buffer)
+            self.row_log.append(rows, self._state(HISTORY_KEPT), self.buffer.assign(**{EVENT_ID: self.ids}))
         except RowLogError as err:  # counted in the log's stats; the window in memory goes on
             log.warning("trainer: training rows not logged: %s", err)
 
     def stats(self) -> dict[str, Any]:
         """Rows seen, window size, live accuracy, and every refit attempt with its reason and scores."""
-        out = {"rows_seen": self.rows_seen, "rows_buffered": len(self.buffer),
+        out = {"rows_seen": self.rows_seen, "rows_buffered": len(self.buffer), "duplicate_rows": self.duplicates,
                "live_version": self.champion_version, "live_accuracy": self.policy.live_accuracy(),
                "refits": [r for r in self.history if r["accepted"]],
                "rejected": [r for r in self.history if not r["accepted"]]}
