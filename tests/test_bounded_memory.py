@@ -102,6 +102,18 @@ def test_the_ingest_log_stays_flat_over_100k_entities_with_commits():
     assert max(held[10:]) < held[5] + 4_000_000, (held[5], max(held[10:]))  # flat, not 100k rows of 200-char ids
 
 
+def test_without_a_write_ahead_log_reading_frees_the_buffer():
+    """Checkpoints off: nothing commits the log, so the reader's position does (else it would fill for good)."""
+    log = IngestLog(max_bytes=2 * frame_bytes(typed(events(ENTITIES, 1000))))  # the batch read, and the next
+    position = 0
+    for start in range(0, ENTITIES, 1000):
+        assert log.append(events(start, 1000)) == (1000, 0)
+        df, position = log.read(position, 5000)  # frees what the reader had before
+        assert len(df) == 1000
+    assert log.stats()["refused_requests"] == 0
+    assert log.read(position, 10)[1] == ENTITIES and log.stats()["bytes_held"] == 0  # the reader went on
+
+
 def test_the_full_error_survives_pickling_and_rays_wrapping():
     err = pickle.loads(pickle.dumps(IngestBufferFull("full", 7)))
     assert err.retry_after_s == 7 and str(err) == "full"

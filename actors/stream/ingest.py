@@ -124,8 +124,9 @@ class IngestLog:
     damaged segment or marker found at start is logged with its path, listed in
     ``stats()["damaged"]`` and skipped. Without ``wal_uri`` (checkpoints off) a restart loses
     the rows held, and the first read from a position past the log's end numbers the rows
-    accepted since from that position, so none of them is skipped. Rows held past ``max_bytes``
-    are refused (``IngestBufferFull``); an append to an empty log is always taken.
+    accepted since from that position, so none of them is skipped, and a read frees the rows before
+    its position (no checkpoint will commit them). Rows held past ``max_bytes`` are refused
+    (``IngestBufferFull``); an append to an empty log is always taken.
     """
 
     def __init__(self, wal_uri: str | None = None, dedup_capacity: int = 1_000_000, max_bytes: int = BUFFER_BYTES,
@@ -263,6 +264,8 @@ class IngestLog:
             shift = position - self.committed
             self.frames = [(first + shift, df) for first, df in self.frames]
             self.committed, self.next_position = self.committed + shift, self.next_position + shift
+        if self.store is None and position > self.committed:
+            self.commit(position)  # nothing can re-read rows behind the reader without a write-ahead log: free them
         parts, n = [], 0
         kept = self.previous if self.store is not None and self.previous is not None else self.committed
         pos = max(position, kept)
