@@ -328,7 +328,9 @@ class TrainerActor:
     next refit learns from the same rows and fires at the same row as if it had not stopped. The live
     model is reloaded from the registry. Lost: the rows of a call it was answering when it died
     (the coordinator counts them in ``training_rows_failed``), a refit that was running (the policy
-    asks again), older refit records. Without ``state_uri`` it starts with an empty window.
+    decides again as rows arrive), older refit records. Without ``state_uri`` it starts with an empty window. Rows whose
+    event id the window holds already are skipped (``duplicate_rows``): a coordinator resumed from its
+    checkpoint sends again the rows emitted after it, and a restarted run takes each row once.
     """
 
     def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry_uri: str,
