@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +120,7 @@ class RowLog:
         with self.store.open(self._path(seg)) as f:
             table = pq.read_table(f)
         meta = (table.schema.metadata or {}).get(STATE_KEY)
-        return table.to_pandas(), from_json(json.loads(meta)) if meta else None
+        return table.to_pandas(), from_json(json.loads(zlib.decompress(meta))) if meta else None
 
     # -- start -------------------------------------------------------------------------
     def load(self, columns: list[str]) -> tuple[pd.DataFrame | None, dict[str, Any] | None]:
@@ -161,7 +162,8 @@ class RowLog:
         seg = Segment(self.next_seq, len(window) if base else len(rows), base)
         try:
             table = pa.Table.from_pandas(window if base else rows, preserve_index=False)
-            table = table.replace_schema_metadata({STATE_KEY: json.dumps(to_json(state)).encode()})
+            # Compressed: Arrow keeps the metadata twice (footer and schema), and the refit records repeat keys.
+            table = table.replace_schema_metadata({STATE_KEY: zlib.compress(json.dumps(to_json(state)).encode())})
             out = io.BytesIO()
             pq.write_table(table, out)
             self.store.put(self._path(seg), out.getvalue())
