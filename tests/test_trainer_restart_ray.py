@@ -65,3 +65,35 @@ def test_a_killed_trainer_comes_back_with_its_window_and_policy_state(tmp_path):
         [(r["reason"], r["version"], r["rows"]) for r in never.stats()["refits"]]
     pd.testing.assert_frame_equal(ray.get(trainer.window.remote()), never.window())
     ray.kill(trainer)
+
+
+def test_a_killed_monitor_comes_back_with_its_reference_window_and_alarm(tmp_path):
+    from streamfit.actors.monitoring import MonitorActor
+    from test_monitor_restart import batches
+
+    cfg = {"window_rows": 1000, "min_rows": 200, "psi_alarm": 0.5, "alarm_triggers_refit": False}
+    reg = Registry(str(tmp_path / "registry"))
+    trained = TrainerCore(CFG, ["x0", "x1"], reg)
+    frame = pd.concat([f for f, _ in batches()[:5]], ignore_index=True).assign(event_time=lambda d: d.index * 1.0)
+    trained.add_rows(frame)
+    assert trained.request_refit("first") == 1
+    reg.set_alias("live", 1)
+    monitor = MonitorActor.remote(cfg, str(tmp_path / "registry"), ["x0", "x1"], ["x0"],
+                                  state_uri=str(tmp_path / "monitor"))
+    for rows_, _ in batches()[:8]:  # the last three shifted: the alarm rises
+        ray.get(monitor.observe_rows.remote(rows_))
+    ray.get(monitor.sample.remote())  # a sample saves the state
+    before = ray.get(monitor.drift.remote())
+    assert before["alarm"] and before["version"] == 1 and ray.get(monitor.saved_state.remote())["writes"] == 1
+
+    ray.kill(monitor, no_restart=False)
+
+    def answer():
+        try:
+            return ray.get(monitor.drift.remote(), timeout=60)
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return None
+
+    assert wait_until(lambda: answer() is not None, timeout_s=120)
+    assert answer() == before
+    ray.kill(monitor)
