@@ -74,15 +74,20 @@ def to_us(seconds: np.ndarray | float) -> np.ndarray:
     return np.round(np.asarray(seconds, dtype=np.float64) * US).astype(np.int64)
 
 
-def _range_reduce(ufunc: np.ufunc, padded: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+def _range_reduce(ufunc: np.ufunc, padded: np.ndarray, s: np.ndarray, e: np.ndarray, by_column: bool = False) -> np.ndarray:
     """ufunc-reduction of the rows padded[s_i:e_i] for each i (the last row of ``padded`` is
-    padding, so every ``e_i`` is a valid index); nan where empty."""
+    padding, so every ``e_i`` is a valid index); nan where empty. ``by_column`` reduces each column
+    on its own (faster for min/max, whose answer does not depend on the order; sums keep the row order)."""
     out = np.full((len(s), padded.shape[1]), np.nan)
     nonempty = e > s
     if nonempty.any():
         idx = np.empty(2 * int(nonempty.sum()), dtype=np.int64)
         idx[0::2], idx[1::2] = s[nonempty], e[nonempty]
-        out[nonempty] = ufunc.reduceat(padded, idx, axis=0)[0::2]
+        if by_column:
+            for j in range(padded.shape[1]):
+                out[nonempty, j] = ufunc.reduceat(padded[:, j], idx)[0::2]
+        else:
+            out[nonempty] = ufunc.reduceat(padded, idx, axis=0)[0::2]
     return out
 
 
@@ -335,16 +340,19 @@ def _query(st: _State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[int
     start = end - per_query
     anchor = _nan0(out["last"])  # the last value is in every non-empty window: no cancellation
     both = np.empty((len(gt) + 1, 2 * k))  # shifted values and their squares side by side, a nan row after
-    shifted = np.subtract(raw[:-1], np.take(anchor, qrep, axis=0), out=both[:-1, :k])
-    np.multiply(shifted, shifted, out=both[:-1, k:])
+    anchors_rep = np.take(anchor, qrep, axis=0)
+    for j in range(k):  # column by column: numpy's 2-D loops over (rows, 2) are 6x slower
+        shifted = np.subtract(raw[:-1, j], anchors_rep[:, j], out=both[:-1, j])
+        np.multiply(shifted, shifted, out=both[:-1, k + j])
     both[-1] = np.nan
     # One reduction for every window at once: sums of the shifted values and of their squares side by side.
-    firsts = [bisect(gt, start, end, qt - w) if n > SMALL else _bisect_few(gt, start, end, qt - w) for w in windows]
+    search = bisect if n > SMALL else _bisect_few
+    firsts = [start if w == wmax else search(gt, start, end, qt - w) for w in windows]  # all rows are in the longest
     s_all, e_all = np.concatenate(firsts), np.tile(end, len(windows))
     sums = _range_reduce(np.add, both, s_all, e_all)
     sums = _nan0(sums)
     if minmax:
-        lows, highs = _range_reduce(np.minimum, raw, s_all, e_all), _range_reduce(np.maximum, raw, s_all, e_all)
+        lows, highs = (_range_reduce(f, raw, s_all, e_all, by_column=True) for f in (np.minimum, np.maximum))
     # Every window at once ((windows · n) rows); row wi·n + i is query i in window wi.
     ssum, ssq, cnt = sums[:, :k], sums[:, k:], e_all - s_all
     anchors = np.tile(anchor, (len(windows), 1))
