@@ -268,7 +268,9 @@ class TrainerCore:
             booster.load_model(bytearray(np.asarray(champ["model"], dtype=np.uint8).tobytes()))
             self.champion, self.champion_version = booster, champ["version"]
             self.champion_meta = copy.deepcopy(champ["meta"])
-        elif champ["version"] is not None and self.registry is not None:
+        elif champ["version"] is None or self.registry is None:  # nothing to load it from
+            self.champion, self.champion_version, self.champion_meta = None, None, {}
+        else:
             try:
                 self.sync_live(int(champ["version"]))
             except Exception as err:  # not in the registry (any more): keep the one it names live
