@@ -354,14 +354,17 @@ def _query(st: _State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[int
     if minmax:
         lows, highs = (_range_reduce(f, raw, s_all, e_all, by_column=True) for f in (np.minimum, np.maximum))
     # Every window at once ((windows · n) rows); row wi·n + i is query i in window wi.
-    ssum, ssq, cnt = sums[:, :k], sums[:, k:], e_all - s_all
-    anchors = np.tile(anchor, (len(windows), 1))
-    c = cnt[:, None].astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_shift = np.where(c > 0, ssum / c, np.nan)
-        var = np.where(c > 1, (ssq - c * mean_shift**2) / (c - 1), np.nan)
-    stats = {"count": cnt, "sum": np.where(c > 0, ssum + c * anchors, 0.0), "mean": mean_shift + anchors,
-             "std": np.sqrt(np.maximum(var, 0.0))}
+    cnt = e_all - s_all
+    c = cnt.astype(np.float64)
+    stats = {"count": cnt, **{name: np.empty((len(cnt), k)) for name in ("sum", "mean", "std")}}
+    for j in range(k):  # column by column, as above
+        ssum, ssq, anchors = sums[:, j], sums[:, k + j], np.tile(anchor[:, j], len(windows))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_shift = np.where(c > 0, ssum / c, np.nan)
+            var = np.where(c > 1, (ssq - c * mean_shift**2) / (c - 1), np.nan)
+        stats["sum"][:, j] = np.where(c > 0, ssum + c * anchors, 0.0)
+        stats["mean"][:, j] = mean_shift + anchors
+        stats["std"][:, j] = np.sqrt(np.maximum(var, 0.0))
     if minmax:
         stats["min"], stats["max"] = lows, highs
     for name, a in stats.items():
