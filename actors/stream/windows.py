@@ -16,28 +16,41 @@ memory when their run is merged, or rewritten once about a quarter of it is dead
 stays within ~4/3 of the live rows. Keys are stored once per run, not per row. Chosen over
 per-entity ring buffers in one arena: those are written in place (a published lookup view
 would need copies), grow per entity, and need the same sort for late events; runs are never
-written, so ``frozen()`` is O(1). Queries bisect each run's key range (O(log) per run), gather
-the rows of the longest window and reduce them (sum, squares, min, max) in (time, arrival)
-order, so results do not depend on how the rows happen to be split into runs, and sums are
-anchored on the key's last value (no cancellation for large magnitudes); prefix sums would
-make sums O(1) but cost 16 bytes per row and value, and min/max need the rows anyway.
+written, so ``frozen()`` is O(1).
 
-Measured 2026-11-30 (one process, 10k-event batches over 100k keys, 2 values, windows
-300 s / 3600 s, times up to ±2 s out of order; the same batches on both layouts at the same
-moment, median of 7 batches, ms; load average 6-7 on 2 shared cores):
+Queries: per run, one search for the key's rows and a bisection for the window's bounds (none for
+a key whose rows there are all before t, or all inside the window); the rows of the longest window
+are copied straight into (query, time, arrival) order (``runs.gather_sorted``: only queries whose
+runs overlap in time are re-sorted) and reduced in that order, sums anchored on the key's last
+value (no cancellation at large magnitudes). So answers are bit-identical however the rows are
+split into runs: a restored snapshot is one run, and the stateful contract and round-trip tests
+want the answers of the store that never stopped, bit for bit. That rules out prefix sums per
+run: a window's sum from them depends on the split (rounding) and on rows outside the window
+(cancellation; the property test's tolerance is relative to the window's own values). Exact
+(double-double) prefix sums would need 32 bytes per row and value, and min/max need the rows.
+So a query costs O(rows in its window): a batch costs more while the longest window fills.
+
+Measured 2026-11-30, insert and prune (one process, 10k-event batches over 100k keys, 2 values,
+windows 300 s / 3600 s, times up to ±2 s out of order; median of 7 batches, ms; load 6-7):
 
     stored rows              170k    660k    1.05M   3.6M
     before  insert + prune   10.8    37.4    57.3    210.0
-            query            14.3    21.7    25.0     45.0
     after   insert + prune    4.0     4.1     4.1      4.1   (mean with merges 6-14)
-            query            10.5    16.4    18.7     37.2
+
+Queries, later the same day (the bench's stream: 100k entities, 20k-event batches, 250 events/s of
+event time, default features; the next batch's 20k queries; CPU ms, median of 9; load 11-14, ±15 %),
+before and after the direct gather, the settled bisections and the column-by-column arithmetic:
+
+    after batch                 5 (100k rows)    90 (921k rows: the 1 h window full)
+    events query                 29 -> 21          60 -> 44
+    labels query                 13 -> 13          35 -> 20..28
+    whole batch (first tenth of the stream / last half): 91-115 / 146-166 ms -> 86-98 / 113-141 ms
 
 A lookup's few queries (``runs.SMALL``) search each run with one binary search per (query, run)
 in Python instead of the vectorised bisection, whose fixed cost per run dominated them: 4 queries
 on a frozen view of 400k rows in 3 runs, events 518 -> 225 µs, labels 333 -> 151 µs (load ~5).
 
-Queries still grow with the rows *in the window* of each event (36 per key at 3.6M here),
-as any exact min/max must. Memory at 3.6M rows: 26.4 bytes per row allocated (32 before).
+Memory at 3.6M rows: 26.4 bytes per row allocated (32 before).
 
 Times are integer microseconds, so window boundaries are exact.
 
