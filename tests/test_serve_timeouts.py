@@ -39,6 +39,7 @@ FEATURES = FeaturesConfig.model_validate({"fields": [{"name": "x0"}], "windows_s
                                           "label_history": {"enabled": False}})
 NAMES = FEATURES.feature_names()
 BOUND_S = 30.0  # generous: only a hang would reach it
+ANSWERS = {"actor_timeout_s": BOUND_S, "command_timeout_s": 2 * BOUND_S}  # for calls that must get their answer
 OPEN = Authorizer({}, open_scopes=["read", "ingest", "admin"])
 
 
@@ -125,7 +126,7 @@ def test_a_call_that_never_answers_is_unavailable_after_its_timeout():
 def test_a_dead_actor_is_looked_up_again_and_an_actors_own_error_passes_through():
     handles = iter([FakeActor(died), FakeActor(lambda: _value_error())])
     looked_up = []
-    calls = ActorCalls(lambda name: looked_up.append(name) or next(handles), timeout_s=5.0)
+    calls = ActorCalls(lambda name: looked_up.append(name) or next(handles), timeout_s=BOUND_S)
 
     async def go() -> None:
         with pytest.raises(Unavailable, match="ActorDiedError"):
@@ -146,7 +147,7 @@ def test_an_actor_that_is_not_running_is_unavailable_naming_it():
         raise ValueError(f"Failed to look up actor with name '{name}'")
 
     with pytest.raises(Unavailable) as err:
-        asyncio.run(ActorCalls(lookup, 1.0).call("trainer", TRAINER_NAME, lambda t: t.request_refit.remote()))
+        asyncio.run(ActorCalls(lookup, BOUND_S).call("trainer", TRAINER_NAME, lambda t: t.request_refit.remote()))
     assert err.value.headers[UNAVAILABLE_HEADER] == "trainer" and f"{TRAINER_NAME} is not running" in err.value.detail
 
 
@@ -194,7 +195,7 @@ def test_a_dead_or_missing_actor_answers_503_with_retry_after_never_500(method, 
 
 
 def test_a_command_the_controller_refuses_is_still_409():
-    backend, _ = _backend({CONTROLLER_NAME: FakeActor(lambda **kw: _value_error())})
+    backend, _ = _backend({CONTROLLER_NAME: FakeActor(lambda **kw: _value_error())}, **ANSWERS)
     r = _client(backend).post("/rollout/promote")
     assert r.status_code == 409 and "not now" in r.json()["detail"]
     assert backend.stats()["unavailable"] == {}
@@ -203,7 +204,8 @@ def test_a_command_the_controller_refuses_is_still_409():
 def test_the_status_page_renders_without_a_dead_monitor():
     status = {"slots": {"blue": None, "green": None}, "weights": {"blue": 100, "green": 0}, "revision": 0,
               "live_slot": "blue", "flips": 0}
-    backend, _ = _backend({CONTROLLER_NAME: FakeActor(hang, status=lambda: _answer(status)), MONITOR_NAME: FakeActor(died)})
+    backend, _ = _backend({CONTROLLER_NAME: FakeActor(hang, status=lambda: _answer(status)),
+                           MONITOR_NAME: FakeActor(died)}, **ANSWERS)
     backend.models = lambda: {"versions": [], "aliases": {}}  # type: ignore[method-assign]
     r = _client(backend).get("/")
     assert r.status_code == 200 and "streamfit" in r.text.lower()
@@ -258,7 +260,8 @@ class Handle:
 
 
 def _remote_core(blue_silent: bool, green: int | None) -> RouterCore:
-    core = RouterCore(NAMES, remote={"blue": Handle(blue_silent), "green": Handle(False)}, remote_timeout_s=0.1)
+    # The silent slot is given up after 2 s; the other must answer within that even on a loaded machine.
+    core = RouterCore(NAMES, remote={"blue": Handle(blue_silent), "green": Handle(False)}, remote_timeout_s=2.0)
     desired = {"slots": {"blue": 1, "green": green}, "weights": {"blue": 100, "green": 0}, "revision": 1}
     asyncio.run(core.apply(desired, _load))
     return core
@@ -304,7 +307,8 @@ def test_a_replica_loads_the_live_model_before_it_takes_traffic():
     desired = {"slots": {"blue": 3, "green": None}, "weights": {"blue": 100, "green": 0}, "revision": 4}
     reports: list[Any] = []
     ctl = FakeActor(hang, desired=lambda after, poll_s: _answer(desired), report=lambda rid, rep: reports.append(rid))
-    ran = asyncio.run(load_before_ready(lambda: sync_once(core, lambda: ctl, _load, "r1", timeout_s=1.0), BOUND_S))
+    ran = asyncio.run(load_before_ready(lambda: sync_once(core, lambda: ctl, _load, "r1", timeout_s=BOUND_S),
+                                        2 * BOUND_S))
     assert ran and core.ready_slots() == ["blue"] and core.revision == 4 and reports == ["r1"]
 
 
@@ -362,7 +366,7 @@ def test_timeouts_that_do_not_nest_are_refused(serving, field):
 
 def test_predictions_reach_the_monitor_and_are_dropped_without_one():
     recorded: list[Any] = []
-    backend, lookups = _backend({MONITOR_NAME: FakeActor(hang, record=lambda rows: recorded.append(rows))})
+    backend, _ = _backend({MONITOR_NAME: FakeActor(hang, record=lambda rows: recorded.append(rows))}, **ANSWERS)
     backend._prediction_log = [("e1", 1, "blue", 0.5, 1.0)]
     asyncio.run(backend.flush_predictions())
     assert recorded == [[("e1", 1, "blue", 0.5, 1.0)]] and backend._prediction_log == []
