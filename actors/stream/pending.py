@@ -116,10 +116,14 @@ class PendingRows:
         newest = np.full(len(ids), -1, np.int64)
         if not len(ids):
             return newest
+        order = np.argsort(ids, kind="stable")  # searches in sorted order walk each chunk front to back
+        ordered = ids[order]
+        found = np.full(len(ids), -1, np.int64)
         for c_ids, c_rows in self._chunks:  # older chunks hold older rows: a later hit is newer
-            j = np.maximum(np.searchsorted(c_ids, ids, side="right") - 1, 0)
-            hit = c_ids[j] == ids
-            newest = np.where(hit, c_rows[j], newest)
+            j = np.maximum(np.searchsorted(c_ids, ordered, side="right") - 1, 0)
+            hit = c_ids[j] == ordered
+            found = np.where(hit, c_rows[j], found)
+        newest[order] = found
         ok = newest >= 0
         ok[ok] = self._cols["indexed"][newest[ok]]
         return np.where(ok, newest, -1)

@@ -144,9 +144,12 @@ def build(keys: np.ndarray, times: np.ndarray, values: np.ndarray) -> Run:
     if ((keys[1:] > keys[:-1]) | (~step & (times[1:] >= times[:-1]))).all():  # sorted already (a snapshot): O(n)
         rank = np.concatenate([[0], np.cumsum(step)]) if len(keys) else np.zeros(0, np.int64)
         return _from_sorted(keys[np.concatenate([[True], step])] if len(keys) else keys, rank, times, values)
-    uk, rank = np.unique(keys, return_inverse=True)
-    order = stable_order(rank, times)
-    return _from_sorted(uk, rank[order], times[order], np.take(values, order, axis=0))
+    order = np.lexsort((times, keys))  # stable: rows of equal key and time keep their order
+    ordered = keys[order]
+    step = np.empty(len(ordered), dtype=bool)
+    step[0], step[1:] = True, ordered[1:] != ordered[:-1]
+    starts = np.append(np.flatnonzero(step), len(ordered)).astype(np.int64)
+    return Run(ordered[step], starts, times[order], np.take(values, order, axis=0))
 
 
 def _merged(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
