@@ -31,7 +31,10 @@ def pipe(request, tmp_path_factory):
         "registry": {"uri": str(root / "registry")},
         "checkpoints": {"uri": str(root / "ckpt")},
         "serving": {"port": 0, "replicas": 2, "isolated_slots": request.param == "isolated_slots"},
-        "rollout": {"steps": [10, 50, 100], "bake_s": 2.0, "min_requests": 10, "max_prediction_psi": 0.5},
+        # A step short of its 10 requests bakes again (up to 50 bakes) rather than failing closed: on a loaded
+        # machine the load loop may fall behind, and these tests judge the analysis, not the evidence rule.
+        "rollout": {"steps": [10, 50, 100], "bake_s": 2.0, "min_requests": 10, "evidence_bakes": 50,
+                    "max_prediction_psi": 0.5},
     })
     p = Pipeline.start(cfg)
     yield p
@@ -118,13 +121,13 @@ def test_first_version_goes_live_and_a_good_candidate_is_promoted(pipe, data):
     schema = pipe.cfg.features.schema_hash()
     v1 = data.register(pipe.registry, schema, seed=1)
     _rollout(pipe, version=v1)
-    assert wait_until(lambda: _finished(pipe), timeout_s=60)
+    assert wait_until(lambda: _finished(pipe), timeout_s=300)
     assert _traffic(pipe)["rollout"]["phase"] == "promoted"
     v2 = data.register(pipe.registry, schema, seed=2)
     load = RequestLoop(pipe.url, data.rows(), rate=60).start()
     try:
         _rollout(pipe, version=v2, reason="good candidate")
-        assert wait_until(lambda: _finished(pipe), timeout_s=90)
+        assert wait_until(lambda: _finished(pipe), timeout_s=300)
     finally:
         result = load.stop()
     t = _traffic(pipe)
@@ -144,7 +147,7 @@ def test_a_worse_candidate_is_rolled_back_with_the_reason_recorded(pipe, data):
     load = RequestLoop(pipe.url, data.rows(1), rate=60).start()
     try:
         _rollout(pipe, version=bad, reason="shuffled labels")
-        assert wait_until(lambda: _finished(pipe), timeout_s=90)
+        assert wait_until(lambda: _finished(pipe), timeout_s=300)
     finally:
         result = load.stop()
     t = _traffic(pipe)
@@ -160,7 +163,7 @@ def test_a_worse_candidate_is_rolled_back_with_the_reason_recorded(pipe, data):
 def test_weighted_split_sticky_keys_and_pinned_slot(pipe, data):
     r = httpx.put(f"{pipe.url}/traffic", json={"blue": 20, "green": 80}, headers=AUTH, timeout=60)
     assert r.status_code == 200, r.text
-    assert wait_until(lambda: _traffic(pipe)["weights"] == {"blue": 20, "green": 80}, timeout_s=10)
+    assert wait_until(lambda: _traffic(pipe)["weights"] == {"blue": 20, "green": 80}, timeout_s=300)
     time.sleep(1.5)  # every replica has taken the new weights
     seen = _split(pipe, 2000, data=data)
     assert abs(seen["blue"] / 2000 - 0.20) <= 0.04, seen
@@ -189,18 +192,18 @@ def test_killing_the_controller_and_a_router_replica_mid_canary_keeps_the_split(
     v = data.register(pipe.registry, pipe.cfg.features.schema_hash(), seed=5)
     _rollout(pipe, version=v, steps=[25, 100], bake_s=120, reason="long bake")
     assert wait_until(lambda: (_traffic(pipe).get("rollout") or {}).get("phase") == "baking"
-                      and 25 in _traffic(pipe)["weights"].values(), timeout_s=60)
+                      and 25 in _traffic(pipe)["weights"].values(), timeout_s=300)
     before = _traffic(pipe)
     ray.kill(pipe.controller, no_restart=False)
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#Router#" in a["name"]]
     assert replicas, "no Router replica found"
     ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
-    assert wait_until(lambda: _safe_traffic(pipe) is not None, timeout_s=60)
+    assert wait_until(lambda: _safe_traffic(pipe) is not None, timeout_s=300)
     after = _traffic(pipe)
     assert after["weights"] == before["weights"] and after["slots"] == before["slots"]
     assert after["rollout"]["phase"] == "baking" and after["rollout"]["version"] == v
     n_reporting = 2 * (3 if pipe.cfg.serving.isolated_slots else 1)  # routers, plus each slot's replicas
-    assert wait_until(lambda: len(_traffic(pipe)["replicas"]) == n_reporting, timeout_s=60)
+    assert wait_until(lambda: len(_traffic(pipe)["replicas"]) == n_reporting, timeout_s=300)
     time.sleep(1.5)
     seen = _split(pipe, 1000, data=data)
     cand = after["rollout"]["slot"]
@@ -260,10 +263,10 @@ def test_cli_traffic_commands_against_the_http_api(pipe, data):
     v = data.register(pipe.registry, pipe.cfg.features.schema_hash(), seed=8)
     started = run("rollout", "start", "--version", str(v), "--steps", "20,100", "--bake", "1m")
     assert started.returncode == 0 and f"v{v}" in started.stdout, started.stdout
-    assert wait_until(lambda: (_traffic(pipe).get("rollout") or {}).get("phase") == "baking", timeout_s=60)
+    assert wait_until(lambda: (_traffic(pipe).get("rollout") or {}).get("phase") == "baking", timeout_s=300)
     promoted = run("rollout", "promote")
     assert promoted.returncode == 0, promoted.stdout
-    assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "promoted", timeout_s=30)
+    assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "promoted", timeout_s=300)
     assert pipe.registry.aliases()["live"] == v
     back = run("rollback", "--reason", "cli test")
     assert back.returncode == 0, back.stdout
@@ -277,7 +280,7 @@ def test_a_version_with_another_feature_list_is_refused_with_the_mismatch_named(
     bad = Data(names).register(pipe.registry, pipe.cfg.features.schema_hash(), seed=11)
     live = pipe.registry.aliases()["live"]
     _rollout(pipe, version=bad, reason="wrong features")
-    assert wait_until(lambda: _finished(pipe), timeout_s=30)
+    assert wait_until(lambda: _finished(pipe), timeout_s=300)
     r = _traffic(pipe)["rollout"]
     assert r["phase"] == "rolled_back" and "surprise" in r["outcome"] and "feature list" in r["outcome"], r
     assert pipe.registry.aliases()["live"] == live
@@ -289,11 +292,11 @@ def test_a_paused_step_waits_for_approval(pipe, data):
     try:
         load = RequestLoop(pipe.url, data.rows(3), rate=60).start()
         _rollout(pipe, version=v, steps=[50, 100], bake_s=1.0)
-        assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "paused", timeout_s=60)
+        assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "paused", timeout_s=300)
         time.sleep(2.0)
         assert _traffic(pipe)["rollout"]["phase"] == "paused"  # it waits
         assert httpx.post(f"{pipe.url}/rollout/promote", headers=AUTH, timeout=60).status_code == 200
-        assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "promoted", timeout_s=30)
+        assert wait_until(lambda: _traffic(pipe)["rollout"]["phase"] == "promoted", timeout_s=300)
         assert load.stop()["failed"] == 0
     finally:
         ray.get(pipe.controller.configure.remote({"pause_before": []}))
