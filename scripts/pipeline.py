@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 from ray import serve
 
 from streamfit.config import Config
@@ -149,8 +149,10 @@ class Pipeline:
             port = cfg.serving.port or free_port()
             if deploy_serve:
                 # On a loaded node Serve's controller may replace a proxy that was slow to become healthy
-                # while serve.run waits on it; that is transient: deploy again.
-                retrying(_deploy, cfg, registry_uri, port, on=(RayActorError,), attempts=3, first_wait_s=1.0)
+                # while serve.run waits on it, or serve.start gives up on the proxy after Ray's fixed 60 s;
+                # both are transient: deploy again.
+                retrying(_deploy, cfg, registry_uri, port, on=(RayActorError, GetTimeoutError), attempts=3,
+                         first_wait_s=1.0)
             ray.get(controller.status.remote())
         except BaseException:
             if address is None:

@@ -79,7 +79,7 @@ def _feed(p: Pipeline, frames: list[pd.DataFrame]) -> None:
     ray.get(p.coordinator.run.remote(None), timeout=300)
     # The coordinator sends labelled rows to the monitor without waiting: wait until all arrived.
     sent = ray.get(p.coordinator.stats.remote())["training_rows"]
-    assert wait_until(lambda: ray.get(p.monitor.rows_observed.remote()) >= sent, timeout_s=60), sent
+    assert wait_until(lambda: ray.get(p.monitor.rows_observed.remote()) >= sent, timeout_s=300), sent
 
 
 def test_each_injected_fault_moves_its_own_figure_and_the_alarm_refits(pipe):
@@ -88,8 +88,8 @@ def test_each_injected_fault_moves_its_own_figure_and_the_alarm_refits(pipe):
     _feed(pipe, frames[:8])
     out = ray.get(pipe.trainer.request_refit.remote("first model"))
     assert out["version"] == 1
-    assert wait_until(lambda: pipe.registry.aliases().get("live") == 1, timeout_s=60)
-    assert wait_until(lambda: ray.get(pipe.monitor.drift.remote())["version"] == 1, timeout_s=60)  # it follows v1
+    assert wait_until(lambda: pipe.registry.aliases().get("live") == 1, timeout_s=300)
+    assert wait_until(lambda: ray.get(pipe.monitor.drift.remote())["version"] == 1, timeout_s=300)  # it follows v1
     _feed(pipe, frames[8:12])  # clean rows measured against v1's reference
     base = _figures(pipe)
     assert base["accuracy"] is not None and base["accuracy"] > 0.75
@@ -111,14 +111,16 @@ def test_each_injected_fault_moves_its_own_figure_and_the_alarm_refits(pipe):
     refits_before = len(ray.get(pipe.trainer.stats.remote())["refits"])
 
     _feed(pipe, _phase(frames[22:28], "shift"))
-    assert wait_until(lambda: ray.get(pipe.monitor.stats.remote())["refit_requests"], timeout_s=30), \
+    assert wait_until(lambda: ray.get(pipe.monitor.stats.remote())["refit_requests"], timeout_s=300), \
         ray.get(pipe.monitor.stats.remote())["last_error"]
     shift = ray.get(pipe.monitor.stats.remote())
     alarm = shift["refit_requests"][0]["alarm"]
     assert alarm.startswith("x1"), alarm  # the shifted feature raised the alarm …
     assert _rejects(_figures(pipe)) == _rejects(bad)  # … rejects did not move
+    # The refit the alarm asked for runs on the trainer: wait for its record, however slow a loaded machine is.
+    assert wait_until(lambda: len(ray.get(pipe.trainer.stats.remote())["refits"]) > refits_before, timeout_s=300)
     refits = ray.get(pipe.trainer.stats.remote())["refits"]
-    assert len(refits) > refits_before and refits[-1]["reason"] == "drift"  # the alarm triggered a refit
+    assert refits[-1]["reason"] == "drift"  # the alarm triggered a refit
 
 
 def test_prometheus_scrape_has_streamfit_metrics_with_tags(pipe):
@@ -133,7 +135,7 @@ def test_prometheus_scrape_has_streamfit_metrics_with_tags(pipe):
 
     wanted = ("streamfit_rows_rejected", "streamfit_feature_psi", "streamfit_live_accuracy",
               "streamfit_traffic_weight_percent", "streamfit_skew_rows_compared", "streamfit_skew_share")
-    assert wait_until(lambda: all(any(w in n for n in families()) for w in wanted), timeout_s=60), \
+    assert wait_until(lambda: all(any(w in n for n in families()) for w in wanted), timeout_s=300), \
         sorted(n for n in families() if "streamfit" in n)
     fams = families()
 
@@ -163,7 +165,7 @@ def _chromium(*args: str, tmp) -> subprocess.CompletedProcess:
 
 def test_status_page_in_headless_chromium(pipe, tmp_path):
     httpx.put(f"{pipe.url}/traffic", json={"shadow_share": 0.0}, timeout=60)  # a harmless read-write check
-    assert wait_until(lambda: len(ray.get(pipe.monitor.timeseries.remote())) >= 5, timeout_s=30)
+    assert wait_until(lambda: len(ray.get(pipe.monitor.timeseries.remote())) >= 5, timeout_s=300)
     url = f"{pipe.url}/"
     dom = _chromium("--dump-dom", url, tmp=tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]

@@ -39,6 +39,7 @@ from test_ingest_recovery import RowSink, _assert_same_state
 from streamfit.config import Config, config_from_dict
 from streamfit.errors import ConfigError
 from streamfit.registry import Registry
+from streamfit.retry import retrying
 from streamfit.schema import shard_of
 from streamfit.actors.stream.checkpoint import CheckpointStore
 from streamfit.names import shard_name
@@ -248,7 +249,9 @@ def test_worker_node_removed_mid_stream_shards_recover_on_other_nodes_and_servin
     ray.get(controller.status.remote())
     # One proxy, on the head: every node of this cluster has the same IP, so proxies on the workers would
     # all want the same port.
-    serve.start(proxy_location="HeadOnly", http_options={"host": cfg.serving.host, "port": mn.port})
+    # serve.start waits a fixed 60 s for the proxy; a loaded machine can miss it, and asking again is safe.
+    retrying(serve.start, proxy_location="HeadOnly", http_options={"host": cfg.serving.host, "port": mn.port},
+             on=(ray.exceptions.GetTimeoutError,), attempts=4, first_wait_s=1.0)
     serve.run(build_router(cfg, cfg.registry.uri, NAMESPACE), name=APP_NAME, route_prefix="/")
     data = Data(cfg.features.feature_names())
     v1 = data.register(Registry(cfg.registry.uri), cfg.features.schema_hash(), seed=1)
