@@ -3,6 +3,8 @@ rows, the policy state and the counters it had, and refits where a trainer that 
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 import ray
@@ -49,8 +51,14 @@ def test_a_killed_trainer_comes_back_with_its_window_and_policy_state(tmp_path):
         except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             return None  # still restarting
 
-    assert wait_until(lambda: answer() is not None, timeout_s=120)
-    stats = answer()
+    seen: list = []
+
+    def restarted() -> bool:  # the kill is asynchronous: the old instance may answer first
+        seen.append(answer())
+        return seen[-1] is not None and seen[-1]["row_log"]["resumed"]["state"]
+
+    assert wait_until(restarted, timeout_s=120)
+    stats = seen[-1]
     assert stats["row_log"]["resumed"] == {"rows": 1500, "state": True}
     pd.testing.assert_frame_equal(ray.get(trainer.window.remote()), never.window())
     want = never.stats()
@@ -73,7 +81,7 @@ def test_a_killed_monitor_comes_back_with_its_reference_window_and_alarm(tmp_pat
 
     cfg = {"window_rows": 1000, "min_rows": 200, "psi_alarm": 0.5, "alarm_triggers_refit": False}
     reg = Registry(str(tmp_path / "registry"))
-    trained = TrainerCore(CFG, ["x0", "x1"], reg)
+    trained = TrainerCore(TrainerConfig(**OFF), ["x0", "x1"], reg)
     frame = pd.concat([f for f, _ in batches()[:5]], ignore_index=True).assign(event_time=lambda d: d.index * 1.0)
     trained.add_rows(frame)
     assert trained.request_refit("first") == 1
@@ -85,7 +93,7 @@ def test_a_killed_monitor_comes_back_with_its_reference_window_and_alarm(tmp_pat
     ray.get(monitor.sample.remote())  # a sample saves the state
     before = ray.get(monitor.drift.remote())
     assert before["alarm"] and before["version"] == 1 and ray.get(monitor.saved_state.remote())["writes"] == 1
-
+    pid = ray.get(monitor.__ray_call__.remote(lambda self: os.getpid()))
     ray.kill(monitor, no_restart=False)
 
     def answer():
@@ -94,6 +102,12 @@ def test_a_killed_monitor_comes_back_with_its_reference_window_and_alarm(tmp_pat
         except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             return None
 
-    assert wait_until(lambda: answer() is not None, timeout_s=120)
+    def restarted() -> bool:  # the kill is asynchronous: the old instance may answer first
+        try:
+            return ray.get(monitor.__ray_call__.remote(lambda self: os.getpid()), timeout=60) != pid
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return False
+
+    assert wait_until(restarted, timeout_s=120)
     assert answer() == before
     ray.kill(monitor)
