@@ -9,7 +9,7 @@ never gets one; a caller without a scope changes nothing that scope guards, read
 split, slot versions and rollout (``/traffic``), the registry's aliases, versions and audit log, the rows
 the ingest buffer accepted, the trainer's refit attempts, and the predictions logged for live accuracy.
 
-Deterministic (``derandomize``, no example database) and bounded: ``FUZZ_EXAMPLES`` (default 25) examples
+Deterministic (``derandomize``, no example database) and bounded: ``FUZZ_EXAMPLES`` (default 50) examples
 per operation and token.
 """
 
@@ -40,13 +40,14 @@ from streamfit.scripts.pipeline import Pipeline, wait_until
 
 TOKENS = {"read": "fuzz-read-token", "ingest": "fuzz-ingest-token", "admin": "fuzz-admin-token"}
 RANK = {None: -1, "open": -1, "read": 0, "ingest": 1, "admin": 2}
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 PIN, ROUTING = "X-Streamfit-Slot", "X-Routing-Key"
 NOW = float(int(time.time()))  # event times near the processing clock (older or newer are rejected)
 
 # The scope each operation needs ("open": none); /predict's depends on its body and the pin header.
 ENDPOINTS = {
-    ("POST", "/predict"): None, ("GET", "/"): "read", ("GET", "/healthz"): "open", ("GET", "/models"): "read",
+    ("POST", "/predict"): None, ("GET", "/"): "read", ("GET", "/healthz"): "open", ("GET", "/readyz"): "open",
+    ("GET", "/models"): "read",
     ("GET", "/traffic"): "read", ("GET", "/monitor"): "read", ("GET", "/features/{entity}"): "read",
     ("POST", "/ingest"): "ingest", ("PUT", "/traffic"): "admin", ("POST", "/rollout"): "admin",
     ("POST", "/rollout/promote"): "admin", ("POST", "/rollout/abort"): "admin", ("POST", "/rollback"): "admin",
@@ -250,7 +251,7 @@ def _check(who: str | None, needed: str, r: requests.Response, what: str) -> Non
 def _strategies(op: Any, path: str) -> list[st.SearchStrategy]:
     """schemathesis' cases for ``op``: schema-valid and schema-violating."""
     modes = [op.as_strategy(generation_mode=GenerationMode.POSITIVE)]
-    if path != "/healthz":  # nothing there to get wrong: no body, parameter or token
+    if ENDPOINTS[op.method.upper(), path] != "open":  # the probes have no body, parameter or token to get wrong
         modes.append(op.as_strategy(generation_mode=GenerationMode.NEGATIVE))
     return modes
 
