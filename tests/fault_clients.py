@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-GIVE_UP_S = 900.0  # a batch never acknowledged within this long is recorded as given up
+GIVE_UP_S = 300.0  # a batch never acknowledged within this long is recorded as given up
 MAX_BACKOFF_S = 2.0
 
 
@@ -35,6 +35,7 @@ class _Client(threading.Thread):
         self.unexpected: list[str] = []  # answers a client must never get (or transport errors)
         self.refusals = 0  # answers other than 200 (any), to wait on a fault biting
         self.ok = 0
+        self.phase = "start"  # what the test is doing now: named in each unexpected answer
         self.lock = threading.Lock()
         self._stop_asked = threading.Event()
 
@@ -55,7 +56,7 @@ class _Client(threading.Thread):
         except httpx.HTTPError as err:
             with self.lock:
                 self.refusals += 1
-                self.unexpected.append(f"{path}: transport error {type(err).__name__}: {err}")
+                self.unexpected.append(f"[{self.phase}] {path}: transport error {type(err).__name__}: {err}")
             time.sleep(0.5)
             return None
         with self.lock:
@@ -66,7 +67,7 @@ class _Client(threading.Thread):
             self.refusals += 1
             retry_after = r.headers.get("Retry-After")
             if r.status_code not in (429, 503) or retry_after is None:
-                self.unexpected.append(f"{path}: {r.status_code} (Retry-After {retry_after}) {r.text[:300]}")
+                self.unexpected.append(f"[{self.phase}] {path}: {r.status_code} (Retry-After {retry_after}) {r.text[:300]}")
         time.sleep(min(float(retry_after), MAX_BACKOFF_S) if retry_after else 0.5)  # a client backing off
         return r
 
@@ -106,7 +107,7 @@ class IngestClient(_Client):
             rejected = {x["index"] for x in out["rejected"]}
             with self.lock:
                 if rejected or out["accepted"] + out["duplicates"] != len(events):
-                    self.unexpected.append(f"/ingest: 200 that does not acknowledge the whole batch: {out}")
+                    self.unexpected.append(f"[{self.phase}] /ingest: 200 that does not acknowledge the whole batch: {out}")
                 self.duplicates += out["duplicates"]
                 for k, e in enumerate(events):
                     if k not in rejected:

@@ -37,7 +37,8 @@ from streamfit.scripts.pipeline import Pipeline, wait_until
 TOKEN = "fault-test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BOUND_S = 240.0  # how long an actor may take to answer again on a loaded 2-core machine
-CONFIG = {"stream": {"source": "http", "http": {"batch_size": 200}}, "serving": {"port": 0},
+# The HTTP source's default batch size: the coordinator reads what has arrived, so its batches are partial.
+CONFIG = {"stream": {"source": "http"}, "serving": {"port": 0},
           "shards": {"num_shards": 2, "num_cpus": 0}}
 OPERATOR_SPLITS = ({"blue": 80, "green": 20}, {"blue": 30, "green": 70})  # the last one must stand at the end
 
@@ -48,33 +49,76 @@ def _events(first: int, n: int, t0: float) -> pd.DataFrame:
                          "event_time": [t0 + i * 0.01 for i in ids], "x0": 1.0, "x1": 0.0, "x2": 0.0})
 
 
+class Yielding:
+    """A shard port whose answers come a moment later, as over Ray: a loop of calls can then be timed out."""
+
+    def __init__(self, shard: LocalShard) -> None:
+        self.shard = shard
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.shard, name)
+
+        async def later(*args: Any) -> Any:
+            await asyncio.sleep(0.001)
+            return await call(*args)
+
+        return later
+
+
+class Plane:
+    """An ingest log, two shards that outlive the coordinator, and coordinators made over them (no Ray)."""
+
+    def __init__(self, root: str) -> None:
+        self.root, self.log = root, IngestLog(f"{root}/ingest")
+        self.shards = [Yielding(LocalShard(FeatureShard(FeaturesConfig(), i), CheckpointStore(root))) for i in range(2)]
+
+    def coordinator(self) -> Coordinator:
+        """A coordinator as a (re)started actor builds it: resuming from the last checkpoint, if any."""
+        return Coordinator(HttpSource(self.log, 100), self.shards, None, lateness_s=5.0, max_in_flight=0,
+                           store=CheckpointStore(self.root))
+
+    async def checkpointed_then(self, *appends: int) -> None:
+        """30 rows checkpointed as batch 1, then one batch applied per append of that many rows."""
+        first = self.coordinator()
+        self.log.append(_events(0, 30, 1e9))
+        await first.step()
+        await first.checkpoint()
+        for n in appends:
+            self.log.append(_events(self.log.stats()["next_position"], n, 1e9))
+            await first.step()
+
+
 def test_a_coordinator_restarted_over_http_ingest_applies_every_acknowledged_row(tmp_path):
     """No Ray: the coordinator restarts from its checkpoint while the shards keep the batches they applied
     after it. The HTTP source's batches are whatever the log holds at each read, so batch 2 re-read after the
     restart holds more rows than the batch 2 the shards applied; they skip it by its id, and its extra rows
     are never applied."""
-    cfg, root = FeaturesConfig(), str(tmp_path)
-    log = IngestLog(f"{root}/ingest")
-    shards = [LocalShard(FeatureShard(cfg, i), CheckpointStore(root)) for i in range(2)]
-
-    def coordinator() -> Coordinator:
-        return Coordinator(HttpSource(log, 100), shards, None, lateness_s=5.0, max_in_flight=0,
-                           store=CheckpointStore(root))
+    plane = Plane(str(tmp_path))
 
     async def scenario() -> int:
-        first = coordinator()
-        log.append(_events(0, 30, 1e9))
-        await first.step()
-        await first.checkpoint()  # batch 1 = rows [0, 30)
-        log.append(_events(30, 30, 1e9))
-        await first.step()  # batch 2 = rows [30, 60), applied by the shards after the checkpoint
-        log.append(_events(60, 30, 1e9))  # acknowledged, not read yet
-        restarted = coordinator()  # resumes at batch 1, position 30
-        while restarted.position < log.stats()["next_position"]:
+        await plane.checkpointed_then(30)  # batch 2 = rows [30, 60), applied after the checkpoint
+        plane.log.append(_events(60, 30, 1e9))  # acknowledged, not read yet
+        restarted = plane.coordinator()  # resumes at batch 1, position 30
+        while restarted.position < plane.log.stats()["next_position"]:
             await restarted.step()
-        return sum(s.shard.stats()["events"] for s in shards)
+        return sum(s.shard.shard.stats()["events"] for s in plane.shards)
 
     assert asyncio.run(scenario()) == 90
+
+
+def test_a_restarted_coordinator_checkpoints_while_its_shards_are_ahead_of_it(tmp_path):
+    """No Ray: the shards applied batches 2 and 3 after the checkpoint; the restarted coordinator re-reads both
+    as one batch 2, and its next checkpoint asks them for a snapshot at batch 2. They answer None (they are at
+    3), ``_recover`` has nothing after 3 to send, and the checkpoint asks again, forever: the stream stops."""
+    plane = Plane(str(tmp_path))
+
+    async def scenario() -> None:
+        await plane.checkpointed_then(10, 10)
+        restarted = plane.coordinator()
+        await restarted.step()  # rows [30, 50) as batch 2
+        await asyncio.wait_for(restarted.checkpoint(), 60)  # ms when it works; never when it loops
+
+    asyncio.run(scenario())
 
 
 # -- the scenario on Ray ------------------------------------------------------------------------------
@@ -143,15 +187,23 @@ class Scenario:
         ok = wait_until(lambda: self.ingest.n_acked() >= acked + 2 * self.ingest.batch and self.scoring.ok > scored,
                         timeout_s=BOUND_S)
         assert ok, f"after {what}: acknowledged {self.ingest.n_acked()} (was {acked}), scored {self.scoring.ok}"
+        self.phase(f"after {what}")
 
-    def kill(self, what: str, actor: Any, back: Callable[[], bool]) -> None:
+    def phase(self, what: str) -> None:
+        """Name what happens now in whatever the clients record."""
+        self.ingest.phase = self.scoring.phase = what
+
+    def kill(self, what: str, actor: Any, back: Callable[[], bool], seen: Callable[[], Any] = lambda: None) -> None:
         """Kill ``actor`` (Ray restarts it), wait until ``back()`` holds and both clients make progress."""
+        self.phase(f"killing the {what}")
         ray.kill(actor, no_restart=False)
-        assert wait_until(lambda: _holds(back), timeout_s=BOUND_S, interval_s=0.5), f"the {what} did not come back"
+        ok = wait_until(lambda: _holds(back), timeout_s=BOUND_S, interval_s=0.5)
+        assert ok, f"the {what} did not come back: {seen()}; notes {self.notes}"
         self.progress(f"killing the {what}")
 
     def storage_fault(self, what: str, directory: str, bit: Callable[[], bool]) -> None:
         """Break ``directory`` until the fault has visibly failed a write (``bit``), then heal it."""
+        self.phase(f"{what} storage fault")
         with BrokenDirectory(directory):
             self.notes[f"fault:{what}"] = wait_until(bit, timeout_s=BOUND_S, interval_s=0.2)
         assert self.notes[f"fault:{what}"], f"the {what} storage fault never failed a write"
@@ -182,9 +234,19 @@ def _run(s: Scenario) -> None:
 
     assert wait_until(past_checkpoint, timeout_s=BOUND_S, interval_s=0.05)
     at_kill = s.coordinator()
-    s.notes["coordinator_at_kill"] = {k: at_kill[k] for k in ("position", "batch_id")}
-    s.kill("coordinator", p.coordinator,
-           lambda: (c := s.coordinator())["running"] and c["position"] > at_kill["position"])
+    s.notes["coordinator_at_kill"] = {**{k: at_kill[k] for k in ("position", "batch_id")},
+                                      "checkpoint": s.ckpt.latest_manifest()}
+    checkpoint = s.notes["coordinator_at_kill"]["checkpoint"]["checkpoint_id"]
+
+    def coordinator_back() -> bool:  # reading on past the kill, and checkpointing again
+        coord, manifest = s.coordinator(), s.ckpt.latest_manifest()
+        return coord["running"] and coord["position"] > at_kill["position"] and manifest["checkpoint_id"] > checkpoint
+
+    s.kill("coordinator", p.coordinator, coordinator_back,
+           lambda: {"coordinator": {k: s.coordinator().get(k) for k in ("position", "batch_id", "checkpoints",
+                                                                       "shard_recoveries", "running")},
+                    "shards_applied": [ray.get(x.stats.remote(), timeout=30)["last_batch_id"] for x in p.shards],
+                    "manifest": s.ckpt.latest_manifest()})
     failed = s.coordinator().get("checkpoint_failures", 0)
     s.storage_fault("checkpoints", f"{p.cfg.checkpoints.uri}/tmp",
                     lambda: s.coordinator().get("checkpoint_failures", 0) > failed)
@@ -196,6 +258,7 @@ def _run(s: Scenario) -> None:
     s.kill("monitor", p.monitor, lambda: ray.get(p.monitor.stats.remote(), timeout=30) is not None)
     _put_split(p, OPERATOR_SPLITS[-1])
     s.kill("controller", p.controller, lambda: _traffic(p) is not None)
+    s.phase("drain")
     s.ingest.stop()
     s.scoring.stop()
     assert wait_until(s.drained, timeout_s=BOUND_S, interval_s=0.5), s.notes["drain"]
@@ -267,8 +330,8 @@ def test_the_split_is_the_operators_last_command(scenario):
 
 
 def test_clients_got_only_success_or_503_with_retry_after(scenario):
-    assert scenario.ingest.unexpected == [], scenario.ingest.statuses
-    assert scenario.scoring.unexpected == [], scenario.scoring.statuses
+    for client in (scenario.ingest, scenario.scoring):
+        assert client.unexpected == [], f"{dict(client.statuses)}: " + "\n".join(client.unexpected)
 
 
 def _brief(s: Scenario) -> dict[str, Any]:
