@@ -136,13 +136,18 @@ class Pipeline:
             controller = RolloutControllerActor.options(
                 name=CONTROLLER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", resources=ON_HEAD
             ).remote(registry_uri, cfg.serving.flip_timeout_s, cfg.rollout.model_dump())
+            # The trainer's window and policy, and the monitor's reference, live beside the checkpoints: a
+            # restarted actor (or run) resumes from them; with checkpoints off they start empty.
+            state_root = cfg.checkpoints.uri.rstrip("/") if cfg.checkpoints.enabled else None
             monitor = MonitorActor.options(name=MONITOR_NAME, namespace=NAMESPACE, get_if_exists=True,
                                            resources=ON_HEAD).remote(
-                cfg.monitor.model_dump(), registry_uri, cfg.features.feature_names(), [f.name for f in cfg.features.fields])
+                cfg.monitor.model_dump(), registry_uri, cfg.features.feature_names(), [f.name for f in cfg.features.fields],
+                state_uri=f"{state_root}/monitor" if state_root else None)
             trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus,
                                            resources=ON_HEAD).remote(
                 cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,
-                cfg.features.schema_hash(), f"{cfg.checkpoints.uri.rstrip('/')}/ray-train"
+                cfg.features.schema_hash(), f"{cfg.checkpoints.uri.rstrip('/')}/ray-train",
+                state_uri=f"{state_root}/trainer" if state_root else None,
             )
             shards, coordinator = start_data_plane(cfg, trainer, monitor)
             monitor.attach.remote(coordinator=coordinator, controller=controller, trainer=trainer)

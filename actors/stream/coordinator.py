@@ -6,8 +6,9 @@ whose calls return ``ObjectRef``s, which the coordinator awaits.
 Survives a restart (Ray restarts it, and retries the ``run`` call that was in progress): the
 source position, batch id and watermark of the last checkpoint, from which it resumes; the
 shards skip the batches they had applied after it. Counters start again from zero; training
-rows of batches re-sent after the checkpoint may reach the trainer a second time (the shards
-answer them from their result cache), and a source set with ``set_source`` is not set again.
+rows of batches re-sent after the checkpoint reach the trainer a second time (the shards answer
+them from their result cache) and the trainer skips them by event id (its ``duplicate_rows``);
+a source set with ``set_source`` is not set again.
 
 Example:
     >>> class Handle:  # stands in for an actor handle
