@@ -608,6 +608,37 @@ CASES: list[Case] = [
 ]
 
 
+from streamfit.dictionaries import CategoryDictionary, LabelDictionary  # noqa: E402
+
+
+def label_inputs() -> list[list[Any]]:
+    return [[f"c{(3 * i + j) % (2 + i // 3)}" for j in range(4)] + [i % 7, None, 2.0] for i in range(24)]
+
+
+def label_feed(d: LabelDictionary, labels: list[Any]) -> Any:
+    new = d.extend(labels)
+    return new, *d.encode(labels)
+
+
+def category_inputs() -> list[pd.DataFrame]:
+    values = ["de", "fr", "it", None, "es"]
+    return [pd.DataFrame({"country": [values[(i + j) % 5] for j in range(6)],
+                          "device": [["ios", "web", "tv"][(i * j) % 3] for j in range(6)]}) for i in range(20)]
+
+
+def category_feed(d: CategoryDictionary, frame: pd.DataFrame) -> Any:
+    out = d.encode(frame)
+    return [out[f].cat.codes.to_numpy() for f in d.fields], dict(d.unseen)
+
+
+CASES += [
+    Case("LabelDictionary", LabelDictionary, label_inputs, label_feed,
+         lambda a, b: assert_same(a.snapshot(), b.snapshot(), "label dictionary")),
+    Case("CategoryDictionary", lambda: CategoryDictionary({"country": ["de", "fr"], "device": ["ios", "web"]}),
+         category_inputs, category_feed, lambda a, b: assert_same(a.snapshot(), b.snapshot(), "category dictionary")),
+]
+
+
 # == the checks ===================================================================================
 
 def check_resume(case: Case, cut: float, round_trip: RoundTrip | None = None, tmp: Path | None = None,
