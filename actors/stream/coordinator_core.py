@@ -85,6 +85,9 @@ class ShardPort(Protocol):
     def stats(self) -> Awaitable[dict[str, Any]]:
         """Counters, with ``last_batch_id``."""
 
+    def rewind(self, batch_id: int) -> Awaitable[bool]:
+        """Back to the latest checkpoint (at ``batch_id``) if batches after it were applied."""
+
 
 class TrainerPort(Protocol):
     """Where training rows go; one call at a time is in flight (``TrainerFeed``)."""
@@ -130,6 +133,7 @@ class Coordinator:
             self.batch_id = 0
             self.checkpoint_id = 0
         self.resumed_from = manifest
+        self._rewind_due = manifest is not None  # shards may have applied batches after it: see _rewind
         if isinstance(self.position, dict):  # partitioned source (Kafka): one clock per partition
             self.watermark.expect(self.position)
         self.log = ReplayLog(replay_max_bytes if store is None else None)  # a checkpoint truncates it
@@ -189,6 +193,8 @@ class Coordinator:
     async def step(self) -> int:
         """Read one batch, dispatch it, forward the rows collected, checkpoint when due; the events read
         (counted only when pacing needs them)."""
+        if self._rewind_due:
+            await self._rewind()
         df, next_position = await self._io(self.source.read, self.position)
         events = 0
         if len(df):
@@ -290,6 +296,13 @@ class Coordinator:
                 return
             upto = restarted
 
+    async def _rewind(self) -> None:
+        """Resumed from a checkpoint: shards that applied later batches go back to it before anything is sent,
+        since the re-read source may cut those batches differently (a grown HTTP log or Kafka partition)."""
+        for shard in self.shards:
+            self.counters["shards_rewound"] += int(bool(await shard.rewind(self.batch_id)))
+        self._rewind_due = False
+
     async def _drain(self) -> None:
         for i in range(len(self.shards)):
             while self.in_flight[i]:
@@ -309,6 +322,8 @@ class Coordinator:
                     break
                 # The shard restarted since we drained it: bring it back to ``bid`` first.
                 applied = (await shard.stats())["last_batch_id"]
+                if applied > bid:  # never true after _rewind; asking again would loop forever
+                    raise CheckpointError(f"shard {i} is at batch {applied}, past the coordinator's {bid}")
                 await self._recover(i, applied)
         self.store.write_manifest(cid, batch_id=bid, position=self.position, num_shards=len(self.shards),
                                   extra={"max_event_times": self.watermark.snapshot()["max_times"]})

@@ -36,7 +36,7 @@ from streamfit.actors.stream.coordinator_core import Coordinator, Ready
 from streamfit.actors.stream.feature_shard import FeatureShard, ShardResult
 from streamfit.actors.stream.lookup import LookupResult
 from streamfit.actors.stream.partition import EventTimeGuard
-from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint, write_shard_checkpoint
+from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint, rewind_shard, write_shard_checkpoint
 from streamfit.actors.stream.sources import Position, Source
 
 RowsCallback = Callable[[pd.DataFrame, float], Any]  # (training rows, stream clock when they completed)
@@ -63,6 +63,10 @@ class LocalShard:
     def stats(self) -> Ready:
         """The shard's counters."""
         return Ready(self.shard.stats())
+
+    def rewind(self, batch_id: int) -> Ready:
+        """Back to the checkpoint at ``batch_id`` if batches after it were applied (``rewind_shard``)."""
+        return Ready(rewind_shard(self.store, self.shard, batch_id))
 
 
 class _RowsPort:

@@ -11,7 +11,7 @@ rows a shard never takes age out of its log first.
 Example:
     >>> import tempfile
     >>> from streamfit.config import FeaturesConfig
-    >>> from streamfit.actors.stream.checkpoint import CheckpointStore
+    >>> from streamfit.actors.stream.checkpoint import CheckpointError, CheckpointStore
     >>> from streamfit.actors.stream.feature_shard import FeatureShard
     >>> store, shard = CheckpointStore(tempfile.mkdtemp()), FeatureShard(FeaturesConfig())
     >>> shard.served.record(np.array([5], np.uint64), np.zeros((1, len(shard.feature_names))))
@@ -66,3 +66,22 @@ def load_shard_checkpoint(store: CheckpointStore, shard: FeatureShard, num_shard
                           "evicted": sum(p["evicted"] for p in parts)}
     shard.restore(snap)
     return True
+
+
+def rewind_shard(store: CheckpointStore | None, shard: FeatureShard, batch_id: int) -> bool:
+    """Bring a shard that applied batches after ``batch_id`` back to the latest complete checkpoint (taken at
+    ``batch_id``, the one a restarted coordinator resumes from); True if it was rewound.
+
+    A restarted coordinator re-reads its source from the checkpoint and numbers the batches again; a source
+    that grew meanwhile (HTTP, Kafka) cuts them differently, so a shard keeping the batches it applied under
+    the old numbering would skip rows of the new ones. Rewinding first makes the re-read the only truth.
+    """
+    if store is None or shard.last_batch_id <= batch_id:
+        return False
+    manifest = store.latest_manifest()
+    if manifest is None or manifest["batch_id"] != batch_id:
+        raise CheckpointError(f"shard {shard.shard_id} cannot rewind to batch {batch_id}: the latest checkpoint "
+                              f"is at batch {None if manifest is None else manifest['batch_id']}")
+    load_shard_checkpoint(store, shard, int(manifest.get("num_shards", 1)))
+    return True
+
