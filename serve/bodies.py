@@ -132,6 +132,8 @@ ECHO_DEPTH = 12  # an echoed input nested deeper is cut (a deeply nested body mu
 
 def json_safe(value: Any, depth: int = 0) -> Any:
     """Echoed inputs may hold inf/NaN (JSON has no such numbers): render those as strings; cut deep nesting."""
+    if isinstance(value, np.generic):  # a numpy scalar read back from a frame: JSON knows only Python's
+        value = value.item()
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
     if isinstance(value, (dict, list, tuple)) and depth >= ECHO_DEPTH:

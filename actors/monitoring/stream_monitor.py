@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import copy
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,8 @@ from streamfit.config import MonitorConfig
 from streamfit.psi import psi_against
 
 from streamfit.actors.monitoring.prediction_log import scores_by_version
+
+MAX_VERSIONS = 32  # versions whose outcomes on the stream are kept (as the prediction log keeps)
 
 
 def ks_distance(edges: list[float], values: np.ndarray) -> float:
@@ -57,7 +59,7 @@ class StreamMonitor:
         self.booster: Any = None
         self.reference: dict[str, list[float]] = {}
         self.reference_prediction: list[float] = []
-        self.outcomes: dict[int, deque[tuple[float, float]]] = {}
+        self.outcomes: OrderedDict[int, deque[tuple[float, float]]] = OrderedDict()  # newest-measured last
         self.alarm: str | None = None
 
     def set_live(self, version: int, booster: Any, meta: dict[str, Any]) -> None:
@@ -93,8 +95,8 @@ class StreamMonitor:
         bounds = np.cumsum([0, *snap["sizes"]])
         self.window = deque(frame.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds, bounds[1:]))
         self.window_rows = int(bounds[-1])
-        self.outcomes = {int(v): deque(map(tuple, np.asarray(out, dtype=float).reshape(-1, 2).tolist()),
-                                       maxlen=self.cfg.window_rows) for v, out in snap["outcomes"].items()}
+        self.outcomes = OrderedDict((int(v), deque(map(tuple, np.asarray(out, dtype=float).reshape(-1, 2).tolist()),
+                                                   maxlen=self.cfg.window_rows)) for v, out in snap["outcomes"].items())
 
     def observe(self, rows: pd.DataFrame) -> None:
         """Labelled rows (features as of each event, and the label)."""
@@ -108,6 +110,10 @@ class StreamMonitor:
             p = self._predict(rows)
             out = self.outcomes.setdefault(self.version, deque(maxlen=self.cfg.window_rows))
             out.extend(zip(p.tolist(), rows["label"].astype(float).tolist()))
+            # One entry per version ever live would grow without bound: keep the most recently measured ones.
+            self.outcomes.move_to_end(self.version)
+            while len(self.outcomes) > MAX_VERSIONS:
+                self.outcomes.popitem(last=False)
 
     def _predict(self, rows: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.booster.inplace_predict(rows[self.feature_names].to_numpy(dtype=float)), dtype=float)

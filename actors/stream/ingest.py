@@ -48,6 +48,7 @@ from streamfit.actors.stream.replay_log import frame_bytes
 
 LEGACY_COMMITTED = "committed.json"  # the committed position as written before commit markers held the ids
 MARKER = "committed-"  # committed-<position>.arrow: the ids remembered at that commit, positions in metadata
+WAL_WRITE_ATTEMPTS = 5  # tries of each write-ahead write, with exponential backoff (0.05 s, 0.1 s, …)
 
 log = logging.getLogger(__name__)
 BUFFER_BYTES, RETRY_AFTER_S = HttpSourceConfig().buffer_max_bytes, HttpSourceConfig().retry_after_s
@@ -141,7 +142,8 @@ class IngestLog:
         self.previous: int | None = None  # the commit before: its rows stay on disk for a fallback to it
         self.damaged: list[str] = []
         self.dedup = Dedup(dedup_capacity)
-        self.store = Storage(wal_uri, what="ingest log") if wal_uri else None
+        # A transient storage error is retried with backoff before the request sees it (then 503, never 500).
+        self.store = Storage(wal_uri, what="ingest log", write_attempts=WAL_WRITE_ATTEMPTS) if wal_uri else None
         if self.store is not None:
             self.store.ensure_dir(self.store.root)
             self._recover()

@@ -201,6 +201,7 @@ def make_source(cfg: Config) -> Source:
         # The coordinator owns the buffer (a named actor lives as long as a handle to it does);
         # its write-ahead log sits beside the checkpoints, so a restarted buffer resumes.
         wal = f"{cfg.checkpoints.uri}/ingest" if cfg.checkpoints.enabled else None
-        buffer = IngestBufferActor.options(name=INGEST_NAME, get_if_exists=True).remote(wal)
+        buffer = IngestBufferActor.options(name=INGEST_NAME, get_if_exists=True).remote(
+            wal, cfg.stream.http.buffer_max_bytes, cfg.stream.http.retry_after_s)
         return HttpSource(buffer, cfg.stream.http.batch_size)
     return SyntheticSource(cfg.stream, cfg.features)
