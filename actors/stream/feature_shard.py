@@ -373,20 +373,22 @@ class FeatureShardActor:
     def process(self, batch_id: int, df: pd.DataFrame, watermark: float, clock: float | None = None) -> ShardResult:
         return self.shard.process(batch_id, df, watermark, clock)
 
-    # Hundreds of calls a second under load: no task events (the GCS would record each one, at a CPU cost
-    # on this actor, the caller and the GCS, all shared with ingestion), so they are not in the task list.
+    # Hundreds of calls a second: no task events (each costs CPU here, in the caller and the GCS, beside ingest).
     @ray.method(concurrency_group=LOOKUPS, enable_task_events=False)
     def lookup(self, events: pd.DataFrame | EventArrays, record: bool = False) -> LookupResult:
         return self.shard.lookup(events, record)
 
     def checkpoint(self, checkpoint_id: int, batch_id: int) -> str | None:
-        """Write this shard's snapshot for checkpoint ``checkpoint_id`` if it has applied exactly up to
-        ``batch_id``; returns its path, or None when it has not (it restarted and needs a replay first)."""
+        """Write the snapshot as checkpoint ``checkpoint_id`` if exactly ``batch_id`` is applied (else None)."""
         from streamfit.actors.stream.shard_checkpoint import write_shard_checkpoint
-
         if self.shard.last_batch_id != batch_id:
             return None
         return write_shard_checkpoint(self.store, checkpoint_id, self.shard)
+
+    def rewind(self, batch_id: int) -> bool:
+        """Back to the latest checkpoint (at ``batch_id``) if later batches were applied: a restarted coordinator."""
+        from streamfit.actors.stream.shard_checkpoint import rewind_shard
+        return rewind_shard(self.store, self.shard, batch_id)
 
     def features(self, entity: str) -> dict[str, Any] | None:
         return self.shard.features(entity)
