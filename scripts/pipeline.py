@@ -22,7 +22,7 @@ from streamfit.actors.stream import CoordinatorActor, FeatureShardActor
 from streamfit.actors.monitoring import MonitorActor
 from streamfit.actors.rollout import RolloutControllerActor
 from streamfit.actors.training import TrainerActor
-from streamfit.serve.app import build_router
+from streamfit.serve.app import build_router, http_options
 
 # The planes' single actors (coordinator, trainer, controller, monitor) stay on the head node: a lost
 # worker node then takes only shards (which recover) and replicas (which Serve restarts) with it.
@@ -99,7 +99,7 @@ def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) 
 
 def _deploy(cfg: Config, registry_uri: str, port: int) -> None:
     """Start Serve's HTTP proxy and deploy the Router app."""
-    serve.start(http_options={"host": cfg.serving.host, "port": port})
+    serve.start(http_options=http_options(cfg.serving, port))
     serve.run(build_router(cfg, registry_uri, NAMESPACE), name=APP_NAME, route_prefix="/")
 
 

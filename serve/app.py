@@ -22,7 +22,7 @@ import numpy as np
 import ray
 from ray import serve
 
-from streamfit.config import AuthConfig, Config, FeaturesConfig, ServingConfig
+from streamfit.config import AuthConfig, Config, FeaturesConfig, HttpSourceConfig, ServingConfig
 from streamfit.registry import Registry
 from streamfit.names import CONTROLLER_NAME, SLOTS
 from streamfit.serve.api import build_api
@@ -42,8 +42,10 @@ class Router:
 
     async def __init__(self, registry_uri: str, features: dict[str, Any], serving: dict[str, Any], num_shards: int,
                        ingest: bool, controller_name: str, namespace: str, blue: Any = None,
-                       green: Any = None, auth: dict[str, Any] | None = None) -> None:
+                       green: Any = None, auth: dict[str, Any] | None = None,
+                       http: dict[str, Any] | None = None) -> None:
         self.features_cfg = FeaturesConfig.model_validate(features)
+        self.http = HttpSourceConfig.model_validate(http or {})  # /ingest's body limits
         self.serving = ServingConfig.model_validate(serving)
         self.schema_hash = self.features_cfg.schema_hash()
         self.registry = Registry(registry_uri)
@@ -71,7 +73,7 @@ class Router:
                         max_request_bytes=self.serving.max_request_bytes,
                         routing_key_header=self.serving.routing_key_header,
                         pin_slot_header=self.serving.pin_slot_header,
-                        max_batch_events=self.serving.max_batch_events)
+                        max_batch_events=self.serving.max_batch_events, ingest_limits=self.http)
         return add_readiness(api, self.core, self.serving.retry_after_s)
 
     def _load(self, slot: str, version: int) -> ModelSlot:
@@ -158,7 +160,7 @@ def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Applic
     return Router.options(**deployment_options(cfg.serving)).bind(
         registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), cfg.shards.num_shards,
         cfg.stream.source == "http", CONTROLLER_NAME, namespace, slot_handles.get("blue"), slot_handles.get("green"),
-        cfg.auth.model_dump())
+        cfg.auth.model_dump(), cfg.stream.http.model_dump())
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:

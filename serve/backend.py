@@ -23,7 +23,7 @@ import pandas as pd
 import ray
 
 from streamfit.config import FeaturesConfig, ServingConfig
-from streamfit.errors import RegistryError
+from streamfit.errors import RegistryError, StreamfitError
 from streamfit.names import INGEST_NAME, MONITOR_NAME, TRAINER_NAME, shard_name
 from streamfit.registry import Registry
 from streamfit.schema import shard_of
@@ -55,11 +55,13 @@ class RayBackend(Backend):
         self._prediction_log: list[tuple[Any, ...]] = []
         s = serving or ServingConfig()
         self.batcher = LookupBatcher(self._shard_lookup, num_shards, wait_s=s.lookup_wait_ms / 1000,
-                                     max_batch=s.lookup_max_batch, timeout_s=s.lookup_timeout_s)
+                                     max_batch=s.lookup_max_batch, timeout_s=s.lookup_timeout_s,
+                                     max_gap_s=s.lookup_max_gap_ms / 1000)
         self._shards: dict[int, Any] = {}  # handles stay valid across a shard's restarts
         self._unavailable: Any = None
         self._auth_failures: Any = None
         self._actor_unavailable: Any = None
+        self._ingest_refused: Any = None
         self.command_timeout_s = s.command_timeout_s
         self.calls = ActorCalls(self.actor, s.actor_timeout_s, s.retry_after_s, self._count_unavailable)
 
@@ -130,6 +132,15 @@ class RayBackend(Backend):
                                               "another plane was slow, not running or restarting", ("actor",))
         self._actor_unavailable.inc(1.0, {"actor": target})
 
+    def ingest_refused(self, rows: int) -> None:
+        """Count an ingest request refused with 429 (the ingest buffer was full) and its rows."""
+        if self._ingest_refused is None:
+            from ray.util.metrics import Counter
+
+            self._ingest_refused = Counter("streamfit_ingest_refused_rows", "rows refused with 429: the ingest "
+                                           "buffer was full (the client retries after Retry-After)")
+        self._ingest_refused.inc(float(rows))
+
     def stats(self) -> dict[str, Any]:
         """This replica's lookups (requests, calls, events, timeouts, errors, unavailable) and the 503s it
         answered for each actor that could not answer (``unavailable``)."""
@@ -157,7 +168,8 @@ class RayBackend(Backend):
                                          lambda c: getattr(c, command).remote(**args), self.command_timeout_s)
         except Unavailable:
             raise
-        except (ValueError, RuntimeError) as err:  # Ray re-raises the actor's error as a subclass of it
+        except (ValueError, RuntimeError, StreamfitError) as err:  # Ray re-raises the actor's error as a subclass
+            # of it; StreamfitError: e.g. a rollout of a version the registry does not hold (a 409, not a 500).
             raise ValueError(str(getattr(err, "cause", None) or err)) from None
 
     def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:

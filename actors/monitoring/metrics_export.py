@@ -11,7 +11,7 @@ lists every name streamfit exports (the Grafana dashboard's queries are checked 
 
 Example:
     >>> sorted(prometheus_names())[:2]
-    ['ray_streamfit_auth_failures_total', 'ray_streamfit_drift_alarm']
+    ['ray_streamfit_actor_unavailable_total', 'ray_streamfit_auth_failures_total']
     >>> "ray_streamfit_lookup_unavailable_total" in prometheus_names()
     True
 """
@@ -65,6 +65,10 @@ SERVE_METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
      "raw-event requests answered 503: a feature shard was slow or restarting", ("shard",)),
     ("auth_failures", "counter", "streamfit_auth_failures",
      "requests refused for their token, by the scope they needed and why (missing, wrong, scope)", ("scope", "reason")),
+    ("actor_unavailable", "counter", "streamfit_actor_unavailable",
+     "requests answered 503: an actor of another plane was slow, not running or restarting", ("actor",)),
+    ("ingest_refused_rows", "counter", "streamfit_ingest_refused_rows",
+     "rows refused with 429: the ingest buffer was full (the client retries after Retry-After)", ()),
 ]
 
 
