@@ -156,7 +156,10 @@ class RayBackend(Backend):
     async def ingest(self, rows: Any) -> tuple[int, int]:
         """Rows appended to the ingest log: (accepted, duplicates). A 503 may come after the rows were
         stored: the client's retry is answered "duplicates" by their event ids."""
-        return await self.calls.call("ingest", INGEST_NAME, lambda log_: log_.append.remote(rows))
+        try:
+            return await self.calls.call("ingest", INGEST_NAME, lambda log_: log_.append.remote(rows))
+        except (StreamfitError, OSError) as err:  # storage down beyond the log's retries: nothing was taken
+            raise self.calls.fail("ingest", f"its write-ahead storage failed: {type(err).__name__}") from None
 
     async def control(self, command: str, **kwargs: Any) -> dict[str, Any]:
         """A traffic command, run by the rollout controller; what it cannot do now is a ValueError."""
