@@ -118,7 +118,7 @@ class RouterLookups:
 
         s = cfg.serving
         self.batcher = LookupBatcher(call, len(shards), wait_s=s.lookup_wait_ms / 1000, max_batch=s.lookup_max_batch,
-                                     timeout_s=s.lookup_timeout_s)
+                                     timeout_s=s.lookup_timeout_s, max_gap_s=s.lookup_max_gap_ms / 1000)
         fields = [f.name for f in cfg.features.fields]
         self.rows = [EventRows.of([{k: v for k, v in e.items() if k not in (EVENT_TIME, EVENT_ID)}], fields)
                      for e in event_bodies(batch.head(n), fields)]

@@ -16,8 +16,9 @@ from the batches it applies. Each answer says how busy the shard is applying bat
 (``LookupResult.busy``, the share of recent wall time); the next call to that shard starts no
 sooner than ``gap = max_gap_s * min(1, busy / BUSY_FULL)`` after the last one ended, unless
 ``max_batch`` events wait. An idle shard (serving only) is called as before; a shard busy half the
-time or more gets at most one call per ``max_gap_s`` (50 ms) plus the call's own time, with all the
-events that arrived meanwhile: fewer, larger calls. The wait a request can add is bounded by
+time or more gets at most one call per ``max_gap_s`` (50 ms by default here; the Router passes
+``serving.lookup_max_gap_ms``, 100) plus the call's own time, with all the events that arrived
+meanwhile: fewer, larger calls. The wait a request can add is bounded by
 ``max_gap_s``; its deadline grows by as much.
 
 Example:

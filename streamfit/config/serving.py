@@ -30,7 +30,7 @@ class ServingConfig(_Strict):
     lookup_timeout_s: float = Field(1.0, gt=0, description="a shard lookup slower than this answers 503 + Retry-After")
     lookup_wait_ms: float = Field(2.0, ge=0, description="micro-batch tick: lookups gathered per shard for this long")
     lookup_max_batch: int = Field(256, gt=0, description="... or until this many events wait for one shard")
-    lookup_max_gap_ms: float = Field(50.0, ge=0, description="a shard busy applying batches is sent lookups at "
+    lookup_max_gap_ms: float = Field(100.0, ge=0, description="a shard busy applying batches is sent lookups at "
                                      "most this often (plus the call), so it gets fewer, larger calls; 0: never held back")
     max_batch_events: int = Field(1000, gt=0, description="raw events per /predict request, at most (else 4xx)")
     pin_slot_header: str = "X-Streamfit-Slot"
