@@ -250,3 +250,16 @@ def test_outcomes_are_kept_for_the_versions_joined_most_lately():
         log.labels(["live"], [1.0], now=float(v))
     assert len(log.outcomes) == 5 and 1 in log.outcomes and 100 in log.outcomes
     assert log.stats()["evicted"]["versions"] == 100 - 5
+
+
+def test_freshness_tracker_keys_oversized_event_ids_by_a_digest_and_still_joins_them():
+    from streamfit.actors.monitoring.freshness import FreshnessTracker
+
+    f = FreshnessTracker(window_s=60.0, trained_through=lambda v: 0.0)
+    ids = [f"{i}-" + "x" * 5_000 for i in range(200)]
+    f.record([(e, 1, "blue", 0.9, 1.0) for e in ids])
+    assert max(len(k) for k in f.waiting) <= 64  # 200 x 5 KB ids are not kept as keys
+    f.labels(ids[:100], [1.0] * 100, now=2.0)  # joined through the same digest
+    assert len(f.waiting) == 100 and not f.early
+    f.labels(["y" * 5_000], [0.0], now=2.0)  # a label before its answer: kept by digest too
+    assert max(len(k) for k in f.early) <= 64

@@ -29,6 +29,7 @@ from collections import OrderedDict, deque
 from typing import Any, Callable, Iterable, Optional
 
 from streamfit.freshness import Change, full_version, is_stale, seconds_to_full, spread
+from streamfit.actors.monitoring.prediction_log import bounded_id
 
 DRIFT_REASONS = ("drift",)  # refit reasons that mark a (detected) concept change
 MERGE_S = 30.0  # a detection within this many wall seconds of the previous one is the same change
@@ -67,20 +68,20 @@ class FreshnessTracker:
             self.requests += 1
             self.stale += stale
             self.recent.append((float(t), stale, None))
-            label = self.early.pop(str(event_id), None)
+            label = self.early.pop(bounded_id(str(event_id)), None)
             if label is not None:  # replicas log answers in batches: the label may have come first
                 self._score(float(prob), stale, label, float(t))
                 continue
-            self.waiting[str(event_id)] = (float(prob), stale)
+            self.waiting[bounded_id(str(event_id))] = (float(prob), stale)
             if len(self.waiting) > self.capacity:
                 self.waiting.popitem(last=False)
 
     def labels(self, event_ids: Iterable[str], labels: Iterable[float], now: float) -> None:
         """Labels that arrived: each one scores the answer its event got."""
         for event_id, label in zip(event_ids, labels):
-            hit = self.waiting.pop(str(event_id), None)
+            hit = self.waiting.pop(bounded_id(str(event_id)), None)
             if hit is None:
-                self.early[str(event_id)] = float(label)
+                self.early[bounded_id(str(event_id))] = float(label)
                 if len(self.early) > self.capacity:
                     self.early.popitem(last=False)
                 continue
