@@ -285,7 +285,7 @@ class RouterCore:
     def report(self) -> dict[str, Any]:
         """What the rollout controller needs: held versions, verification, cumulative per-slot figures."""
         held = {} if self.remote is not None else self.held()  # only slot replicas hold models then
-        return {"held": held, "load_failures": dict(self.load_failures),
+        return {"held": held, "revision": self.revision, "load_failures": dict(self.load_failures),
                 "verified": {s: (slot.verified if slot else None) for s, slot in self.slots.items()},
                 "stats": {s: st.to_dict() for s, st in self.stats_by_slot.items()},
                 "shadow": dict(self.shadow)}

@@ -83,6 +83,14 @@ def _traffic(p):
     return httpx.get(f"{p.url}/traffic", timeout=60).json()
 
 
+def _routing_caught_up(p) -> bool:
+    """Every replica (routers, plus each slot's replicas) reported the latest revision: they route by its weights."""
+    t = _traffic(p)
+    revisions = t["replica_revisions"]
+    n_reporting = 2 * (3 if p.cfg.serving.isolated_slots else 1)
+    return len(revisions) == n_reporting and min(revisions.values()) >= t["revision"]
+
+
 def _rollout(p, **body):
     r = httpx.post(f"{p.url}/rollout", json=body, headers=AUTH, timeout=30)
     assert r.status_code == 200, r.text
@@ -164,7 +172,7 @@ def test_weighted_split_sticky_keys_and_pinned_slot(pipe, data):
     r = httpx.put(f"{pipe.url}/traffic", json={"blue": 20, "green": 80}, headers=AUTH, timeout=60)
     assert r.status_code == 200, r.text
     assert wait_until(lambda: _traffic(pipe)["weights"] == {"blue": 20, "green": 80}, timeout_s=300)
-    time.sleep(1.5)  # every replica has taken the new weights
+    assert wait_until(lambda: _routing_caught_up(pipe), timeout_s=300)  # every replica routes by the new weights
     seen = _split(pipe, 2000, data=data)
     assert abs(seen["blue"] / 2000 - 0.20) <= 0.04, seen
     for key in ("user-17", "user-42", "user-99"):
@@ -204,7 +212,7 @@ def test_killing_the_controller_and_a_router_replica_mid_canary_keeps_the_split(
     assert after["rollout"]["phase"] == "baking" and after["rollout"]["version"] == v
     n_reporting = 2 * (3 if pipe.cfg.serving.isolated_slots else 1)  # routers, plus each slot's replicas
     assert wait_until(lambda: len(_traffic(pipe)["replicas"]) == n_reporting, timeout_s=300)
-    time.sleep(1.5)
+    assert wait_until(lambda: _routing_caught_up(pipe), timeout_s=300)
     seen = _split(pipe, 1000, data=data)
     cand = after["rollout"]["slot"]
     assert abs(seen[cand] / 1000 - 0.25) <= 0.05, seen

@@ -68,5 +68,7 @@ class ReplicaTracker:
         for rep in alive.values():
             for k in shadow:
                 shadow[k] += rep.get("shadow", {}).get(k, 0)
-        return {"replicas": {r: rep["held"] for r, rep in alive.items()}, "slot_stats": self.stats(now),
-                "shadow": shadow}
+        # The revision each replica has applied: a client can wait until every one routes by the latest weights.
+        revisions = {r: int(rep["revision"]) for r, rep in alive.items() if "revision" in rep}
+        return {"replicas": {r: rep["held"] for r, rep in alive.items()}, "replica_revisions": revisions,
+                "slot_stats": self.stats(now), "shadow": shadow}

@@ -135,6 +135,7 @@ class TrafficStatus(ServingView):
     live accuracy per version, the deploys and the rollout settings."""
 
     replicas: dict[str, dict[str, Optional[int]]] = {}
+    replica_revisions: dict[str, int] = {}
     slot_stats: dict[Slot, RequestFigures] = {}
     shadow: Shadow = Shadow()
     deploys: list[Deploy] = []
