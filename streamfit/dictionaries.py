@@ -252,17 +252,17 @@ class CategoryDictionary:
 
 
 def check_categories(values: Any, field: str, allowed: Sequence[str] | None = None) -> np.ndarray:
-    """Reason per row ('' when fine) for a categorical field: ``non_categorical:<field>`` for a value
-    that is not text, ``not_allowed:<field>`` for text outside ``allowed`` (when given); missing is fine here.
+    """Reason per row ('' when fine) for a categorical field: ``not_categorical:<field>`` for a value
+    that is not text, ``unknown_category:<field>`` for text outside ``allowed`` (when given); missing is fine here.
 
     >>> check_categories(["fr", 3, None, "zz"], "country", allowed=["fr", "de"]).tolist()
-    ['', 'non_categorical:country', '', 'not_allowed:country']
+    ['', 'not_categorical:country', '', 'unknown_category:country']
     """
     s = as_series(values)
     missing = s.isna().to_numpy(dtype=bool)
     wrong = not_of_type(s, missing, text_only=True)
-    rules = [(wrong, f"non_categorical:{field}")]
+    rules = [(wrong, f"not_categorical:{field}")]
     if allowed is not None:
         outside = pd.Index(list(allowed), dtype=object).get_indexer(s.to_numpy(dtype=object)) < 0
-        rules.append((~missing & outside, f"not_allowed:{field}"))
+        rules.append((~missing & outside, f"unknown_category:{field}"))
     return first_reasons(len(s), rules)

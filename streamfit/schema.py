@@ -6,12 +6,20 @@ An event batch is a pandas DataFrame with one row per event or label:
 - ``event_id``: unique id of the event (a label names the event it labels)
 - ``entity``: the partition key
 - ``event_time``: seconds since the epoch (float)
-- one column per numeric field, and ``label`` (0/1, set on label rows)
+- one column per field (numbers; text for a categorical field), and ``label`` on label rows: 0/1 (binary),
+  a number (regression) or one of ``model.classes`` (multiclass; the clean column holds its class index)
 
 Example:
     >>> import numpy as np
     >>> shard_of(np.array(["a", "b", "a"], dtype=object), 4).tolist() == shard_of(np.array(["a", "b", "a"], dtype=object), 4).tolist()
     True
+    >>> from streamfit.config import FieldSpec, ModelConfig
+    >>> cfg = FeaturesConfig(fields=[FieldSpec(name="country", type="categorical", allowed=["de", "fr"])], aggregates=[])
+    >>> rows = pd.DataFrame({"kind": ["event", "event", "label", "label"], "event_id": list("abcd"), "entity": "u",
+    ...                      "event_time": 1.0, "country": ["fr", 3, None, None], "label": [None, None, "dog", "yak"]})
+    >>> clean, why = validate(rows, cfg, ModelConfig(task="multiclass", classes=["cat", "dog"]))
+    >>> why.tolist(), clean["label"].tolist()[2]
+    (['', 'not_categorical:country', '', 'bad_label:unknown_class'], 1.0)
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamfit.config import FeaturesConfig
+from streamfit.config import FeaturesConfig, FieldSpec, ModelConfig
+from streamfit.dictionaries import as_series, check_categories
+from streamfit.task import Task, check_labels
 
 KIND, EVENT_ID, ENTITY, EVENT_TIME, LABEL = "kind", "event_id", "entity", "event_time", "label"
 EVENT, LABEL_KIND = "event", "label"
@@ -70,15 +80,18 @@ class EventArrays:
         return cols
 
 
-def validate(df: pd.DataFrame, cfg: FeaturesConfig) -> tuple[pd.DataFrame, np.ndarray]:
+def validate(df: pd.DataFrame, cfg: FeaturesConfig,
+             model: ModelConfig | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """Coerce a batch to the schema and clean it; returns (clean frame, reason per row, '' when valid)."""
-    out, reason = check_columns(df, len(df), cfg)
+    out, reason = check_columns(df, len(df), cfg, model)
     return pd.DataFrame(out, index=pd.RangeIndex(len(df))), reason  # one frame (inserting columns costs ~0.1 ms each)
 
 
-def check_columns(cols: Mapping[str, Any], n: int, cfg: FeaturesConfig) -> tuple[dict[str, Any], np.ndarray]:
+def check_columns(cols: Mapping[str, Any], n: int, cfg: FeaturesConfig,
+                  model: ModelConfig | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Every rule of ``validate`` on ``n`` rows of named columns (a DataFrame, or plain arrays); (clean columns,
-    reason per row). Typed arrays (float numbers, str text) skip pandas' parsing: the online lookup's path."""
+    reason per row). Typed arrays (float numbers, str text) skip pandas' parsing: the online lookup's path.
+    Labels are checked for ``model``'s task (None: binary)."""
     reason = np.full(n, "", dtype=object)
     free = np.ones(n, dtype=bool)  # rows without a reason yet (the first rule a row breaks names it)
     out: dict[str, Any] = {}
@@ -92,6 +105,10 @@ def check_columns(cols: Mapping[str, Any], n: int, cfg: FeaturesConfig) -> tuple
     def get(name: str) -> Any:
         return cols[name] if name in cols else None
 
+    def mark_each(mask: np.ndarray, why: np.ndarray) -> None:
+        for r in pd.unique(why[mask & (why != "")]):
+            mark(mask & (why == r), r)
+
     out[KIND] = _kinds(get(KIND), n)
     is_event = np.asarray(out[KIND] == EVENT, dtype=bool)
     mark(~is_event & ~np.asarray(out[KIND] == LABEL_KIND, dtype=bool), "bad_kind")
@@ -102,6 +119,12 @@ def check_columns(cols: Mapping[str, Any], n: int, cfg: FeaturesConfig) -> tuple
     mark(~np.isfinite(t), "missing:event_time")
     out[EVENT_TIME] = t
     for spec in cfg.fields:
+        if spec.categorical:
+            out[spec.name], missing, why = _categories(get(spec.name), n, spec)
+            mark_each(is_event & ~missing, why)
+            if spec.required:
+                mark(is_event & missing, f"missing:{spec.name}")
+            continue
         num, missing = _numeric(get(spec.name), n)
         mark(is_event & ~missing & np.isnan(num), f"non_numeric:{spec.name}")
         if spec.required:
@@ -114,10 +137,37 @@ def check_columns(cols: Mapping[str, Any], n: int, cfg: FeaturesConfig) -> tuple
         else:
             mark(is_event & ((num < lo) | (num > hi)), f"out_of_range:{spec.name}")
         out[spec.name] = num
-    lab = _numeric(get(LABEL), n)[0]
-    mark(~is_event & (lab != 0.0) & (lab != 1.0), "bad_label")
+    if model is None or model.task == Task.BINARY.value:
+        lab = _numeric(get(LABEL), n)[0]
+        mark(~is_event & (lab != 0.0) & (lab != 1.0), "bad_label")
+    else:
+        lab, why = _labels(get(LABEL), ~is_event, model)
+        mark_each(~is_event, why)
     out[LABEL] = lab
     return out, reason
+
+
+def _categories(raw: Any, n: int, spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(text per row, None where missing; missing mask: absent, None/NaN or empty; reason per row) of a
+    categorical field: ``not_categorical:<field>`` for a value that is no text, ``unknown_category:<field>``
+    for one outside ``allowed``."""
+    s = _series(raw, n)
+    missing = s.isna().to_numpy(dtype=bool) | (s == "").to_numpy(dtype=bool)
+    why = check_categories(s, spec.name, spec.allowed)
+    return s.where(~missing, None).to_numpy(dtype=object), missing, why
+
+
+def _labels(raw: Any, on: np.ndarray, model: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(label per row as a float: the value, or the class index; reason per row) of the rows ``on`` (label
+    rows), checked for the model's task; the other rows get NaN and no reason."""
+    lab, why = np.full(len(on), np.nan), np.full(len(on), "", dtype=object)
+    rows = np.flatnonzero(on)
+    if len(rows) and raw is not None:
+        values = _series(raw, len(on)).iloc[rows]
+        lab[rows], why[rows] = check_labels(Task(model.task), values, model.label_dictionary())
+    elif len(rows):
+        why[rows] = "bad_label:missing"
+    return lab, why
 
 
 def _series(raw: Any, n: int) -> pd.Series:

@@ -106,6 +106,14 @@ class TaskSpec:
             params["quantile_alpha"] = self.quantile_alpha
         return params
 
+    def metric_names(self) -> list[str]:
+        """The metrics this task reports, a gate may judge by (pinball: only with the quantile objective).
+
+        >>> TaskSpec(Task.REGRESSION).metric_names()
+        ['rmse', 'mae']
+        """
+        return [m for m in METRICS[self.task] if m != "pinball" or self.objective == "reg:quantileerror"]
+
     @property
     def gate_metric(self) -> str:
         """The metric a gate and a canary analysis judge this task by (the objective's own loss)."""

@@ -226,10 +226,10 @@ def test_category_dictionary_diff_and_stateful() -> None:
 
 def test_check_categories() -> None:
     values = pd.Series(["fr", 7, None, "zz", True, 1.5], dtype=object)
-    assert check_categories(values, "c").tolist() == ["", "non_categorical:c", "", "", "non_categorical:c",
-                                                      "non_categorical:c"]
-    assert check_categories(values, "c", allowed=["fr"]).tolist()[3] == "not_allowed:c"
-    assert check_categories(np.array([1.0, np.nan]), "c").tolist() == ["non_categorical:c", ""]
+    assert check_categories(values, "c").tolist() == ["", "not_categorical:c", "", "", "not_categorical:c",
+                                                      "not_categorical:c"]
+    assert check_categories(values, "c", allowed=["fr"]).tolist()[3] == "unknown_category:c"
+    assert check_categories(np.array([1.0, np.nan]), "c").tolist() == ["not_categorical:c", ""]
     assert (check_categories(pd.Series(["a", "b"]), "c") == "").all()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from streamfit.config.base import Strict as _Strict
 from streamfit.config.data import (
@@ -33,22 +33,24 @@ from streamfit.config.data import (
     WindowOp,
     window_tag,
 )
-from streamfit.config.learning import TrainerConfig
+from streamfit.config.learning import ModelConfig, TrainerConfig
 from streamfit.config.security import SCOPES, AuthConfig
 from streamfit.config.serving import MonitorConfig, RolloutConfig, ServingConfig
 from streamfit.config.storage import CheckpointConfig, RegistryConfig
 from streamfit.errors import ConfigError
+from streamfit.task import TaskSpec
 
 __all__ = [
     "AggregateSpec", "AuthConfig", "CheckpointConfig", "Config", "FeaturesConfig", "FieldSpec", "FileSourceConfig",
-    "HttpSourceConfig", "KafkaSourceConfig", "LabelHistoryConfig", "MonitorConfig", "RegistryConfig",
-    "RolloutConfig", "SCOPES", "ServingConfig", "ShardsConfig", "StreamConfig", "TrainerConfig", "WindowOp",
+    "HttpSourceConfig", "KafkaSourceConfig", "LabelHistoryConfig", "ModelConfig", "MonitorConfig",
+    "RegistryConfig", "RolloutConfig", "SCOPES", "ServingConfig", "ShardsConfig", "StreamConfig", "TrainerConfig", "WindowOp",
     "config_from_dict", "format_validation_error", "load_config", "window_tag",
 ]
 
 class Config(_Strict):
     """The whole streamfit configuration."""
 
+    model: ModelConfig = Field(default_factory=ModelConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
@@ -59,6 +61,24 @@ class Config(_Strict):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @model_validator(mode="after")
+    def _trainer_speaks_the_task(self) -> "Config":
+        spec = self.model.task_spec()
+        trainer = self.trainer
+        if "gate_metric" not in trainer.model_fields_set:
+            trainer.gate_metric = spec.gate_metric  # the task's own loss
+        elif trainer.gate_metric not in spec.metric_names():
+            raise ValueError(f"@trainer.gate_metric: {trainer.gate_metric!r} is no metric of task {spec.task.value}"
+                             f"{' (' + spec.objective + ')' if spec.objective else ''}; one of "
+                             f"{', '.join(spec.metric_names())}")
+        if trainer.accuracy_below is not None and spec.task.value == "regression":
+            raise ValueError("@trainer.accuracy_below: a regression model has no accuracy (leave it unset)")
+        return self
+
+    def task_spec(self) -> TaskSpec:
+        """What the model predicts: ``model.task_spec()``."""
+        return self.model.task_spec()
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat, model_validator
 
@@ -15,13 +15,38 @@ from streamfit.config.base import Strict as _Strict
 
 
 class FieldSpec(_Strict):
-    """One numeric input field of the event schema: a value outside [min, max] is rejected, or clipped."""
+    """One input field of the event schema: a number (a value outside [min, max] is rejected, or clipped) or a
+    category (text; a value outside ``allowed``, when given, is rejected)."""
 
     name: str
+    type: Literal["numeric", "categorical"] = Field(
+        "numeric", description="categorical: text values, given to XGBoost as native categories")
     required: bool = True
     min: float | None = None
     max: float | None = None
     clip: bool = Field(False, description="clip out-of-range values to [min, max] instead of rejecting the row")
+    allowed: list[str] | None = Field(
+        None, min_length=1, description="categorical only: the values accepted (others: unknown_category:<field>)")
+
+    @model_validator(mode="after")
+    def _options_fit_the_type(self) -> "FieldSpec":
+        if self.type == "categorical":
+            for option in ("min", "max"):
+                if getattr(self, option) is not None:
+                    raise ValueError(f"@{option}: a categorical field has no range")
+            if self.clip:
+                raise ValueError("@clip: a categorical field has no range to clip to")
+            repeated = sorted({v for v in self.allowed or [] if self.allowed.count(v) > 1})
+            if repeated:
+                raise ValueError(f"@allowed: repeated values {repeated}")
+        elif self.allowed is not None:
+            raise ValueError("@allowed: only for a categorical field (type: categorical)")
+        return self
+
+    @property
+    def categorical(self) -> bool:
+        """Whether the field holds categories (text) rather than numbers."""
+        return self.type == "categorical"
 
 
 class FileSourceConfig(_Strict):
@@ -170,6 +195,8 @@ class FeaturesConfig(_Strict):
                 raise ValueError(f"@aggregates.{i}.field: unknown field {agg.field!r} (fields: {sorted(specs)})")
             if not specs[agg.field].required:
                 raise ValueError(f"@aggregates.{i}.field: {agg.field!r} must be required to be aggregated")
+            if specs[agg.field].categorical:
+                raise ValueError(f"@aggregates.{i}.field: {agg.field!r} is categorical; window aggregates need numbers")
         names = self.feature_names()
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -180,10 +207,18 @@ class FeaturesConfig(_Strict):
         """A short hash of everything that shapes the feature vector (a model is only valid for one)."""
         import hashlib
 
-        # The scoring limits do not shape the vector; leaving them out keeps the hashes of versions
-        # registered before they existed valid.
-        dumped = self.model_dump_json(exclude=set(_SCORING_ONLY))
+        # The scoring limits do not shape the vector, nor does a field's type at its default (numeric):
+        # leaving them out keeps the hashes of versions registered before they existed valid.
+        exclude: dict[str, Any] = {k: True for k in _SCORING_ONLY}
+        plain = {i: {"type", "allowed"} for i, f in enumerate(self.fields) if not f.categorical}
+        if plain:
+            exclude["fields"] = plain
+        dumped = self.model_dump_json(exclude=exclude)
         return hashlib.sha256(dumped.encode()).hexdigest()[:16]
+
+    def categorical_fields(self) -> list[str]:
+        """The categorical fields, in config order."""
+        return [f.name for f in self.fields if f.categorical]
 
     def aggregated_fields(self) -> list[str]:
         """Fields that any aggregate reads, in config order, once each."""

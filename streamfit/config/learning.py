@@ -1,12 +1,71 @@
-"""Config of the training plane: when the trainer refits, how, and the gate a candidate passes."""
+"""Config of the training plane: what the model predicts (``model``), when the trainer refits, how, and the gate.
+
+Example:
+    >>> ModelConfig(task="multiclass", classes=["cat", "dog", "emu"]).task_spec().task.value
+    'multiclass'
+    >>> ModelConfig(task="regression", objective="reg:absoluteerror").task_spec().gate_metric
+    'mae'
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from streamfit.config.base import Strict as _Strict
+from streamfit.task import LabelDictionary, TaskSpec
+
+GateMetric = Literal["logloss", "auc", "accuracy", "rmse", "mae", "pinball"]
+
+
+class ModelConfig(_Strict):
+    """What the model predicts: a 0/1 outcome (binary), one of ``classes`` (multiclass) or a quantity (regression).
+
+    For multiclass, ``classes`` is the label dictionary: class i is the i-th entry, for every version
+    trained under this config, and a label outside it is rejected at ingest (``bad_label:unknown_class``).
+    """
+
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    objective: Literal["reg:squarederror", "reg:absoluteerror", "reg:quantileerror"] | None = Field(
+        None, description="regression only: XGBoost's objective (default reg:squarederror)")
+    quantile_alpha: float | None = Field(None, gt=0, lt=1, description="reg:quantileerror only: the quantile fitted "
+                                                                       "(default 0.5)")
+    classes: list[str | int] | None = Field(None, description="multiclass only (required): the class names, in "
+                                                              "class-index order")
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> "ModelConfig":
+        if self.objective is not None and self.task != "regression":
+            raise ValueError(f"@objective: {self.objective!r} is for task regression, not {self.task}")
+        if self.quantile_alpha is not None and self.objective != "reg:quantileerror":
+            raise ValueError("@quantile_alpha: only with objective reg:quantileerror")
+        if self.task != "multiclass":
+            if self.classes is not None:
+                raise ValueError(f"@classes: only for task multiclass, not {self.task}")
+            return self
+        if self.classes is None:
+            raise ValueError("@classes: required for task multiclass (the class names, in index order)")
+        try:
+            keys = LabelDictionary(self.classes).classes
+        except ValueError as err:
+            raise ValueError(f"@classes: {err}") from None
+        if len(keys) != len(self.classes):
+            raise ValueError(f"@classes: repeated class (2, 2.0 and '2' are one class): {self.classes}")
+        if len(keys) < 2:
+            raise ValueError(f"@classes: at least 2 distinct classes, got {self.classes}")
+        self.classes = keys  # canonical keys: 2 and "2.0" are class "2", as labels are matched
+        return self
+
+    def task_spec(self) -> TaskSpec:
+        """The task's vocabulary (XGBoost params, gate metric and direction, row error, metrics)."""
+        alpha = self.quantile_alpha if self.quantile_alpha is not None else 0.5
+        return TaskSpec(self.task, objective=self.objective, quantile_alpha=alpha)
+
+    def label_dictionary(self) -> LabelDictionary | None:
+        """The label dictionary of a multiclass task (None for the others)."""
+        return LabelDictionary(self.classes) if self.classes is not None else None
+
 
 
 class TrainerConfig(_Strict):
@@ -54,7 +113,10 @@ class TrainerConfig(_Strict):
     max_trees: int = Field(300, gt=0, description="an incremental update past this many trees is a full refit")
     # -- gate --
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
-    gate_metric: Literal["logloss", "auc", "accuracy"] = "logloss"
+    gate_metric: GateMetric = Field(
+        "logloss", description="one of the task's metrics (binary: logloss, auc, accuracy; multiclass: logloss, "
+                               "accuracy; regression: rmse, mae, pinball with the quantile objective); default: "
+                               "the task's own loss (logloss; rmse, mae or pinball by the regression objective)")
     gate_margin: float = Field(0.0, ge=0, description="a candidate may be worse than live by at most this")
     # -- the model --
     num_boost_round: int = Field(60, gt=0)
