@@ -46,6 +46,8 @@ Example:
     1
     >>> reg.load(1)[1]["features"]
     ['a', 'b', 'c', 'd']
+    >>> reg.task(1).spec.task.value  # a version without a task is binary, with no categories
+    'binary'
 """
 
 from __future__ import annotations
@@ -59,14 +61,20 @@ import re
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pyarrow.fs as pafs
 import xgboost as xgb
 
+from streamfit.dictionaries import CategoryDictionary, LabelDictionary
 from streamfit.errors import ModelIntegrityError, RegistryError
 from streamfit.retry import retrying
 from streamfit.storage import STALE_AFTER_S, Storage  # noqa: F401  (Storage re-exported until importers move)
+from streamfit.task import TaskSpec
+
+if TYPE_CHECKING:
+    from streamfit.config import FeaturesConfig, ModelConfig
 
 MODEL_FILE = "model.ubj"
 META_FILE = "meta.json"
@@ -194,6 +202,10 @@ class Registry:
         booster.load_model(bytearray(raw))
         return booster, meta
 
+    def task(self, version: int) -> VersionTask:
+        """What a version predicts, with its label and category dictionaries (see ``version_task``)."""
+        return version_task(self.meta(version))
+
     def list_versions(self) -> list[dict[str, Any]]:
         """Metadata of every version, ascending, with the aliases that point at it."""
         aliases = self.aliases()
@@ -298,3 +310,57 @@ class Registry:
             except RegistryError as err:
                 log.warning("audit entry skipped: %s", err)
         return out
+
+
+# -- what a version predicts -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VersionTask:
+    """A version's task (and objective), label dictionary (multiclass) and category dictionary (if any)."""
+
+    spec: TaskSpec
+    labels: LabelDictionary | None
+    categories: CategoryDictionary | None
+
+
+def version_task(meta: dict[str, Any]) -> VersionTask:
+    """The task and dictionaries a version's meta records; a version from before tasks is binary, no categories."""
+    task = meta.get("task", "binary")
+    spec = TaskSpec(task, objective=meta.get("objective") if task == "regression" else None,
+                    quantile_alpha=float(meta.get("quantile_alpha", 0.5)))
+    labels = cats = None
+    if meta.get("labels"):
+        labels = LabelDictionary()
+        labels.restore(meta["labels"])
+    if meta.get("categories"):
+        cats = CategoryDictionary()
+        cats.restore(meta["categories"])
+    return VersionTask(spec, labels, cats)
+
+
+def task_difference(meta: dict[str, Any], model: ModelConfig, features: FeaturesConfig) -> str:
+    """Why a version does not fit a config's task and categorical fields ('' when it does), named like a
+    feature-schema mismatch: task, objective, classes, categorical fields, categories the config does not allow."""
+    got, want = version_task(meta), model.task_spec()
+    parts = []
+    if got.spec.task is not want.task:
+        parts.append(f"task {got.spec.task.value} != serving {want.task.value}")
+    elif got.spec.objective != want.objective:
+        parts.append(f"objective {got.spec.objective} != serving {want.objective}")
+    elif want.objective == "reg:quantileerror" and got.spec.quantile_alpha != want.quantile_alpha:
+        parts.append(f"quantile_alpha {got.spec.quantile_alpha} != serving {want.quantile_alpha}")
+    wanted_labels = model.label_dictionary()
+    if wanted_labels is not None and got.spec.task is want.task:
+        why = "no label dictionary" if got.labels is None else got.labels.diff(wanted_labels)
+        parts += [f"classes: {why}"] if why else []
+    mine = got.categories.categories if got.categories is not None else {}
+    specs = {f.name: f for f in features.fields if f.categorical}
+    if sorted(mine) != sorted(specs):
+        parts.append(f"categorical fields {sorted(mine)} != serving {sorted(specs)}")
+    for name in sorted(set(mine) & set(specs)):
+        outside = sorted(set(mine[name]) - set(specs[name].allowed or mine[name]))
+        if outside:
+            parts.append(f"{name}: {len(outside)} categories the serving config does not allow {outside[:5]}")
+    if not parts:
+        return ""
+    return f"v{meta.get('version', '?')} task differs from the serving config's: " + "; ".join(parts)

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamfit.config import FeaturesConfig, FieldSpec, ModelConfig
-from streamfit.dictionaries import as_series, check_categories
+from streamfit.dictionaries import check_categories
 from streamfit.task import Task, check_labels
 
 KIND, EVENT_ID, ENTITY, EVENT_TIME, LABEL = "kind", "event_id", "entity", "event_time", "label"

@@ -4,7 +4,9 @@ Owns: the ``RefitPolicy`` (time, volume, performance, drift, PSI and manual trig
 ``TrainerCore`` (sliding window of labelled rows, full or incremental refits, the gate
 against the live version, registration) and its ``TrainerActor`` shell, the ``RowLog`` (the
 training rows and the trainer's state as Parquet segments, what a restarted trainer resumes
-from), and the distributed fit with Ray Train's ``XGBoostTrainer``.
+from), the ``TaskFit`` (the task's side of a fit: binary, multiclass or regression, categorical fields as
+native XGBoost categories, the task and dictionaries a version keeps) and the distributed fit with Ray
+Train's ``XGBoostTrainer``.
 
 May import: the core package ``streamfit`` only.
 

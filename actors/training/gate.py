@@ -15,6 +15,7 @@ import pandas as pd
 import xgboost as xgb
 
 from streamfit.schema import LABEL
+from streamfit.task import higher_is_better
 
 NO_CHANGE_FEATURE = "label_last"  # the entity's previous label (label history), what no_change predicts
 NO_CHANGE_ROUNDS = 20  # calibrated: at eta 0.2, 99 % of the way to the best margin
@@ -25,18 +26,27 @@ Fitter = Callable[[pd.DataFrame, list[str], dict[str, Any], int, xgb.Booster | N
 
 def fit_in_process(train: pd.DataFrame, features: list[str], params: dict[str, Any], rounds: int,
                    base: xgb.Booster | None) -> xgb.Booster:
-    """xgboost.train on one process; continues ``base`` with ``rounds`` new trees when given."""
-    dtrain = xgb.DMatrix(train[features].to_numpy(dtype=float), label=train[LABEL].to_numpy(), feature_names=features)
+    """xgboost.train on one process; continues ``base`` with ``rounds`` new trees when given. Categorical
+    columns (pandas categoricals) go to XGBoost as native categories."""
+    if any(isinstance(train[f].dtype, pd.CategoricalDtype) for f in features):
+        dtrain = xgb.DMatrix(train[features], label=train[LABEL].to_numpy(), enable_categorical=True)
+    else:
+        dtrain = xgb.DMatrix(train[features].to_numpy(dtype=float), label=train[LABEL].to_numpy(),
+                             feature_names=features)
     return xgb.train(params, dtrain, num_boost_round=rounds, xgb_model=base)
 
 
 def better_or_close(metric: str, candidate: float, live: float, margin: float) -> bool:
-    """The gate: is the candidate at most ``margin`` worse than live on ``metric``?"""
+    """The gate: is the candidate at most ``margin`` worse than live on ``metric`` (a loss or a score)?
+
+    >>> better_or_close("rmse", 2.1, 2.0, margin=0.05), better_or_close("accuracy", 0.80, 0.84, margin=0.05)
+    (False, True)
+    """
     if np.isnan(live):
         return True
     if np.isnan(candidate):
         return False
-    if metric == "logloss":
+    if not higher_is_better(metric):
         return candidate <= live + margin
     return candidate >= live - margin
 
@@ -58,7 +68,11 @@ def no_change_candidate(train: pd.DataFrame, features: list[str], params: dict[s
     if NO_CHANGE_FEATURE not in features:
         return None
     masked = train.copy()
-    masked[[f for f in features if f != NO_CHANGE_FEATURE]] = np.nan
+    blank = [f for f in features if f != NO_CHANGE_FEATURE]
+    masked[blank] = np.nan
+    for f in blank:  # a categorical column stays one (all missing): the booster takes the same input types
+        if isinstance(train[f].dtype, pd.CategoricalDtype):
+            masked[f] = pd.Categorical.from_codes(np.full(len(masked), -1), dtype=train[f].dtype)
     # A quarter of the rows again without the previous label: an entity with none yet gets the
     # window's majority (trained on present values only, XGBoost would send it down one side).
     unknown = masked.iloc[::4].assign(**{NO_CHANGE_FEATURE: np.nan})

@@ -16,6 +16,21 @@ than the configured margin.
 Given a ``RowLog``, the core writes each call's rows and its state after them, and a new core over
 the same log starts where the last one stopped (see ``TrainerActor`` for what survives a restart).
 
+The task (``model``: binary, multiclass, regression) and the categorical fields (``categorical``)
+shape the fit through ``TaskFit``: the task's objective and metrics, the gate by the task's metric
+and direction, the no_change baseline for binary only, a category dictionary per version, and
+``task``/``objective``/``labels``/``categories`` in the version's meta (a binary version without
+categorical fields is built exactly as before and its meta carries none of them).
+
+The frame ``add_rows`` takes (what the stream plane sends, one row per labelled event):
+
+- ``event_time``: float seconds; ``event_id``: optional text (rows whose id the window holds are skipped);
+- each numeric feature: a float (NaN = missing); each categorical field: text, None/NaN = missing
+  (any other value is taken as missing);
+- ``label``: binary 0/1 as a float; regression a finite float; multiclass the class INDEX as a float
+  (what ``schema.check_columns`` gives, the position in ``model.classes``) or, in a text column, the
+  class name itself. Rows whose label does not fit the task are dropped and counted (``bad_labels``).
+
 Example:
     >>> import tempfile, numpy as np, pandas as pd
     >>> from streamfit.config import TrainerConfig
@@ -30,7 +45,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -41,34 +55,41 @@ import pandas as pd
 import ray
 import xgboost as xgb
 
-from streamfit.config import TrainerConfig
-from streamfit.metrics import binary_metrics
+from streamfit.config import ModelConfig, TrainerConfig
 from streamfit.registry import Registry
 from streamfit.schema import EVENT_ID, EVENT_TIME, LABEL
-from streamfit.psi import psi_by_feature, reference_for, reference_quantiles
+from streamfit.psi import psi_by_feature, reference_for
+from streamfit.task import Task
 from streamfit.actors.training.gate import Fitter, better_or_close, fit_in_process, no_change_candidate, paired_wins
 from streamfit.actors.training.policy import Decision, RefitPolicy
-from streamfit.actors.training.row_log import RowLog, RowLogError
+from streamfit.actors.training.row_log import RowLog
+from streamfit.actors.training.task_fit import TaskFit
+from streamfit.actors.training.trainer_state import TrainerState
 
 log = logging.getLogger(__name__)
 PSI_EVERY_ROWS = 500
-HISTORY_KEPT = 100  # refit records the row log keeps with each segment (older ones: the registry's audit log)
 
 
-class TrainerCore:
-    """Window of labelled rows + refit policy + validation gate + registration."""
+class TrainerCore(TrainerState):
+    """Window of labelled rows + refit policy + validation gate + registration (its restart state: ``TrainerState``)."""
 
     def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry: Registry | None,
                  fitter: Fitter | None = None, schema_hash: str | None = None, verify_rows: int = 32,
-                 row_log: RowLog | None = None) -> None:
+                 row_log: RowLog | None = None, model: ModelConfig | None = None,
+                 categorical: list[str] | tuple[str, ...] = ()) -> None:
         self.cfg = cfg
+        self.fit = TaskFit(feature_names, model, categorical)
+        self.gate_metric = self.fit.spec.gate_metric if cfg.gate_metric not in self.fit.spec.metric_names() \
+            and "gate_metric" not in cfg.model_fields_set else cfg.gate_metric
+        if self.gate_metric not in self.fit.spec.metric_names():
+            raise ValueError(f"gate_metric {cfg.gate_metric!r}: one of {self.fit.spec.metric_names()}")
         self.schema_hash = schema_hash
         self.verify_rows = verify_rows
         self.feature_names = list(feature_names)
         self.registry = registry
         self.fitter = fitter or fit_in_process
         self.policy = RefitPolicy(cfg)
-        self.buffer = pd.DataFrame(columns=[EVENT_TIME, *self.feature_names, LABEL], dtype=float)
+        self.buffer = self.fit.window()
         self.ids = np.empty(0, dtype=object)  # each window row's event id (None: it came without one)
         self.duplicates = 0  # rows skipped: their event id was in the window already (a re-sent batch)
         self.rows_seen = 0
@@ -78,6 +99,7 @@ class TrainerCore:
         self.champion: xgb.Booster | None = None
         self.champion_version: int | None = None
         self.champion_meta: dict[str, Any] = {}
+        self.champion_cats = None  # the live version's category dictionary (None: no categorical fields)
         self.versions = 0
         if registry is not None:
             live = registry.aliases().get("live") or (registry.version_numbers() or [None])[-1]
@@ -93,14 +115,18 @@ class TrainerCore:
         if version == self.champion_version or self.registry is None:
             return
         booster, meta = self.registry.load(version)
+        self._crown(booster, version, meta)
+
+    def _crown(self, booster: xgb.Booster | None, version: int | None, meta: dict[str, Any]) -> None:
         self.champion, self.champion_version, self.champion_meta = booster, version, meta
+        self.champion_cats = self.fit.dictionary(self.buffer.iloc[:0], meta) if booster is not None else None
 
     def _params(self) -> dict[str, Any]:
-        return {"objective": "binary:logistic", "eval_metric": "logloss", "max_depth": self.cfg.max_depth,
-                "eta": self.cfg.eta, "min_child_weight": self.cfg.min_child_weight, "nthread": 1}
+        return self.fit.params_for(max_depth=self.cfg.max_depth, eta=self.cfg.eta,
+                                   min_child_weight=self.cfg.min_child_weight)
 
-    def _predict(self, booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
-        return np.asarray(booster.inplace_predict(frame[self.feature_names].to_numpy(dtype=float)), dtype=float)
+    def _predict(self, booster: xgb.Booster, frame: pd.DataFrame, cats: Any = None) -> np.ndarray:
+        return self.fit.predict(booster, frame, cats)
 
     # -- the stream of labelled rows -------------------------------------------------------
     def add_rows(self, rows: pd.DataFrame) -> int | None:
@@ -114,10 +140,15 @@ class TrainerCore:
             rows, ids = rows[fresh], ids[fresh]
             if not len(rows):
                 return None
-        part = rows[[EVENT_TIME, *self.feature_names, LABEL]].astype(float).reset_index(drop=True)
+        part, keep = self.fit.rows(rows)
+        if not keep.all():  # labels that do not fit the task (counted in bad_labels)
+            ids = ids[keep]
+            if not len(part):
+                return None
         errors = None
         if self.champion is not None:
-            errors = ((self._predict(self.champion, part) >= 0.5) != (part[LABEL].to_numpy() >= 0.5)).astype(float)
+            errors = self.fit.live_errors(part[LABEL].to_numpy(), self._predict(self.champion, part, self.champion_cats),
+                                          self.champion_meta)
         self.latest_time = max(self.latest_time, float(part[EVENT_TIME].max()))
         self.policy.observe(len(part), self.latest_time, errors)
         self.buffer = pd.concat([self.buffer, part], ignore_index=True) if len(self.buffer) else part
@@ -175,23 +206,27 @@ class TrainerCore:
         if decision.strategy == "incremental" and self.champion is not None:
             base, rounds = self.champion, self.cfg.incremental_trees
             train = train.iloc[-max(self.policy.cfg.min_rows_between, len(train) // 4):]
-        candidate = self.fitter(train, self.feature_names, self._params(), rounds, base)
+        cats = self.fit.dictionary(train, self.champion_meta if base is not None else None)
+        fit_rows = train if cats is None else cats.encode(train)
+        candidate = self.fitter(fit_rows, self.feature_names, self._params(), rounds, base)
         y = hold[LABEL].to_numpy()
-        p_cand = self._predict(candidate, hold)
-        cand_scores = binary_metrics(y, p_cand)
+        p_cand = self._predict(candidate, hold, cats)
+        cand_scores = self.fit.metrics(y, p_cand)
         simple = None
-        if base is None and self.cfg.baseline_candidate:
-            simple = no_change_candidate(train, self.feature_names, self._params())
-        if simple is not None:
-            p_simple = self._predict(simple, hold)
+        if base is None and self.cfg.baseline_candidate and self.fit.spec.task is Task.BINARY:
+            simple = no_change_candidate(fit_rows, self.feature_names, self._params())
+        if simple is not None:  # binary only: the baseline of a regression or multiclass task is left for later
+            p_simple = self._predict(simple, hold, cats)
             wins, losses = paired_wins(y, p_cand, p_simple)
             record["vs_no_change"] = {"wins": wins, "losses": losses}
             if wins - losses <= self.cfg.baseline_z * np.sqrt(wins + losses):
                 # Not surely better than the entity's previous label: that (simpler) model is the candidate.
-                candidate, cand_scores = simple, binary_metrics(y, p_simple)
+                candidate, cand_scores = simple, self.fit.metrics(y, p_simple)
                 record["model"] = "no_change"
-        live_scores = binary_metrics(y, self._predict(self.champion, hold)) if self.champion is not None else None
-        metric = self.cfg.gate_metric
+        live_scores = None
+        if self.champion is not None:
+            live_scores = self.fit.metrics(y, self._predict(self.champion, hold, self.champion_cats))
+        metric = self.gate_metric
         record.update(candidate=cand_scores, live=live_scores, fit_seconds=round(time.time() - started, 3))
         passed = live_scores is None or better_or_close(metric, cand_scores[metric], live_scores[metric],
                                                         self.cfg.gate_margin)
@@ -215,14 +250,16 @@ class TrainerCore:
             "trees": candidate.num_boosted_rounds(),
             "parent": self.champion_version,
             "trainer": self.cfg.model_dump(),
-            "reference": reference_for(train, self.feature_names),
-            "reference_prediction": reference_quantiles(self._predict(candidate, train)),
+            "reference": reference_for(train, self.fit.numeric),
+            **self.fit.reference_prediction(self._predict(candidate, train, cats)),
             "fit_seconds": record["fit_seconds"],
             "schema_hash": self.schema_hash,
             # A fixed sample and its predictions: a slot that loads this version must reproduce them.
-            "verify": {"x": hold[self.feature_names].head(self.verify_rows).to_numpy(dtype=float).tolist(),
-                       "p": self._predict(candidate, hold.head(self.verify_rows)).tolist()},
+            "verify": self.fit.verify_sample(hold.head(self.verify_rows),
+                                             self._predict(candidate, hold.head(self.verify_rows), cats)),
         }
+        if not self.fit.plain:  # a binary version without categories reads as it always did
+            meta.update(self.fit.describe(cats))
         if self.registry is not None:
             version = self.registry.register(candidate, meta)
             self.registry.set_alias("candidate", version, actor="trainer", reason=decision.reason)
@@ -230,83 +267,29 @@ class TrainerCore:
             self.versions += 1
             version = self.versions
         # The new version will go live (the rollout controller says otherwise through sync_live).
-        self.champion, self.champion_version, self.champion_meta = candidate, version, meta
+        self._crown(candidate, version, meta)
         record.update(accepted=True, version=version)
         self.history.append(record)
         return version
-
-    # -- what survives a restart ---------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """The window, the policy's state, the counters, the refit history and the live model (as UBJSON bytes)."""
-        model = None if self.champion is None else np.frombuffer(bytes(self.champion.save_raw("ubj")), np.uint8)
-        window = {c: self.buffer[c].to_numpy(dtype=float, copy=True) for c in self.buffer.columns}
-        return {**self._state(len(self.history)), "window": {**window, EVENT_ID: self.ids.copy()},
-                "champion": {"version": self.champion_version, "model": model,
-                             "meta": copy.deepcopy(self.champion_meta)}}
-
-    def _state(self, history: int) -> dict[str, Any]:
-        """What the row log writes beside each segment: no rows, no model (the registry holds it)."""
-        return {"rows_seen": self.rows_seen, "rows_since_psi": self.rows_since_psi, "latest_time": self.latest_time,
-                "duplicates": self.duplicates,
-                "versions": self.versions, "history": copy.deepcopy(self.history[len(self.history) - history:]),
-                "policy": self.policy.snapshot(), "champion": {"version": self.champion_version}}
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        """Replace the state with ``snap``; a champion without a model is loaded from the registry."""
-        window = snap.get("window") or {}
-        self.buffer = pd.DataFrame({c: np.asarray(window.get(c, []), dtype=float)
-                                    for c in [EVENT_TIME, *self.feature_names, LABEL]})
-        self.ids = np.asarray(window.get(EVENT_ID, [None] * len(self.buffer)), dtype=object)
-        self.rows_seen, self.rows_since_psi = int(snap["rows_seen"]), int(snap["rows_since_psi"])
-        self.duplicates = int(snap.get("duplicates", 0))
-        self.latest_time, self.versions = float(snap["latest_time"]), int(snap["versions"])
-        self.history = copy.deepcopy(list(snap["history"]))
-        self.policy.restore(snap["policy"])
-        champ = snap["champion"]
-        if champ.get("model") is not None:
-            booster = xgb.Booster()
-            booster.load_model(bytearray(np.asarray(champ["model"], dtype=np.uint8).tobytes()))
-            self.champion, self.champion_version = booster, champ["version"]
-            self.champion_meta = copy.deepcopy(champ["meta"])
-        elif champ["version"] is None or self.registry is None:  # nothing to load it from
-            self.champion, self.champion_version, self.champion_meta = None, None, {}
-        else:
-            try:
-                self.sync_live(int(champ["version"]))
-            except Exception as err:  # not in the registry (any more): keep the one it names live
-                log.warning("trainer: version %s of the saved state cannot be loaded: %s", champ["version"], err)
-
-    def _resume(self) -> None:
-        """Rebuild the window and the state from the row log (damaged segments reported and skipped)."""
-        columns = [EVENT_TIME, *self.feature_names, LABEL, EVENT_ID]
-        try:
-            window, state = self.row_log.load(columns)
-        except RowLogError as err:  # unreadable storage: run without the log rather than overwrite it
-            self.resumed, self.row_log = {"error": str(err)}, None
-            log.error("trainer: row log not loaded, not written this time: %s", err)
-            return
-        snap = {**self._state(0), **(state or {})}
-        if window is not None:
-            snap["window"] = {c: window[c].to_numpy() for c in columns}
-        self.restore(snap)
-        self.resumed = {"rows": len(self.buffer), "state": state is not None}
-
-    def _persist(self, rows: pd.DataFrame) -> None:
-        if self.row_log is None:
-            return
-        try:
-            self.row_log.append(rows, self._state(HISTORY_KEPT), self.buffer.assign(**{EVENT_ID: self.ids}))
-        except RowLogError as err:  # counted in the log's stats; the window in memory goes on
-            log.warning("trainer: training rows not logged: %s", err)
 
     def stats(self) -> dict[str, Any]:
         """Rows seen, window size, live accuracy, and every refit attempt with its reason and scores."""
         out = {"rows_seen": self.rows_seen, "rows_buffered": len(self.buffer), "duplicate_rows": self.duplicates,
                "live_version": self.champion_version, "live_accuracy": self.policy.live_accuracy(),
+               **self._task_stats(),
                "refits": [r for r in self.history if r["accepted"]],
                "rejected": [r for r in self.history if not r["accepted"]]}
         if self.row_log is not None or self.resumed is not None:
             out["row_log"] = {**(self.row_log.stats() if self.row_log else {}), "resumed": self.resumed}
+        return out
+
+    def _task_stats(self) -> dict[str, Any]:
+        if self.fit.plain:
+            return {}
+        out = {"task": self.fit.spec.task.value, "bad_labels": self.fit.bad_labels}
+        if self.fit.spec.task is Task.REGRESSION:  # its errors are in units of the holdout MAE: no accuracy
+            errors = self.policy.recent_errors
+            out.update(live_accuracy=None, live_relative_error=float(np.mean(errors)) if errors else None)
         return out
 
     def window(self) -> pd.DataFrame:
@@ -326,7 +309,7 @@ class TrainerActor:
     Survives a restart (Ray restarts it) when started with a ``state_uri`` (a ``RowLog`` there, beside
     the checkpoints): the window of labelled rows as of the last call it answered, the policy's state
     (rows and time since the last refit, recent errors of the live version, the drift detector, alarms,
-    follow-ups due), its counters and clock, and the newest ``HISTORY_KEPT`` refit records; so its
+    follow-ups due), its counters and clock, and the newest ``trainer_state.HISTORY_KEPT`` refit records; so its
     next refit learns from the same rows and fires at the same row as if it had not stopped. The live
     model is reloaded from the registry. Lost: the rows of a call it was answering when it died
     (the coordinator counts them in ``training_rows_failed``), a refit that was running (the policy
@@ -337,9 +320,10 @@ class TrainerActor:
 
     def __init__(self, cfg: TrainerConfig, feature_names: list[str], registry_uri: str,
                  controller_name: str | None, namespace: str | None, schema_hash: str | None = None,
-                 distributed_storage: str | None = None, state_uri: str | None = None) -> None:
+                 distributed_storage: str | None = None, state_uri: str | None = None,
+                 model: ModelConfig | None = None, categorical: list[str] | tuple[str, ...] = ()) -> None:
         fitter = None
-        if cfg.distributed_above_rows is not None:
+        if cfg.distributed_above_rows is not None and not categorical:  # Ray Train's fit takes floats only
             from streamfit.actors.training.distributed_fit import fit_distributed
 
             def fitter(train, features, params, rounds, base):  # noqa: ANN001
@@ -351,7 +335,7 @@ class TrainerActor:
 
         row_log = RowLog(state_uri, window_rows_kept(cfg)) if state_uri else None
         self.core = TrainerCore(cfg, feature_names, Registry(registry_uri), fitter, schema_hash=schema_hash,
-                                row_log=row_log)
+                                row_log=row_log, model=model, categorical=categorical)
         self.controller = ray.get_actor(controller_name, namespace=namespace) if controller_name else None
         self._alias_checked = 0.0
 
