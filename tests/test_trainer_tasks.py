@@ -202,3 +202,21 @@ def test_task_difference_names_what_differs() -> None:
     old = {"version": 1, "features": ["x"]}  # before tasks: binary, no categories
     assert "categorical fields [] != serving ['colour']" in task_difference(old, ModelConfig(), feats)
     assert task_difference(old, ModelConfig(), FeaturesConfig()) == ""
+
+
+def test_regression_drift_alarm_on_errors_in_units_of_the_holdout_mae(tmp_path: Path) -> None:
+    core = TrainerCore(cfg(refit_every_rows=100_000, drift_detector="page_hinkley", drift_followups=0), ["x", "colour"],
+                       Registry(str(tmp_path / "reg")), model=ModelConfig(task="regression"), categorical=["colour"])
+    assert core.policy.detector.threshold == 75.0
+    rows, score = stream(1000, seed=10)
+    core.add_rows(rows.assign(label=score * 10.0))
+    assert core.request_refit() == 1
+    same, score2 = stream(3000, seed=11, start=1000.0)
+    for i in range(0, 3000, 250):  # the same concept: no alarm
+        core.add_rows(same.iloc[i:i + 250].assign(label=score2[i:i + 250] * 10.0))
+    assert [r["reason"] for r in core.history] == ["manual"]
+    moved, score3 = stream(1000, seed=12, start=4000.0)
+    for i in range(0, 1000, 100):  # colour's effect reversed: errors several times the holdout MAE
+        flipped = moved.iloc[i:i + 100]
+        core.add_rows(flipped.assign(label=(2 * flipped["x"].to_numpy() - score3[i:i + 100]) * 10.0))
+    assert "drift" in [r["reason"] for r in core.history]

@@ -88,7 +88,7 @@ class TrainerCore(TrainerState):
         self.feature_names = list(feature_names)
         self.registry = registry
         self.fitter = fitter or fit_in_process
-        self.policy = RefitPolicy(cfg)
+        self.policy = RefitPolicy(cfg, self.fit.spec.task.value)
         self.buffer = self.fit.window()
         self.ids = np.empty(0, dtype=object)  # each window row's event id (None: it came without one)
         self.duplicates = 0  # rows skipped: their event id was in the window already (a re-sent batch)
