@@ -220,3 +220,21 @@ def test_regression_drift_alarm_on_errors_in_units_of_the_holdout_mae(tmp_path: 
         flipped = moved.iloc[i:i + 100]
         core.add_rows(flipped.assign(label=(2 * flipped["x"].to_numpy() - score3[i:i + 100]) * 10.0))
     assert "drift" in [r["reason"] for r in core.history]
+
+
+def test_a_live_version_of_another_task_is_not_measured_against(tmp_path: Path) -> None:
+    registry = Registry(str(tmp_path / "reg"))
+    rows, score = stream(700, seed=13)
+    binary = TrainerCore(cfg(baseline_candidate=False), ["x"], registry)
+    assert binary.add_rows(rows.assign(label=(score > 0).astype(float))) == 1
+    registry.set_alias("live", 1)
+    reg = TrainerCore(cfg(), ["x"], registry, model=ModelConfig(task="regression"))
+    assert reg.champion is None and reg.champion_version == 1
+    assert reg.stats()["live_mismatch"] == "task binary != regression (reg:squarederror)"
+    assert reg.add_rows(rows.assign(label=score)) == 2 and reg.history[-1]["live"] is None  # no comparison
+    assert reg.champion_version == 2 and reg.stats()["live_mismatch"] == ""
+    registry.set_alias("live", 2)
+    multi = TrainerCore(cfg(), ["x"], registry, model=ModelConfig(task="multiclass", classes=["a", "b"]))
+    assert multi.live_mismatch == "task regression (reg:squarederror) != multiclass" and multi.champion is None
+    cats = TrainerCore(cfg(), ["x", "colour"], registry, model=ModelConfig(task="regression"), categorical=["colour"])
+    assert cats.live_mismatch == "categorical fields [] != ['colour']"

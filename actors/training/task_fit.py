@@ -112,6 +112,17 @@ class TaskFit:
             return version_task(base_meta).categories
         return CategoryDictionary.fit(train, self.categorical)
 
+    def mismatch(self, meta: dict[str, Any]) -> str:
+        """Why a version cannot be scored as this task's live model ('' when it can): task, objective, classes,
+        categorical fields (a version from before tasks is binary without categories)."""
+        got = version_task(meta)
+        if (got.spec.task, got.spec.objective) != (self.spec.task, self.spec.objective):
+            return f"task {_named(got.spec)} != {_named(self.spec)}"
+        if self.labels is not None and (got.labels is None or got.labels.diff(self.labels)):
+            return f"classes: {'no label dictionary' if got.labels is None else got.labels.diff(self.labels)}"
+        fields = got.categories.fields if got.categories is not None else []
+        return "" if sorted(fields) == sorted(self.categorical) else f"categorical fields {fields} != {self.categorical}"
+
     def inputs(self, frame: pd.DataFrame, cats: CategoryDictionary | None) -> Any:
         """A booster's input: a float matrix, or a frame with fixed-category columns (unseen -> missing)."""
         if cats is None:
@@ -164,3 +175,7 @@ class TaskFit:
         else:
             x = frame[self.features].astype(object).where(frame[self.features].notna(), None).to_numpy().tolist()
         return {"x": x, "p": pred.tolist()}
+
+
+def _named(spec: TaskSpec) -> str:
+    return f"{spec.task.value} ({spec.objective})" if spec.objective else spec.task.value

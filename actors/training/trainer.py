@@ -100,6 +100,7 @@ class TrainerCore(TrainerState):
         self.champion_version: int | None = None
         self.champion_meta: dict[str, Any] = {}
         self.champion_cats = None  # the live version's category dictionary (None: no categorical fields)
+        self.live_mismatch = ""  # why the live version is not measured against (another task's), '' when it is
         self.versions = 0
         if registry is not None:
             live = registry.aliases().get("live") or (registry.version_numbers() or [None])[-1]
@@ -118,6 +119,10 @@ class TrainerCore(TrainerState):
         self._crown(booster, version, meta)
 
     def _crown(self, booster: xgb.Booster | None, version: int | None, meta: dict[str, Any]) -> None:
+        self.live_mismatch = self.fit.mismatch(meta) if booster is not None else ""
+        if self.live_mismatch:  # another task's version (the config changed): nothing to measure against
+            log.warning("trainer: live v%s not used: %s", version, self.live_mismatch)
+            booster, meta = None, {}
         self.champion, self.champion_version, self.champion_meta = booster, version, meta
         self.champion_cats = self.fit.dictionary(self.buffer.iloc[:0], meta) if booster is not None else None
 
@@ -284,9 +289,9 @@ class TrainerCore(TrainerState):
         return out
 
     def _task_stats(self) -> dict[str, Any]:
-        if self.fit.plain:
+        if self.fit.plain and not self.live_mismatch:
             return {}
-        out = {"task": self.fit.spec.task.value, "bad_labels": self.fit.bad_labels}
+        out = {"task": self.fit.spec.task.value, "bad_labels": self.fit.bad_labels, "live_mismatch": self.live_mismatch}
         if self.fit.spec.task is Task.REGRESSION:  # its errors are in units of the holdout MAE: no accuracy
             errors = self.policy.recent_errors
             out.update(live_accuracy=None, live_relative_error=float(np.mean(errors)) if errors else None)
