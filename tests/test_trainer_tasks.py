@@ -238,3 +238,21 @@ def test_a_live_version_of_another_task_is_not_measured_against(tmp_path: Path) 
     assert multi.live_mismatch == "task regression (reg:squarederror) != multiclass" and multi.champion is None
     cats = TrainerCore(cfg(), ["x", "colour"], registry, model=ModelConfig(task="regression"), categorical=["colour"])
     assert cats.live_mismatch == "categorical fields [] != ['colour']"
+
+
+def test_quantile_regression_version(tmp_path: Path) -> None:
+    registry = Registry(str(tmp_path / "reg"))
+    model = ModelConfig(task="regression", objective="reg:quantileerror", quantile_alpha=0.9)
+    core = TrainerCore(cfg(num_boost_round=60), ["x", "colour"], registry, model=model, categorical=["colour"])
+    assert core.gate_metric == "pinball" and core._params()["quantile_alpha"] == 0.9
+    rows, score = stream(1500, seed=14)
+    noisy = score + np.random.default_rng(15).normal(scale=1.0, size=len(score))
+    assert core.add_rows(rows.assign(label=noisy)) == 1
+    meta = registry.meta(1)
+    assert meta["objective"] == "reg:quantileerror" and meta["quantile_alpha"] == 0.9
+    assert meta["metrics"]["gate_metric"] == "pinball" and meta["metrics"]["holdout"]["pinball"] > 0
+    assert registry.task(1).spec.quantile_alpha == 0.9
+    later, score2 = stream(2000, seed=16, start=2000.0)
+    truth = score2 + np.random.default_rng(17).normal(scale=1.0, size=len(score2))
+    covered = float((truth <= predict_meta(registry, 1, later)).mean())
+    assert 0.8 < covered < 0.97  # about 90 % of outcomes below the fitted 0.9 quantile
