@@ -79,10 +79,11 @@ class TrainerCore(TrainerState):
                  categorical: list[str] | tuple[str, ...] = ()) -> None:
         self.cfg = cfg
         self.fit = TaskFit(feature_names, model, categorical)
-        self.gate_metric = self.fit.spec.gate_metric if cfg.gate_metric not in self.fit.spec.metric_names() \
-            and "gate_metric" not in cfg.model_fields_set else cfg.gate_metric
-        if self.gate_metric not in self.fit.spec.metric_names():
-            raise ValueError(f"gate_metric {cfg.gate_metric!r}: one of {self.fit.spec.metric_names()}")
+        self.gate_metric, names = cfg.gate_metric, self.fit.spec.metric_names()
+        if self.gate_metric not in names and "gate_metric" not in cfg.model_fields_set:
+            self.gate_metric = self.fit.spec.gate_metric  # a TrainerConfig made apart from its Config: the task's loss
+        if self.gate_metric not in names:
+            raise ValueError(f"gate_metric {cfg.gate_metric!r}: one of {names}")
         self.schema_hash = schema_hash
         self.verify_rows = verify_rows
         self.feature_names = list(feature_names)
