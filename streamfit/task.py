@@ -7,9 +7,13 @@ drift detectors watch (0/1 error for classes, absolute error for values), how a 
 (``task_metrics``; binary reuses ``streamfit.metrics``).
 
 The label and category dictionaries a version keeps (``LabelDictionary``, ``CategoryDictionary``)
-live in ``streamfit.dictionaries`` and are named here too. Nothing here imports Ray or XGBoost.
+live in ``streamfit.dictionaries``. Nothing here imports Ray or XGBoost, and numpy and pandas only when
+a function needs them: the config (``model.task``) speaks this vocabulary, and the CLI loads the
+config without them.
 
 Example:
+    >>> import numpy as np
+    >>> from streamfit.dictionaries import LabelDictionary
     >>> spec = TaskSpec(Task.REGRESSION, objective="reg:absoluteerror")
     >>> spec.xgb_params()["objective"], spec.gate_metric, higher_is_better(spec.gate_metric)
     ('reg:absoluteerror', 'mae', False)
@@ -26,17 +30,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
 
-from streamfit.dictionaries import (BAD_LABEL, CategoryDictionary, LabelDictionary, as_series, first_reasons,
-                                    label_reasons, screen_labels)
-from streamfit.metrics import CLIP, binary_metrics
+    from streamfit.dictionaries import LabelDictionary
 
 __all__ = ["Task", "TaskSpec", "METRICS", "REGRESSION_OBJECTIVES", "higher_is_better", "predicted_class", "row_error",
-           "task_metrics", "check_labels", "LabelDictionary", "CategoryDictionary"]
+           "task_metrics", "check_labels"]
 
 
 class Task(str, Enum):
@@ -139,15 +141,20 @@ class TaskSpec:
 
 def predicted_class(pred: np.ndarray) -> np.ndarray:
     """Class index of each row of multiclass probabilities (n, k) (ties: the lowest index)."""
+    import numpy as np
+
     return np.asarray(pred, dtype=float).argmax(axis=1)
 
 
 def row_error(task: Task, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Per-row error as floats: 0/1 error (binary at 0.5, multiclass by argmax), absolute error for regression.
 
+    >>> import numpy as np
     >>> row_error(Task.MULTICLASS, np.array([0, 2]), np.array([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3]])).tolist()
     [0.0, 1.0]
     """
+    import numpy as np
+
     y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
     task = Task(task)
     if task is Task.BINARY:
@@ -160,6 +167,10 @@ def row_error(task: Task, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
 def task_metrics(task: Task, y: np.ndarray, pred: np.ndarray, quantile_alpha: float | None = None) -> dict[str, float]:
     """How good ``pred`` is against labels ``y`` for ``task``: accuracy/logloss/AUC (binary), accuracy/logloss
     (multiclass, ``y`` class indices, ``pred`` (n, k) probabilities), RMSE/MAE (+ pinball at ``quantile_alpha``)."""
+    import numpy as np
+
+    from streamfit.metrics import CLIP, binary_metrics
+
     task = Task(task)
     if task is Task.BINARY:
         return binary_metrics(y, pred)
@@ -187,6 +198,11 @@ def check_labels(task: Task, values: Any, labels: LabelDictionary | None = None)
     does; regression wants a finite number; multiclass wants a class of ``labels`` and gives its
     index. Reasons: ``bad_label:missing``, ``:wrong_type``, ``:non_finite``, ``:unknown_class``.
     """
+    import numpy as np
+    import pandas as pd
+
+    from streamfit.dictionaries import BAD_LABEL, as_series, first_reasons, label_reasons, screen_labels
+
     task = Task(task)
     if task is Task.MULTICLASS:
         if labels is None:

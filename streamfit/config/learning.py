@@ -9,12 +9,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from streamfit.config.base import Strict as _Strict
-from streamfit.task import LabelDictionary, TaskSpec
+from streamfit.task import TaskSpec
+
+if TYPE_CHECKING:
+    from streamfit.dictionaries import LabelDictionary
 
 GateMetric = Literal["logloss", "auc", "accuracy", "rmse", "mae", "pinball"]
 
@@ -46,6 +49,8 @@ class ModelConfig(_Strict):
             return self
         if self.classes is None:
             raise ValueError("@classes: required for task multiclass (the class names, in index order)")
+        from streamfit.dictionaries import LabelDictionary  # pandas: only for a multiclass config
+
         try:
             keys = LabelDictionary(self.classes).classes
         except ValueError as err:
@@ -64,6 +69,8 @@ class ModelConfig(_Strict):
 
     def label_dictionary(self) -> LabelDictionary | None:
         """The label dictionary of a multiclass task (None for the others)."""
+        from streamfit.dictionaries import LabelDictionary
+
         return LabelDictionary(self.classes) if self.classes is not None else None
 
 
