@@ -87,12 +87,12 @@ class FeatureShard:
         self.dedup = Dedup(cfg.dedup_capacity)
         self.served = ServedLog(len(self.feature_names), cfg.served_log_capacity)
         self.last_batch_id = 0
-        self.latest_us = NO_CLOCK
-        self.clock_us = NO_CLOCK
+        self.latest_us = self.clock_us = NO_CLOCK
         self.counters: Counter[str] = Counter()
         self.results: OrderedDict[int, ShardResult] = OrderedDict()
         self._empty: pd.DataFrame | None = None
-        self.needs_minmax = any(op in ("min", "max") for a in cfg.aggregates for op in a.ops)
+        self.minmax_cols, self.std_cols = ([j for j, f in enumerate(self.agg_fields) if any(  # only these are reduced
+            op in ops for a in cfg.aggregates if a.field == f for op in a.ops)] for ops in (("min", "max"), ("std",)))
         self.busy = BusyMeter()  # how much of the time batches are being applied: told to lookup callers
         self._publish()
 
@@ -227,7 +227,7 @@ class FeatureShard:
         cols: list[np.ndarray] = []
         if x is not None:
             cols += [x[:, j] for j in range(len(self.fields))]
-        q = state.events.query(keys, t_us, self.windows_us, minmax=self.needs_minmax)
+        q = state.events.query(keys, t_us, self.windows_us, minmax=self.minmax_cols, std=self.std_cols)
         for wi in range(len(self.windows_us)):
             if self.cfg.count:
                 cols.append(q["count"][wi].astype(np.float64))
@@ -242,7 +242,7 @@ class FeatureShard:
             age = q["age_us"].astype(np.float64) / US
             cols.append(np.where(q["age_us"] < 0, np.nan, age))
         if self.cfg.label_history.enabled:
-            lq = state.labels.query(keys, t_us, self.label_windows_us)
+            lq = state.labels.query(keys, t_us, self.label_windows_us, std=False)
             cols.append(lq["last"][:, 0])
             for wi in range(len(self.label_windows_us)):
                 cols.append(lq["mean"][wi][:, 0])

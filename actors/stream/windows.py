@@ -69,60 +69,30 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Sequence
 
 import numpy as np
 
-from streamfit.actors.stream.runs import (NO_TIME, SMALL, Run, bisect, build, concat_ranges, gather_sorted, locate_few,
-                                         locate_many, merge, rebuild)
+from streamfit.actors.stream.runs import NO_TIME, Run, build, concat_ranges, merge, rebuild
+from streamfit.actors.stream.window_query import EMPTY, State, columns, keep_freed_memory, run_query
 
 __all__ = ["US", "SeriesStore", "concat_ranges", "to_us"]
 
 US = 1_000_000
 DEAD_SHARE = 0.25  # a run is rewritten once about this share of its rows is dead
-
-
 def to_us(seconds: np.ndarray | float) -> np.ndarray:
     """Float seconds to integer microseconds."""
     return np.round(np.asarray(seconds, dtype=np.float64) * US).astype(np.int64)
-
-
-def _range_reduce(ufunc: np.ufunc, padded: np.ndarray, s: np.ndarray, e: np.ndarray, by_column: bool = False) -> np.ndarray:
-    """ufunc-reduction of the rows padded[s_i:e_i] for each i (the last row of ``padded`` is
-    padding, so every ``e_i`` is a valid index); nan where empty. ``by_column`` reduces each column
-    on its own (faster for min/max, whose answer does not depend on the order; sums keep the row order)."""
-    out = np.full((len(s), padded.shape[1]), np.nan)
-    nonempty = e > s
-    if nonempty.any():
-        idx = np.empty(2 * int(nonempty.sum()), dtype=np.int64)
-        idx[0::2], idx[1::2] = s[nonempty], e[nonempty]
-        if by_column:
-            for j in range(padded.shape[1]):
-                out[nonempty, j] = ufunc.reduceat(padded[:, j], idx)[0::2]
-        else:
-            out[nonempty] = ufunc.reduceat(padded, idx, axis=0)[0::2]
-    return out
-
-
-class _State(NamedTuple):
-    """One whole state: runs (oldest first), how many were there at the last prune, its bounds."""
-
-    runs: tuple[Run, ...]
-    n_old: int  # runs[:n_old] hold rows inserted before the last prune; the horizon applies to them
-    horizon: int
-    expire: int
-
-
-EMPTY = _State((), 0, NO_TIME, NO_TIME)
 
 
 class SeriesStore:
     """Rows (key, time µs, values) still needed by some window (a ``Stateful``)."""
 
     def __init__(self, n_values: int) -> None:
+        keep_freed_memory()
         self.n_values = n_values
         self._state = EMPTY
-        self._flat: tuple[_State, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._flat: tuple[State, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._assigned: dict[str, np.ndarray] = {}
 
     def frozen(self) -> "SeriesStore":
@@ -158,7 +128,7 @@ class SeriesStore:
         return found
 
     @staticmethod
-    def _n_pinned(st: _State) -> int:
+    def _n_pinned(st: State) -> int:
         """How many keys keep their newest old row behind the horizon."""
         old, n = st.runs[:st.n_old], 0
         for i, r in enumerate(old):
@@ -270,23 +240,25 @@ class SeriesStore:
                 else:
                     i += 1
             runs = _merge_sizes(runs, 0, horizon, expire)
-        self._set(_State(tuple(runs), len(runs), horizon, expire))
+        self._set(State(tuple(runs), len(runs), horizon, expire))
 
     # -- queries ---------------------------------------------------------------------------
     def query(self, keys: np.ndarray, times_us: np.ndarray, windows_us: list[int],
-              minmax: bool = False) -> dict[str, Any]:
+              minmax: bool | Sequence[int] = False, std: bool | Sequence[int] = True) -> dict[str, Any]:
         """Aggregates over [t - W, t) for each (key, t) and each window W.
 
         Returns ``count`` (list per window of int arrays), ``sum``/``mean``/``std``/``min``/
         ``max`` (lists per window of (n, k) arrays; min/max only when asked), and
         ``last`` (n, k) / ``age_us`` (n,) from the key's latest row before t (nan / -1 when none).
+        ``minmax`` and ``std`` may name the value columns that need them (the others' are nan).
         """
         keys, times_us = np.asarray(keys, dtype=np.uint64), np.asarray(times_us, dtype=np.int64)
         windows = [int(w) for w in windows_us]
+        minmax, std = columns(minmax, self.n_values), columns(std, self.n_values)
         if not (keys[1:] < keys[:-1]).any():  # in key order already (one lookup): nothing to permute
-            return _query(self._state, self.n_values, keys, times_us, windows, minmax)
+            return run_query(self._state, self.n_values, keys, times_us, windows, minmax, std)
         order = np.argsort(keys, kind="stable")  # key order: the searches read each run in order
-        res = _query(self._state, self.n_values, keys[order], times_us[order], windows, minmax)
+        res = run_query(self._state, self.n_values, keys[order], times_us[order], windows, minmax, std)
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
         return {name: ([np.take(a, inv, axis=0) for a in v] if isinstance(v, list) else np.take(v, inv, axis=0))
@@ -303,9 +275,9 @@ class SeriesStore:
         keys = np.array(snap["keys"], dtype=np.uint64)
         values = np.array(snap["values"], dtype=np.float64).reshape(len(keys), self.n_values)
         runs = (build(keys, np.array(snap["times"], dtype=np.int64), values),) if len(keys) else ()
-        self._set(_State(runs, len(runs), NO_TIME, NO_TIME))
+        self._set(State(runs, len(runs), NO_TIME, NO_TIME))
 
-    def _set(self, state: _State) -> None:
+    def _set(self, state: State) -> None:
         self._state, self._flat = state, None  # one rebinding: a frozen view keeps the old state whole
 
 
@@ -319,80 +291,3 @@ def _merge_sizes(runs: list[Run], start: int, horizon: int = NO_TIME, expire: in
         else:
             i -= 1
     return runs
-
-
-def _query(st: _State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[int], minmax: bool) -> dict[str, Any]:
-    """``SeriesStore.query`` for queries sorted by key."""
-    n = len(qk)
-    wmax = max(windows) if windows else 0
-    if n <= SMALL:  # a handful of lookups: per-run vector searches cost more than scalar ones
-        found = locate_few(st.runs, st.n_old, st.horizon, qk, qt, wmax)
-    else:
-        found = locate_many(st.runs, st.n_old, st.horizon, qk, qt, wmax)
-    ranges, (best_t, best_r, best_i), (new_t, new_r, new_i) = found
-    # An old key's newest row behind the horizon is still there (unless the key expired).
-    kept = (new_r >= 0) & (new_t < st.horizon) & (new_t >= st.expire) & (new_t < qt)
-    ok = kept & (new_t > best_t)
-    best_t, best_r, best_i = np.where(ok, new_t, best_t), np.where(ok, new_r, best_r), np.where(ok, new_i, best_i)
-    extra = kept & (new_t >= qt - wmax)
-    out: dict[str, Any] = {"last": np.full((n, k), np.nan), "age_us": np.where(best_r >= 0, qt - best_t, -1)}
-    for ri in sorted(set(best_r.tolist()) - {-1}):
-        m = best_r == ri
-        out["last"][m] = st.runs[ri].values[best_i[m]]
-    for name in ("count", "sum", "mean", "std", "min", "max"):
-        out[name] = []
-    if not windows:
-        return out
-    # The rows of the longest window, per query, in (time, arrival) order whatever runs they came
-    # from: the extra row (the oldest arrival), then each run's rows, oldest run first, sorted stably.
-    extra_v = np.zeros((int(extra.sum()), k))
-    for ri in sorted(set(new_r[extra].tolist())):
-        m = extra & (new_r == ri)
-        extra_v[m[extra]] = st.runs[ri].values[new_i[m]]
-    per_query, qrep, gt, raw = gather_sorted(st.runs, ranges, (extra, new_t[extra], extra_v), n, k)
-    end = np.cumsum(per_query)
-    start = end - per_query
-    anchor = _nan0(out["last"])  # the last value is in every non-empty window: no cancellation
-    both = np.empty((len(gt) + 1, 2 * k))  # shifted values and their squares side by side, a nan row after
-    anchors_rep = np.take(anchor, qrep, axis=0)
-    for j in range(k):  # column by column: numpy's 2-D loops over (rows, 2) are 6x slower
-        shifted = np.subtract(raw[:-1, j], anchors_rep[:, j], out=both[:-1, j])
-        np.multiply(shifted, shifted, out=both[:-1, k + j])
-    both[-1] = np.nan
-    # One reduction for every window at once: sums of the shifted values and of their squares side by side.
-    search = bisect if n > SMALL else _bisect_few
-    firsts = [start if w == wmax else search(gt, start, end, qt - w) for w in windows]  # all rows are in the longest
-    s_all, e_all = np.concatenate(firsts), np.tile(end, len(windows))
-    sums = _range_reduce(np.add, both, s_all, e_all)
-    sums = _nan0(sums)
-    if minmax:
-        lows, highs = (_range_reduce(f, raw, s_all, e_all, by_column=True) for f in (np.minimum, np.maximum))
-    # Every window at once ((windows · n) rows); row wi·n + i is query i in window wi.
-    cnt = e_all - s_all
-    c = cnt.astype(np.float64)
-    stats = {"count": cnt, **{name: np.empty((len(cnt), k)) for name in ("sum", "mean", "std")}}
-    for j in range(k):  # column by column, as above
-        ssum, ssq, anchors = sums[:, j], sums[:, k + j], np.tile(anchor[:, j], len(windows))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_shift = np.where(c > 0, ssum / c, np.nan)
-            var = np.where(c > 1, (ssq - c * mean_shift**2) / (c - 1), np.nan)
-        stats["sum"][:, j] = np.where(c > 0, ssum + c * anchors, 0.0)
-        stats["mean"][:, j] = mean_shift + anchors
-        stats["std"][:, j] = np.sqrt(np.maximum(var, 0.0))
-    if minmax:
-        stats["min"], stats["max"] = lows, highs
-    for name, a in stats.items():
-        out[name] = [a[wi * n:(wi + 1) * n] for wi in range(len(windows))]
-    return out
-
-
-def _nan0(a: np.ndarray) -> np.ndarray:
-    """``np.nan_to_num`` of a float array, in fewer steps when it holds no infinity (the usual case)."""
-    out = np.where(np.isnan(a), 0.0, a)
-    return np.nan_to_num(out) if np.isinf(out).any() else out
-
-
-def _bisect_few(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``bisect`` for a few ranges: one search each."""
-    return np.array([a + int(times[a:b].searchsorted(t)) for a, b, t in zip(lo.tolist(), hi.tolist(), target.tolist())],
-                    dtype=np.int64)
