@@ -19,40 +19,13 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from streamfit.actors.stream.runs import NO_TIME, SMALL, Run, bisect, gather_sorted, locate_few, locate_many
 
-__all__ = ["EMPTY", "State", "columns", "keep_freed_memory", "run_query"]
-
-# glibc's malloc: arrays up to this size come from the heap, and it keeps this much freed memory
-# before giving it back (see ``keep_freed_memory``).
-MMAP_THRESHOLD, TRIM_THRESHOLD = 32 << 20, 128 << 20
-_malloc: list[bool] = []  # whether this process's allocator was tuned (empty: not tried yet)
-
-
-def keep_freed_memory() -> bool:
-    """Let this process reuse freed memory for the next query's arrays (glibc only; tried once per process).
-
-    A query at steady state allocates ~15 MB of short-lived arrays; by default glibc gives them back
-    to the system when they are freed, so the next query faults every page in again: ~3,300 page
-    faults and a quarter of its CPU time. Fixed thresholds keep them in the heap (the process holds
-    at most ``TRIM_THRESHOLD`` of freed memory). Returns whether the allocator is tuned.
-    """
-    if not _malloc:
-        try:
-            mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-            # M_MMAP_THRESHOLD (-3), M_TRIM_THRESHOLD (-1): setting them turns glibc's own adjustment off.
-            _malloc.append(bool(mallopt(-3, MMAP_THRESHOLD)) and bool(mallopt(-1, TRIM_THRESHOLD)))
-        except (OSError, AttributeError, TypeError):  # not glibc: its allocator keeps its own policy
-            _malloc.append(False)
-    return _malloc[0]
-
-
+__all__ = ["EMPTY", "State", "columns", "run_query"]
 
 class State(NamedTuple):
     """One whole state: runs (oldest first), how many were there at the last prune, its bounds."""
@@ -98,7 +71,7 @@ def run_query(st: State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[i
     per_query, qrep, raw = gather_sorted(st.runs, ranges, (extra, new_t[extra], extra_v), n, k)
     end = np.cumsum(per_query)
     # A query's rows in a shorter window are the newest: its last (rows at or after t - w) of them.
-    search = bisect if n > SMALL else _bisect_few
+    search = _bisect_ends if n > SMALL else _bisect_few
     firsts = [end - per_query if w == wmax else
               end - (extra & (new_t >= qt - w)) - sum(e - search(r.times, s, e, qt - w) for r, (s, e) in zip(st.runs, ranges))
               for w in windows]
@@ -162,6 +135,14 @@ def _nan0(a: np.ndarray) -> np.ndarray:
     """``np.nan_to_num`` of a float array, in fewer steps when it holds no infinity (the usual case)."""
     out = np.where(np.isnan(a), 0.0, a)
     return np.nan_to_num(out) if np.isinf(out).any() else out
+
+
+def _bisect_ends(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``runs.bisect``, with the ranges whose rows are all before ``target`` (most, in a short window) or all at or
+    after it settled first, without a search."""
+    some = hi > lo
+    last, first = times[np.maximum(hi - 1, 0)], times[np.minimum(lo, len(times) - 1)]
+    return bisect(times, np.where(some & (last < target), hi, lo), np.where(some & (first >= target), lo, hi), target)
 
 
 def _bisect_few(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -74,7 +74,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from streamfit.actors.stream.runs import NO_TIME, Run, build, concat_ranges, merge, rebuild
-from streamfit.actors.stream.window_query import EMPTY, State, columns, keep_freed_memory, run_query
+from streamfit.actors.stream.window_query import EMPTY, State, columns, run_query
 
 __all__ = ["US", "SeriesStore", "concat_ranges", "to_us"]
 
@@ -89,7 +89,6 @@ class SeriesStore:
     """Rows (key, time µs, values) still needed by some window (a ``Stateful``)."""
 
     def __init__(self, n_values: int) -> None:
-        keep_freed_memory()
         self.n_values = n_values
         self._state = EMPTY
         self._flat: tuple[State, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
