@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import ray
 
+from streamfit.actors.monitoring import serve_metrics
 from streamfit.config import FeaturesConfig, ServingConfig
 from streamfit.errors import RegistryError, StreamfitError
 from streamfit.names import INGEST_NAME, MONITOR_NAME, TRAINER_NAME, shard_name
@@ -58,10 +59,7 @@ class RayBackend(Backend):
                                      max_batch=s.lookup_max_batch, timeout_s=s.lookup_timeout_s,
                                      max_gap_s=s.lookup_max_gap_ms / 1000)
         self._shards: dict[int, Any] = {}  # handles stay valid across a shard's restarts
-        self._unavailable: Any = None
-        self._auth_failures: Any = None
-        self._actor_unavailable: Any = None
-        self._ingest_refused: Any = None
+        self.metrics: dict[str, Any] | None = None  # made in the replica on first use (Ray's metrics need a worker)
         self.command_timeout_s = s.command_timeout_s
         self.calls = ActorCalls(self.actor, s.actor_timeout_s, s.retry_after_s, self._count_unavailable)
 
@@ -103,43 +101,29 @@ class RayBackend(Backend):
         try:
             return await self.batcher.lookup(rows, record)
         except ShardUnavailable as err:
-            if self._unavailable is None:
-                from ray.util.metrics import Counter
-
-                self._unavailable = Counter("streamfit_lookup_unavailable", "raw-event requests answered 503: "
-                                            "a feature shard was slow or restarting", ("shard",))
-            self._unavailable.inc(1.0, {"shard": str(err.shard)})
+            self._count("lookup_unavailable", 1.0, {"shard": str(err.shard)})
             raise
 
     def auth_failed(self, scope: str, reason: str) -> None:
         """Count a request refused for its token (missing, wrong, of a lower scope)."""
-        if self._auth_failures is None:
-            from ray.util.metrics import Counter
-
-            self._auth_failures = Counter("streamfit_auth_failures", "requests refused for their token, by the "
-                                          "scope they needed and why (missing, wrong, scope)", ("scope", "reason"))
-        self._auth_failures.inc(1.0, {"scope": scope, "reason": reason})
+        self._count("auth_failures", 1.0, {"scope": scope, "reason": reason})
 
     async def audit(self, event: str, actor: str, reason: str) -> None:
         """An operator's action in the registry's audit log (its actor is a token's scope, never its value)."""
         await asyncio.to_thread(self.registry.audit, event, actor=actor, reason=reason)
 
-    def _count_unavailable(self, target: str) -> None:
-        if self._actor_unavailable is None:
-            from ray.util.metrics import Counter
+    def _count(self, key: str, value: float, tags: dict[str, str] | None = None) -> None:
+        if self.metrics is None:
+            self.metrics = serve_metrics()
+        self.metrics[key].inc(value, tags)
 
-            self._actor_unavailable = Counter("streamfit_actor_unavailable", "requests answered 503: an actor of "
-                                              "another plane was slow, not running or restarting", ("actor",))
-        self._actor_unavailable.inc(1.0, {"actor": target})
+    def _count_unavailable(self, target: str) -> None:
+        self._count("actor_unavailable", 1.0, {"actor": target})
 
     def ingest_refused(self, rows: int) -> None:
         """Count an ingest request refused with 429 (the ingest buffer was full) and its rows."""
-        if self._ingest_refused is None:
-            from ray.util.metrics import Counter
-
-            self._ingest_refused = Counter("streamfit_ingest_refused_rows", "rows refused with 429: the ingest "
-                                           "buffer was full (the client retries after Retry-After)")
-        self._ingest_refused.inc(float(rows))
+        if rows > 0:  # Ray's counters refuse 0
+            self._count("ingest_refused_rows", float(rows))
 
     def stats(self) -> dict[str, Any]:
         """This replica's lookups (requests, calls, events, timeouts, errors, unavailable) and the 503s it

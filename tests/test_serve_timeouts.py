@@ -100,7 +100,7 @@ def _backend(actors: dict[str, Any], **serving: Any) -> tuple[RayBackend, dict[s
 
     backend.actor = lookup  # type: ignore[method-assign]  # what the code before bounded calls used
     backend.calls.lookup = lookup
-    backend._actor_unavailable = Recorder()  # not Ray's counter: no Ray here
+    backend.metrics = {"actor_unavailable": Recorder()}  # not Ray's counter: no Ray here
     return backend, lookups
 
 
@@ -167,7 +167,7 @@ def test_every_backend_call_to_a_silent_actor_ends_in_a_503(call, target):
     with pytest.raises(Unavailable) as err:  # before: awaited forever (here: the outer bound's TimeoutError)
         asyncio.run(asyncio.wait_for(call(backend), BOUND_S))
     assert err.value.headers[UNAVAILABLE_HEADER] == target
-    assert backend.stats()["unavailable"] == {target: 1} and backend._actor_unavailable.counts == [{"actor": target}]
+    assert backend.stats()["unavailable"] == {target: 1} and backend.metrics["actor_unavailable"].counts == [{"actor": target}]
 
 
 @pytest.mark.parametrize("method, path, body, target", [
