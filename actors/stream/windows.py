@@ -18,11 +18,11 @@ per-entity ring buffers in one arena: those are written in place (a published lo
 would need copies), grow per entity, and need the same sort for late events; runs are never
 written, so ``frozen()`` is O(1).
 
-Queries: per run, one search for the key's rows and a bisection for the window's bounds (none for
-a key whose rows there are all before t, or all inside the window); the rows of the longest window
-are copied straight into (query, time, arrival) order (``runs.gather_sorted``: only queries whose
-runs overlap in time are re-sorted) and reduced in that order, sums anchored on the key's last
-value (no cancellation at large magnitudes). So answers are bit-identical however the rows are
+Queries (``window_query``): per run, one search for the key's rows and a bisection for the window's
+bounds (none for a key whose rows there are all before t, or all inside the window); the rows of the
+longest window are copied straight into (query, time, arrival) order (``runs.gather_sorted``: only
+queries whose runs overlap in time are re-sorted) and reduced in that order, sums anchored on the
+key's last value (no cancellation at large magnitudes). So answers are bit-identical however the rows are
 split into runs: a restored snapshot is one run, and the stateful contract and round-trip tests
 want the answers of the store that never stopped, bit for bit. That rules out prefix sums per
 run: a window's sum from them depends on the split (rounding) and on rows outside the window
@@ -45,6 +45,36 @@ before and after the direct gather, the settled bisections and the column-by-col
     events query                 29 -> 21          60 -> 44
     labels query                 13 -> 13          35 -> 20..28
     whole batch (first tenth of the stream / last half): 91-115 / 146-166 ms -> 86-98 / 113-141 ms
+
+Session 5 (issue 14, steady_state_ratio): profiled on the same stream (one in-process FeatureShard,
+65 batches: 1.3M events, the 1 h window full from batch ~45), the cost that grows is the query's per-row
+work on the window's rows (~1 row per query early, ~9 at steady state: 18k -> 180k rows per batch):
+the gather (index ranges, copies) ~+7 ms per store, the searches ~+2.5 ms per store (one more run,
+longer ranges), the reductions ~+4 ms; insert, prune, pending rows and dedup stay flat (~42 ms).
+Changes, answers bit-identical (checked on the captured states, every aggregate, and by the tests):
+only the reductions the features ask for (default: min/max/std of x0 only, none for the labels'
+count/mean), reduced column by column (1-D ``reduceat`` gives the same sums as the 2-D one); times
+gathered only for queries whose runs overlap in time (overlap found from each piece's first and last
+time); index ranges by a cumulative sum (``np.repeat`` with counts copied block by block: 7x slower);
+a shorter window's bisections settle the ranges wholly before or inside it without a search.
+Replaying the next batch's 20k queries on the captured states (CPU ms, median of 9, caches flushed
+between runs; load 8-9):
+
+    after batch                 5 (100k rows)    63 (1.08M rows: the 1 h window full)
+    events query                20.6 -> 18.2     36.4 -> 28.4
+    labels query                13.2 -> 12.6     16.2 -> 15.0
+
+Whole batches (``FeatureShard.process``, the 20k-event batches above; CPU ms, medians of the first
+and the last tenth of the batches; four before/after pairs run alternately at load 6-13, ±10 %):
+
+    query part (_features_at)   before +24 ms from first to last tenth (22.6..27.5), after +17 (16.7..22.5)
+    whole batch, first / last   before 63-73 / 85-103 (ratio 0.69-0.74), after 62-72 / 78-98 (0.69-0.84)
+
+Tried and dropped: glibc malloc thresholds (a replayed query page-faulted its ~15 MB of temporaries
+in again each time, but in the shard's own flow glibc's adaptive threshold already avoids that: 0
+faults per query at steady state before and after); queries in chunks of 2-5k (faster on a replay,
+slower in the real flow). What is left grows with the rows in the window, and by design: prefix sums
+per run (see above) are what would make it O(runs).
 
 A lookup's few queries (``runs.SMALL``) search each run with one binary search per (query, run)
 in Python instead of the vectorised bisection, whose fixed cost per run dominated them: 4 queries
