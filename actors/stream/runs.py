@@ -29,6 +29,7 @@ import numpy as np
 NO_TIME = -(2**62)  # before every time: "no horizon", "nothing expired"
 ABSENT = np.iinfo(np.int64).min  # time of a key a run does not hold
 SAMPLE = 64  # times kept per run to estimate how many rows a horizon has made dead
+REPEAT_BELOW = 512  # up to this many ranges, ``np.repeat`` (fewer calls) instead of a cumulative sum (faster per row)
 SMALL = 8  # up to this many queries: one binary search per (query, run) in Python (a lookup's few events)
 
 
@@ -39,6 +40,11 @@ def concat_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     copies each count's block on its own, 7x slower on ~10-row ranges.
     """
     lens = np.asarray(hi, dtype=np.int64) - lo
+    if len(lens) <= REPEAT_BELOW:  # few ranges: fewer numpy calls this way
+        total = int(lens.sum())
+        if total == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.repeat(lo - (np.cumsum(lens) - lens), lens) + np.arange(total, dtype=np.int64)
     some = lens > 0
     lo, lens = np.asarray(lo, dtype=np.int64)[some], lens[some]
     if not len(lens):
@@ -52,6 +58,8 @@ def concat_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def repeat_index(counts: np.ndarray) -> np.ndarray:
     """``np.repeat(np.arange(len(counts)), counts)``, by a cumulative sum (see ``concat_ranges``)."""
+    if len(counts) <= REPEAT_BELOW:
+        return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     some = np.flatnonzero(counts > 0)
     if not len(some):
         return np.zeros(0, dtype=np.int64)
@@ -287,17 +295,20 @@ def locate_few(runs: Sequence[Run], n_old: int, horizon: int, qk: np.ndarray, qt
 
 
 def gather_sorted(runs: Sequence[Run], ranges: list[tuple[np.ndarray, np.ndarray]], first: tuple[np.ndarray, ...],
-                  n: int, k: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+                  n: int, k: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray | None]:
     """The rows of each query's ranges, query by query, each query's in (time, arrival) order: ``first`` =
     (mask, time, values) of a row that goes before the runs' (the oldest arrival), then each run's
     ``[s_i, e_i)``, oldest run first. Returns (row count per query, query of each row, one array per value
-    column with one nan after the rows, so ``np.ufunc.reduceat`` may take the end as an index).
+    column with one nan after the rows, so ``np.ufunc.reduceat`` may take the end as an index, and the rows'
+    times for a few queries (``SMALL``), None for more).
 
     Rows are written where they belong (no concatenation, no sort of everything), each column on its own
     (1-D copies: a 2-D fancy assignment costs ~10x more). A query's pieces are sorted each; only queries
     where a piece starts before the previous one ends (runs overlapping in time) have their times gathered
     and are sorted, stably, so ties keep their arrival order.
     """
+    if n <= SMALL:
+        return _gather_few(runs, ranges, first, n, k)
     has_first, first_t, first_v = first
     lens = [e - s for s, e in ranges]
     per_query = has_first.astype(np.int64) + sum(lens, np.zeros(n, np.int64))
@@ -318,23 +329,43 @@ def gather_sorted(runs: Sequence[Run], ranges: list[tuple[np.ndarray, np.ndarray
         some = ln > 0
         bad |= some & (run.times[np.minimum(s, len(run) - 1)] < last_t)
         last_t = np.where(some, run.times[np.maximum(e - 1, 0)], last_t)
-        if n <= SMALL:  # a few queries: slices, not index arithmetic
-            for qi in np.flatnonzero(ln).tolist():
-                a, b, to = int(s[qi]), int(e[qi]), int(at[qi])
-                for j, col in enumerate(cols):
-                    col[to:to + b - a] = run.values[a:b, j]
-        else:
-            src = concat_ranges(s, e)
-            if len(src):
-                dst = concat_ranges(at, at + ln)
-                got = np.take(run.values, src, axis=0)  # 3x faster than run.values[src] for (n, k) rows
-                for j, col in enumerate(cols):
-                    col[dst] = got[:, j]
+        src = concat_ranges(s, e)
+        if len(src):
+            dst = concat_ranges(at, at + ln)
+            got = np.take(run.values, src, axis=0)  # 3x faster than run.values[src] for (n, k) rows
+            for j, col in enumerate(cols):
+                col[dst] = got[:, j]
         at += ln
     qrep = repeat_index(per_query)
     if bad.any():
         _sort_by_time(runs, ranges, (has_first, first_t), ats, np.flatnonzero(bad), (start, end, qrep), cols)
-    return per_query, qrep, cols
+    return per_query, qrep, cols, None
+
+
+def _gather_few(runs: Sequence[Run], ranges: list[tuple[np.ndarray, np.ndarray]], first: tuple[np.ndarray, ...],
+                n: int, k: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """``gather_sorted`` for a few queries (a lookup's): slices, not index arithmetic, and the times with them."""
+    has_first, first_t, first_v = first
+    per_query = has_first.astype(np.int64) + sum((e - s for s, e in ranges), np.zeros(n, np.int64))
+    end = np.cumsum(per_query)
+    start = end - per_query
+    total = int(end[-1]) if n else 0
+    times, rows = np.empty(total, np.int64), np.empty((total + 1, k))
+    rows[total] = np.nan
+    at = start.copy()
+    times[at[has_first]], rows[at[has_first]] = first_t, first_v
+    at[has_first] += 1
+    for run, (s, e) in zip(runs, ranges):
+        for qi in np.flatnonzero(e > s).tolist():
+            a, b, to = int(s[qi]), int(e[qi]), int(at[qi])
+            times[to:to + b - a], rows[to:to + b - a] = run.times[a:b], run.values[a:b]
+            at[qi] += b - a
+    qrep = np.repeat(np.arange(n, dtype=np.int64), per_query)
+    down = np.flatnonzero(times[1:] < times[:-1]) + 1
+    for qi in sorted(set(qrep[down[qrep[down] == qrep[down - 1]]].tolist())):  # runs overlapping in time: sort
+        o = start[qi] + np.argsort(times[start[qi]:end[qi]], kind="stable")
+        times[start[qi]:end[qi]], rows[start[qi]:end[qi]] = times[o], rows[o]
+    return per_query, qrep, [np.ascontiguousarray(rows[:, j]) for j in range(k)], times
 
 
 def _sort_by_time(runs: Sequence[Run], ranges: list[tuple[np.ndarray, np.ndarray]], first: tuple[np.ndarray, ...],

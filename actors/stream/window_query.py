@@ -68,13 +68,15 @@ def run_query(st: State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[i
     for ri in sorted(set(new_r[extra].tolist())):
         m = extra & (new_r == ri)
         extra_v[m[extra]] = st.runs[ri].values[new_i[m]]
-    per_query, qrep, raw = gather_sorted(st.runs, ranges, (extra, new_t[extra], extra_v), n, k)
+    per_query, qrep, raw, gt = gather_sorted(st.runs, ranges, (extra, new_t[extra], extra_v), n, k)
     end = np.cumsum(per_query)
     # A query's rows in a shorter window are the newest: its last (rows at or after t - w) of them.
-    search = _bisect_ends if n > SMALL else _bisect_few
-    firsts = [end - per_query if w == wmax else
-              end - (extra & (new_t >= qt - w)) - sum(e - search(r.times, s, e, qt - w) for r, (s, e) in zip(st.runs, ranges))
-              for w in windows]
+    if gt is not None:  # a few queries: their gathered times are at hand
+        firsts = [end - per_query if w == wmax else _bisect_few(gt, end - per_query, end, qt - w) for w in windows]
+    else:
+        firsts = [end - per_query if w == wmax else
+                  end - (extra & (new_t >= qt - w)) - sum(e - _bisect_ends(r.times, s, e, qt - w) for r, (s, e) in zip(st.runs, ranges))
+                  for w in windows]
     s_all, e_all = np.concatenate(firsts), np.tile(end, len(windows))
     # Every window at once ((windows · n) rows); row wi·n + i is query i in window wi. Column by column, and
     # only what was asked: 1-D reductions give the same sums as the 2-D ones did (numpy reduces each
