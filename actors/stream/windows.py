@@ -65,10 +65,15 @@ between runs; load 8-9):
     labels query                13.2 -> 12.6     16.2 -> 15.0
 
 Whole batches (``FeatureShard.process``, the 20k-event batches above; CPU ms, medians of the first
-and the last tenth of the batches; four before/after pairs run alternately at load 6-13, ±10 %):
+and the last tenth of the batches; before/after pairs run alternately, load 6-13, ±10 %; the last two
+pairs with the final code):
 
-    query part (_features_at)   before +24 ms from first to last tenth (22.6..27.5), after +17 (16.7..22.5)
-    whole batch, first / last   before 63-73 / 85-103 (ratio 0.69-0.74), after 62-72 / 78-98 (0.69-0.84)
+    query part (_features_at)   first -> last tenth: before +22.5..27.5 ms, after +16.7..22.5 (final: +18.6, +18.7)
+    whole batch, first / last   before 64.9 / 92.3, 66.6 / 89.6 (0.70, 0.74); after 64.2 / 84.8, 62.8 / 82.5 (0.76, 0.76)
+
+A lookup's sizes stay as fast (a few queries gather their times and search them once per window;
+up to 512 ranges, ``np.repeat``): 1/8/64/256 queries at steady state, events 192/265/504/852 ->
+183/268/555/805 µs, labels 144/220/425/612 -> 135/209/477/649 µs.
 
 Tried and dropped: glibc malloc thresholds (a replayed query page-faulted its ~15 MB of temporaries
 in again each time, but in the shard's own flow glibc's adaptive threshold already avoids that: 0
