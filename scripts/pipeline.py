@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray import serve
 
 from streamfit.config import Config
@@ -103,6 +103,27 @@ def _deploy(cfg: Config, registry_uri: str, port: int) -> None:
     serve.run(build_router(cfg, registry_uri, NAMESPACE), name=APP_NAME, route_prefix="/")
 
 
+def start_serving(cfg: Config, registry_uri: str, attempts: int = 3) -> int:
+    """Deploy the Router app behind Serve's proxy; the port it listens on (a free one for ``serving.port: 0``)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        port = cfg.serving.port or free_port()
+        try:
+            # On a loaded node Serve's controller may replace a proxy that was slow to become healthy while
+            # serve.run waits on it, or serve.start gives up on the proxy after Ray's fixed 60 s: deploy again.
+            retrying(_deploy, cfg, registry_uri, port, on=(RayActorError, GetTimeoutError), attempts=3,
+                     first_wait_s=1.0)
+            return port
+        except RayTaskError as err:
+            # A port picked free can be taken (by another process, or a Ray worker) before the proxy binds
+            # it; Serve keeps the port it started with, so start it again on another.
+            taken = any(m in str(err) for m in ("Failed to bind", "Address already in use"))  # Python proxy, HAProxy
+            if cfg.serving.port or not taken or attempt >= attempts:
+                raise
+            serve.shutdown()
+
+
 @dataclass
 class Pipeline:
     """Handles to every running part of one streamfit deployment."""
@@ -151,13 +172,7 @@ class Pipeline:
             )
             shards, coordinator = start_data_plane(cfg, trainer, monitor)
             monitor.attach.remote(coordinator=coordinator, controller=controller, trainer=trainer)
-            port = cfg.serving.port or free_port()
-            if deploy_serve:
-                # On a loaded node Serve's controller may replace a proxy that was slow to become healthy
-                # while serve.run waits on it, or serve.start gives up on the proxy after Ray's fixed 60 s;
-                # both are transient: deploy again.
-                retrying(_deploy, cfg, registry_uri, port, on=(RayActorError, GetTimeoutError), attempts=3,
-                         first_wait_s=1.0)
+            port = start_serving(cfg, registry_uri) if deploy_serve else (cfg.serving.port or free_port())
             ray.get(controller.status.remote())
         except BaseException:
             if address is None:

@@ -714,7 +714,8 @@ def stateful_classes() -> set[type]:
 
 
 def test_every_stateful_class_has_a_case() -> None:
-    covered = {type(c.make()) for c in CASES}
+    # A mixin's snapshot/restore (TrainerState of TrainerCore) is covered by the case of the class using it.
+    covered = {base for c in CASES for base in type(c.make()).__mro__}
     assert {f"{c.__module__}.{c.__name__}" for c in stateful_classes() - covered} == set()
 
 
