@@ -83,6 +83,16 @@ def check_shared_storage(cfg: Config) -> None:
                               "use an object-store URI (e.g. s3://bucket/prefix) that every node can reach")
 
 
+def check_wired(cfg: Config) -> None:
+    """Refuse at start what the config accepts but the planes do not run end to end yet (issue 15, in steps)."""
+    if cfg.model.task != "binary":
+        raise ConfigError(f"model.task: {cfg.model.task!r} is validated and trained, but the stream and serving "
+                          "planes do not run it end to end yet; only 'binary' can be started")
+    if cfg.features.categorical_fields():
+        raise ConfigError(f"features.fields: categorical fields {cfg.features.categorical_fields()} are validated "
+                          "and trained, but the feature shards do not carry them yet; drop them or make them numeric")
+
+
 def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) -> tuple[list[Any], Any]:
     """Start the shard actors (each resumes from the last checkpoint) and the coordinator feeding ``sink``."""
     ckpt_uri = absolute_uri(cfg.checkpoints.uri) if cfg.checkpoints.enabled else None
@@ -148,6 +158,7 @@ class Pipeline:
         KubeRay's ``serveConfigV2``); returns when HTTP answers."""
         start_ray(cfg, address)
         try:
+            check_wired(cfg)
             check_shared_storage(cfg)
             cfg = cfg.model_copy(deep=True)
             cfg.registry.uri = absolute_uri(cfg.registry.uri)
