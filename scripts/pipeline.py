@@ -29,6 +29,11 @@ from streamfit.serve.app import build_router, http_options
 ON_HEAD = {"node:__internal_head__": 0.001}
 
 
+SERVE_SIDE_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
+                    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+PICKED_PORTS = "STREAMFIT_PICKED_SERVE_PORTS"  # the side ports streamfit picked (not the user): picked again
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
@@ -47,10 +52,18 @@ def serve_environment(fast_ingress: bool) -> dict[str, str]:
     if fast_ingress:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"  # direct ingress, gRPC between replicas
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # Ray's bundled HAProxy instead of the Python proxy
-    # Serve's side ports default to fixed numbers; pick free ones so two instances never collide.
-    for name in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
-                 "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"):
-        env[name] = os.environ.get(name) or str(free_port())
+    # Serve's side ports default to fixed numbers; pick free ones so two instances never collide. A port
+    # picked for an earlier start (this process's, or a parent's: the environment is inherited) may be
+    # anyone's by now, so only ports the user set are kept: a loaded CI run's demo inherited one in use.
+    earlier = dict(p.split("=", 1) for p in os.environ.get(PICKED_PORTS, "").split(",") if "=" in p)
+    picked: dict[str, str] = {}
+    for name in SERVE_SIDE_PORTS:
+        given = os.environ.get(name)
+        if given and earlier.get(name) != given:
+            env[name] = given  # the user's
+        else:
+            env[name] = picked[name] = str(free_port())
+    env[PICKED_PORTS] = ",".join(f"{name}={port}" for name, port in picked.items())
     return env
 
 
