@@ -35,7 +35,7 @@ def test_serving_on_port_0_moves_to_another_port_when_the_picked_one_is_taken(tm
 
     monkeypatch.setattr(pipeline, "free_port", first_pick_taken)
     cfg = config_from_dict({"registry": {"uri": str(tmp_path / "registry")},
-                            "checkpoints": {"uri": str(tmp_path / "ckpt")}, "serving": {"port": 0}})
+                            "checkpoints": {"uri": str(tmp_path / "ckpt")}, "serving": {"port": 0, "fast_ingress": False}})  # Serve's own proxy: it binds the port itself
     p = Pipeline.start(cfg)
     try:
         assert handed[0] == held_port and p.port == handed[-1] != held_port  # the taken port was tried, then another one
