@@ -138,12 +138,20 @@ def test_prometheus_scrape_has_streamfit_metrics_with_tags(pipe):
 
     wanted = ("streamfit_rows_rejected", "streamfit_feature_psi", "streamfit_live_accuracy",
               "streamfit_traffic_weight_percent", "streamfit_skew_rows_compared", "streamfit_skew_share")
-    assert wait_until(lambda: all(any(w in n for n in families()) for w in wanted), timeout_s=300), \
-        sorted(n for n in families() if "streamfit" in n)
-    fams = families()
-
-    def samples(name):
+    def samples_in(fams, name):
         return [s for n, f in fams.items() if name in n for s in f.samples]
+
+    def scraped():
+        """Every wanted family, with a PSI series per feature (a family may be listed before its series)."""
+        fams = families()
+        psi = {s.labels.get("feature") for s in samples_in(fams, "streamfit_feature_psi")}
+        return fams if all(any(w in n for n in fams) for w in wanted) and psi >= set(FIELDS) else None
+
+    assert wait_until(lambda: scraped() is not None, timeout_s=300), sorted(n for n in families() if "streamfit" in n)
+    fams = scraped()
+
+    def samples(name):  # in the scrape the wait settled on
+        return samples_in(fams, name)
 
     assert any(s.labels.get("reason") == "missing:x2" and s.value >= 300 for s in samples("streamfit_rows_rejected"))
     assert {s.labels.get("feature") for s in samples("streamfit_feature_psi")} >= set(FIELDS)
