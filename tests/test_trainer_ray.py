@@ -71,8 +71,9 @@ def test_registry_survives_restarts_of_every_actor(tmp_path):
         return ray.get(controller.status.remote())["flips"] >= 1
 
     assert _send(trainer, rows(1200)) == [1, 2]  # volume fires at 600 and 1,200 rows
-    assert wait_until(replica_follows, timeout_s=30)
     reg = Registry(uri)
+    # Both versions were promoted (v1's flip alone satisfied a wait on flips, and v2's aliases came later).
+    assert wait_until(lambda: replica_follows() and reg.aliases().get("live") == 2, timeout_s=300)
     before = (reg.version_numbers(), reg.aliases(), reg.audit_log())
     assert before[1]["live"] == 2 and before[1]["previous"] == 1
     for actor in (trainer, controller):
