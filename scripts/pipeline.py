@@ -169,9 +169,9 @@ class Pipeline:
     def start(cls, cfg: Config, address: str | None = None, deploy_serve: bool = True) -> "Pipeline":
         """Start every plane on Ray and deploy the Serve app (unless another owner deploys it: ``serve deploy``,
         KubeRay's ``serveConfigV2``); returns when HTTP answers."""
+        check_wired(cfg)  # a config error, before any Ray starts
         start_ray(cfg, address)
         try:
-            check_wired(cfg)
             check_shared_storage(cfg)
             cfg = cfg.model_copy(deep=True)
             cfg.registry.uri = absolute_uri(cfg.registry.uri)
