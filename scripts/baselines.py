@@ -2,10 +2,15 @@
 
 - ``no_change``: predict the entity's previous label as the feature store knew it at the event's
   time (its ``label_last`` feature: the newest of its labels that had arrived); without one, the
-  newest label the baseline has learnt for the entity, else what ``majority`` predicts (the
-  trainer's no_change model does the same for an entity without a label);
-- ``majority``: predict the most frequent label among the newest ``MAJORITY_WINDOW`` labelled
-  rows learnt (a tie, or no label yet, predicts the newest label, else 0).
+  newest label the baseline has learnt for the entity, else what ``majority`` (``mean`` for
+  regression) predicts (the trainer's no_change model does the same for an entity without a label);
+- ``majority`` (binary, multiclass): predict the most frequent label among the newest
+  ``MAJORITY_WINDOW`` labelled rows learnt (a tie: the newest label if it is among the most
+  frequent, else the lowest of them; no label yet: 0);
+- ``mean`` (regression): the running mean of the newest ``MAJORITY_WINDOW`` labels (0 before any).
+
+Labels are 0/1 (binary), class indices (multiclass) or values (regression); ``label_last`` is a
+float of the same (``TASK_BASELINES`` and ``baseline`` give each task's pair).
 
 Both learn on River's ARF clock in the bench: a row is predicted at its event time and learnt
 when its chunk reaches the trainer (a prediction at the same instant as a learning step comes
@@ -26,10 +31,12 @@ Example (entities a, b; labels learnt right after each prediction, no label_last
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Any, Protocol
+from collections import Counter, deque
+from typing import Any, Callable, Protocol
 
 import numpy as np
+
+from streamfit.task import Task
 
 MAJORITY_WINDOW = 1000  # labelled rows: the trainer's accuracy window (a concept lasts several thousand rows)
 
@@ -40,54 +47,111 @@ NAN = float("nan")
 class OnlineLearner(Protocol):
     """What the replay drives: predict a row, then learn its label when it arrives."""
 
-    def predict_one(self, x: Any) -> int: ...
+    def predict_one(self, x: Any) -> Any: ...
 
-    def learn_one(self, x: Any, y: int) -> None: ...
+    def learn_one(self, x: Any, y: Any) -> None: ...
 
 
 class NoChange:
-    """The entity's previous label: ``label_last`` when known, else the newest learnt, else the majority."""
+    """The entity's previous label: ``label_last`` when known, else the newest learnt, else ``fallback``'s."""
 
-    def __init__(self) -> None:
-        self.last: dict[Any, int] = {}
-        self.majority = Majority()
+    def __init__(self, fallback: OnlineLearner | None = None, value: Callable[[float], Any] | None = None) -> None:
+        self.last: dict[Any, Any] = {}
+        self.majority = fallback if fallback is not None else Majority()
+        self.value = value or binary_class
 
-    def predict_one(self, x: tuple[Any, float]) -> int:
+    def predict_one(self, x: tuple[Any, float]) -> Any:
         """The label to predict for a row ``(entity, label_last)``."""
         entity, known = x
         if known == known:  # not NaN
-            return int(known >= 0.5)
+            return self.value(known)
         return self.last[entity] if entity in self.last else self.majority.predict_one()
 
-    def learn_one(self, x: tuple[Any, float], y: int) -> None:
+    def learn_one(self, x: tuple[Any, float], y: Any) -> None:
         """A label arrived."""
-        self.last[x[0]] = int(y)
+        self.last[x[0]] = y
         self.majority.learn_one(x, y)
 
 
+def binary_class(known: float) -> int:
+    """A binary ``label_last`` as the class it says."""
+    return int(known >= 0.5)
+
+
 class Majority:
-    """The most frequent of the newest ``window`` labels (a tie: the newest label)."""
+    """The most frequent of the newest ``window`` labels (a tie: the newest label, if it is among them).
+
+    >>> m = Majority(window=4)
+    >>> for y in (2, 0, 2, 1, 0):
+    ...     m.learn_one(None, y)
+    >>> m.predict_one()  # 0, 2, 1, 0: class 0
+    0
+    """
 
     def __init__(self, window: int = MAJORITY_WINDOW) -> None:
         self.recent: deque[int] = deque(maxlen=window)
-        self.ones = 0
+        self.counts: Counter[int] = Counter()
 
     def predict_one(self, x: Any = None) -> int:
         """The majority label (the row does not matter)."""
-        zeros = len(self.recent) - self.ones
-        if self.ones == zeros:
-            return self.recent[-1] if self.recent else 0
-        return int(self.ones > zeros)
+        if not self.recent:
+            return 0
+        top = max(self.counts.values())
+        tied = [k for k, c in self.counts.items() if c == top]
+        if len(tied) == 1:
+            return tied[0]
+        return self.recent[-1] if self.counts[self.recent[-1]] == top else min(tied)
 
     def learn_one(self, x: Any, y: int) -> None:
         """A label arrived."""
         if len(self.recent) == self.recent.maxlen:
-            self.ones -= self.recent[0]
+            self.counts[self.recent[0]] -= 1
         self.recent.append(int(y))
-        self.ones += int(y)
+        self.counts[int(y)] += 1
 
 
-BASELINES = {"no_change": NoChange, "majority": Majority}
+class RunningMean:
+    """The mean of the newest ``window`` labels (0 before any).
+
+    >>> m = RunningMean(window=2)
+    >>> for y in (1.0, 2.0, 4.0):
+    ...     m.learn_one(None, y)
+    >>> m.predict_one()
+    3.0
+    """
+
+    def __init__(self, window: int = MAJORITY_WINDOW) -> None:
+        self.recent: deque[float] = deque(maxlen=window)
+        self.total = 0.0
+
+    def predict_one(self, x: Any = None) -> float:
+        """The running mean (the row does not matter)."""
+        return self.total / len(self.recent) if self.recent else 0.0
+
+    def learn_one(self, x: Any, y: float) -> None:
+        """A label arrived."""
+        if len(self.recent) == self.recent.maxlen:
+            self.total -= self.recent[0]
+        self.recent.append(float(y))
+        self.total += float(y)
+
+
+BASELINES = {"no_change": NoChange, "majority": Majority}  # binary
+TASK_BASELINES = {Task.BINARY: ("no_change", "majority"), Task.MULTICLASS: ("no_change", "majority"),
+                  Task.REGRESSION: ("no_change", "mean")}
+
+
+def baseline(name: str, task: Task = Task.BINARY) -> OnlineLearner:
+    """A fresh baseline ``name`` (one of ``TASK_BASELINES[task]``) for ``task``'s labels."""
+    if name not in TASK_BASELINES[Task(task)]:
+        raise ValueError(f"no baseline {name!r} for {Task(task).value} (known: {TASK_BASELINES[Task(task)]})")
+    task = Task(task)
+    simple = RunningMean() if task is Task.REGRESSION else Majority()
+    if name != "no_change":
+        return simple
+    if task is Task.BINARY:
+        return NoChange(simple)
+    return NoChange(simple, float if task is Task.REGRESSION else int)
 
 
 def timeline(event_time: np.ndarray, bounds: np.ndarray, arrival: np.ndarray) -> np.ndarray:
@@ -106,13 +170,21 @@ def timeline(event_time: np.ndarray, bounds: np.ndarray, arrival: np.ndarray) ->
     return np.lexsort((seq, kind, times))
 
 
-def replay_online(order: np.ndarray, inputs: list[Any], y: np.ndarray, model: Any) -> np.ndarray:
-    """Drive ``model`` (``predict_one(x)``, ``learn_one(x, y)``) along ``order``; whether each row was predicted right."""
+def replay_predictions(order: np.ndarray, inputs: list[Any], y: np.ndarray, model: Any,
+                       label: Callable[[Any], Any] = int) -> np.ndarray:
+    """Drive ``model`` (``predict_one(x)``, ``learn_one(x, label(y))``) along ``order``; each row's prediction
+    as a float (a class, or a value; NaN when the model had none)."""
     n = len(y)
-    correct = np.zeros(n, dtype=bool)
+    pred = np.full(n, np.nan)
     for o in order.tolist():
         if o < n:
-            correct[o] = model.predict_one(inputs[o]) == y[o]
+            p = model.predict_one(inputs[o])
+            pred[o] = np.nan if p is None else p
         else:
-            model.learn_one(inputs[o - n], int(y[o - n]))
-    return correct
+            model.learn_one(inputs[o - n], label(y[o - n]))
+    return pred
+
+
+def replay_online(order: np.ndarray, inputs: list[Any], y: np.ndarray, model: Any) -> np.ndarray:
+    """Drive ``model`` (``predict_one(x)``, ``learn_one(x, y)``) along ``order``; whether each row was predicted right."""
+    return replay_predictions(order, inputs, y, model) == y

@@ -257,27 +257,35 @@ def bench_ingest_cmd(
 @bench_app.command("quality")
 def bench_quality_cmd(
     dataset: str = typer.Option("synthetic", "--dataset", help="built-in stream ('synthetic': drifting; 'persistent': "
-                                "drifting with labels that persist), 'all' (each built-in stream), or PATH.csv"),
-    target: Optional[str] = typer.Option(None, "--target", help="CSV: the 0/1 (or two-valued) label column"),
+                                "drifting with labels that persist; 'friedman': regression; 'rbf': multiclass; "
+                                "'agrawal': binary with categorical fields), 'all' (each built-in stream), or PATH.csv"),
+    target: Optional[str] = typer.Option(None, "--target", help="CSV: the label column (its task is inferred: two values "
+                                         "binary, a few whole numbers or texts multiclass, other numbers regression)"),
+    task: Optional[str] = typer.Option(None, "--task", help="CSV: the target's task (binary, multiclass, regression) "
+                                       "instead of the inferred one"),
     entity: Optional[str] = typer.Option(None, "--entity", help="CSV: entity key column (default: one entity)"),
     time_col: Optional[str] = typer.Option(None, "--time", help="CSV: event-time column (default: row number)"),
     rows: int = typer.Option(50_000, help="built-in streams: labelled rows in the stream"),
     seed: int = typer.Option(7, help="built-in streams and River ARF seed"),
     warmup: int = typer.Option(1000, help="labelled rows before the first fit; rows before it goes live are not scored"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config: its trainer section is 'default'"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated subset of static, periodic, "
+                                          "incremental, drift, default, river_arf (default: all; baselines always run)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Prequential accuracy of refit policies against a never-updated model, River's ARF and the
-    no_change and majority baselines, same stream, same order."""
+    """Prequential quality of refit policies against a never-updated model, River's ARF and the trivial
+    baselines (no_change; majority, or the running mean for regression), same stream, same order; each
+    task's metrics (accuracy, log loss; RMSE, MAE) and CPU seconds per method."""
     import json
 
-    from streamfit.scripts.quality import bench_quality, print_report
+    from streamfit.scripts.quality import METHODS, bench_quality, print_report
 
     trainer = _config(config).trainer if config is not None else None
     log = (lambda _msg: None) if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(METHODS)
     try:
         res = bench_quality(dataset, target, entity, time_col, rows=rows, seed=seed, warmup=warmup,
-                            trainer=trainer, log=log)
+                            trainer=trainer, methods=chosen, log=log, task=task)
     except ConfigError as err:
         console.print(f"[bold red]bench quality:[/] {err}")
         raise typer.Exit(2) from None

@@ -1,6 +1,7 @@
 """``streamfit bench quality``: prequential (test-then-train) replay of refit policies on one stream.
 
-A stream (the built-in drifting generator, or a CSV in file order: ``quality_streams``) goes
+A stream (a built-in drifting generator: ``quality_streams``, or of another task: ``task_streams``;
+or a CSV in file order: ``quality_csv``) goes
 once through the live pipeline's own loop in process (``LocalRunner``: the coordinator's
 watermark and dispatch, one ``FeatureShard`` holding every key), which yields the training rows exactly as the trainer would
 receive them: features as of each event (window aggregates and label history included), in
@@ -12,7 +13,12 @@ chunks in the same order:
 - ``incremental`` the same trigger, continuing the live booster with new trees;
 - ``drift``       a drift detector on the live version's errors, nothing else;
 - ``default``     the trainer configuration as configured (``TrainerConfig()`` unless given);
-- ``river_arf``   River's adaptive random forest, learning one row at a time (the online peer).
+- ``river_arf``   River's adaptive random forest, learning one row at a time (the online peer;
+                  its regressor for a regression stream).
+
+A stream of another task (regression, multiclass, categorical fields: it names its ``model``)
+is replayed the same way with the task's trainer (``TrainerCore`` with ``model=`` and
+``categorical=``) and scored with the task's metrics and baselines (``quality_scores``).
 
 The XGBoost methods are ``TrainerCore`` itself (policy, sliding window, gate) with no
 registry: a version that passes the gate goes live when the chunk that triggered it has
@@ -46,13 +52,18 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from streamfit.config import FeaturesConfig, TrainerConfig
+from streamfit.config import FeaturesConfig, ModelConfig, TrainerConfig
 from streamfit.errors import ConfigError
 from streamfit.schema import ENTITY, EVENT_TIME, LABEL
-from streamfit.scripts.baselines import BASELINES, MAJORITY_WINDOW, replay_online, timeline
+from streamfit.scripts.baselines import MAJORITY_WINDOW, TASK_BASELINES, baseline, replay_predictions, timeline
+from streamfit.scripts.quality_csv import CsvStream
+from streamfit.scripts.quality_scores import (arf_inputs, correct_of, labels_of, primary_metric, print_task_stream,
+                                              print_task_summary, task_scores, task_verdict)
 # The streams live beside the replay; their names stay importable from here (tests, callers).
-from streamfit.scripts.quality_streams import (BUILT_IN, DEFAULT_CHANGES, START_TIME, CsvStream,  # noqa: F401
+from streamfit.scripts.quality_streams import (BUILT_IN, DEFAULT_CHANGES, START_TIME,  # noqa: F401
                                                DriftingStream, PersistentStream)
+from streamfit.scripts.task_streams import TASK_STREAMS
+from streamfit.task import Task
 
 METHODS = ("static", "periodic", "incremental", "drift", "default", "river_arf")
 
@@ -68,14 +79,22 @@ class Replay:
     bounds: np.ndarray  # chunk c is rows[bounds[c]:bounds[c+1]]
     arrival: np.ndarray  # stream time at which chunk c reached the trainer
     stats: dict[str, Any]
+    model: ModelConfig | None = None  # the stream's task (None: binary, reported as before tasks)
+    categorical: list[str] = field(default_factory=list)  # categorical fields (text in ``rows``)
 
     @property
     def chunks(self) -> int:
         return len(self.arrival)
 
+    @property
+    def task(self) -> Task:
+        """The task the labels are of."""
+        return Task(self.model.task) if self.model is not None else Task.BINARY
 
-def feature_pass(batches: Iterator[pd.DataFrame], features: FeaturesConfig) -> Replay:
-    """Run the source batches through one FeatureShard (all keys) with the stream-wide watermark."""
+
+def feature_pass(batches: Iterator[pd.DataFrame], features: FeaturesConfig, model: ModelConfig | None = None) -> Replay:
+    """Run the source batches through one FeatureShard (all keys) with the stream-wide watermark (and the
+    stream plane's checks and label history for ``model``'s task)."""
     from streamfit.actors.stream import FramesSource, LocalRunner
 
     parts: list[pd.DataFrame] = []
@@ -85,7 +104,8 @@ def feature_pass(batches: Iterator[pd.DataFrame], features: FeaturesConfig) -> R
         parts.append(rows)
         arrival.append(clock)
 
-    runner = LocalRunner(features, FramesSource(list(batches)), on_rows=chunk)
+    task = {} if model is None else {"model": model}
+    runner = LocalRunner(features, FramesSource(list(batches)), on_rows=chunk, **task)
     runner.run()
     shard = runner.shards[0]
     sizes = [len(p) for p in parts]
@@ -94,7 +114,8 @@ def feature_pass(batches: Iterator[pd.DataFrame], features: FeaturesConfig) -> R
     st = shard.stats()
     stats = {"events": int(st["events"]), "labelled_rows": len(all_rows), "rejected": int(st["rejected"]),
              "reasons": {k.split(":", 1)[1]: v for k, v in st.items() if k.startswith("rejected:")}}
-    return Replay(all_rows, names, np.r_[0, np.cumsum(sizes)].astype(np.int64), np.asarray(arrival, float), stats)
+    return Replay(all_rows, names, np.r_[0, np.cumsum(sizes)].astype(np.int64), np.asarray(arrival, float), stats,
+                  model, features.categorical_fields())
 
 
 # -- the methods ------------------------------------------------------------------------------
@@ -115,10 +136,12 @@ def method_configs(default: TrainerConfig) -> dict[str, TrainerConfig]:
 
 @dataclass
 class MethodResult:
-    correct: np.ndarray  # per row: predicted right (only meaningful where scored)
+    correct: np.ndarray  # per row: predicted right (only meaningful where scored; classification)
     refits: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    pred: np.ndarray | None = None  # per row: the prediction (NaN: no model yet); see quality_scores
+    hard: bool = True  # pred holds classes/values (ARF, baselines), not the booster's probabilities
 
 
 def replay_trainer(replay: Replay, cfg: TrainerConfig, warmup: int) -> tuple[MethodResult, float]:
@@ -131,14 +154,16 @@ def replay_trainer(replay: Replay, cfg: TrainerConfig, warmup: int) -> tuple[Met
     started = time.process_time()
     names = replay.feature_names
     rows = replay.rows
-    x = rows[names].to_numpy(dtype=float)
     t = rows[EVENT_TIME].to_numpy(dtype=float)
-    y = rows[LABEL].to_numpy(dtype=float) >= 0.5
-    frame = rows[[EVENT_TIME, *names, LABEL]].astype(float)
-    correct = np.zeros(len(rows), dtype=bool)
-    core = TrainerCore(cfg, names, None)
+    core = TrainerCore(cfg, names, None, model=replay.model, categorical=replay.categorical)
+    plain = core.fit.plain  # binary on numbers: a float matrix, as before tasks
+    x = rows[names].to_numpy(dtype=float) if plain else None
+    frame = rows[[EVENT_TIME, *names, LABEL]]
+    frame = frame.astype(float) if plain else frame
+    pred = np.full((len(rows), core.fit.n_classes) if core.fit.n_classes else len(rows), np.nan)
     live_from: list[float] = []
     boosters: list[Any] = []
+    cats: list[Any] = []  # each booster's category dictionary (None without categorical fields)
     first_live = float("nan")
     initial_at = 0  # history entries before this one belong to the warm-up
     for c in range(replay.chunks):
@@ -147,9 +172,9 @@ def replay_trainer(replay: Replay, cfg: TrainerConfig, warmup: int) -> tuple[Met
             # The version live at each row's event time: the last one that went live strictly before it.
             which = np.searchsorted(np.asarray(live_from), t[lo:hi], side="left") - 1
             for v in np.unique(which[which >= 0]):
-                sel = np.flatnonzero(which == v)
-                p = boosters[v].inplace_predict(x[lo + sel])
-                correct[lo + sel] = (np.asarray(p) >= 0.5) == y[lo + sel]
+                sel = lo + np.flatnonzero(which == v)
+                pred[sel] = (boosters[v].inplace_predict(x[sel]) if plain
+                             else core.fit.predict(boosters[v], rows.iloc[sel], cats[v]))
         core.add_rows(frame.iloc[lo:hi])
         if np.isnan(first_live) and core.rows_seen >= warmup:
             core.request_refit("initial")
@@ -159,9 +184,11 @@ def replay_trainer(replay: Replay, cfg: TrainerConfig, warmup: int) -> tuple[Met
         if core.champion is not None and (not boosters or core.champion is not boosters[-1]):
             live_from.append(float(replay.arrival[c]))
             boosters.append(core.champion)
+            cats.append(core.champion_cats)
     after = core.history[initial_at:]
     refits = sum(1 for r in after if r["accepted"])
-    return MethodResult(correct, refits, time.process_time() - started, after), first_live
+    correct = correct_of(replay.task, labels_of(rows, replay.task), pred, hard=False)
+    return MethodResult(correct, refits, time.process_time() - started, after, pred, hard=False), first_live
 
 
 def replay_arf(replay: Replay, seed: int = 7) -> MethodResult:
@@ -169,30 +196,29 @@ def replay_arf(replay: Replay, seed: int = 7) -> MethodResult:
     from river import forest
 
     started = time.process_time()
-    names = replay.feature_names
-    rows = replay.rows
-    x = rows[names].to_numpy(dtype=float)
-    y = (rows[LABEL].to_numpy(dtype=float) >= 0.5).astype(int)
-    finite = np.isfinite(x)
-    dicts = [{names[j]: v for j, v in zip(np.flatnonzero(finite[i]), x[i, finite[i]].tolist())} for i in range(len(rows))]
-    model = forest.ARFClassifier(seed=seed)
-    correct = replay_online(_timeline(replay), dicts, y, model)
-    return MethodResult(correct, int(model.n_drifts_detected()), time.process_time() - started)
+    regression = replay.task is Task.REGRESSION
+    dicts = arf_inputs(replay.rows, replay.feature_names, replay.categorical)
+    model = forest.ARFRegressor(seed=seed) if regression else forest.ARFClassifier(seed=seed)
+    return _online(replay, dicts, model, started)
 
 
 def replay_baseline(replay: Replay, name: str) -> MethodResult:
-    """A trivial baseline (``baselines.BASELINES``) on the same clock as ARF; a row's input is its entity and
+    """A trivial baseline (``baselines.TASK_BASELINES``) on the same clock as ARF; a row's input is its entity and
     ``label_last`` feature (the entity's newest label that had arrived at its event time)."""
     started = time.process_time()
-    y = (replay.rows[LABEL].to_numpy(dtype=float) >= 0.5).astype(int)
     rows = replay.rows
     known = rows["label_last"].to_numpy(dtype=float) if "label_last" in rows else np.full(len(rows), np.nan)
-    correct = replay_online(_timeline(replay), list(zip(rows[ENTITY].tolist(), known.tolist())), y, BASELINES[name]())
-    return MethodResult(correct, 0, time.process_time() - started)
+    return _online(replay, list(zip(rows[ENTITY].tolist(), known.tolist())), baseline(name, replay.task), started)
 
 
-def _timeline(replay: Replay) -> np.ndarray:
-    return timeline(replay.rows[EVENT_TIME].to_numpy(dtype=float), replay.bounds, replay.arrival)
+def _online(replay: Replay, inputs: list[Any], model: Any, started: float) -> MethodResult:
+    """An online learner (ARF, a baseline) along the replay's clock: its hard predictions, CPU seconds and the
+    trees it replaced on a drift alarm (ARF)."""
+    y = labels_of(replay.rows, replay.task)
+    order = timeline(replay.rows[EVENT_TIME].to_numpy(dtype=float), replay.bounds, replay.arrival)
+    pred = replay_predictions(order, inputs, y, model, float if replay.task is Task.REGRESSION else int)
+    drifts = int(model.n_drifts_detected()) if hasattr(model, "n_drifts_detected") else 0
+    return MethodResult(correct_of(replay.task, y, pred, hard=True), drifts, time.process_time() - started, pred=pred)
 
 
 # -- the bench --------------------------------------------------------------------------------
@@ -201,24 +227,26 @@ def bench_quality(dataset: str = "synthetic", target: str | None = None, entity:
                   time_col: str | None = None, rows: int = 50_000, seed: int = 7, warmup: int = 1000,
                   trainer: TrainerConfig | None = None, methods: Sequence[str] = METHODS,
                   changes: Sequence[tuple[float, float]] = DEFAULT_CHANGES, batch_rows: int = 200,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, task: str | None = None) -> dict[str, Any]:
     """Replay the stream through every method and baseline;
     ``{"methods": {name: {accuracy, refits, seconds}}, "baselines": {name: {accuracy, seconds}}, ...}``
-    (``dataset="all"``: ``{"streams": {built-in name: that}}``)."""
+    (a stream of another task: its metrics instead of accuracy, and ``task``, ``metric``, ``categorical``;
+    ``dataset="all"``: ``{"streams": {built-in name: that}}``; ``task``: a CSV target's, else inferred)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown methods {unknown} (known: {list(METHODS)})")
     if dataset == "all":
         out = {}
-        for name in BUILT_IN:
+        for name in [*BUILT_IN, *TASK_STREAMS]:
             log(f"== {name}")
             out[name] = bench_quality(name, rows=rows, seed=seed, warmup=warmup, trainer=trainer, methods=methods,
                                       changes=changes, batch_rows=batch_rows, log=log)
         return {"streams": out}
     wall = time.perf_counter()
-    stream = open_stream(dataset, target, entity, time_col, rows, seed, changes)
+    stream = open_stream(dataset, target, entity, time_col, rows, seed, changes, task)
+    model = stream.model() if hasattr(stream, "model") else None
     t0 = time.perf_counter()
-    replay = feature_pass(stream.batches(batch_rows), stream.features())
+    replay = feature_pass(stream.batches(batch_rows), stream.features(), model)
     feature_seconds = time.perf_counter() - t0
     rejected = replay.stats["rejected"]
     log(f"features: {replay.stats['labelled_rows']:,} labelled rows, {len(replay.feature_names)} features, "
@@ -234,20 +262,28 @@ def bench_quality(dataset: str = "synthetic", target: str | None = None, entity:
     first_chunk = int(np.searchsorted(replay.bounds[1:], warmup, side="left"))
     scored = replay.rows[EVENT_TIME].to_numpy(dtype=float) > float(replay.arrival[first_chunk])
     out: dict[str, Any] = {"methods": {}, "baselines": {}}
-    for name in [m for m in METHODS if m in methods] + list(BASELINES):
-        if name in BASELINES:
+    if model is not None:
+        out.update(task=replay.task.value, metric=primary_metric(replay.task), categorical=replay.categorical)
+    y = labels_of(replay.rows, replay.task)
+    baselines = TASK_BASELINES[replay.task]
+    for name in [m for m in METHODS if m in methods] + list(baselines):
+        if name in baselines:
             r = replay_baseline(replay, name)
         elif name == "river_arf":
             r = replay_arf(replay, seed)
         else:
             r, _ = replay_trainer(replay, configs[name], warmup)
-        acc = float(r.correct[scored].mean()) if scored.any() else float("nan")
-        if name in BASELINES:
-            out["baselines"][name] = {"accuracy": round(acc, 5), "seconds": round(r.seconds, 2)}
+        if model is None:  # a binary stream of before tasks: its accuracy, as it was reported
+            scores = {"accuracy": round(float(r.correct[scored].mean()) if scored.any() else float("nan"), 5)}
         else:
-            out["methods"][name] = {"accuracy": round(acc, 5), "refits": int(r.refits), "seconds": round(r.seconds, 2)}
+            scores = task_scores(replay.task, y, r.pred, r.hard, scored)
+        if name in baselines:
+            out["baselines"][name] = {**scores, "seconds": round(r.seconds, 2)}
+        else:
+            out["methods"][name] = {**scores, "refits": int(r.refits), "seconds": round(r.seconds, 2)}
         refused = sum(1 for h in r.history if not h["accepted"])
-        log(f"{name:<12} accuracy {acc:.4f}  refits {r.refits:>3}"
+        metric = primary_metric(replay.task)
+        log(f"{name:<12} {metric} {scores[metric]:.4f}  refits {r.refits:>3}"
             + (f" ({refused} refused by the gate)" if refused else "") + f"  {r.seconds:6.1f}s CPU")
     out.update(dataset=stream.describe(), rows=int(replay.stats["labelled_rows"]), scored_rows=int(scored.sum()),
                warmup_rows=int(warmup), features=len(replay.feature_names), rejected=replay.stats["rejected"],
@@ -257,13 +293,17 @@ def bench_quality(dataset: str = "synthetic", target: str | None = None, entity:
 
 
 def open_stream(dataset: str, target: str | None, entity: str | None, time_col: str | None, rows: int, seed: int,
-                changes: Sequence[tuple[float, float]]) -> DriftingStream | CsvStream:
-    """The stream ``--dataset`` names: a built-in generator (``BUILT_IN``) or a CSV file."""
-    if dataset in BUILT_IN:
-        return BUILT_IN[dataset](rows=rows, seed=seed, changes=changes)
+                changes: Sequence[tuple[float, float]], task: str | None = None) -> Any:
+    """The stream ``--dataset`` names: a built-in generator (``BUILT_IN``, ``TASK_STREAMS``) or a CSV file."""
+    streams = {**BUILT_IN, **TASK_STREAMS}
+    if dataset in streams:
+        if task is not None:
+            raise ConfigError(f"--task: for a CSV dataset only ({dataset} is a {streams[dataset].task.value} stream)"
+                              if dataset in TASK_STREAMS else f"--task: for a CSV dataset only")
+        return streams[dataset](rows=rows, seed=seed, changes=changes)
     if not target:
-        raise ConfigError(f"--target: required with a CSV dataset (built-in streams: {', '.join(BUILT_IN)}, all)")
-    return CsvStream(dataset, target, entity, time_col)
+        raise ConfigError(f"--target: required with a CSV dataset (built-in streams: {', '.join(streams)}, all)")
+    return CsvStream(dataset, target, entity, time_col, task=task)
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -272,7 +312,10 @@ BAR = ("no_change", "static", "river_arf")  # the default policy must be at leas
 
 
 def verdict(res: dict[str, Any]) -> dict[str, Any] | None:
-    """Default against the best of ``BAR`` (accuracy points) and its CPU seconds as a share of ARF's."""
+    """Default against the best of ``BAR`` (accuracy points) and its CPU seconds as a share of ARF's (a stream
+    of another task: ``quality_scores.task_verdict``)."""
+    if "task" in res:
+        return task_verdict(res)
     scores = {**res["methods"], **res["baselines"]}
     if "default" not in scores or any(b not in scores for b in BAR):
         return None
@@ -288,7 +331,11 @@ def print_report(res: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     streams = res["streams"] if "streams" in res else {"": res}
+    tasks = {name: r for name, r in streams.items() if "task" in r}
     for name, r in streams.items():
+        if name in tasks:
+            print_task_stream(r, console)
+            continue
         console.print(f"[bold]prequential accuracy[/] — {r['dataset']}; {r['scored_rows']:,} of {r['rows']:,} "
                       f"rows scored (those after the first fit, on {r['warmup_rows']:,} rows, went live)")
         t = Table()
@@ -302,13 +349,16 @@ def print_report(res: dict[str, Any], console: Any) -> None:
             console.print(f"default vs the best of {', '.join(BAR)} ({v['best_baseline']}): [bold]{v['points']:+.2f}[/] "
                           f"points, at {v['cpu_share_of_arf']:.2f}x River ARF's CPU time")
     console.print("[dim]refits: new versions after the first fit (river_arf: trees it replaced on a drift alarm); "
-                  f"no_change: the entity's previous label; majority: of the newest {MAJORITY_WINDOW} labels[/]")
-    if len(streams) > 1:
+                  f"no_change: the entity's previous label; majority, mean: of the newest {MAJORITY_WINDOW} labels[/]")
+    if len(tasks) > 1:
+        print_task_summary(tasks, console)
+    binary = {name: r for name, r in streams.items() if name not in tasks}
+    if len(binary) > 1:
         t = Table(title="default against the baselines", box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1),
                   pad_edge=False, show_edge=False)  # 80 columns
         for col in ("stream", "default", *BAR, "majority", "points", "CPU/ARF"):
             t.add_column(col, justify="left" if col == "stream" else "right", no_wrap=True)
-        for name, r in streams.items():
+        for name, r in binary.items():
             s, v = {**r["methods"], **r["baselines"]}, verdict(r) or {}
             t.add_row(name, *(f"{100 * s[m]['accuracy']:.2f}" if m in s else "—" for m in ("default", *BAR, "majority")),
                       f"{v.get('points', float('nan')):+.2f}", f"{v.get('cpu_share_of_arf', float('nan')):.2f}x")

@@ -1,6 +1,7 @@
-"""The streams ``streamfit bench quality`` replays: a built-in drifting generator, or a CSV in file order.
+"""The binary streams ``streamfit bench quality`` replays: the built-in drifting generators (a CSV in file order:
+``quality_csv``; streams of the other tasks: ``task_streams``).
 
-Both give the same thing: events and their labels as ``kind="label"`` rows in arrival order
+Every stream gives the same thing: events and their labels as ``kind="label"`` rows in arrival order
 (``frame()``), cut into source batches (``batches()``), plus the feature spec to replay them with.
 
 Example:
@@ -11,15 +12,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from streamfit.config import AggregateSpec, FeaturesConfig, FieldSpec
-from streamfit.errors import ConfigError
+from streamfit.config import FeaturesConfig
 from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, LABEL_KIND
 
 START_TIME = 1_700_000_000.0
@@ -222,118 +221,3 @@ def same_as_previous(ent: np.ndarray, label: np.ndarray) -> float:
 
 # The built-in streams ``--dataset`` names; ``all`` runs each of them.
 BUILT_IN = {"synthetic": DriftingStream, "persistent": PersistentStream}
-
-
-# -- a CSV in file order ---------------------------------------------------------------------
-
-def binary_target(values: pd.Series, column: str) -> np.ndarray:
-    """A two-valued column as 0/1 floats (NaN where missing): 0/1, booleans, or the larger of two values as 1.
-
-    >>> binary_target(pd.Series(["up", "down", "up", None]), "y").tolist()
-    [1.0, 0.0, 1.0, nan]
-    """
-    present = values.dropna()
-    kinds = sorted(present.unique().tolist(), key=str)
-    if len(kinds) > 2:
-        raise ConfigError(f"--target {column}: {len(kinds)} distinct values; a binary label is needed")
-    if pd.api.types.is_bool_dtype(present.dtype):
-        mapping = {False: 0.0, True: 1.0}
-    elif set(kinds) <= {0, 1}:
-        mapping = {0: 0.0, 1: 1.0}
-    else:
-        try:
-            kinds = sorted(kinds)
-        except TypeError:
-            pass
-        mapping = {v: float(i) for i, v in enumerate(kinds[-2:] if len(kinds) == 2 else kinds)}
-        if len(kinds) == 1:
-            mapping = {kinds[0]: 1.0}
-    return values.map(mapping).astype(float).to_numpy()
-
-
-@dataclass
-class CsvStream:
-    """A CSV replayed in file order: numeric columns are the fields, ``target`` the label.
-
-    Without ``entity`` the whole stream is one entity; without ``time`` the row number is the
-    event time (seconds). Each label arrives as a label row right after its event.
-    """
-
-    path: str
-    target: str
-    entity: str | None = None
-    time: str | None = None
-    fields: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        p = Path(self.path)
-        if not p.is_file():
-            raise ConfigError(f"--dataset: no such file: {self.path}")
-        self.df = pd.read_csv(p)
-        for opt, col in (("--target", self.target), ("--entity", self.entity), ("--time", self.time)):
-            if col is not None and col not in self.df.columns:
-                raise ConfigError(f"{opt}: no column {col!r} in {p.name} (columns: {list(self.df.columns)})")
-        special = {self.target, self.entity, self.time} - {None}
-        for c in self.df.columns:
-            if c in special:
-                continue
-            if pd.api.types.is_numeric_dtype(self.df[c].dtype) or pd.api.types.is_bool_dtype(self.df[c].dtype):
-                self.fields.append(str(c))
-            else:
-                self.dropped.append(str(c))
-        if not self.fields:
-            raise ConfigError(f"{p.name}: no numeric columns besides the target")
-
-    def features(self) -> FeaturesConfig:
-        """Every numeric column a field, label history on; with an entity column, also per-entity
-        event counts, age and window means of the complete columns.
-
-        Without an entity, window means of the whole stream were noise on River's SEA and Agrawal
-        streams (measured: ARF lost 5-14 points with them, XGBoost 1-2), so there are none.
-        """
-        complete = [c for c in self.fields if self.df[c].notna().all()]
-        per_entity = self.entity is not None
-        return FeaturesConfig(
-            fields=[FieldSpec(name=c, required=c in complete) for c in self.fields],
-            aggregates=[AggregateSpec(field=c, ops=["mean"]) for c in complete] if per_entity else [],
-            count=per_entity,
-            age=per_entity,
-        )
-
-    def frame(self) -> pd.DataFrame:
-        """Events and their labels, interleaved in file order."""
-        n = len(self.df)
-        if self.time is None:
-            t = np.arange(n, dtype=np.float64)
-        else:
-            col = self.df[self.time]
-            if pd.api.types.is_numeric_dtype(col.dtype):
-                t = col.astype(float).to_numpy()
-            else:
-                stamps = pd.to_datetime(col, errors="coerce", utc=True)
-                t = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=float)
-        ids = np.char.add("row-", np.arange(n).astype(str)).astype(object)
-        ents = self.df[self.entity].astype(str).to_numpy(dtype=object) if self.entity else np.full(n, "all", object)
-        events = pd.DataFrame({KIND: EVENT, EVENT_ID: ids, ENTITY: ents, EVENT_TIME: t})
-        for c in self.fields:
-            events[c] = self.df[c].astype(float).to_numpy()
-        events[LABEL] = np.nan
-        labels = pd.DataFrame({KIND: LABEL_KIND, EVENT_ID: ids, ENTITY: ents, EVENT_TIME: t})
-        for c in self.fields:
-            labels[c] = np.nan
-        labels[LABEL] = binary_target(self.df[self.target], self.target)
-        labels = labels[np.isfinite(labels[LABEL].to_numpy())]
-        both = pd.concat([events, labels])
-        # File order: each row's label right after its event.
-        both["_row"] = np.r_[np.arange(n), labels.index.to_numpy()]
-        both["_lab"] = np.r_[np.zeros(n, int), np.ones(len(labels), int)]
-        return both.sort_values(["_row", "_lab"], kind="stable").drop(columns=["_row", "_lab"]).reset_index(drop=True)
-
-    def batches(self, batch_rows: int = 200) -> Iterator[pd.DataFrame]:
-        """The stream in source batches of ``batch_rows`` rows."""
-        return in_batches(self.frame(), batch_rows)
-
-    def describe(self) -> str:
-        """One line for the bench's header."""
-        return f"{Path(self.path).name}: {len(self.df):,} rows, {len(self.fields)} numeric fields"

@@ -1,10 +1,10 @@
 """Built-in drifting streams for the other tasks: a regression stream, a multiclass stream, and a binary
-stream with categorical fields (issue 15's quality bench; not wired into ``bench quality`` yet).
+stream with categorical fields (``streamfit bench quality --dataset friedman|rbf|agrawal``).
 
 Each gives what ``DriftingStream`` gives — ``frame()``: events (``kind="event"``, ids ``ev<i>``,
 entities ``u<k>``, ten events a second) and their labels as ``kind="label"`` rows ``label_delay``
 events later, in arrival order; ``batches()``, ``features()``, ``describe()`` — and says its
-``task`` and its ``categorical`` fields. Concept changes are ``DriftingStream``'s: ``changes`` as
+``task``, its ``categorical`` fields and the ``model()`` config the replay trains with. Concept changes are ``DriftingStream``'s: ``changes`` as
 (start, end) fractions of the stream, abrupt when start == end, else a blend.
 
 - ``FriedmanStream`` (regression, numpy): Friedman's function of five of ten uniform fields plus
@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from streamfit.config import FeaturesConfig, FieldSpec
+from streamfit.config import FeaturesConfig, FieldSpec, ModelConfig
 from streamfit.scripts.quality_streams import DEFAULT_CHANGES, concept_index, in_batches, stream_frame
 from streamfit.task import Task
 
@@ -94,9 +94,15 @@ class TaskStream:
         return in_batches(self.frame(), batch_rows)
 
     def features(self) -> FeaturesConfig:
-        """The numeric fields (the config has no categorical field type yet), no per-entity aggregates."""
-        numeric = [f for f in self.fields if f not in self.categorical]
-        return FeaturesConfig(fields=[FieldSpec(name=f) for f in numeric], aggregates=[], count=False, age=False)
+        """Every field (numeric, or categorical with its text values), the label history of the task, no
+        per-entity window aggregates (the streams' fields carry no per-entity signal)."""
+        fields = [FieldSpec(name=f, type="categorical") if f in self.categorical else FieldSpec(name=f)
+                  for f in self.fields]
+        return FeaturesConfig(fields=fields, aggregates=[], count=False, age=False)
+
+    def model(self) -> ModelConfig:
+        """What the replay trains: the stream's task (and classes)."""
+        return ModelConfig(task=self.task.value)
 
     def describe(self) -> str:
         """One line for the bench's header."""
@@ -188,6 +194,11 @@ class RbfStream(TaskStream):
                                    n_drift_centroids=self.n_drift_centroids)
         x, y = river_rows(gen, len(ent))
         return {f: x[j].to_numpy(dtype=float) for j, f in enumerate(self.fields)}, y
+
+    def model(self) -> ModelConfig:
+        """Multiclass with the stream's classes: ``0``..``k-1``, or ``c0``.. with ``class_names``."""
+        return ModelConfig(task="multiclass", classes=[f"c{k}" if self.class_names else k
+                                                      for k in range(self.n_classes)])
 
     def label_values(self, label: np.ndarray) -> np.ndarray:
         """Class indices as floats, or as names ``c<k>`` with ``class_names``."""

@@ -168,7 +168,7 @@ def test_the_replay_is_deterministic(synthetic):
 
 
 def write_csv(path, n: int = 3000, seed: int = 0) -> None:
-    """Entities with their own level, a label rule that flips half-way; a text column to drop; time with gaps."""
+    """Entities with their own level, a label rule that flips half-way; a constant text column; time with gaps."""
     rng = np.random.default_rng(seed)
     user = rng.integers(0, 20, size=n)
     level = rng.normal(size=20)[user]
@@ -198,7 +198,7 @@ def test_csv_mode_without_entity_or_time_uses_one_entity_and_row_numbers(tmp_pat
     path = tmp_path / "plain.csv"
     write_csv(path, n=2000, seed=1)
     stream = quality.CsvStream(str(path), "y")
-    assert stream.fields == ["ts", "a", "b"] and stream.dropped == ["user", "note"]
+    assert stream.fields == ["ts", "a", "b"] and stream.categorical == ["user", "note"] and stream.dropped == []
     frame = stream.frame()
     assert set(frame["entity"]) == {"all"}
     assert frame["event_time"].tolist()[:4] == [0.0, 0.0, 1.0, 1.0]  # each label right after its event

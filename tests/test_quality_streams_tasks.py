@@ -57,16 +57,20 @@ def test_frame_is_deterministic_per_seed(name: str, frames: dict[str, pd.DataFra
 def test_events_pass_validation_with_the_streams_features(name: str, frames: dict[str, pd.DataFrame]) -> None:
     stream = TASK_STREAMS[name]()
     cfg = stream.features()
-    assert [s.name for s in cfg.fields] == [f for f in stream.fields if f not in stream.categorical]
+    assert [s.name for s in cfg.fields] == list(stream.fields)
+    assert cfg.categorical_fields() == list(stream.categorical)
     assert cfg.aggregates == [] and not cfg.count and not cfg.age
+    assert stream.model().task == stream.task.value
     f = frames[name]
     _clean, reason = validate(f, cfg)
     assert (reason[(f[KIND] == EVENT).to_numpy()] == "").all()
+    _clean, reason = validate(f, cfg, model=stream.model())  # the labels too fit the stream's task
+    assert (reason == "").all()
     assert stream.task.value in stream.describe() and "1 concept changes" in TASK_STREAMS[name](
         changes=ONE_CHANGE).describe()
 
 
-def test_the_task_streams_are_not_in_bench_quality_yet() -> None:
+def test_the_task_streams_are_named_apart_from_the_binary_ones() -> None:
     assert not set(TASK_STREAMS) & set(BUILT_IN)
 
 
