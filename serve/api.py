@@ -26,16 +26,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
-from streamfit.config import AuthConfig, FeaturesConfig, HttpSourceConfig
+from streamfit.config import AuthConfig, FeaturesConfig, HttpSourceConfig, ModelConfig
 from streamfit.names import SLOTS
 from streamfit.schema import BASE_COLUMNS, LABEL, validate
 from streamfit.status import MonitorReport, RefitResult, Rollout, ServingView, TrafficStatus
 from streamfit.actors.stream import ingest_frame
 from streamfit.serve.auth import Authorizer, bearer
-from streamfit.serve.bodies import (ActionRequest, BatchPrediction, BodyError, BodyLimit, EventBatchPrediction,
-                                    EventPrediction, IngestResponse, Prediction, RetrainRequest, RolloutRequest,
-                                    TrafficRequest, event_model, ingest_body, ingest_schema, json_safe,
+from streamfit.serve.bodies import (ActionRequest, BodyError, BodyLimit, IngestResponse, RetrainRequest,
+                                    RolloutRequest, TrafficRequest, event_model, ingest_body, ingest_schema, json_safe,
                                     predict_request_model, read_capped, row_model)
+from streamfit.serve.bodies import Prediction  # noqa: F401  (scripts/bare_server answers the binary body)
 from streamfit.serve.lookup import EventRows, LookupAnswer
 from streamfit.serve.router import RouterCore, routed_by_pin
 from streamfit.serve.scoring import RawScorer, predict_rows
@@ -89,8 +89,9 @@ class Backend:
         abort, rollback); raises ValueError for a request that cannot be done now."""
         raise NotImplementedError
 
-    def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
-        """Predictions that carry an event id, for live accuracy once labels arrive."""
+    def log_predictions(self, rows: list[tuple[str, int, str, Any, float]]) -> None:
+        """Predictions that carry an event id, for live accuracy once labels arrive: (event id, version, slot,
+        prediction, time), the prediction a float (binary, regression) or k class probabilities (multiclass)."""
 
     async def audit(self, event: str, actor: str, reason: str) -> None:
         """Record an operator's action that no other part audits (a refit asked over HTTP)."""
@@ -127,7 +128,7 @@ class _Unpinned:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
 
-    def log_predictions(self, rows: list[tuple[str, int, str, float, float]]) -> None:
+    def log_predictions(self, rows: list[tuple[str, int, str, Any, float]]) -> None:
         """Forward the rows, unless this request was pinned."""
         if not routed_by_pin():
             self._backend.log_predictions(rows)
@@ -151,11 +152,12 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
               admin_token: str | None = None, ingest_enabled: bool = False, max_request_bytes: int = 1_000_000,
               routing_key_header: str = "X-Routing-Key", pin_slot_header: str = "X-Streamfit-Slot",
               title: str = "streamfit", max_batch_events: int = 1000, auth: Authorizer | None = None,
-              ingest_limits: HttpSourceConfig | None = None) -> FastAPI:
+              ingest_limits: HttpSourceConfig | None = None, model: ModelConfig | None = None) -> FastAPI:
     """The FastAPI app: prediction, ingestion, features, models, traffic and admin endpoints.
 
     With ``features_cfg``, ``POST /predict`` also scores raw events (at most ``max_batch_events`` a request);
-    ``ingest_limits`` bound a ``POST /ingest`` body (default: ``HttpSourceConfig()``'s).
+    ``ingest_limits`` bound a ``POST /ingest`` body (default: ``HttpSourceConfig()``'s). ``/predict`` answers
+    (and OpenAPI documents) ``core.answers``' task; ``model`` checks ingested labels (default: binary).
     ``auth`` holds the scope rules (default: the built-in ``AuthConfig`` with ``admin_token`` as the only token)."""
     backend = backend or Backend()
     if auth is None:
@@ -169,7 +171,7 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     read, ingest = [Depends(auth.guard("read"))], [Depends(auth.guard("ingest"))]
     admin = Depends(auth.guard("admin"))  # its value is the actor the audit log names
-    Row = row_model(core.feature_names)
+    Row = row_model(core.feature_names, core.categorical)
 
     Event = event_model(features_cfg.fields) if features_cfg is not None else None
     PredictRequest = predict_request_model(Row, Event, max_batch_events)
@@ -182,7 +184,7 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     async def ingest_events(events: list[dict[str, Any]] | dict[str, list[Any]]) -> IngestResponse:
         """Validate rows and append the valid ones to the ingest log (the path of every ingested event)."""
         df = ingest_frame(events)
-        _, reason = validate(df, features_cfg)
+        _, reason = validate(df, features_cfg, model)
         bad = reason != ""
         rejected = [{"index": int(i), "event_id": json_safe(df["event_id"].iloc[i]) if "event_id" in df else None,
                      "reason": str(reason[i])} for i in np.flatnonzero(bad)]
@@ -207,9 +209,9 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
     can_ingest = ingest_enabled and features_cfg is not None
     raw = RawScorer(core, logged, [f.name for f in features_cfg.fields] if features_cfg else [],
                     ingest_events if can_ingest else None)
-    answers = Prediction | BatchPrediction | EventPrediction | EventBatchPrediction
+    answers = core.answers
 
-    @app.post("/predict", response_model=answers)
+    @app.post("/predict", response_model=answers.response_model())
     async def predict(req: PredictRequest, request: Request,
                       credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Any:
         """Predict one row (``features``), a batch (``rows``), one raw event (``event``) or raw events
@@ -231,17 +233,15 @@ def build_api(core: RouterCore, backend: Backend | None = None, features_cfg: Fe
         if req.is_raw():
             return await raw.score(req, key, pin)
         rows = [req.features] if req.features is not None else req.rows
-        x = np.array([[getattr(r, n) for n in names] for r in rows], dtype=float)
+        x = np.array([[getattr(r, n) for n in names] for r in rows], dtype=core.row_dtype)
         slot_name, version, probs = await predict_rows(core, x, key, pin)
         ids = [req.event_id] if req.event_id is not None else (req.event_ids or [])
         if ids:
             now = time.time()
-            logged.log_predictions([(i, version, slot_name, float(p), now) for i, p in zip(ids, probs)])
+            logged.log_predictions([(i, version, slot_name, p, now) for i, p in zip(ids, answers.logged(probs))])
         if req.features is not None:
-            p = float(probs[0])
-            return Prediction(prediction=int(p >= 0.5), probability=p, model_version=version, slot=slot_name)
-        return BatchPrediction(predictions=[int(p >= 0.5) for p in probs], probabilities=[float(p) for p in probs],
-                               model_version=version, slot=slot_name)
+            return answers.row(probs, version, slot_name)
+        return answers.batch(probs, version, slot_name)
 
     @app.get("/", response_class=HTMLResponse, dependencies=read)
     async def status_page() -> HTMLResponse:

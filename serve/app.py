@@ -22,15 +22,15 @@ import numpy as np
 import ray
 from ray import serve
 
-from streamfit.config import AuthConfig, Config, FeaturesConfig, HttpSourceConfig, ServingConfig
+from streamfit.config import AuthConfig, Config, FeaturesConfig, HttpSourceConfig, ModelConfig, ServingConfig
 from streamfit.registry import Registry
 from streamfit.names import CONTROLLER_NAME, SLOTS
 from streamfit.serve.api import build_api
 from streamfit.serve.auth import Authorizer
-from streamfit.serve.backend import RayBackend, follow_controller, load_slot, sync_once
+from streamfit.serve.backend import RayBackend, follow_controller, load_slot, serving_core, sync_once
 from streamfit.serve.readiness import add_readiness, load_before_ready
-from streamfit.serve.router import NoModelError, RouterCore
-from streamfit.serve.slots import ModelSlot
+from streamfit.serve.router import NoModelError
+from streamfit.serve.slots import ModelSlot, score_batch
 
 ADMIN_TOKEN_ENV = "STREAMFIT_ADMIN_TOKEN"
 
@@ -43,17 +43,19 @@ class Router:
     async def __init__(self, registry_uri: str, features: dict[str, Any], serving: dict[str, Any], num_shards: int,
                        ingest: bool, controller_name: str, namespace: str, blue: Any = None,
                        green: Any = None, auth: dict[str, Any] | None = None,
-                       http: dict[str, Any] | None = None) -> None:
+                       http: dict[str, Any] | None = None, model: dict[str, Any] | None = None) -> None:
         self.features_cfg = FeaturesConfig.model_validate(features)
+        self.model_cfg = ModelConfig.model_validate(model or {})  # the task /predict answers, slots must hold
         self.http = HttpSourceConfig.model_validate(http or {})  # /ingest's body limits
         self.serving = ServingConfig.model_validate(serving)
-        self.schema_hash = self.features_cfg.schema_hash()
+        self.schema_hash = self.features_cfg.schema_hash(self.model_cfg)
         self.registry = Registry(registry_uri)
         remote = {"blue": blue, "green": green} if blue is not None else None
-        self.core = RouterCore(self.features_cfg.feature_names(), remote=remote,
-                               remote_timeout_s=self.serving.actor_timeout_s)
+        self.core = serving_core(self.features_cfg, self.model_cfg, remote=remote,
+                                 remote_timeout_s=self.serving.actor_timeout_s)
         self.backend = RayBackend(self.registry, self.features_cfg, namespace, num_shards, controller_name,
                                   self.serving)
+        self.core.on_unseen = self.backend.unseen_category
         self.ingest_enabled = ingest
         # Tokens come from the replica's environment (inherited from the process that started Ray).
         self.auth = Authorizer.from_config(AuthConfig.model_validate(auth or {}))
@@ -73,11 +75,13 @@ class Router:
                         max_request_bytes=self.serving.max_request_bytes,
                         routing_key_header=self.serving.routing_key_header,
                         pin_slot_header=self.serving.pin_slot_header,
-                        max_batch_events=self.serving.max_batch_events, ingest_limits=self.http)
+                        max_batch_events=self.serving.max_batch_events, ingest_limits=self.http,
+                        model=self.model_cfg)
         return add_readiness(api, self.core, self.serving.retry_after_s)
 
     def _load(self, slot: str, version: int) -> ModelSlot:
-        return load_slot(self.registry, slot, version, self.core.feature_names, self.schema_hash)
+        return load_slot(self.registry, slot, version, self.core.feature_names, self.schema_hash, self.model_cfg,
+                         self.features_cfg)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -91,12 +95,13 @@ class SlotServer:
     state names for its slot, reports to the controller, and predicts in batches (``@serve.batch``)."""
 
     async def __init__(self, slot: str, registry_uri: str, features: dict[str, Any], serving: dict[str, Any],
-                       controller_name: str, namespace: str) -> None:
-        features_cfg = FeaturesConfig.model_validate(features)
+                       controller_name: str, namespace: str, model: dict[str, Any] | None = None) -> None:
+        self.features_cfg = FeaturesConfig.model_validate(features)
+        self.model_cfg = ModelConfig.model_validate(model or {})
         self.slot = slot
-        self.schema_hash = features_cfg.schema_hash()
+        self.schema_hash = self.features_cfg.schema_hash(self.model_cfg)
         self.registry = Registry(registry_uri)
-        self.core = RouterCore(features_cfg.feature_names())
+        self.core = serving_core(self.features_cfg, self.model_cfg)
         replica_id = f"{slot}:{serve.get_replica_context().replica_id.unique_id}"
         cfg = ServingConfig.model_validate(serving)
         self._batch.set_max_batch_size(cfg.slot_batch_size)
@@ -107,7 +112,8 @@ class SlotServer:
             self.core, controller, self._load, replica_id, self._mine, self._report, timeout_s=cfg.actor_timeout_s))
 
     def _load(self, slot: str, version: int) -> ModelSlot:
-        return load_slot(self.registry, slot, version, self.core.feature_names, self.schema_hash)
+        return load_slot(self.registry, slot, version, self.core.feature_names, self.schema_hash, self.model_cfg,
+                         self.features_cfg)
 
     def _mine(self, desired: dict[str, Any]) -> dict[str, Any]:
         return {**desired, "slots": {s: (v if s == self.slot else None) for s, v in desired["slots"].items()}}
@@ -121,15 +127,10 @@ class SlotServer:
         slot = self.core.slots[self.slot]
         if slot is None:
             raise NoModelError(f"slot {self.slot} holds no model yet")
-        probs = slot.predict(np.vstack(xs))
-        out, start = [], 0
-        for x in xs:
-            out.append({"version": slot.version, "probs": probs[start:start + len(x)]})
-            start += len(x)
-        return out
+        return score_batch(slot, xs)
 
     async def predict(self, x: np.ndarray) -> dict[str, Any]:
-        """Probabilities for the rows of ``x`` and the version that made them."""
+        """Predictions for the rows of ``x``, the version that made them and its unseen categories per field."""
         return await self._batch(x)
 
 
@@ -156,11 +157,12 @@ def build_router(cfg: Config, registry_uri: str, namespace: str) -> serve.Applic
     if cfg.serving.isolated_slots:
         for s in SLOTS:
             slot_handles[s] = SlotServer.options(name=f"Slot{s.capitalize()}", **deployment_options(cfg.serving)).bind(
-                s, registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), CONTROLLER_NAME, namespace)
+                s, registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), CONTROLLER_NAME, namespace,
+                cfg.model.model_dump())
     return Router.options(**deployment_options(cfg.serving)).bind(
         registry_uri, cfg.features.model_dump(), cfg.serving.model_dump(), cfg.shards.num_shards,
         cfg.stream.source == "http", CONTROLLER_NAME, namespace, slot_handles.get("blue"), slot_handles.get("green"),
-        cfg.auth.model_dump(), cfg.stream.http.model_dump())
+        cfg.auth.model_dump(), cfg.stream.http.model_dump(), cfg.model.model_dump())
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:

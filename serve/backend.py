@@ -9,7 +9,9 @@ bounded too (``calls.ActorCalls``: ``serving.actor_timeout_s``, ``command_timeou
 commands and refits); one that cannot answer is a 503 with ``Retry-After`` naming it, counted in
 ``streamfit_actor_unavailable`` (``ray_streamfit_actor_unavailable_total``, by actor) and in
 ``/healthz`` (``unavailable``). Requests refused for their token are counted in
-``streamfit_auth_failures`` (``ray_streamfit_auth_failures_total``, by scope and reason).
+``streamfit_auth_failures`` (``ray_streamfit_auth_failures_total``, by scope and reason); categories a
+version never saw (scored as missing) in ``unseen_categories`` of ``/healthz`` and, once the Serve
+metrics table has it, in ``streamfit_unseen_categories`` (by field).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import pandas as pd
 import ray
 
 from streamfit.actors.monitoring import serve_metrics
-from streamfit.config import FeaturesConfig, ServingConfig
+from streamfit.config import FeaturesConfig, ModelConfig, ServingConfig
 from streamfit.errors import RegistryError, StreamfitError
 from streamfit.names import INGEST_NAME, MONITOR_NAME, TRAINER_NAME, shard_name
 from streamfit.registry import Registry
 from streamfit.schema import shard_of
 from streamfit.status import Drift, MonitorReport, RefitResult, SeriesPoint, TrafficStatus, latest_quality
+from streamfit.serve.answers import TaskAnswers
 from streamfit.serve.api import Backend
 from streamfit.serve.calls import ActorCalls, Unavailable, awaited
 from streamfit.serve.lookup import EventRows, LookupAnswer, LookupBatcher, ShardUnavailable
@@ -40,10 +43,19 @@ log = logging.getLogger("streamfit.serve")
 CONTROL_COMMANDS = ("set_traffic", "set_shadow", "start_rollout", "promote", "abort", "rollback")
 
 
-def load_slot(registry: Registry, slot: str, version: int, features: list[str], schema_hash: str) -> ModelSlot:
-    """Read a version from the registry (sha256 checked) into a slot (features, schema and sample checked)."""
+def load_slot(registry: Registry, slot: str, version: int, features: list[str], schema_hash: str,
+              model: ModelConfig | None = None, features_cfg: FeaturesConfig | None = None) -> ModelSlot:
+    """Read a version from the registry (sha256 checked) into a slot (task with ``model`` and ``features_cfg``,
+    features, schema and sample checked)."""
     booster, meta = registry.load(version)
-    return ModelSlot.from_registry(slot, version, booster, meta, features, schema_hash)
+    return ModelSlot.from_registry(slot, version, booster, meta, features, schema_hash, model, features_cfg)
+
+
+def serving_core(features_cfg: FeaturesConfig, model: ModelConfig, **kwargs: Any) -> RouterCore:
+    """A ``RouterCore`` for the config's model rows (``feature_names(model)``, categorical fields as text) and
+    its task's answers."""
+    return RouterCore(features_cfg.feature_names(model), answers=TaskAnswers(model.task, model.classes),
+                      categorical=features_cfg.categorical_fields(), **kwargs)
 
 
 class RayBackend(Backend):
@@ -119,6 +131,13 @@ class RayBackend(Backend):
 
     def _count_unavailable(self, target: str) -> None:
         self._count("actor_unavailable", 1.0, {"actor": target})
+
+    def unseen_category(self, field: str, n: int) -> None:
+        """Count categories of ``field`` the answering version never saw (Prometheus, when the table has it)."""
+        if self.metrics is None:
+            self.metrics = serve_metrics()
+        if "unseen_category" in self.metrics:  # the Serve metrics table is the monitoring plane's
+            self.metrics["unseen_category"].inc(float(n), {"field": field})
 
     def ingest_refused(self, rows: int) -> None:
         """Count an ingest request refused with 429 (the ingest buffer was full) and its rows."""

@@ -4,12 +4,15 @@ The feature row is built from the configured feature names, so a missing, unknow
 non-finite feature is a 422 naming it, and OpenAPI lists every feature. A raw event
 (``event_model``) is built from the configured input fields the same way: ``entity``
 (required), ``event_time`` and ``event_id`` (optional), one JSON number per field (strict:
-no strings, no booleans, finite), nothing else.
+no strings, no booleans, finite) or, for a categorical field, its value as text (never a
+number), nothing else.
 
 Example:
     >>> Row = row_model(["a", "b"])
     >>> Row(a=1, b=2.5).b, sorted(Row.model_json_schema()["required"])
     (2.5, ['a', 'b'])
+    >>> row_model(["x", "country"], categorical=["country"])(x=1, country="fr").country
+    'fr'
     >>> from streamfit.config import FieldSpec
     >>> Event = event_model([FieldSpec(name="x0"), FieldSpec(name="x1", required=False)])
     >>> Event(entity="card-7", x0=3).model_dump(exclude_none=True)
@@ -44,9 +47,16 @@ from streamfit.config import FieldSpec
 ID_CHARS = 200  # longest entity, event id or routing key
 
 
-def row_model(feature_names: list[str]) -> type[BaseModel]:
-    """A pydantic model with one required finite float per feature (unknown keys refused)."""
-    fields: dict[str, Any] = {name: (float, Field(..., allow_inf_nan=False)) for name in feature_names}
+CATEGORY = Annotated[str, Field(strict=True, max_length=ID_CHARS)]  # a category is text: never a number
+
+
+def row_model(feature_names: list[str], categorical: Sequence[str] = ()) -> type[BaseModel]:
+    """A pydantic model with one required finite float per feature, or, for a ``categorical`` one, its value as
+    text (null: missing); unknown keys refused."""
+    cats = set(categorical)
+    fields: dict[str, Any] = {name: ((CATEGORY | None, Field(..., description="a category (text); null: missing"))
+                                     if name in cats else (float, Field(..., allow_inf_nan=False)))
+                              for name in feature_names}
     return create_model("FeatureRow", __config__=ConfigDict(extra="forbid"), **fields)
 
 
@@ -61,7 +71,8 @@ def event_model(fields: list[FieldSpec]) -> type[BaseModel]:
                                        description="records the served features; joins the event with its label")),
     }
     for f in fields:
-        spec[f.name] = (float, Field(..., **number)) if f.required else (float | None, Field(None, **number))
+        kind, extra = (CATEGORY, {}) if f.categorical else (float, number)
+        spec[f.name] = (kind, Field(..., **extra)) if f.required else (kind | None, Field(None, **extra))
     return create_model("Event", __config__=ConfigDict(extra="forbid"), **spec)
 
 
@@ -295,19 +306,25 @@ class IngestResponse(BaseModel):
     rejected: list[dict[str, Any]]
 
 
-class EventPrediction(BaseModel):
-    """One raw event's prediction: the version and slot that answered, and how fresh its features were."""
+class EventContext(BaseModel):
+    """What every raw event's answer carries beside the prediction (``answers`` adds it per task)."""
 
-    prediction: int
-    probability: float
     version: int
     model_version: int = Field(description="the same as version (the key of precomputed answers)")
     slot: str
     features_as_of: float | None = Field(description="the event time the owning shard had applied up to")
     event_id: str | None = Field(None, description="when the event carried one")
-    features: dict[str, float | None] | None = Field(None, description="the served vector (return_features)")
+    features: dict[str, float | str | None] | None = Field(
+        None, description="the served vector (return_features; a categorical field's value as text)")
     index: int | None = Field(None, description="the event's position in 'events' (batches)")
     ingested: IngestResponse | None = Field(None, description="what the stream took of it ('ingest': true)")
+
+
+class EventPrediction(EventContext):
+    """One raw event's prediction: the version and slot that answered, and how fresh its features were."""
+
+    prediction: int
+    probability: float
 
 
 class RejectedEvent(BaseModel):

@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import numpy as np
@@ -71,18 +71,21 @@ class EventRows:
     entity: list[str]
     event_time: np.ndarray
     event_id: list[str]
-    x: np.ndarray  # (n, len(fields)) float, NaN = missing
+    x: np.ndarray  # (n, len(fields)) float, NaN = missing (a categorical field's column: NaN, its text in text)
     fields: list[str]
+    text: dict[str, np.ndarray] = field(default_factory=dict)  # categorical field -> text per row, None = missing
 
     @classmethod
-    def of(cls, events: list[dict[str, Any]], fields: list[str]) -> "EventRows":
-        """From event dicts (absent or None values become NaN / '')."""
+    def of(cls, events: list[dict[str, Any]], fields: list[str], categorical: tuple[str, ...] = ()) -> "EventRows":
+        """From event dicts (absent or None values become NaN / '' / None); ``categorical`` fields' values go to
+        ``text``, as ``EventArrays`` carries them."""
         nan = math.nan
         times = [e.get(EVENT_TIME) for e in events]
-        x = [[nan if (v := e.get(f)) is None else v for f in fields] for e in events]
+        x = [[nan if (v := e.get(f)) is None or f in categorical else v for f in fields] for e in events]
+        text = {f: np.array([e.get(f) for e in events], dtype=object) for f in categorical}
         return cls([e[ENTITY] for e in events], np.array([nan if t is None else t for t in times], dtype=float),
                    [e.get(EVENT_ID) or "" for e in events], np.array(x, dtype=float).reshape(len(events), len(fields)),
-                   list(fields))
+                   list(fields), text)
 
     def __len__(self) -> int:
         return len(self.entity)
@@ -90,7 +93,11 @@ class EventRows:
     def take(self, idx: np.ndarray) -> "EventRows":
         """The rows at positions ``idx``."""
         return EventRows([self.entity[i] for i in idx], self.event_time[idx], [self.event_id[i] for i in idx],
-                         self.x[idx], self.fields)
+                         self.x[idx], self.fields, {f: t[idx] for f, t in self.text.items()})
+
+    def without_ids(self) -> "EventRows":
+        """The same rows with no event ids (the shard logs nothing of them)."""
+        return EventRows(self.entity, self.event_time, [""] * len(self), self.x, self.fields, self.text)
 
     @classmethod
     def concat(cls, parts: list["EventRows"]) -> "EventRows":
@@ -98,24 +105,44 @@ class EventRows:
         if len(parts) == 1:
             return parts[0]
         return cls([e for p in parts for e in p.entity], np.concatenate([p.event_time for p in parts]),
-                   [i for p in parts for i in p.event_id], np.vstack([p.x for p in parts]), parts[0].fields)
+                   [i for p in parts for i in p.event_id], np.vstack([p.x for p in parts]), parts[0].fields,
+                   {f: np.concatenate([p.text[f] for p in parts]) for f in parts[0].text})
 
     def arrays(self, record: bool = True) -> EventArrays:
         """The lookup's input (``FeatureShard.lookup``), plain arrays; without ``record`` the ids are left out."""
         ids = np.array(self.event_id if record else [""] * len(self), dtype=object)
-        return EventArrays(np.array(self.entity, dtype=object), self.event_time, self.x, list(self.fields), ids)
+        if not self.text:  # as before categorical fields
+            return EventArrays(np.array(self.entity, dtype=object), self.event_time, self.x, list(self.fields), ids)
+        return EventArrays(np.array(self.entity, dtype=object), self.event_time, self.x, list(self.fields), ids,
+                           text=dict(self.text))
 
 
 @dataclass
 class LookupAnswer:
     """One request's lookup, in its row order: model rows, the time each was computed at, the answering
-    shard's stream clock per row, and why a row was not scored ('' if it was)."""
+    shard's stream clock per row, why a row was not scored ('' if it was), and the text of each
+    categorical column (its column in ``features`` is NaN)."""
 
     features: np.ndarray
     feature_names: list[str]
     times: np.ndarray
     as_of: np.ndarray
     reasons: list[str]
+    text: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def rows(self, ok: list[int], names: list[str]) -> np.ndarray:
+        """Rows ``ok`` with columns ``names`` (all among ``feature_names``): floats, or, with categorical
+        columns, objects holding their text."""
+        have = list(self.feature_names)
+        cols = [have.index(n) for n in names]
+        x = self.features[ok][:, cols] if cols != list(range(len(have))) else self.features[ok]
+        if not self.text:
+            return x
+        out = x.astype(object)
+        for f, values in self.text.items():
+            if f in names:
+                out[:, names.index(f)] = values[ok]
+        return out
 
 
 @dataclass
@@ -183,12 +210,15 @@ class LookupBatcher:
     def _merge(n: int, parts: list[_Part], answers: list[LookupAnswer]) -> LookupAnswer:
         names = answers[0].feature_names
         feats, times, as_of = np.empty((n, len(names))), np.empty(n), np.empty(n)
+        text = {f: np.empty(n, dtype=object) for f in answers[0].text}
         reasons = [""] * n
         for part, a in zip(parts, answers):
             feats[part.positions], times[part.positions], as_of[part.positions] = a.features, a.times, a.as_of
+            for f, values in a.text.items():
+                text[f][part.positions] = values
             for i, why in zip(part.positions.tolist(), a.reasons):
                 reasons[i] = why
-        return LookupAnswer(feats, names, times, as_of, reasons)
+        return LookupAnswer(feats, names, times, as_of, reasons, text)
 
     def gap_s(self, shard: int) -> float:
         """How long after a call to ``shard`` ends the next one waits (unless full): by how busy the shard is."""
@@ -250,8 +280,7 @@ class LookupBatcher:
     async def _answer(self, shard: int, parts: list[_Part]) -> None:
         record = any(p.record for p in parts)
         # Rows of requests that did not ask to record go without their ids, so the shard logs nothing of them.
-        rows = EventRows.concat([p.rows if p.record or not record else EventRows(
-            p.rows.entity, p.rows.event_time, [""] * len(p.rows), p.rows.x, p.rows.fields) for p in parts])
+        rows = EventRows.concat([p.rows if p.record or not record else p.rows.without_ids() for p in parts])
         left = min(p.deadline for p in parts) - asyncio.get_running_loop().time()
         self.counters["calls"] += 1
         self.counters["events"] += len(rows)
@@ -276,13 +305,15 @@ class LookupBatcher:
     def _split(result: Any, parts: list[_Part]) -> list[LookupAnswer]:
         n = sum(len(p.rows) for p in parts)
         feats, times, reasons = np.asarray(result.features, dtype=float), np.asarray(result.times), list(result.reasons)
-        if len(feats) != n or len(times) != n or len(reasons) != n:
+        text = {f: np.asarray(v, dtype=object) for f, v in (getattr(result, "text", None) or {}).items()}
+        if len(feats) != n or len(times) != n or len(reasons) != n or any(len(v) != n for v in text.values()):
             raise ValueError(f"lookup answered {len(feats)} rows for {n} events")
         out, start = [], 0
         for p in parts:
             end = start + len(p.rows)
             out.append(LookupAnswer(feats[start:end], list(result.feature_names), times[start:end],
-                                    np.full(end - start, float(result.as_of)), reasons[start:end]))
+                                    np.full(end - start, float(result.as_of)), reasons[start:end],
+                                    {f: v[start:end] for f, v in text.items()}))
             start = end
         return out
 

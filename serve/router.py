@@ -23,8 +23,9 @@ import numpy as np
 
 from streamfit.schema import hash_keys
 from streamfit.request_stats import SlotStats
+from streamfit.serve.answers import TaskAnswers
 from streamfit.serve.calls import awaited
-from streamfit.serve.slots import ModelSlot
+from streamfit.serve.slots import ModelSlot, Unseen
 
 SLOTS = ("blue", "green")
 
@@ -35,7 +36,7 @@ def other_slot(slot: str) -> str:
 Loader = Callable[[str, int], ModelSlot]
 
 
-ShadowRow = tuple[str, int, str, float, float, bool]  # event id, version, slot, probability, time, shadow
+ShadowRow = tuple[str, int, str, Any, float, bool]  # event id, version, slot, prediction (contract 4), time, shadow
 
 
 class ShadowCopy:
@@ -71,7 +72,8 @@ class ShadowCopy:
     def _done(self, event_ids: list[str], t: float, probs: np.ndarray,
               sink: Callable[[list[ShadowRow]], None]) -> None:
         self.counters["judged"] += len(event_ids)
-        sink([(e, self.slot.version, self.slot.name, float(p), t, True) for e, p in zip(event_ids, probs)])
+        logged = TaskAnswers.logged(probs)  # multiclass: the k class probabilities of each row
+        sink([(e, self.slot.version, self.slot.name, p, t, True) for e, p in zip(event_ids, logged)])
 
 
 _COPY: ContextVar[ShadowCopy | None] = ContextVar("streamfit_shadow_copy", default=None)
@@ -124,20 +126,40 @@ class RemoteSlot:
     async def apredict(self, x: np.ndarray) -> tuple[int, np.ndarray]:
         """(version that answered, probabilities) from one replica of the slot's deployment;
         ``SlotUnavailable`` when none answers within ``timeout_s``."""
+        version, probs, _ = await self.ascore(x)
+        return version, probs
+
+    async def ascore(self, x: np.ndarray) -> tuple[int, np.ndarray, dict[str, int]]:
+        """``apredict``'s answer and the unseen categories per field among the rows (``ModelSlot.score``)."""
         try:
             out = await asyncio.wait_for(awaited(self.handle.predict.remote(x)), self.timeout_s)
         except Exception as err:  # from the Router's side, whatever failed there, this slot cannot answer now
             why = f"no answer within {self.timeout_s:g} s" if isinstance(err, TimeoutError) else type(err).__name__
             raise SlotUnavailable(f"slot {self.name} (v{self.version}): {why}") from err
-        return out["version"], np.asarray(out["probs"], dtype=float)
+        return out["version"], np.asarray(out["probs"], dtype=float), dict(out.get("unseen") or {})
+
+
+def _score(slot: Any, x: np.ndarray) -> tuple[np.ndarray, Unseen]:
+    score = getattr(slot, "score", None)
+    return score(x) if score is not None else (slot.predict(x), {})
 
 
 class RouterCore:
-    """Slots held by this replica, the weights it routes by, and per-slot request figures."""
+    """Slots held by this replica, the weights it routes by, and per-slot request figures.
+
+    ``answers`` says the task's answers (default binary); ``categorical`` names the features that
+    are text (rows are then object arrays, ``row_dtype``). Categories a version never saw are
+    counted per field (``unseen``; ``on_unseen(field, n)`` too, e.g. a Prometheus counter)."""
 
     def __init__(self, feature_names: list[str], seed: int | None = None,
-                 remote: dict[str, Any] | None = None, remote_timeout_s: float | None = None) -> None:
+                 remote: dict[str, Any] | None = None, remote_timeout_s: float | None = None,
+                 answers: TaskAnswers | None = None, categorical: list[str] | tuple[str, ...] = ()) -> None:
         self.feature_names = list(feature_names)
+        self.answers = answers or TaskAnswers()
+        self.categorical = [f for f in self.feature_names if f in set(categorical)]
+        self.row_dtype: type = object if self.categorical else float
+        self.unseen: dict[str, int] = {f: 0 for f in self.categorical}
+        self.on_unseen: Callable[[str, int], None] | None = None
         self.remote = remote  # isolated slots: a DeploymentHandle per slot instead of local boosters
         self.remote_timeout_s = remote_timeout_s
         self.slots: dict[str, ModelSlot | None] = {s: None for s in SLOTS}
@@ -187,11 +209,12 @@ class RouterCore:
         slot = self.choose(key, pin)
         started = time.perf_counter()
         try:
-            probs = slot.predict(x)
+            probs, unseen = _score(slot, x)
         except Exception:
             self._record(slot.name, started, None, pin)
             raise
         self._record(slot.name, started, probs, pin)
+        self._count_unseen(unseen)
         if self.shadow_share > 0 and pin is None and self._rng.random() < self.shadow_share:
             self._shadow(slot, x, probs)
         return slot, probs
@@ -209,7 +232,7 @@ class RouterCore:
         slot = self.choose(key, pin)
         started = time.perf_counter()
         try:
-            version, probs = await slot.apredict(x)
+            version, probs, unseen = await slot.ascore(x)
         except Exception:
             self._record(slot.name, started, None, pin)
             fallback = self.slots[other_slot(slot.name)]
@@ -217,8 +240,9 @@ class RouterCore:
                 raise
             # A slot replica that is (re)starting must not fail the request: the other slot answers.
             slot = fallback
-            version, probs = await slot.apredict(x)
+            version, probs, unseen = await slot.ascore(x)
         self._record(slot.name, started, probs, pin)
+        self._count_unseen(unseen)
         if self.shadow_share > 0 and pin is None and self._rng.random() < self.shadow_share:
             idle = self.slots[other_slot(slot.name)]
             if idle is not None and idle.name in self.ready_slots():
@@ -233,7 +257,17 @@ class RouterCore:
     def _record(self, slot: str, started: float, probs: np.ndarray | None, pin: str | None) -> None:
         """Count a request in its slot's figures (read by the canary analysis); a pinned one never."""
         if pin is None:
-            self.stats_by_slot[slot].record(time.perf_counter() - started, probs, error=probs is None)
+            self.stats_by_slot[slot].record(time.perf_counter() - started, self.answers.stats_values(probs),
+                                            error=probs is None)
+
+    def _count_unseen(self, unseen: dict[str, Any]) -> None:
+        """Count the categories the answering version never saw (rows' masks, or counts from a slot deployment)."""
+        for f, rows in unseen.items():
+            n = int(np.sum(rows))
+            if n:
+                self.unseen[f] = self.unseen.get(f, 0) + n
+                if self.on_unseen is not None:
+                    self.on_unseen(f, n)
 
     def _copy_for_judging(self, served: str, x: np.ndarray, pin: str | None) -> None:
         other = other_slot(served)
@@ -241,9 +275,10 @@ class RouterCore:
             _COPY.set(ShadowCopy(self.slots[other], x, self.shadow))
 
     def _compare(self, probs: np.ndarray, shadow: np.ndarray) -> None:
+        agreed, diff = self.answers.agreed(probs, shadow)
         self.shadow["compared"] += len(probs)
-        self.shadow["agreed"] += int(((shadow >= 0.5) == (probs >= 0.5)).sum())
-        self.shadow["abs_diff_sum"] += float(np.abs(shadow - probs).sum())
+        self.shadow["agreed"] += agreed
+        self.shadow["abs_diff_sum"] += diff
 
     def _shadow(self, served: ModelSlot, x: np.ndarray, probs: np.ndarray) -> None:
         """Copy the request to the other slot; compare its answers, never return them."""
@@ -295,4 +330,5 @@ class RouterCore:
         return {"held": self.held(), "weights": dict(self.weights), "revision": self.revision,
                 "served": {s: st.requests for s, st in self.stats_by_slot.items()},
                 "errors": {s: st.errors for s, st in self.stats_by_slot.items()},
-                "shadow": dict(self.shadow), "load_errors": list(self.load_errors)}
+                "shadow": dict(self.shadow), "load_errors": list(self.load_errors),
+                **({"unseen_categories": dict(self.unseen)} if self.categorical else {})}

@@ -53,8 +53,9 @@ async def predict_rows(core: RouterCore, x: np.ndarray, key: str | None,
         raise HTTPException(status_code=409, detail=str(err)) from None
 
 
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
+def _finite(v: Any) -> Any:
+    """A number as JSON can say it (inf/NaN: None); a category's text as it is."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 class RawScorer:
@@ -62,6 +63,7 @@ class RawScorer:
 
     def __init__(self, core: RouterCore, backend: Any, fields: list[str], ingest: Ingest | None = None) -> None:
         self.core, self.backend, self.fields, self.ingest = core, backend, list(fields), ingest
+        self.categorical = tuple(f for f in self.fields if f in core.categorical)  # sent as text
         self._columns: dict[tuple[str, ...], list[int] | None] = {}
 
     def _model_rows(self, answer: LookupAnswer, ok: list[int]) -> np.ndarray:
@@ -73,6 +75,8 @@ class RawScorer:
             if missing:
                 raise HTTPException(status_code=500, detail=f"the shards compute no {missing}: schema mismatch")
             self._columns[names] = None if list(names) == want else [names.index(n) for n in want]
+        if answer.text:  # categorical columns: their text, in an object array
+            return answer.rows(ok, self.core.feature_names)
         cols = self._columns[names]
         x = answer.features[ok]
         return x if cols is None else x[:, cols]
@@ -101,7 +105,7 @@ class RawScorer:
         where, events = ("event", [req.event]) if single else ("events", req.events)
         if req.ingest:
             self._check_ingest(where, events)
-        rows = EventRows.of([vars(e) for e in events], self.fields)
+        rows = EventRows.of([vars(e) for e in events], self.fields, self.categorical)
         answer = await self._lookup(rows)
         ok = [i for i, why in enumerate(answer.reasons) if not why]
         rejected = [{"index": i, "reason": why} for i, why in enumerate(answer.reasons) if why]
@@ -117,8 +121,9 @@ class RawScorer:
         ids = [rows.event_id[i] for i in ok]
         if any(ids):  # after the ingest: a request retried because its ingest failed is logged once
             now = time.time()
-            self.backend.log_predictions([(e, version, slot, float(p), now) for e, p in zip(ids, probs) if e])
-        out = [self._entry(req, answer, i, e, float(p), version, slot) for i, e, p in zip(ok, ids, probs.tolist())]
+            logged = self.core.answers.logged(probs)  # multiclass: the k class probabilities of each row
+            self.backend.log_predictions([(e, version, slot, p, now) for e, p in zip(ids, logged) if e])
+        out = [self._entry(req, answer, i, e, p, version, slot) for i, e, p in zip(ok, ids, probs)]
         if single:
             body = out[0] if ingested is None else {**out[0], "ingested": ingested}
         else:
@@ -127,22 +132,23 @@ class RawScorer:
             body = {"predictions": out, "rejected": rejected, **({} if ingested is None else {"ingested": ingested})}
         return JSONResponse(body)
 
-    def _entry(self, req: Any, answer: LookupAnswer, i: int, event_id: str, p: float, version: int,
+    def _entry(self, req: Any, answer: LookupAnswer, i: int, event_id: str, p: np.ndarray, version: int,
                slot: str) -> dict[str, Any]:
-        entry: dict[str, Any] = {"prediction": int(p >= 0.5), "probability": p, "version": version,
-                                 "model_version": version, "slot": slot,
-                                 "features_as_of": _finite(float(answer.as_of[i]))}
+        entry: dict[str, Any] = {**self.core.answers.entry(p), "version": version, "model_version": version,
+                                 "slot": slot, "features_as_of": _finite(float(answer.as_of[i]))}
         if event_id:
             entry["event_id"] = event_id
         if req.return_features:
             entry["features"] = {n: _finite(v) for n, v in zip(answer.feature_names, answer.features[i].tolist())}
+            entry["features"].update({f: t[i] for f, t in answer.text.items()})
         return entry
 
     async def _ingest(self, rows: EventRows, answer: LookupAnswer, ok: list[int]) -> Any:
         """The scored events into the stream, each at the time it was scored at (the stream's clock if it had none)."""
         events = [{"kind": "event", "event_id": rows.event_id[i], "entity": rows.entity[i],
                    "event_time": float(answer.times[i]),
-                   **{f: _finite(v) for f, v in zip(rows.fields, rows.x[i].tolist())}} for i in ok]
+                   **{f: _finite(v) for f, v in zip(rows.fields, rows.x[i].tolist())},
+                   **{f: t[i] for f, t in rows.text.items()}} for i in ok]
         try:
             out = (await self.ingest(events)).model_dump()  # type: ignore[misc]
         except HTTPException:
