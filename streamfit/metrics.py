@@ -22,9 +22,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from streamfit.task import TaskSpec
 
 CLIP = 1e-7  # logloss clamps probabilities into [CLIP, 1 - CLIP]
 
@@ -58,7 +61,16 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(u / (n_pos * n_neg))
 
 
-def labelled_scores(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
-    """Labelled count, accuracy, logloss and AUC: how the monitor reports one version's outcomes."""
+def labelled_scores(y: np.ndarray, p: np.ndarray, spec: TaskSpec | None = None) -> dict[str, Any]:
+    """Labelled count and the task's metrics (binary: accuracy, logloss, AUC; multiclass: accuracy, logloss;
+    regression: RMSE, MAE and the pinball loss of a quantile objective): how the monitor reports one version.
+
+    >>> from streamfit.task import Task, TaskSpec
+    >>> labelled_scores(np.array([1.0, 3.0]), np.array([2.0, 3.0]), TaskSpec(Task.REGRESSION))
+    {'labelled': 2, 'rmse': 0.7071067811865476, 'mae': 0.5}
+    """
+    if spec is not None and spec.task.value != "binary":
+        m = spec.metrics(y, p)
+        return {"labelled": int(m.pop("n")), **m}
     m = binary_metrics(y, p)
     return {"labelled": m["n"], "accuracy": m["accuracy"], "logloss": m["logloss"], "auc": m["auc"]}

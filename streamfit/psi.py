@@ -3,7 +3,9 @@
 One PSI for every shift the system measures: ``psi`` compares two histograms (bin counts), with
 add-half smoothing so that an empty bin in a small sample costs a bounded amount instead of
 ``log(0)``. Feature drift bins the live values on the reference's quantile edges
-(``psi_against``); the canary compares the two slots' prediction-score histograms directly.
+(``psi_against``); the canary compares the two slots' prediction-score histograms directly. A multiclass
+model's prediction shift is its predicted classes' mix against the training shares (``class_shift``: PSI
+and a chi-square goodness-of-fit test).
 
 Example:
     >>> import numpy as np
@@ -13,6 +15,9 @@ Example:
     (True, True)
     >>> round(psi([50, 50], [25, 75]), 3), psi([0, 0], [3, 1]) is None
     (0.269, True)
+    >>> shift = class_shift([0.5, 0.3, 0.2], [100, 60, 40])
+    >>> round(shift["psi"], 6), round(shift["p"], 3)
+    (0.0, 1.0)
 """
 
 from __future__ import annotations
@@ -80,3 +85,21 @@ def reference_for(frame: pd.DataFrame, columns: list[str]) -> dict[str, list[flo
 def psi_by_feature(reference: dict[str, list[float]], frame: pd.DataFrame) -> dict[str, float]:
     """PSI of each referenced column present in ``frame``."""
     return {c: psi_against(edges, frame[c].to_numpy()) for c, edges in reference.items() if c in frame}
+
+
+def class_shift(shares: Sequence[float], predicted: Sequence[int] | np.ndarray) -> dict[str, float] | None:
+    """How far the predicted classes' counts are from the reference shares: PSI, the chi-square statistic and
+    its p-value (a class the reference never predicted gets half a row's share, as ``psi`` smooths); None
+    without counts or shares."""
+    from scipy.stats import chisquare  # imported on first use: scipy.stats takes seconds to import
+
+    counts = np.asarray(predicted, dtype=float)
+    ref = np.asarray(shares, dtype=float)
+    n = counts.sum()
+    if n <= 0 or not len(ref) or ref.sum() <= 0 or len(ref) != len(counts):
+        return None
+    expected = ref / ref.sum() * n
+    expected = np.maximum(expected, SMOOTHING)
+    expected *= n / expected.sum()
+    stat, p = chisquare(counts, expected)
+    return {"psi": psi(ref / ref.sum() * n, counts) or 0.0, "chi2": float(stat), "p": float(p)}

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from streamfit.dictionaries import LabelDictionary
 
 __all__ = ["Task", "TaskSpec", "METRICS", "REGRESSION_OBJECTIVES", "higher_is_better", "predicted_class", "row_error",
-           "task_metrics", "check_labels"]
+           "row_values", "metric_of_mean", "task_metrics", "check_labels"]
 
 
 class Task(str, Enum):
@@ -123,6 +123,20 @@ class TaskSpec:
             return REGRESSION_OBJECTIVES[self.objective][0]
         return "logloss"
 
+    @property
+    def canary_metric(self) -> str:
+        """The metric a rollout judges a candidate by on labelled requests: accuracy for classes (who was right
+        on each request), the objective's loss for regression.
+
+        >>> TaskSpec(Task.MULTICLASS).canary_metric, TaskSpec(Task.REGRESSION).canary_metric
+        ('accuracy', 'rmse')
+        """
+        return self.gate_metric if self.task is Task.REGRESSION else "accuracy"
+
+    def row_values(self, metric: str, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """``row_values`` for this task (the pinball loss at this spec's quantile)."""
+        return row_values(self.task, metric, y, pred, self.quantile_alpha)
+
     def prediction_shape(self, n: int, n_classes: int | None = None) -> tuple[int, ...]:
         """Shape of ``Booster.predict`` on ``n`` rows: a probability per class for multiclass, else one number."""
         return (n, int(n_classes or 0)) if self.task is Task.MULTICLASS else (n,)
@@ -162,6 +176,46 @@ def row_error(task: Task, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     if task is Task.MULTICLASS:
         return (predicted_class(pred) != y).astype(float)
     return np.abs(y - pred)
+
+
+def row_values(task: Task, metric: str, y: np.ndarray, pred: np.ndarray, quantile_alpha: float = 0.5) -> np.ndarray:
+    """Per-row values whose mean is ``metric`` (``metric_of_mean`` takes the root for RMSE): 1/0 right for
+    accuracy, -log p(true class) for logloss, squared, absolute or pinball error for rmse, mae, pinball.
+
+    >>> import numpy as np
+    >>> row_values(Task.REGRESSION, "rmse", np.array([1.0, 3.0]), np.array([2.0, 3.0])).tolist()
+    [1.0, 0.0]
+    >>> row_values(Task.MULTICLASS, "logloss", np.array([1]), np.array([[0.5, 0.5]])).round(3).tolist()
+    [0.693]
+    """
+    import numpy as np
+
+    from streamfit.metrics import CLIP
+
+    task = Task(task)
+    y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+    if metric == "accuracy":
+        return 1.0 - row_error(task, y, pred)
+    if metric == "logloss":
+        if task is Task.MULTICLASS:
+            return -np.log(np.clip(pred[np.arange(len(y)), y.astype(np.int64)], CLIP, 1.0))
+        pc = np.clip(pred, CLIP, 1 - CLIP)
+        return -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
+    err = y - pred
+    if metric == "rmse":
+        return err ** 2
+    if metric == "mae":
+        return np.abs(err)
+    if metric == "pinball":
+        return np.maximum(quantile_alpha * err, (quantile_alpha - 1) * err)
+    raise ValueError(f"no per-row values for metric {metric!r}")
+
+
+def metric_of_mean(metric: str, mean: float) -> float:
+    """The metric from the mean of its ``row_values`` (the root of the mean squared error for RMSE)."""
+    import math
+
+    return math.sqrt(mean) if metric == "rmse" and mean >= 0 else mean
 
 
 def task_metrics(task: Task, y: np.ndarray, pred: np.ndarray, quantile_alpha: float | None = None) -> dict[str, float]:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from streamfit.config import MonitorConfig
 from streamfit.registry import Registry
+from streamfit.task import TaskSpec
 from streamfit.actors.monitoring.alarms import RefitAlarm
 from streamfit.actors.monitoring.freshness import FreshnessTracker
 from streamfit.actors.monitoring.prediction_log import PredictionLog
@@ -39,7 +40,7 @@ POINT_FRESHNESS = ("served_accuracy", "served_accuracy_recent", "labelled", "sta
 
 
 def merge_accuracy(stream: dict[int, dict[str, Any]], served: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Each version's accuracy on served, labelled requests where there are enough, else on the stream."""
+    """Each version's quality on served, labelled requests where there are enough, else on the stream."""
     out = {}
     for v in set(stream) | set(served):
         s, st = served.get(v), stream.get(v)
@@ -54,14 +55,15 @@ class Monitor:
     """Prediction log, stream monitor, time series and refit alarm of one deployment."""
 
     def __init__(self, cfg: MonitorConfig, registry: Registry | None = None, feature_names: list[str] | None = None,
-                 fields: list[str] | None = None) -> None:
+                 fields: list[str] | None = None, spec: TaskSpec | None = None) -> None:
         self.cfg = cfg
         self.registry = registry
-        self.log = PredictionLog()
-        self.stream = StreamMonitor(cfg, feature_names or [], fields)
+        self.spec = spec or TaskSpec()
+        self.log = PredictionLog(spec=self.spec)
+        self.stream = StreamMonitor(cfg, feature_names or [], fields, self.spec)
         self.sampler = Sampler(cfg.series_points)
         self.alarm = RefitAlarm(cfg)
-        self.freshness = FreshnessTracker(cfg.freshness_window_s, self.trained_through)
+        self.freshness = FreshnessTracker(cfg.freshness_window_s, self.trained_through, right=self.log.right)
         self.trained: dict[int, float | None] = {}
         self.now = 0.0  # the newest time a caller passed (stats() reports freshness as of then)
         self.alias_checked = float("-inf")
@@ -69,8 +71,9 @@ class Monitor:
         self.last_error: str | None = None
 
     # -- inputs ------------------------------------------------------------------------
-    def record(self, rows: list[tuple[str, int, str, float, float]]) -> None:
-        """Predictions a Router replica served: (event_id, version, slot, probability, time)."""
+    def record(self, rows: list[tuple[Any, ...]]) -> None:
+        """Predictions a Router replica served: (event_id, version, slot, prediction, time[, shadow]); the
+        prediction is a probability (binary), a value (regression) or k class probabilities (multiclass)."""
         self.log.record(rows)
         self.freshness.record(rows)
 
@@ -108,8 +111,9 @@ class Monitor:
         return self.trained.get(version)
 
     # -- outputs -----------------------------------------------------------------------
-    def accuracy_since(self, version: int, since: float) -> tuple[int, float] | None:
-        """(labelled served predictions, accuracy) of ``version`` since ``since``; None if none."""
+    def accuracy_since(self, version: int, since: float) -> tuple[Any, ...] | None:
+        """(labelled served predictions, accuracy) of ``version`` since ``since``; None if none (regression:
+        (labelled, value, metric, sd of the per-row loss) of the canary's metric)."""
         return self.log.accuracy_since(version, since)
 
     def paired_since(self, live: int, candidate: int, since: float, newest: int = 100) -> dict[str, Any]:
@@ -117,7 +121,8 @@ class Monitor:
         return self.log.paired_since(live, candidate, since, newest)
 
     def per_version(self) -> dict[int, dict[str, Any]]:
-        """Live accuracy per version: on served, labelled requests where there are enough, else on the stream."""
+        """Live quality per version (the task's metrics): on served, labelled requests where there are enough, else
+        on the stream."""
         return merge_accuracy(self.stream.live_accuracy(), self.log.per_version())
 
     def freshness_figures(self) -> dict[str, Any]:
@@ -125,7 +130,7 @@ class Monitor:
         return self.freshness.figures(self.now)
 
     def drift(self) -> dict[str, Any]:
-        """PSI and KS per feature, prediction PSI and the alarm, against the live version's reference."""
+        """PSI and KS per feature, prediction shift, error drift and the alarm, against the live version."""
         return self.stream.drift()
 
     def timeseries(self) -> list[dict[str, Any]]:

@@ -9,6 +9,8 @@ detected at the sample that first saw it. A version was trained at the refit's n
 (the trainer's refits say which refit made it; the registry's ``window.end`` when they do not), so the
 drift refit's own version is the first fresh one. A request is stale when the version answering it was
 trained before the newest change detected by then. It reads no clock: the caller passes ``now``.
+Whether an answer was right is the caller's ``right`` (binary at 0.5 by default; the likeliest class
+for multiclass); a regression answer is never right or wrong, so it counts in the stale share only.
 
 Example:
     >>> trained = {1: 100.0, 2: 260.0}
@@ -41,11 +43,12 @@ class FreshnessTracker:
     """Served answers joined with labels, detected changes and the version at 100 % over time."""
 
     def __init__(self, window_s: float, trained_through: Callable[[int], Optional[float]],
-                 capacity: int = 100_000) -> None:
+                 capacity: int = 100_000, right: Callable[[Any, float], Optional[bool]] | None = None) -> None:
         self.window_s = window_s
+        self.right = right or (lambda prob, label: (prob >= 0.5) == (label >= 0.5))
         self.trained_through = trained_through
         self.capacity = capacity
-        self.waiting: OrderedDict[str, tuple[float, bool]] = OrderedDict()  # event id -> (probability, stale)
+        self.waiting: OrderedDict[str, tuple[Any, bool]] = OrderedDict()  # event id -> (prediction, stale)
         self.early: OrderedDict[str, float] = OrderedDict()  # labels that came before their answer was logged
         self.requests = 0
         self.stale = 0
@@ -70,9 +73,9 @@ class FreshnessTracker:
             self.recent.append((float(t), stale, None))
             label = self.early.pop(bounded_id(str(event_id)), None)
             if label is not None:  # replicas log answers in batches: the label may have come first
-                self._score(float(prob), stale, label, float(t))
+                self._score(prob, stale, label, float(t))
                 continue
-            self.waiting[bounded_id(str(event_id))] = (float(prob), stale)
+            self.waiting[bounded_id(str(event_id))] = (prob, stale)
             if len(self.waiting) > self.capacity:
                 self.waiting.popitem(last=False)
 
@@ -87,8 +90,10 @@ class FreshnessTracker:
                 continue
             self._score(hit[0], hit[1], float(label), now)
 
-    def _score(self, prob: float, stale: bool, label: float, now: float) -> None:
-        right = (prob >= 0.5) == (label >= 0.5)
+    def _score(self, prob: Any, stale: bool, label: float, now: float) -> None:
+        right = self.right(prob, label)
+        if right is None:  # a value (regression): no right or wrong
+            return
         self.labelled += 1
         self.correct += right
         self.recent.append((now, stale, right))

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pandas as pd
 import ray
 
-from streamfit.config import MonitorConfig
+from streamfit.config import ModelConfig, MonitorConfig
 from streamfit.registry import Registry
 from streamfit.actors.monitoring.core import Monitor
 from streamfit.actors.monitoring.metrics_export import MetricsExport, ray_metrics
@@ -53,9 +53,10 @@ class MonitorActor:
 
     def __init__(self, cfg: dict[str, Any] | None = None, registry_uri: str | None = None,
                  feature_names: list[str] | None = None, fields: list[str] | None = None,
-                 state_uri: str | None = None) -> None:
+                 state_uri: str | None = None, model: dict[str, Any] | None = None) -> None:
         config = MonitorConfig.model_validate(cfg or {})
-        self.core = Monitor(config, Registry(registry_uri) if registry_uri else None, feature_names, fields)
+        spec = ModelConfig.model_validate(model or {}).task_spec()  # ``model``: the config's model section
+        self.core = Monitor(config, Registry(registry_uri) if registry_uri else None, feature_names, fields, spec)
         self.state = MonitorState(state_uri) if state_uri else None
         if self.state is not None:
             self.state.load(self.core)

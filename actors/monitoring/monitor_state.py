@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamfit.errors import StreamfitError
+from streamfit.registry import version_task
 from streamfit.storage import Storage
 from streamfit.actors.monitoring.core import Monitor
 
@@ -115,7 +116,8 @@ class MonitorState:
         version = monitor.stream.version
         if version is not None and monitor.stream.booster is None and monitor.registry is not None:
             try:
-                monitor.stream.booster = monitor.registry.load(version)[0]
+                monitor.stream.booster, meta = monitor.registry.load(version)
+                monitor.stream.cats = version_task(meta).categories
             except Exception as err:  # the version is gone: the next follow_live moves to the live one
                 log.warning("monitor: version %s of the saved state cannot be loaded: %s", version, err)
         self.saved_key = self._key(monitor)

@@ -1,4 +1,4 @@
-"""Served predictions joined with the labels that arrive later: accuracy, logloss and AUC per version.
+"""Served predictions joined with the labels that arrive later: the task's metrics per version.
 
 Router replicas log each prediction with its event id; labels come later from the stream (or,
 when the label overtook the prediction, earlier). ``PredictionLog`` joins them in either order
@@ -15,6 +15,12 @@ Memory is bounded whatever clients send: an event id over ``MAX_ID_CHARS`` is ke
 predictions are each capped by count (``capacity``) and by bytes (``max_bytes``, the oldest go,
 counted in ``stats()``), and outcomes are kept for the ``max_versions`` versions joined most lately.
 
+Per task (``spec``, contract 4 of issue 15): a prediction is p(label=1) (binary), the value (regression)
+or a list of k class probabilities (multiclass), a label 0/1, the value or the class index. Versions are
+reported with the task's metrics; the canary's figures speak its metric (``TaskSpec.canary_metric``):
+accuracy, with who was right on each pair, for classes; for regression the objective's loss,
+``(n, value, metric, sd of the per-row loss)`` since a time and per pair each version's loss.
+
 Example:
     >>> log = PredictionLog()
     >>> log.record([("e1", 3, "blue", 0.9, 10.0), ("e2", 3, "blue", 0.2, 11.0)])
@@ -25,6 +31,12 @@ Example:
     ((2, 0.5), None)
     >>> log.paired_since(3, 4, since=0.0)["n"], log.paired_since(3, 4, since=0.0)["both"]
     (2, 0)
+    >>> from streamfit.task import Task, TaskSpec
+    >>> reg = PredictionLog(spec=TaskSpec(Task.REGRESSION))
+    >>> reg.record([("a", 1, "blue", 2.0, 1.0), ("b", 1, "blue", 5.0, 1.0)]); reg.labels(["a", "b"], [3.0, 5.0], now=2.0)
+    2
+    >>> reg.accuracy_since(1, since=0.0)[:3], reg.per_version()[1]["mae"]
+    ((2, 0.7071067811865476, 'rmse'), 0.5)
 """
 
 from __future__ import annotations
@@ -37,8 +49,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from streamfit.metrics import labelled_scores
+from streamfit.task import Task, TaskSpec, metric_of_mean
 
-Answer = tuple[int, str, float, float, bool]  # version, slot, probability, time, shadow
+Prediction = float | tuple[float, ...]  # a probability or a value; k class probabilities (multiclass)
+Answer = tuple[int, str, Prediction, float, bool]  # version, slot, prediction, time, shadow
 MAX_ID_CHARS = 256  # a longer event id is keyed by its digest
 ENTRY_BYTES = 200  # a waiting entry besides its id: the dict slot, the list, one answer tuple and its numbers
 ANSWER_BYTES = 120  # each further answer to the same event (its tuple and numbers)
@@ -64,30 +78,34 @@ class PredictionLog:
     """Predictions waiting for labels (and labels waiting for predictions), and per-version outcomes."""
 
     def __init__(self, capacity: int = 200_000, window: int = 5000, answers: int = 50_000,
-                 max_bytes: int = 64_000_000, max_versions: int = 32) -> None:
+                 max_bytes: int = 64_000_000, max_versions: int = 32, spec: TaskSpec | None = None) -> None:
         self.capacity, self.max_bytes, self.max_versions = capacity, max_bytes, max_versions
+        self.spec = spec or TaskSpec()
+        self.metric = self.spec.canary_metric  # accuracy (classes) or the regression objective's loss
         self.window = window
         self.waiting: OrderedDict[str, list[Answer]] = OrderedDict()
         self.early_labels: OrderedDict[str, float] = OrderedDict()
         self.waiting_bytes = 0
         self.label_bytes = 0
         self.evicted = {"waiting": 0, "early_labels": 0, "versions": 0}
-        # version -> (time, prob, label); the least lately joined version goes past max_versions
-        self.outcomes: OrderedDict[int, deque[tuple[float, float, float]]] = OrderedDict()
-        # Every joined answer, served or shadow, in join order: (join time, event id, version, right, shadow).
-        self.answers: deque[tuple[float, str, int, bool, bool]] = deque(maxlen=answers)
+        # version -> (time, prediction (k columns for multiclass), label); the least lately joined go past max_versions
+        self.outcomes: OrderedDict[int, deque[tuple[float, ...]]] = OrderedDict()
+        # Every joined answer, served or shadow, in join order: (join time, event id, version, right, shadow);
+        # for regression the answer's loss (``metric``'s per-row value) where classes keep whether it was right.
+        self.answers: deque[tuple[float, str, int, bool | float, bool]] = deque(maxlen=answers)
         self.predictions_logged = 0
         self.shadow_logged = 0
         self.joined = 0
 
     def record(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Log predictions: (event_id, version, slot, probability, time[, shadow])."""
+        """Log predictions: (event_id, version, slot, prediction, time[, shadow])."""
+        many = self.spec.task is Task.MULTICLASS
         for event_id, version, slot, prob, t, *rest in rows:
             event_id = bounded_id(event_id)
             shadow = bool(rest and rest[0])
             self.shadow_logged += shadow
             self.predictions_logged += not shadow
-            answer = (int(version), slot, float(prob), float(t), shadow)
+            answer = (int(version), slot, tuple(map(float, prob)) if many else float(prob), float(t), shadow)
             label = self.early_labels.get(event_id)
             if label is not None:
                 self._join(event_id, answer, label, float(t))
@@ -128,9 +146,31 @@ class PredictionLog:
             matched += 1
         return matched
 
+    def right(self, pred: Prediction, label: float) -> bool | None:
+        """Whether an answer got its label right (binary at 0.5, multiclass by the likeliest class, ties to the
+        lowest index); None for regression, whose answers have no right or wrong."""
+        if self.spec.task is Task.BINARY:
+            return (pred >= 0.5) == (label >= 0.5)  # type: ignore[operator]
+        if self.spec.task is Task.MULTICLASS:
+            return max(range(len(pred)), key=pred.__getitem__) == int(label)  # type: ignore[arg-type]
+        return None
+
+    def _value(self, pred: Prediction, label: float) -> bool | float:
+        """What the canary compares per answer: right (classes), or the loss of ``metric`` (regression)."""
+        right = self.right(pred, label)
+        if right is not None:
+            return right
+        err = label - pred  # type: ignore[operator]
+        if self.metric == "rmse":
+            return err * err
+        if self.metric == "mae":
+            return abs(err)
+        a = self.spec.quantile_alpha
+        return max(a * err, (a - 1) * err)
+
     def _join(self, event_id: str, answer: Answer, label: float, t: float) -> None:
         version, _, prob, _, shadow = answer
-        self.answers.append((t, event_id, version, (prob >= 0.5) == (label >= 0.5), shadow))
+        self.answers.append((t, event_id, version, self._value(prob, label), shadow))
         if shadow:
             return
         self.joined += 1
@@ -142,7 +182,7 @@ class PredictionLog:
                 self.evicted["versions"] += 1
         else:
             self.outcomes.move_to_end(version)
-        rows.append((t, prob, label))
+        rows.append((t, *prob, label) if isinstance(prob, tuple) else (t, prob, label))
 
     def stats(self) -> dict[str, Any]:
         """Entries and bytes held (waiting predictions, early labels), versions with outcomes, evictions."""
@@ -151,15 +191,25 @@ class PredictionLog:
                 "versions": len(self.outcomes), "evicted": dict(self.evicted)}
 
     def accuracy_since(self, version: Any, since: float) -> Any:
-        """(labelled predictions, accuracy) of ``version`` served and joined at or after ``since``; None if none.
+        """(labelled predictions, accuracy) of ``version`` served and joined at or after ``since``; None if none
+        (regression: (labelled, value, metric, sd of the per-row loss) of the canary's metric).
         A ``(live, candidate)`` pair of versions asks ``paired_since`` (what the monitor actor can forward)."""
         if isinstance(version, (tuple, list)):
             return self.paired_since(*version, since=since)
-        rows = [(p, y) for t, p, y in self.outcomes.get(version, ()) if t >= since]
+        if self.spec.task is Task.BINARY:
+            rows = [(p, y) for t, p, y in self.outcomes.get(version, ()) if t >= since]
+            if not rows:
+                return None
+            p, y = np.array(rows).T
+            return len(rows), float(((p >= 0.5) == (y >= 0.5)).mean())
+        rows = [r for r in self.outcomes.get(version, ()) if r[0] >= since]
         if not rows:
             return None
-        p, y = np.array(rows).T
-        return len(rows), float(((p >= 0.5) == (y >= 0.5)).mean())
+        arr = np.array(rows, dtype=float)
+        values = self.spec.row_values(self.metric, arr[:, -1], _predictions(arr, 1))
+        if self.spec.task is Task.MULTICLASS:
+            return len(rows), float(values.mean())
+        return len(rows), metric_of_mean(self.metric, float(values.mean())), self.metric, float(values.std())
 
     def paired_since(self, live: int, candidate: int, since: float, newest: int = 100) -> dict[str, Any]:
         """Labelled requests joined since ``since`` that both versions answered (one served, one in shadow,
@@ -180,12 +230,34 @@ class PredictionLog:
                 order.append(event_id)
             seen.setdefault(version, right)
         pairs = [by_event[e] for e in order if len(by_event[e]) == 2]  # newest first
-        return {**_counts(pairs, live, candidate), "newest": _counts(pairs[:newest], live, candidate),
+        counts = _counts if self.metric == "accuracy" else self._losses
+        return {**counts(pairs, live, candidate), "newest": counts(pairs[:newest], live, candidate),
                 "live_labelled": live_labelled}
 
+    def _losses(self, pairs: list[dict[int, float]], live: int, candidate: int) -> dict[str, Any]:
+        """Pairs of per-row losses: each version's metric on them, the mean and sd of (candidate - live) loss,
+        and on how many each was closer (ties: ``both``)."""
+        lv = np.array([p[live] for p in pairs], dtype=float)
+        cv = np.array([p[candidate] for p in pairs], dtype=float)
+        d = cv - lv
+        out: dict[str, Any] = {"n": len(pairs), "metric": self.metric, "live_only": int((d > 0).sum()),
+                               "cand_only": int((d < 0).sum()), "both": int((d == 0).sum())}
+        if len(pairs):
+            out.update(live_value=metric_of_mean(self.metric, float(lv.mean())),
+                       cand_value=metric_of_mean(self.metric, float(cv.mean())),
+                       mean_diff=float(d.mean()), sd_diff=float(d.std(ddof=1)) if len(d) > 1 else 0.0)
+        return out
+
     def per_version(self) -> dict[int, dict[str, Any]]:
-        """Accuracy, logloss, AUC and labelled count of each version over the sliding window."""
-        return scores_by_version(self.outcomes)
+        """The task's metrics and labelled count of each version over the sliding window."""
+        return scores_by_version(self.outcomes, self.spec, start=1)
+
+
+def _predictions(arr: np.ndarray, start: int) -> np.ndarray:
+    """The prediction columns of outcome rows (``start``: where they begin; the label is the last column):
+    one column as a vector, k class probabilities as an (n, k) matrix."""
+    pred = arr[:, start:-1]
+    return pred[:, 0] if pred.shape[1] == 1 else pred
 
 
 def _counts(pairs: list[dict[int, bool]], live: int, candidate: int) -> dict[str, int]:
@@ -195,11 +267,13 @@ def _counts(pairs: list[dict[int, bool]], live: int, candidate: int) -> dict[str
             "both": int((lr & cr).sum())}
 
 
-def scores_by_version(outcomes: dict[int, deque[tuple[float, ...]]]) -> dict[int, dict[str, Any]]:
-    """``labelled_scores`` of each version's outcome rows, whose last two columns are (probability, label)."""
+def scores_by_version(outcomes: dict[int, deque[tuple[float, ...]]], spec: TaskSpec | None = None,
+                      start: int = 0) -> dict[int, dict[str, Any]]:
+    """``labelled_scores`` of each version's outcome rows: the prediction from column ``start`` (one, or k class
+    probabilities), the label last."""
     out = {}
     for version, rows in outcomes.items():
         if rows:
-            p, y = np.array(list(rows))[:, -2:].T
-            out[version] = labelled_scores(y, p)
+            arr = np.array(list(rows), dtype=float)
+            out[version] = labelled_scores(arr[:, -1], _predictions(arr, start), spec)
     return out

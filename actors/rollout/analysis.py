@@ -2,7 +2,9 @@
 
 Router replicas keep ``SlotStats`` (``streamfit.request_stats``) per slot as cumulative
 counters and histograms, so the controller gets a step's figures as the difference of two
-reports; ``canary_verdict`` applies the configured thresholds to one step.
+reports; ``canary_verdict`` applies the configured thresholds to one step. Labelled figures speak the
+task's canary metric: (n, accuracy) for classes; for regression (n, value, metric, sd of the per-row loss),
+a candidate worse when its loss is above live's by more than ``max_accuracy_drop`` of it, with confidence.
 
 Example:
     >>> from streamfit.request_stats import SlotStats
@@ -23,7 +25,7 @@ import numpy as np
 
 from streamfit.config import RolloutConfig
 from streamfit.psi import psi
-from streamfit.actors.rollout.judging import Judgement, unpaired_worse_p
+from streamfit.actors.rollout.judging import Judgement, unpaired_loss_worse_p, unpaired_worse_p
 from streamfit.request_stats import summary
 
 
@@ -49,8 +51,8 @@ def prediction_shift_p(live: list[int], cand: list[int]) -> float | None:
     return float(chi2_contingency(table)[1])
 
 
-def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[int, float] | None,
-                   cand_acc: tuple[int, float] | None, cfg: RolloutConfig,
+def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[Any, ...] | None,
+                   cand_acc: tuple[Any, ...] | None, cfg: RolloutConfig,
                    paired: Judgement | None = None) -> tuple[bool, list[str], dict[str, Any]]:
     """Compare one step's figures: (passed, reasons it failed, the figures). ``paired``: the judgement on
     requests both versions answered (``judging.judge_pairs``); with enough pairs it settles accuracy."""
@@ -77,6 +79,11 @@ def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[i
         labelled = True
         if paired.decision == "worse":
             reasons.append(paired.reason)
+    elif labelled and len(cand_acc) > 2:  # regression: a loss, lower is better
+        figures["accuracy_p"] = p = unpaired_loss_worse_p(live_acc, cand_acc)  # type: ignore[arg-type]
+        (_, lv, metric, _), (_, cv, _, _) = live_acc, cand_acc
+        if cv > lv * (1 + cfg.max_accuracy_drop) and p < cfg.decision_p:
+            reasons.append(f"{metric} {cv:.3f} vs live {lv:.3f} on labelled requests")
     elif labelled:
         # Labels settle it: after a drift a better candidate predicts differently from a stale live
         # version, so its prediction shift must not count against it. Worse only with confidence.
@@ -90,6 +97,7 @@ def canary_verdict(live: dict[str, Any], cand: dict[str, Any], live_acc: tuple[i
     if not labelled and shift is not None and p_value is not None and shift > cfg.max_prediction_psi \
             and p_value < cfg.prediction_shift_p:
         reasons.append(f"prediction PSI {shift:.2f} > {cfg.max_prediction_psi} (chi-square p={p_value:.1e})")
-    figures["judged_on"] = ("paired labelled accuracy" if paired is not None and paired.decision != "too_few"
-                            else "labelled accuracy" if labelled else "prediction shift")
+    metric = cand_acc[2] if cand_acc is not None and len(cand_acc) > 2 else "accuracy"
+    figures["judged_on"] = (f"paired labelled {metric}" if paired is not None and paired.decision != "too_few"
+                            else f"labelled {metric}" if labelled else "prediction shift")
     return not reasons, reasons, figures

@@ -34,7 +34,7 @@ from streamfit.names import SLOTS, Phase, other
 from streamfit.actors.rollout.analysis import canary_verdict
 from streamfit.actors.rollout.bookkeeping import Bookkeeping
 from streamfit.actors.rollout.canary_step import due, extended_out, judge, labels_short, missing_evidence
-from streamfit.actors.rollout.judging import Pairs, judge_pairs
+from streamfit.actors.rollout.judging import judge_pairs, pairs_of
 from streamfit.actors.rollout.shadow_stage import (SKIPPED, fast_path, in_shadow_stage, shadow_result, shadow_verdict,
                                                    take_fast_path)
 from streamfit.actors.rollout.replicas import ReplicaTracker
@@ -49,7 +49,7 @@ def refit_trigger(reason: str) -> str:
     m = re.fullmatch(r"refit \((\w+)\)", reason.strip())
     return m.group(1) if m else reason
 
-Accuracy = dict[int, tuple[int, float] | None]  # labelled (count, accuracy) per version
+Accuracy = dict[int, tuple[Any, ...] | None]  # labelled (count, accuracy) per version; regression: (count, value, metric, sd)
 
 
 class RolloutMachine(Bookkeeping):
@@ -324,7 +324,7 @@ class RolloutMachine(Bookkeeping):
         return not labels_short(self._paired if r.shadow else None, self.cfg) or extended_out(r, now, self.cfg)
 
     def _analyse(self, r: Rollout, now: float, replicas: ReplicaTracker, analysis: Accuracy) -> tuple[bool, list[str]]:
-        paired = judge_pairs(Pairs.of(self._paired), self.cfg) if r.shadow and self._paired is not None else None
+        paired = judge_pairs(pairs_of(self._paired), self.cfg) if r.shadow and self._paired is not None else None
         figures = replicas.stats(now)
         lacking = missing_evidence(r, figures, self._paired if r.shadow else None, self.cfg)
         res = judge(r, now, figures, analysis, self.cfg, self._verdict, paired, lacking)

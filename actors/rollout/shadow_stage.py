@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamfit.config import RolloutConfig
-from streamfit.actors.rollout.judging import Judgement, Pairs, fast_path_due, judge_pairs
+from streamfit.actors.rollout.judging import Judgement, fast_path_due, judge_pairs, pairs_of
 from streamfit.actors.rollout.serving_state import Rollout
 
 SKIPPED = "skipped"
@@ -46,7 +46,7 @@ def shadow_verdict(paired: dict[str, Any] | None, waited_s: float, cfg: RolloutC
     no labelled request of the live version after ``grace_s``), or None while it waits for ``min_labels`` pairs."""
     if paired is None or (not paired.get("live_labelled") and waited_s >= grace_s):
         return Judgement(SKIPPED, "no labelled requests to pair", {})
-    j = judge_pairs(Pairs.of(paired), cfg)
+    j = judge_pairs(pairs_of(paired), cfg)
     if j.decision == "too_few" and waited_s < cfg.shadow_max_s:
         return None
     return j
@@ -57,14 +57,14 @@ def shadow_result(j: Judgement, now: float) -> dict[str, Any]:
     return {"weight": 0, "shadow": True, "passed": j.decision != "worse",
             "reasons": [j.reason] if j.decision == "worse" else [], "paired": {"decision": j.decision,
                                                                               "reason": j.reason, **j.figures},
-            "judged_on": "paired labelled accuracy (shadow)", "time": now}
+            "judged_on": f"paired labelled {j.figures.get('metric', 'accuracy')} (shadow)", "time": now}
 
 
 def fast_path(r: Rollout, paired: dict[str, Any] | None, cfg: RolloutConfig) -> Judgement | None:
     """The judgement that sends ``r`` down the fast path now (once per rollout, never while paused)."""
     if not r.shadow or r.fast_path is not None or paired is None or r.phase == "paused":
         return None
-    return fast_path_due(Pairs.of(paired.get("newest")), cfg)
+    return fast_path_due(pairs_of(paired.get("newest")), cfg)
 
 
 def take_fast_path(r: Rollout, candidate_weight: int, cfg: RolloutConfig) -> None:

@@ -9,7 +9,9 @@ Triggers, all combinable; each refit records the one that fired:
 - ``drift_followup`` — 1x, 2x, 4x … ``drift_window_rows`` rows after a drift refit
                     (``drift_followups`` times): the drift refit had to learn from rows mostly
                     before the change, these learn from rows after it (and restart the detector);
-- ``performance`` — the live version's accuracy over the newest labelled rows fell below a threshold;
+- ``performance`` — the live version's accuracy over the newest labelled rows fell below a threshold, or a
+                    loss of the task rose above one (``logloss_above``; regression ``rmse_above``,
+                    ``mae_above``, ``pinball_above``, in label units: the trainer passes labels and predictions);
 - ``psi``         — some feature's PSI against the live version's reference exceeded a threshold;
 - ``time``        — this much event time passed since the last refit;
 - ``volume``      — this many new labelled rows arrived since the last refit.
@@ -43,42 +45,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from river import drift as river_drift
 
 from streamfit.config import TrainerConfig
-
-# Page-Hinkley's alarm threshold per task. Regression errors (|error| / holdout MAE, mean about 1) vary more
-# than 0/1 errors: on 40,000 stationary rows (Gaussian residuals) 25 raised 24 alarms, where 0/1 errors at a
-# 15 % error rate raised 4; 75 raised 2, and found a doubling of the error 87 rows after it (0/1 errors going
-# from 15 % to 40 %: 107 rows at 25). Measured with River's PageHinkley (min_instances 100, delta 0.005).
-PH_THRESHOLD = {"binary": 25.0, "multiclass": 25.0, "regression": 75.0}
-
-
-def detector_snapshot(detector: Any) -> dict[str, Any] | None:
-    """A River drift detector's state as plain data (Page-Hinkley's sums, ADWIN's window as bytes)."""
-    if detector is None:
-        return None
-    if isinstance(detector, river_drift.PageHinkley):
-        return {"kind": "page_hinkley", "n": float(detector._x_mean.n), "mean": float(detector._x_mean._mean),
-                "sums": [detector._sum_increase, detector._sum_decrease, detector._min_increase,
-                         detector._max_decrease], "detected": bool(detector._drift_detected)}
-    # ADWIN's window lives in Rust; its pickling state is the only way in or out.
-    raw = np.frombuffer(detector._helper.__getstate__(), dtype=np.uint8).copy()
-    return {"kind": "adwin", "window": raw, "detected": bool(detector._drift_detected)}
-
-
-def detector_restore(detector: Any, snap: dict[str, Any] | None) -> None:
-    """Put ``snap`` (from ``detector_snapshot``) into a fresh detector of the same kind, in place."""
-    if detector is None or snap is None:
-        return
-    detector._drift_detected = bool(snap["detected"])
-    if snap["kind"] == "page_hinkley":
-        detector._x_mean.n, detector._x_mean._mean = float(snap["n"]), float(snap["mean"])
-        (detector._sum_increase, detector._sum_decrease, detector._min_increase,
-         detector._max_decrease) = (float(v) for v in snap["sums"])
-    else:
-        detector._helper.__setstate__(np.asarray(snap["window"], dtype=np.uint8).tobytes())
-
+from streamfit.drift_detectors import PH_THRESHOLD, detector_restore, detector_snapshot, new_detector  # noqa: F401
+from streamfit.task import TaskSpec, metric_of_mean
 
 @dataclass(frozen=True)
 class Decision:
@@ -92,9 +62,14 @@ class Decision:
 class RefitPolicy:
     """Decides when to refit from labelled rows, the live version's errors, PSI, time and requests."""
 
-    def __init__(self, cfg: TrainerConfig, task: str = "binary") -> None:
+    def __init__(self, cfg: TrainerConfig, task: Any = "binary") -> None:
         self.cfg = cfg
-        self.task = getattr(task, "value", task)  # a Task or its name
+        # a TaskSpec, a Task or its name (the spec's quantile is what pinball_above measures with)
+        self.spec = task if isinstance(task, TaskSpec) else TaskSpec(getattr(task, "value", task))
+        self.task = self.spec.task.value
+        # the newest per-row values of each loss a performance trigger watches (accuracy: recent_errors)
+        self.recent_values: dict[str, deque[float]] = {
+            m: deque(maxlen=cfg.accuracy_window) for m, _ in cfg.performance_triggers().values() if m != "accuracy"}
         self.rows_since = 0
         self.last_refit_time: float | None = None
         self.recent_errors: deque[float] = deque(maxlen=cfg.accuracy_window)
@@ -110,7 +85,9 @@ class RefitPolicy:
         return {"rows_since": self.rows_since, "last_refit_time": self.last_refit_time,
                 "recent_errors": np.asarray(self.recent_errors, dtype=float), "drift_alarm": self.drift_alarm,
                 "psi_alarm": self.psi_alarm, "manual": self.manual, "rows_since_drift": self.rows_since_drift,
-                "followups_done": self.followups_done, "detector": detector_snapshot(self.detector)}
+                "followups_done": self.followups_done, "detector": detector_snapshot(self.detector),
+                **({"recent_values": {m: np.asarray(v, dtype=float) for m, v in self.recent_values.items()}}
+                   if self.recent_values else {})}
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Replace the state with ``snap`` (from ``snapshot``); the config stays this policy's."""
@@ -122,20 +99,24 @@ class RefitPolicy:
         since = snap["rows_since_drift"]
         self.rows_since_drift = None if since is None else int(since)
         self.followups_done = int(snap["followups_done"])
+        saved = snap.get("recent_values") or {}
+        for m, values in self.recent_values.items():
+            values.clear()
+            values.extend(float(v) for v in saved.get(m, ()))
         self.detector = self._new_detector()
         if snap["detector"] is not None and snap["detector"]["kind"] == self.cfg.drift_detector:
             detector_restore(self.detector, snap["detector"])
 
-    def _new_detector(self):
-        if self.cfg.drift_detector == "page_hinkley":
-            # A rise in the mean error is what matters ("up" mode).
-            return river_drift.PageHinkley(min_instances=100, delta=0.005, threshold=PH_THRESHOLD[self.task], mode="up")
-        if self.cfg.drift_detector == "adwin":
-            return river_drift.ADWIN(delta=0.002)
-        return None
+    def _new_detector(self) -> Any:
+        return new_detector(self.cfg.drift_detector, self.task)
 
-    def observe(self, n_rows: int, event_time: float, errors: np.ndarray | None = None) -> None:
-        """New labelled rows; ``errors`` (1 = the live version got it wrong) when a version is live."""
+    def observe(self, n_rows: int, event_time: float, errors: np.ndarray | None = None,
+                labels: np.ndarray | None = None, predictions: np.ndarray | None = None) -> None:
+        """New labelled rows; ``errors`` (1 = the live version got it wrong) when a version is live, and its
+        ``predictions`` with the ``labels`` (what the loss triggers measure)."""
+        if labels is not None and predictions is not None and len(labels):
+            for metric, values in self.recent_values.items():
+                values.extend(self.spec.row_values(metric, labels, predictions).tolist())
         self.rows_since += n_rows
         if self.rows_since_drift is not None:
             self.rows_since_drift += n_rows
@@ -168,6 +149,24 @@ class RefitPolicy:
             return None
         return 1.0 - float(np.mean(self.recent_errors))
 
+    def live_metric(self, metric: str) -> float | None:
+        """``metric`` of the live version over the newest labelled rows (None before any or when not watched)."""
+        if metric == "accuracy":
+            return self.live_accuracy()
+        values = self.recent_values.get(metric)
+        return metric_of_mean(metric, float(np.mean(values))) if values else None
+
+    def performance_breach(self) -> str | None:
+        """The loss trigger the live version breaches on enough rows (``logloss_above`` …), or None."""
+        for field, (metric, threshold) in self.cfg.performance_triggers().items():
+            values = self.recent_values.get(metric)
+            if values is None or len(values) < min(self.cfg.accuracy_window, 100):
+                continue
+            value = self.live_metric(metric)
+            if value is not None and value > threshold:
+                return f"{metric} {value:.4g} > {threshold} ({field})"
+        return None
+
     def decide(self, event_time: float, live_trees: int | None = None) -> Decision | None:
         """The refit to do now, or None."""
         cfg = self.cfg
@@ -182,6 +181,8 @@ class RefitPolicy:
                 reason = "drift_followup"
             elif (cfg.accuracy_below is not None and acc is not None
                   and len(self.recent_errors) >= min(cfg.accuracy_window, 100) and acc < cfg.accuracy_below):
+                reason = "performance"
+            elif self.recent_values and self.performance_breach() is not None:
                 reason = "performance"
             elif self.psi_alarm is not None:
                 reason = "psi"
@@ -225,6 +226,8 @@ class RefitPolicy:
         self.manual = None
         self.psi_alarm = None
         self.recent_errors.clear()  # they measured the previous live version
+        for values in self.recent_values.values():
+            values.clear()
         if self.drift_alarm:
             self.rows_since_drift = 0
             self.followups_done = 0

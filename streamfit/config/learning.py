@@ -16,6 +16,10 @@ from pydantic import Field, model_validator
 from streamfit.config.base import Strict as _Strict
 from streamfit.task import TaskSpec
 
+# performance trigger -> the metric it watches; accuracy_below fires below its threshold, the others above
+PERFORMANCE_TRIGGERS = {"accuracy_below": "accuracy", "logloss_above": "logloss", "rmse_above": "rmse",
+                        "mae_above": "mae", "pinball_above": "pinball"}
+
 if TYPE_CHECKING:
     from streamfit.dictionaries import LabelDictionary
 
@@ -94,7 +98,16 @@ class TrainerConfig(_Strict):
     accuracy_below: float | None = Field(
         None, gt=0, lt=1, description="performance: live version's accuracy on the newest labelled rows below this"
     )
-    accuracy_window: int = Field(1000, gt=0, description="labelled rows the live accuracy is measured over")
+    logloss_above: float | None = Field(
+        None, gt=0, description="performance: live version's log loss on the newest labelled rows above this "
+                                "(binary, multiclass)")
+    rmse_above: float | None = Field(None, gt=0, description="performance: live version's RMSE on the newest "
+                                                             "labelled rows above this, in label units (regression)")
+    mae_above: float | None = Field(None, gt=0, description="performance: live version's MAE on the newest labelled "
+                                                            "rows above this, in label units (regression)")
+    pinball_above: float | None = Field(None, gt=0, description="performance: live version's pinball loss above this "
+                                                                "(regression with objective reg:quantileerror)")
+    accuracy_window: int = Field(1000, gt=0, description="labelled rows the live performance is measured over")
     drift_detector: Literal["page_hinkley", "adwin"] | None = Field(
         "page_hinkley", description="drift: a detector on the live version's error stream"
     )
@@ -141,3 +154,23 @@ class TrainerConfig(_Strict):
         None, gt=0, description="fit with Ray Train's XGBoostTrainer when the training set is larger"
     )
     distributed_workers: int = Field(2, gt=0)
+
+    def performance_triggers(self) -> dict[str, tuple[str, float]]:
+        """The performance triggers set: field -> (the metric it watches, its threshold)."""
+        return {f: (m, getattr(self, f)) for f, m in PERFORMANCE_TRIGGERS.items() if getattr(self, f) is not None}
+
+    def task_problem(self, spec: TaskSpec) -> str | None:
+        """Why a performance trigger does not fit the task (``@trainer.<field>: ...``, the config's field path),
+        or None.
+
+        >>> from streamfit.task import Task
+        >>> TrainerConfig(rmse_above=2.0).task_problem(TaskSpec(Task.BINARY))
+        '@trainer.rmse_above: a binary model has no rmse; its performance triggers: accuracy_below, logloss_above'
+        """
+        names = spec.metric_names()
+        for field, (metric, _) in self.performance_triggers().items():
+            if metric not in names:
+                fits = ", ".join(f for f, m in PERFORMANCE_TRIGGERS.items() if m in names)
+                what = f"{spec.task.value} ({spec.objective})" if spec.objective else spec.task.value
+                return f"@trainer.{field}: a {what} model has no {metric}; its performance triggers: {fits}"
+        return None
