@@ -5,6 +5,8 @@
 Request bodies are in ``bodies``, the scoped token checks in ``auth``, the scoring of raw events
 (``{"event": ...}`` / ``{"events": [...]}``, joined with the shards' live features) in ``scoring``;
 the status routes answer the typed models of ``streamfit.status``, so OpenAPI documents them.
+``/predict`` answers the configured task's shape (``answers``: a 0/1 class and its probability, a value,
+or a class with every class's probability), and OpenAPI documents only that task's answers.
 
 Example:
     >>> from streamfit.serve.router import RouterCore
