@@ -33,6 +33,7 @@ from streamfit.request_stats import empty_stats, minus, summary
 
 QUALITY = ("accepted", "rejected", "events", "reasons", "null_rate", "watermark_lag_s")
 NO_DRIFT: dict[str, Any] = {"psi": {}, "prediction_psi": None}
+ERROR_METRICS = ("rmse", "mae")  # a regression version's live quality in a point, by version
 
 
 @dataclass
@@ -86,7 +87,11 @@ class Sampler:
             self._slots(sample, control, dt)
         sample.point["psi"] = sample.drift["psi"]
         sample.point["prediction_psi"] = sample.drift.get("prediction_psi")
-        sample.point["accuracy"] = {str(v): a["accuracy"] for v, a in (accuracy or {}).items()}
+        accuracy = accuracy or {}
+        sample.point["accuracy"] = {str(v): a["accuracy"] for v, a in accuracy.items() if "accuracy" in a}
+        for metric in ERROR_METRICS:  # a regression task's versions: their errors instead of an accuracy
+            if any(metric in a for a in accuracy.values()):
+                sample.point[metric] = {str(v): a[metric] for v, a in accuracy.items() if metric in a}
         self.t = now
         self.series.append(sample.point)
         return sample
