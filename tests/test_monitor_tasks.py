@@ -111,12 +111,20 @@ SHADOW = RolloutConfig(steps=[5, 25, 50, 100], bake_s=5.0, min_requests=10, min_
 UNPAIRED = SHADOW.model_copy(update={"shadow_judging": False, "min_labels": 40})
 
 
+def better_and_worse(spec: TaskSpec, cfg: RolloutConfig, model: Callable, good: float, bad: float,
+                     metric: str) -> Any:
+    """A candidate of quality ``good`` after a live version of ``bad`` is promoted; the reverse is rolled back
+    naming ``metric``: the reverse's rollout."""
+    better = Sim(spec, cfg).roll_out(model(bad, 1), model(good, 2))
+    assert better.phase == Phase.PROMOTED, better.outcome
+    worse = Sim(spec, cfg).roll_out(model(good, 3), model(bad, 4))
+    assert worse.phase == Phase.ROLLED_BACK and metric in worse.outcome, worse.outcome
+    return worse
+
+
 @pytest.mark.parametrize("cfg", [SHADOW, UNPAIRED], ids=["paired", "unpaired"])
 def test_regression_a_better_candidate_is_promoted_a_worse_one_rolled_back(cfg):
-    better = Sim(REGRESSION, cfg).roll_out(regression_model(3.0, 1), regression_model(1.0, 2))
-    assert better.phase == Phase.PROMOTED, better.outcome
-    worse = Sim(REGRESSION, cfg).roll_out(regression_model(1.0, 3), regression_model(3.0, 4))
-    assert worse.phase == Phase.ROLLED_BACK and "rmse" in worse.outcome, worse.outcome
+    worse = better_and_worse(REGRESSION, cfg, regression_model, 1.0, 3.0, "rmse")
     judged = worse.results[-1]
     if cfg.shadow_judging:
         assert worse.outcome.startswith("shadow judging: paired rmse") and "paired t-test p=" in worse.outcome
@@ -129,10 +137,7 @@ def test_regression_a_better_candidate_is_promoted_a_worse_one_rolled_back(cfg):
 
 @pytest.mark.parametrize("cfg", [SHADOW, UNPAIRED], ids=["paired", "unpaired"])
 def test_multiclass_a_better_candidate_is_promoted_a_worse_one_rolled_back(cfg):
-    better = Sim(MULTICLASS, cfg).roll_out(multiclass_model(0.5, 1), multiclass_model(0.9, 2))
-    assert better.phase == Phase.PROMOTED, better.outcome
-    worse = Sim(MULTICLASS, cfg).roll_out(multiclass_model(0.9, 3), multiclass_model(0.4, 4))
-    assert worse.phase == Phase.ROLLED_BACK and "accuracy" in worse.outcome, worse.outcome
+    worse = better_and_worse(MULTICLASS, cfg, multiclass_model, 0.9, 0.4, "accuracy")
     if cfg.shadow_judging:
         assert "McNemar exact p=" in worse.outcome and worse.results[-1]["paired"]["live_accuracy"] > 0.75
 
