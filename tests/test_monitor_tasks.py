@@ -291,3 +291,29 @@ def test_logloss_above_fires_for_multiclass():
     unsure[np.arange(300), y] = 0.2
     p.observe(300, 2.0, None, y.astype(float), unsure)
     assert p.decide(2.0).reason == "performance" and p.live_metric("logloss") > 0.8
+
+
+# -- Prometheus ------------------------------------------------------------------------------------------
+
+class Gauges(dict):
+    """Metric stand-ins by key, each recording what was set."""
+
+    def __missing__(self, key: str) -> Any:
+        calls = self[key] = type("Rec", (), {"calls": [], "set": lambda s, v, t=None: s.calls.append((v, t)),
+                                             "inc": lambda s, v, t=None: s.calls.append((v, t))})()
+        return calls
+
+
+def test_the_export_speaks_the_tasks_metrics():
+    from streamfit.actors.monitoring import MetricsExport, Sampler
+
+    gauges = Gauges()
+    sample = Sampler(points=3).take(1.0, drift={"psi": {}, "prediction_psi": 0.4, "prediction_shift_p": 1e-9,
+                                                "error_drift": {"rows": 500, "mean_error": 1.7, "alarm": None}})
+    sample.stream_accuracy = {3: {"labelled": 900, "rmse": 2.5, "mae": 2.0}}
+    sample.served_accuracy = {3: {"labelled": 40, "rmse": 2.4, "mae": 1.9}}
+    MetricsExport(gauges).export(sample)
+    assert "accuracy" not in gauges and "served_accuracy" not in gauges  # a regression version has no accuracy
+    assert (2.5, {"version": "3", "metric": "rmse", "source": "stream"}) in gauges["quality"].calls
+    assert (1.9, {"version": "3", "metric": "mae", "source": "served"}) in gauges["quality"].calls
+    assert gauges["prediction_shift_p"].calls == [(1e-9, None)] and gauges["mean_error"].calls == [(1.7, None)]

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any, Mapping
 
@@ -46,8 +47,16 @@ METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("seconds_to_full", "gauge", "streamfit_seconds_to_full_traffic", "seconds from a detected concept change (a drift "
      "refit) to a version trained after it serving 100 %, over the detected changes (stat: p50, max, last)",
      ("stat",)),
+    ("quality", "gauge", "streamfit_live_quality", "live quality of each version on labelled rows in the task's "
+     "metrics (accuracy, logloss, auc; rmse, mae, pinball), on served requests or on the stream",
+     ("version", "metric", "source")),
     ("psi", "gauge", "streamfit_feature_psi", "PSI of each feature against the live reference", ("feature",)),
-    ("prediction_psi", "gauge", "streamfit_prediction_psi", "PSI of the live version's scores", ()),
+    ("prediction_psi", "gauge", "streamfit_prediction_psi", "PSI of the live version's scores (its predicted values; "
+     "multiclass: its predicted class mix)", ()),
+    ("prediction_shift_p", "gauge", "streamfit_prediction_shift_p", "chi-square p-value of the live version's "
+     "predicted class mix against its training shares (multiclass)", ()),
+    ("mean_error", "gauge", "streamfit_live_mean_error", "mean per-row error of the live version the error drift "
+     "detector watches (multiclass: 0/1; regression: absolute error in holdout MAEs)", ()),
     ("alarm", "gauge", "streamfit_drift_alarm", "1 while a drift alarm is raised", ()),
     ("refits", "gauge", "streamfit_refits", "refits so far, by reason", ("reason",)),
     ("skew_rows", "gauge", "streamfit_skew_rows_compared",
@@ -59,6 +68,8 @@ METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("skew_max_abs_diff", "gauge", "streamfit_skew_max_abs_diff",
      "largest |served - point-in-time| difference, by feature", ("feature",)),
 ]
+
+QUALITY_METRICS = ("accuracy", "logloss", "auc", "rmse", "mae", "pinball")  # whichever a version's task reports
 
 SERVE_METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
     ("lookup_unavailable", "counter", "streamfit_lookup_unavailable",
@@ -115,13 +126,27 @@ class MetricsExport:
         if sample.drift.get("prediction_psi") is not None:
             self._set("prediction_psi", sample.drift["prediction_psi"])
         self._set("alarm", 1.0 if sample.drift.get("alarm") else 0.0)
-        for key, by_version in (("accuracy", sample.stream_accuracy), ("served_accuracy", sample.served_accuracy)):
+        for key, source, by_version in (("accuracy", "stream", sample.stream_accuracy),
+                                        ("served_accuracy", "served", sample.served_accuracy)):
             for v, a in by_version.items():
-                self._set(key, a["accuracy"], {"version": str(v)})
+                if "accuracy" in a:  # a regression version has none
+                    self._set(key, a["accuracy"], {"version": str(v)})
+                for metric in QUALITY_METRICS:
+                    if a.get(metric) is not None and math.isfinite(a[metric]):
+                        self._set("quality", a[metric], {"version": str(v), "metric": metric, "source": source})
+        self._task_drift(sample.drift)
         for reason, n in Counter(r["reason"] for r in sample.refits or ()).items():
             self._set("refits", n, {"reason": reason})
         if sample.freshness is not None:
             self._freshness(sample.freshness)
+
+    def _task_drift(self, drift: dict[str, Any]) -> None:
+        """The figures only regression and multiclass monitors report: class-mix chi-square, error drift."""
+        if drift.get("prediction_shift_p") is not None:
+            self._set("prediction_shift_p", drift["prediction_shift_p"])
+        mean_error = (drift.get("error_drift") or {}).get("mean_error")
+        if mean_error is not None:
+            self._set("mean_error", mean_error)
 
     def _freshness(self, f: dict[str, Any]) -> None:
         for key, all_, recent in (("request_accuracy", "served_accuracy", "served_accuracy_recent"),
