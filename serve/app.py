@@ -27,7 +27,7 @@ from streamfit.registry import Registry
 from streamfit.names import CONTROLLER_NAME, SLOTS
 from streamfit.serve.api import build_api
 from streamfit.serve.auth import Authorizer
-from streamfit.serve.backend import RayBackend, follow_controller, load_slot, serving_core, sync_once
+from streamfit.serve.backend import RayBackend, follow_controller, load_slot, schema_hashes, serving_core, sync_once
 from streamfit.serve.readiness import add_readiness, load_before_ready
 from streamfit.serve.router import NoModelError
 from streamfit.serve.slots import ModelSlot, score_batch
@@ -48,7 +48,7 @@ class Router:
         self.model_cfg = ModelConfig.model_validate(model or {})  # the task /predict answers, slots must hold
         self.http = HttpSourceConfig.model_validate(http or {})  # /ingest's body limits
         self.serving = ServingConfig.model_validate(serving)
-        self.schema_hash = self.features_cfg.schema_hash(self.model_cfg)
+        self.schema_hash = schema_hashes(self.features_cfg, self.model_cfg)
         self.registry = Registry(registry_uri)
         remote = {"blue": blue, "green": green} if blue is not None else None
         self.core = serving_core(self.features_cfg, self.model_cfg, remote=remote,
@@ -99,7 +99,7 @@ class SlotServer:
         self.features_cfg = FeaturesConfig.model_validate(features)
         self.model_cfg = ModelConfig.model_validate(model or {})
         self.slot = slot
-        self.schema_hash = self.features_cfg.schema_hash(self.model_cfg)
+        self.schema_hash = schema_hashes(self.features_cfg, self.model_cfg)
         self.registry = Registry(registry_uri)
         self.core = serving_core(self.features_cfg, self.model_cfg)
         replica_id = f"{slot}:{serve.get_replica_context().replica_id.unique_id}"

@@ -43,12 +43,18 @@ log = logging.getLogger("streamfit.serve")
 CONTROL_COMMANDS = ("set_traffic", "set_shadow", "start_rollout", "promote", "abort", "rollback")
 
 
-def load_slot(registry: Registry, slot: str, version: int, features: list[str], schema_hash: str,
+def load_slot(registry: Registry, slot: str, version: int, features: list[str], schema_hash: str | tuple[str, ...],
               model: ModelConfig | None = None, features_cfg: FeaturesConfig | None = None) -> ModelSlot:
     """Read a version from the registry (sha256 checked) into a slot (task with ``model`` and ``features_cfg``,
     features, schema and sample checked)."""
     booster, meta = registry.load(version)
     return ModelSlot.from_registry(slot, version, booster, meta, features, schema_hash, model, features_cfg)
+
+
+def schema_hashes(features_cfg: FeaturesConfig, model: ModelConfig) -> tuple[str, ...]:
+    """The schema hashes a version may carry: the features' with the task's label history, or the features'
+    alone (the task itself is checked apart, ``registry.task_difference``); one for a binary task."""
+    return tuple(dict.fromkeys([features_cfg.schema_hash(model), features_cfg.schema_hash()]))
 
 
 def serving_core(features_cfg: FeaturesConfig, model: ModelConfig, **kwargs: Any) -> RouterCore:

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection
 
 import numpy as np
 import pandas as pd
@@ -58,11 +58,11 @@ class ModelSlot:
 
     @classmethod
     def from_registry(cls, name: str, version: int, booster: xgb.Booster, meta: dict,
-                      expected_features: list[str], schema_hash: str | None = None,
+                      expected_features: list[str], schema_hash: str | Collection[str] | None = None,
                       model: ModelConfig | None = None, features_cfg: FeaturesConfig | None = None) -> "ModelSlot":
         """Build a slot, refusing a version whose task (with ``model`` and ``features_cfg``), features or schema
-        differ from the serving path's, and check that it reproduces the predictions recorded in the registry
-        for a fixed sample."""
+        (``schema_hash``: the serving one, or several accepted) differ from the serving path's, and check that
+        it reproduces the predictions recorded in the registry for a fixed sample."""
         if model is not None and features_cfg is not None:
             # First: a version of another task also computes other label-history features; name the cause.
             why = task_difference({"version": version, **meta}, model, features_cfg)
@@ -75,8 +75,10 @@ class ModelSlot:
             raise FeatureMismatchError(
                 f"v{version} feature list differs from the serving path's: missing {missing}, unexpected {extra}"
                 + ("" if missing or extra else " (same names, other order)"))
-        if schema_hash is not None and meta.get("schema_hash") not in (None, schema_hash):
-            raise FeatureMismatchError(f"v{version} schema hash {meta.get('schema_hash')} != serving {schema_hash}")
+        accepted = [schema_hash] if isinstance(schema_hash, str) else sorted(schema_hash or [])
+        if accepted and meta.get("schema_hash") not in (None, *accepted):
+            raise FeatureMismatchError(f"v{version} schema hash {meta.get('schema_hash')} != serving "
+                                       f"{' or '.join(accepted)}")
         booster.set_param({"nthread": 1})  # a single request gains nothing from threads; replicas scale out
         slot = cls(name, version, booster, feats, task=version_task(meta))
         slot.verified = slot.verify(meta.get("verify"))

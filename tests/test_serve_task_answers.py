@@ -16,10 +16,10 @@ from streamfit.config import ModelConfig
 from streamfit.registry import Registry
 from streamfit.serve.api import Backend, build_api
 from streamfit.serve.auth import Authorizer
-from streamfit.serve.backend import load_slot, serving_core
+from streamfit.serve.backend import load_slot, schema_hashes, serving_core
 from streamfit.serve.lookup import EventRows, LookupAnswer
 from streamfit.serve.router import RouterCore
-from streamfit.serve.slots import FeatureMismatchError, score_batch
+from streamfit.serve.slots import FeatureMismatchError, ModelSlot, score_batch
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -182,3 +182,19 @@ def test_a_slot_deployment_answers_each_request_its_rows_and_unseen_counts(tmp_p
     first, second = score_batch(slot, xs)
     assert first["probs"].shape == (1, 3) and second["probs"].shape == (3, 3)
     assert first["unseen"] == {"colour": 0} and second["unseen"] == {"colour": 2}
+
+
+def test_a_version_hashed_with_or_without_the_task_is_taken_another_schema_is_refused(tmp_path: Path) -> None:
+    registry = Registry(str(tmp_path / "reg"))
+    version = fit_version(registry, MULTICLASS, FEATURES)
+    booster, meta = registry.load(version)
+    core = serving_core(FEATURES, MULTICLASS)
+    hashes = schema_hashes(FEATURES, MULTICLASS)
+    assert len(hashes) == 2 and schema_hashes(FEATURES, BINARY) == (FEATURES.schema_hash(),)
+    for given in (FEATURES.schema_hash(MULTICLASS), FEATURES.schema_hash()):
+        slot = ModelSlot.from_registry("blue", version, booster, {**meta, "schema_hash": given}, core.feature_names,
+                                       hashes, MULTICLASS, FEATURES)
+        assert slot.verified is True
+    with pytest.raises(FeatureMismatchError, match="schema hash 0123 != serving .* or "):
+        ModelSlot.from_registry("blue", version, booster, {**meta, "schema_hash": "0123"}, core.feature_names, hashes,
+                                MULTICLASS, FEATURES)
