@@ -4,8 +4,10 @@ the prediction log per contract 4, and 422s naming the field for a number given 
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,7 @@ from streamfit.registry import Registry
 from streamfit.serve.api import Backend, build_api
 from streamfit.serve.auth import Authorizer
 from streamfit.serve.backend import load_slot, schema_hashes, serving_core
-from streamfit.serve.lookup import EventRows, LookupAnswer
+from streamfit.serve.lookup import EventRows, LookupAnswer, LookupBatcher
 from streamfit.serve.router import RouterCore
 from streamfit.serve.slots import FeatureMismatchError, ModelSlot, score_batch
 
@@ -198,3 +200,52 @@ def test_a_version_hashed_with_or_without_the_task_is_taken_another_schema_is_re
     with pytest.raises(FeatureMismatchError, match="schema hash 0123 != serving .* or "):
         ModelSlot.from_registry("blue", version, booster, {**meta, "schema_hash": "0123"}, core.feature_names, hashes,
                                 MULTICLASS, FEATURES)
+
+
+def test_lookups_split_and_merge_the_categorical_text_per_request_and_shard() -> None:
+    calls: list[int] = []
+
+    async def call(shard: int, events: Any, record: bool) -> Any:
+        calls.append(shard)
+        n = len(events)
+        text = {"colour": np.array([f"{c}@{shard}" for c in events.text["colour"]], dtype=object)}
+        return SimpleNamespace(features=np.full((n, 2), float(shard)), feature_names=["x0", "colour"],
+                               times=events.event_time, as_of=1.0, reasons=[""] * n, text=text)
+
+    batcher = LookupBatcher(call, num_shards=2, wait_s=0.001)
+    entities = [f"u{i}" for i in range(8)]
+    rows = [EventRows.of([{"entity": e, "x0": 1.0, "colour": f"c{e}"} for e in entities[:5]], ["x0", "colour"],
+                         ("colour",)),
+            EventRows.of([{"entity": e, "x0": 1.0, "colour": None} for e in entities[5:]], ["x0", "colour"],
+                         ("colour",))]
+
+    async def main() -> list[LookupAnswer]:
+        return list(await asyncio.gather(*(batcher.lookup(r) for r in rows)))
+
+    first, second = asyncio.run(main())
+    assert sorted(calls) == [0, 1]  # one call per shard for both requests
+    owners = [int(first.features[i, 0]) for i in range(5)]
+    assert first.text["colour"].tolist() == [f"cu{i}@{s}" for i, s in enumerate(owners)]
+    assert second.text["colour"].tolist() == [f"None@{int(s)}" for s in second.features[:, 0]]
+    x = first.rows([0, 2], ["colour", "x0"])
+    assert x.dtype == object and x[:, 0].tolist() == [first.text["colour"][0], first.text["colour"][2]]
+
+
+def test_slot_deployments_report_unseen_categories_to_the_router() -> None:
+    class Handle:
+        class predict:  # noqa: N801  (a DeploymentHandle's method)
+            @staticmethod
+            async def remote(x: np.ndarray) -> dict[str, Any]:
+                return {"version": 4, "probs": np.full((len(x), 3), 1 / 3), "unseen": {"colour": 2}}
+
+    core = serving_core(FEATURES, MULTICLASS, remote={"blue": Handle(), "green": Handle()})
+    seen: list[tuple[str, int]] = []
+    core.on_unseen = lambda f, n: seen.append((f, n))
+
+    async def main() -> tuple[str, int, np.ndarray]:
+        await core.apply({"slots": {"blue": 4, "green": None}, "weights": {"blue": 100, "green": 0}, "revision": 1},
+                         lambda s, v: None)
+        return await core.apredict(np.zeros((2, len(core.feature_names)), dtype=object))
+
+    slot, version, probs = asyncio.run(main())
+    assert (slot, version, probs.shape) == ("blue", 4, (2, 3)) and core.unseen == {"colour": 2} and seen == [("colour", 2)]
