@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -62,13 +62,23 @@ def shard_of(entities: np.ndarray | pd.Series, num_shards: int) -> np.ndarray:
 
 @dataclass
 class EventArrays:
-    """Events as plain arrays: the online lookup's input (Ray sends numpy arrays whole, a frame column by column)."""
+    """Events as plain arrays: the online lookup's input (Ray sends numpy arrays whole, a frame column by column).
+
+    A categorical field's values are text: they go in ``text`` (field -> object array, None = missing), and
+    ``x``'s column of that field, if ``fields`` names it, is ignored (NaN).
+
+    >>> ev = EventArrays(np.array(["u"], dtype=object), np.array([1.0]), np.array([[2.0, np.nan]]), ["x0", "city"],
+    ...                  np.array([""], dtype=object), text={"city": np.array(["paris"], dtype=object)})
+    >>> ev.columns()["city"].tolist(), ev.columns()["x0"].tolist()
+    (['paris'], [2.0])
+    """
 
     entity: np.ndarray  # str objects
     event_time: np.ndarray  # float seconds, NaN = none
     x: np.ndarray  # (n, len(fields)) float, NaN = missing
     fields: list[str]
     event_id: np.ndarray  # str objects, '' = none
+    text: dict[str, np.ndarray] = field(default_factory=dict)  # categorical field -> text per row (None = missing)
 
     def __len__(self) -> int:
         return len(self.entity)
@@ -77,6 +87,7 @@ class EventArrays:
         """The columns by name, as ``check_columns`` reads them."""
         cols = {ENTITY: self.entity, EVENT_TIME: self.event_time, EVENT_ID: self.event_id}
         cols.update({f: self.x[:, j] for j, f in enumerate(self.fields)})
+        cols.update(self.text)
         return cols
 
 

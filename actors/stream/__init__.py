@@ -35,4 +35,5 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "Source": "sources",
     "SyntheticSource": "sources",
     "make_source": "sources",
+    "synthetic_source": "sources",
 })

@@ -48,6 +48,7 @@ from streamfit.config import FeaturesConfig
 from streamfit.errors import StreamfitError
 from streamfit.storage import STALE_AFTER_S, Storage
 from streamfit.schema import hash_keys, shard_of_hash
+from streamfit.actors.stream.served_log import text_arrays, text_matrix
 
 PART_MARKER = "meta.json"  # written last: a shard's part is complete once it exists
 
@@ -128,9 +129,11 @@ class CheckpointStore:
             self._write_table(f"{final}/{name}.arrow",
                               _matrix_table("v", st["values"], keys=st["keys"], times=st["times"]))
         p = snap["pending"]
-        self._write_table(f"{final}/pending.arrow", _matrix_table(
-            "f", p["feats"], ids=p["ids"], event_ids=p["event_ids"].astype(str), entities=p["entities"].astype(str),
-            times=p["times"]))
+        pending = _matrix_table("f", p["feats"], ids=p["ids"], event_ids=p["event_ids"].astype(str),
+                                entities=p["entities"].astype(str), times=p["times"])
+        for name, col in text_arrays(p.get("cats")).items():  # categorical fields' text, when there are any
+            pending = pending.append_column(name, col)
+        self._write_table(f"{final}/pending.arrow", pending)
         d = snap["dedup"]
         n_old = int(d.get("n_old", len(d["ids"])))
         self._write_table(f"{final}/dedup.arrow", pa.table({"ids": pa.array(d["ids"], pa.uint64())},
@@ -236,6 +239,9 @@ class CheckpointStore:
                            "event_ids": np.asarray(t["event_ids"].to_pylist(), dtype=object),
                            "entities": np.asarray(t["entities"].to_pylist(), dtype=object),
                            "times": t["times"].to_numpy().astype(np.float64), "feats": _matrix(t, "f")}
+        cats = text_matrix(t)
+        if cats is not None:
+            snap["pending"]["cats"] = cats
         t = self._read_table(f"{d}/dedup.arrow")
         ids = t["ids"].to_numpy().astype(np.uint64)
         n_old = (t.schema.metadata or {}).get(b"n_old")  # absent in older checkpoints: all ids count as older
@@ -269,10 +275,13 @@ def repartition(snaps: list[dict[str, Any]], shard_id: int, num_shards: int, bat
     mine = shard_of_hash(hash_keys(pend["entities"]), num_shards) == shard_id
     pend = {k: v[mine] for k, v in pend.items()}
     counters: dict[str, int] = {}
+    meta = {"last_batch_id": batch_id, "latest_us": max(s["meta"]["latest_us"] for s in snaps),
+            "clock_us": max(s["meta"].get("clock_us", s["meta"]["latest_us"]) for s in snaps),
+            "counters": counters, "shard_id": shard_id}
+    if snaps[0]["meta"].get("task") is not None:  # what the rows mean (task_columns.TaskColumns.fingerprint)
+        meta["task"] = snaps[0]["meta"]["task"]
     return {
-        "meta": {"last_batch_id": batch_id, "latest_us": max(s["meta"]["latest_us"] for s in snaps),
-                 "clock_us": max(s["meta"].get("clock_us", s["meta"]["latest_us"]) for s in snaps),
-                 "counters": counters, "shard_id": shard_id},
+        "meta": meta,
         "events": series("events"),
         "labels": series("labels"),
         "pending": pend,

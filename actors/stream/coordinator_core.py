@@ -162,7 +162,7 @@ class Coordinator:
             checkpoint_every_s=cfg.checkpoints.interval_s,
             # Pacing is for the generator; a file source paces itself (speed) and Kafka is paced by producers.
             pace_events_per_s=cfg.stream.max_events_per_s if cfg.stream.source == "synthetic" else None,
-            feature_names=cfg.features.feature_names(), event_time=EventTimeGuard.from_config(cfg.stream),
+            feature_names=cfg.feature_names(), event_time=EventTimeGuard.from_config(cfg.stream),
             replay_max_bytes=cfg.stream.replay_max_bytes,
         )
 

@@ -39,13 +39,14 @@ import numpy as np
 import pandas as pd
 import ray
 
-from streamfit.config import FeaturesConfig
+from streamfit.config import FeaturesConfig, ModelConfig
 from streamfit.schema import (ENTITY, ENTITY_HASH, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, EventArrays, check_columns,
                               hash_keys)
 from streamfit.actors.stream.dedup import Dedup, isin_sorted
 from streamfit.actors.stream.lookup import NO_CLOCK, BusyMeter, LookupResult, ShardView, prepare
 from streamfit.actors.stream.pending import PendingRows
 from streamfit.actors.stream.served_log import ServedLog, skew_of
+from streamfit.actors.stream.task_columns import TaskColumns
 from streamfit.actors.stream.windows import US, SeriesStore, to_us
 
 RESULT_CACHE = 8  # results kept per shard so a retried call gets the same answer
@@ -71,26 +72,27 @@ class ShardResult:
 class FeatureShard:
     """Feature state for the entities one shard owns (a ``Stateful``: ``snapshot``/``restore``)."""
 
-    def __init__(self, cfg: FeaturesConfig, shard_id: int = 0, training_features: str = "served") -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: FeaturesConfig, shard_id: int = 0, training_features: str = "served",
+                 model: ModelConfig | None = None) -> None:
+        self.cfg, self.model = cfg, model  # model: the task (labels, label history); None = binary
         self.shard_id = shard_id
         self.use_served = training_features == "served"
         self.fields = [f.name for f in cfg.fields]
         self.agg_fields = cfg.aggregated_fields()
         self.agg_idx = [self.fields.index(f) for f in self.agg_fields]
-        self.feature_names = cfg.feature_names()
+        self.task = TaskColumns(cfg, model)
+        self.feature_names = self.task.feature_names
         self.windows_us = [int(round(w * US)) for w in cfg.windows_s]
         self.label_windows_us = [int(round(w * US)) for w in cfg.label_history.windows_s]
         self.events = SeriesStore(len(self.agg_fields))
-        self.labels = SeriesStore(1)
-        self.pending = PendingRows(len(self.feature_names))
+        self.labels = SeriesStore(self.task.label_width)
+        self.pending = PendingRows(len(self.feature_names), self.task.n_cats)
         self.dedup = Dedup(cfg.dedup_capacity)
-        self.served = ServedLog(len(self.feature_names), cfg.served_log_capacity)
+        self.served = ServedLog(len(self.feature_names), cfg.served_log_capacity, self.task.n_cats)
         self.last_batch_id = 0
         self.latest_us = self.clock_us = NO_CLOCK
         self.counters: Counter[str] = Counter()
         self.results: OrderedDict[int, ShardResult] = OrderedDict()
-        self._empty: pd.DataFrame | None = None
         self.minmax_cols, self.std_cols = ([j for j, f in enumerate(self.agg_fields) if any(  # only these are reduced
             op in ops for a in cfg.aggregates if a.field == f for op in a.ops)] for ops in (("min", "max"), ("std",)))
         self.busy = BusyMeter()  # how much of the time batches are being applied: told to lookup callers
@@ -127,7 +129,7 @@ class FeatureShard:
         return result
 
     def _apply(self, batch_id: int, df: pd.DataFrame, watermark: float, clock: float | None) -> ShardResult:
-        clean, reason = check_columns(df, len(df), self.cfg)  # plain arrays: no frame to build
+        clean, reason = check_columns(df, len(df), self.cfg, self.model)  # plain arrays: no frame to build
         kinds = clean[KIND]
         is_event = np.asarray(kinds == EVENT, dtype=bool)
         times = clean[EVENT_TIME]
@@ -160,23 +162,23 @@ class FeatureShard:
         keys = carried if carried is not None and carried.dtype == np.uint64 else hash_keys(entities)
         t_us = to_us(np.where(np.isfinite(times), times, 0.0))
         if self.cfg.label_history.enabled and lab.any():
-            self.labels.insert(keys[lab], t_us[lab], clean[LABEL][lab].reshape(-1, 1))
+            self.labels.insert(keys[lab], t_us[lab], self.task.label_values(clean[LABEL][lab]))
         n_events = int(ev.sum())
         if n_events:
-            x = np.column_stack([clean[f][ev] for f in self.fields]) if self.fields else np.zeros((n_events, 0))
+            x = self.task.raw(clean, ev)  # categorical fields: NaN here, their text beside (task_columns)
             self.events.insert(keys[ev], t_us[ev], x[:, self.agg_idx])
             feats = self._features_at(keys[ev], t_us[ev], x)
-            self.pending.add(ids[ev], event_ids[ev], entities[ev], times[ev], feats)
+            self.pending.add(ids[ev], event_ids[ev], entities[ev], times[ev], feats, self.task.text(clean, ev))
             self.latest_us = max(self.latest_us, int(t_us[ev].max()))
         rows, skew = None, None
         if lab.any():
             found, pos = self.pending.take(ids[lab])
             self.counters["labels"] += len(pos)
             if len(pos):
-                feats, skew = self._training_feats(pos)
-                rows = pd.DataFrame({EVENT_ID: self.pending.event_ids[pos], ENTITY: self.pending.entities[pos],
-                                     EVENT_TIME: self.pending.times[pos], **dict(zip(self.feature_names, feats.T)),
-                                     LABEL: clean[LABEL][np.flatnonzero(lab)[found]]})  # one constructor: no inserts
+                feats, cats, skew = self._training_feats(pos)
+                rows = self.task.frame({EVENT_ID: self.pending.event_ids[pos], ENTITY: self.pending.entities[pos],
+                                        EVENT_TIME: self.pending.times[pos]}, feats, cats,
+                                       {LABEL: clean[LABEL][np.flatnonzero(lab)[found]]})
         rows = self.empty_rows() if rows is None else rows
         if clock is not None and np.isfinite(clock):
             self.clock_us = max(self.clock_us, int(to_us(clock)))
@@ -192,7 +194,7 @@ class FeatureShard:
             self.counters["expired_unlabelled"] += self.pending.expire(watermark - self.cfg.label_timeout_s)
         bad = reason != ""
         reasons = {str(k): int(v) for k, v in pd.Series(reason[bad]).value_counts().items()} if bad.any() else {}
-        nulls = {f: int(np.isnan(clean[f][is_event]).sum()) for f in self.fields}
+        nulls = self.task.nulls(clean, is_event)
         result = ShardResult(batch_id=batch_id, accepted=int((~bad).sum()), rejected=int(bad.sum()),
                              reasons=reasons, training_rows=rows, events=n_events, nulls=nulls,
                              event_rows=int(is_event.sum()), skew=skew)
@@ -204,17 +206,19 @@ class FeatureShard:
             self.counters[f"rejected:{k}"] += v
         return result
 
-    def _training_feats(self, pos: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None]:
-        """The labelled rows' vectors (served ones in mode ``served``) and their served-vs-point-in-time skew."""
-        feats = self.pending.feats[pos]
-        found, served = self.served.take(self.pending.ids[pos])
+    def _training_feats(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
+        """The labelled rows' vectors and text columns (served ones in mode ``served``) and their
+        served-vs-point-in-time skew."""
+        feats, cats = self.pending.feats[pos], self.pending.cats[pos]
+        found, served, served_cats = self.served.take_rows(self.pending.ids[pos])
         if not found.any():
-            return feats, None
-        skew = skew_of(served, feats[found], self.feature_names)
+            return feats, cats, None
+        text = (self.task.cat_pos, served_cats, cats[found]) if self.task.n_cats else None
+        skew = skew_of(served, feats[found], self.feature_names, text)
         if self.use_served:
-            feats = feats.copy()
-            feats[found] = served
-        return feats, skew
+            feats, cats = feats.copy(), cats.copy()
+            feats[found], cats[found] = served, served_cats
+        return feats, cats, skew
 
     def _features_at(self, keys: np.ndarray, t_us: np.ndarray, x: np.ndarray | None,
                      view: ShardView | None = None) -> np.ndarray:
@@ -242,22 +246,13 @@ class FeatureShard:
             age = q["age_us"].astype(np.float64) / US
             cols.append(np.where(q["age_us"] < 0, np.nan, age))
         if self.cfg.label_history.enabled:
-            lq = state.labels.query(keys, t_us, self.label_windows_us, std=False)
-            cols.append(lq["last"][:, 0])
-            for wi in range(len(self.label_windows_us)):
-                cols.append(lq["mean"][wi][:, 0])
-                cols.append(lq["count"][wi].astype(np.float64))
+            lq = state.labels.query(keys, t_us, self.label_windows_us, std=self.task.label_std)
+            cols += self.task.label_columns(lq, len(self.label_windows_us))
         return np.column_stack(cols) if cols else np.zeros((n, 0))
 
-    def _row_columns(self) -> list[str]:
-        return [EVENT_ID, ENTITY, EVENT_TIME, *self.feature_names, LABEL]
-
     def empty_rows(self) -> pd.DataFrame:
-        """A training-row frame with no rows (a copy of one built once: building it costs ~5 ms)."""
-        if self._empty is None:
-            self._empty = pd.DataFrame({c: pd.Series(dtype=object if c in (EVENT_ID, ENTITY) else float)
-                                        for c in self._row_columns()})
-        return self._empty.copy()
+        """A training-row frame with no rows (``TaskColumns.empty_rows``)."""
+        return self.task.empty_rows()
 
     # -- reads ---------------------------------------------------------------------------
     def lookup(self, events: pd.DataFrame | EventArrays, record: bool = False) -> LookupResult:
@@ -269,19 +264,21 @@ class FeatureShard:
         NaN features. ``record`` keeps the served vectors of rows with an id.
         """
         view = self.view  # read once: a batch applied meanwhile publishes a new view, this one stays whole
-        clean, reason, times, ids = prepare(events, self.cfg, view.clock_us)
+        clean, reason, times, ids = prepare(events, self.cfg, view.clock_us, self.model)
         ok = reason == ""
         feats = np.full((len(reason), len(self.feature_names)), np.nan)
+        cats = np.empty((len(reason), self.task.n_cats), object)
         if ok.any():
-            x = np.column_stack([clean[f] for f in self.fields])[ok] if self.fields else np.zeros((int(ok.sum()), 0))
+            x = self.task.raw(clean, ok)
             feats[ok] = self._features_at(hash_keys(clean[ENTITY][ok]), to_us(times[ok]), x, view)
+            cats[ok] = self.task.text(clean, ok)
         if record:
             keep = ok & (ids != "")
             if keep.any():
-                self.served.record(hash_keys(ids[keep]), feats[keep])
+                self.served.record(hash_keys(ids[keep]), feats[keep], cats[keep])
         return LookupResult(features=feats, feature_names=list(self.feature_names),
                             times=np.where(ok, times, np.nan), as_of=view.as_of, reasons=reason.tolist(),
-                            busy=self.busy.share())
+                            busy=self.busy.share(), text=self.task.text_columns(cats))
 
     def features(self, entity: str) -> dict[str, Any] | None:
         """An entity's current aggregates (as of just after its latest event), or None if unknown."""
@@ -298,10 +295,8 @@ class FeatureShard:
     def recent_events(self, n: int) -> pd.DataFrame:
         """Feature vectors of the newest ``n`` events still waiting for their label (event_id, entity, features)."""
         alive = np.flatnonzero(self.pending.alive)[-n:]
-        out = pd.DataFrame(self.pending.feats[alive], columns=self.feature_names)
-        out.insert(0, ENTITY, self.pending.entities[alive])
-        out.insert(0, EVENT_ID, self.pending.event_ids[alive])
-        return out
+        return self.task.frame({EVENT_ID: self.pending.event_ids[alive], ENTITY: self.pending.entities[alive]},
+                               self.pending.feats[alive], self.pending.cats[alive])
 
     def stats(self) -> dict[str, Any]:
         """Counters (accepted, rejected by reason, events, training rows …) and state size."""
@@ -323,10 +318,12 @@ class FeatureShard:
     # -- snapshots -----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to resume exactly here: plain arrays plus a small dict of scalars."""
+        meta = {"last_batch_id": self.last_batch_id, "latest_us": int(self.latest_us), "clock_us": int(self.clock_us),
+                "counters": dict(self.counters), "shard_id": self.shard_id}
+        if self.task.fingerprint() is not None:  # binary without categorical fields: the meta it always had
+            meta["task"] = self.task.fingerprint()
         return {
-            "meta": {"last_batch_id": self.last_batch_id, "latest_us": int(self.latest_us),
-                     "clock_us": int(self.clock_us),
-                     "counters": dict(self.counters), "shard_id": self.shard_id},
+            "meta": meta,
             "events": self.events.snapshot(),
             "labels": self.labels.snapshot(),
             "pending": self.pending.snapshot(),
@@ -335,8 +332,9 @@ class FeatureShard:
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
-        """Replace this shard's state with ``snapshot()`` output, in place."""
+        """Replace this shard's state with ``snapshot()`` output, in place (one of another task is refused)."""
         meta = snap["meta"]
+        self.task.check(meta)
         self.last_batch_id = int(meta["last_batch_id"])
         self.latest_us = int(meta["latest_us"])
         self.clock_us = int(meta.get("clock_us", self.latest_us))
@@ -346,7 +344,7 @@ class FeatureShard:
         self.pending.restore(snap["pending"])
         self.dedup.restore(snap["dedup"])
         # Snapshots from before served logs existed have none: start with an empty one.
-        self.served.restore(snap.get("served") or ServedLog(len(self.feature_names), 1).snapshot())
+        self.served.restore(snap.get("served") or ServedLog(len(self.feature_names), 1, self.task.n_cats).snapshot())
         self.results.clear()
         self._publish()
 
@@ -360,11 +358,11 @@ class FeatureShardActor:
     """
 
     def __init__(self, cfg: FeaturesConfig, shard_id: int, checkpoint_uri: str | None = None,
-                 num_shards: int = 1, training_features: str = "served") -> None:
+                 num_shards: int = 1, training_features: str = "served", model: ModelConfig | None = None) -> None:
         from streamfit.actors.stream.checkpoint import CheckpointStore
         from streamfit.actors.stream.shard_checkpoint import load_shard_checkpoint
 
-        self.shard = FeatureShard(cfg, shard_id, training_features)
+        self.shard = FeatureShard(cfg, shard_id, training_features, model)
         self.store = CheckpointStore(checkpoint_uri) if checkpoint_uri else None
         self.restored_from: int | None = None
         if self.store is not None and load_shard_checkpoint(self.store, self.shard, num_shards):

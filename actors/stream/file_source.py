@@ -175,6 +175,7 @@ class FileReplaySource:
     ) -> None:
         self.cfg = cfg
         self.fields = [f.name for f in features.fields]
+        self.text_fields = set(features.categorical_fields())  # a file's categories are text, whatever they look like
         self.format = self._format()
         self.pacer = Pacer(cfg.speed) if cfg.speed is not None else None
         self._clock, self._sleep = clock, sleep
@@ -294,7 +295,12 @@ class FileReplaySource:
         if EVENT_ID not in df:
             df[EVENT_ID] = pd.Series([f"row-{i}" for i in range(n)], dtype=object)
         for name in [*self.fields, LABEL]:
-            df[name] = numeric_or_raw(df[name]) if name in df else np.nan
+            if name not in df:
+                df[name] = np.nan
+            elif name in self.text_fields:  # a CSV cannot say 75001 is a postcode: its categories are read as text
+                df[name] = df[name].astype(object).map(as_text)
+            else:
+                df[name] = numeric_or_raw(df[name])
         if KIND in df:
             rows = df  # the file already says which rows are events and which are labels
         else:

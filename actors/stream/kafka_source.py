@@ -55,6 +55,7 @@ class KafkaSource:
     def __init__(self, cfg: KafkaSourceConfig, features: FeaturesConfig) -> None:
         self.cfg = cfg
         self.fields = [f.name for f in features.fields]
+        self.text_fields = set(features.categorical_fields())  # JSON says what is text: kept as sent
         self.columns = [KIND, EVENT_ID, ENTITY, EVENT_TIME, *self.fields, LABEL]
         settings: dict[str, Any] = {
             "bootstrap.servers": cfg.bootstrap_servers,
@@ -259,7 +260,8 @@ class KafkaSource:
             df[c] = df[c].map(as_text)
         df[EVENT_TIME] = pd.to_numeric(df[EVENT_TIME], errors="coerce").astype(float)  # the shards reject NaN times
         for c in [*self.fields, LABEL]:
-            df[c] = numeric_or_raw(df[c])
+            if c not in self.text_fields:  # a number where a category is due stays a number: rejected with a reason
+                df[c] = numeric_or_raw(df[c])
         df[PARTITION] = pd.Series([r.get(PARTITION) for r in rows], dtype=object)
         return df
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from streamfit.config import FeaturesConfig
+from streamfit.config import FeaturesConfig, ModelConfig
 from streamfit.schema import ENTITY, shard_of
 from streamfit.actors.stream.checkpoint import CheckpointStore
 from streamfit.actors.stream.coordinator_core import Coordinator, Ready
@@ -85,23 +85,24 @@ class LocalRunner:
 
     With ``checkpoint_uri`` the runner resumes from the last complete checkpoint there and
     writes aligned checkpoints every ``checkpoint_every_s`` and at the end, like the cluster.
-    ``event_time`` sets the event-time guard's limits (default: ``StreamConfig``'s).
+    ``event_time`` sets the event-time guard's limits (default: ``StreamConfig``'s); ``model`` the task (labels and
+    label history, None = binary).
     Synchronous: call it from code that is not already inside a running event loop.
     """
 
     def __init__(self, features: FeaturesConfig, source: Source, num_shards: int = 1,
                  on_rows: RowsCallback | None = None, checkpoint_uri: str | None = None,
                  checkpoint_every_s: float = float("inf"), training_features: str = "served",
-                 event_time: EventTimeGuard | None = None) -> None:
+                 event_time: EventTimeGuard | None = None, model: ModelConfig | None = None) -> None:
         store = CheckpointStore(checkpoint_uri) if checkpoint_uri else None
-        self.shards = [FeatureShard(features, i, training_features) for i in range(num_shards)]
+        self.shards = [FeatureShard(features, i, training_features, model) for i in range(num_shards)]
         for shard in self.shards if store else []:
             load_shard_checkpoint(store, shard, num_shards)
         rows = _RowsPort(on_rows, lambda: self.coordinator) if on_rows is not None else None
         self.coordinator = Coordinator(source, [LocalShard(s, store) for s in self.shards], rows,
                                        lateness_s=features.allowed_lateness_s, max_in_flight=0, store=store,
                                        checkpoint_every_s=checkpoint_every_s, offload=False, replay=False,
-                                       feature_names=features.feature_names(), event_time=event_time)
+                                       feature_names=self.shards[0].feature_names, event_time=event_time)
 
     @property
     def position(self) -> Position:
@@ -115,9 +116,12 @@ class LocalRunner:
         answers = [(rows, s.lookup(events.iloc[rows], record)) for rows, s in parts if len(rows)]
         names = self.shards[0].feature_names
         out = LookupResult(np.full((len(events), len(names)), np.nan), list(names), np.full(len(events), np.nan),
-                           min((a.as_of for _, a in answers), default=np.nan), [""] * len(events))
+                           min((a.as_of for _, a in answers), default=np.nan), [""] * len(events),
+                           text={f: np.full(len(events), None, object) for f in self.shards[0].task.cat_fields})
         for rows, a in answers:
             out.features[rows], out.times[rows] = a.features, a.times
+            for f, values in a.text.items():
+                out.text[f][rows] = values
             for r, why in zip(rows.tolist(), a.reasons):
                 out.reasons[r] = why
         return out

@@ -22,7 +22,7 @@ and sends more events per call (``serve/lookup.py``).
 
 Example:
     >>> import pandas as pd
-    >>> from streamfit.config import FeaturesConfig
+    >>> from streamfit.config import FeaturesConfig, ModelConfig
     >>> ev = pd.DataFrame({"entity": ["u", "u"], "event_time": [float("nan"), 1e9],
     ...                    "x0": [1.0, 1.0], "x1": [0.0, 0.0], "x2": [0.0, "a"], "event_id": ["", "e"]})
     >>> clean, reason, times, ids = prepare(ev, FeaturesConfig(), clock_us=10_000_000)
@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from streamfit.config import FeaturesConfig
+from streamfit.config import FeaturesConfig, ModelConfig
 from streamfit.schema import EVENT_ID, EVENT_TIME, KIND, EventArrays, check_columns
 from streamfit.actors.stream.windows import US, SeriesStore
 
@@ -57,6 +57,8 @@ class LookupResult:
     as_of: float  # the shard's stream clock (s); NaN before any event
     reasons: list[str]  # '' if scored, else why not ('non_numeric:x0', 'event_time_future', ...)
     busy: float = 0.0  # share of recent wall time the shard spent applying batches (BusyMeter)
+    # A categorical field's column in ``features`` is NaN; its text per row is here (None = missing or not scored).
+    text: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.reasons)
@@ -64,6 +66,13 @@ class LookupResult:
     def scored(self) -> np.ndarray:
         """Mask of the rows that were scored."""
         return np.array([r == "" for r in self.reasons], dtype=bool)
+
+    def rows(self) -> pd.DataFrame:
+        """The model rows as a frame, categorical columns as text (what a version's CategoryDictionary encodes)."""
+        out = pd.DataFrame(self.features, columns=list(self.feature_names))
+        for name, values in self.text.items():
+            out[name] = pd.Series(values, dtype=object)
+        return out
 
 
 class BusyMeter:
@@ -122,8 +131,8 @@ class ShardView:
         return float("nan") if self.clock_us == NO_CLOCK else self.clock_us / US
 
 
-def prepare(events: pd.DataFrame | EventArrays, cfg: FeaturesConfig,
-            clock_us: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+def prepare(events: pd.DataFrame | EventArrays, cfg: FeaturesConfig, clock_us: int,
+            model: ModelConfig | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
     """(clean columns, reason per row ('' = score it), event time in seconds, event id ('' = none)) per lookup row."""
     n = len(events)
     has_clock = clock_us != NO_CLOCK
@@ -133,7 +142,7 @@ def prepare(events: pd.DataFrame | EventArrays, cfg: FeaturesConfig,
     cols.pop(KIND, None)  # every lookup row is an event
     # A lookup may name no event; validate's rule that events carry an id is for the stream.
     cols[EVENT_ID] = np.full(n, "-", dtype=object)
-    clean, reason = check_columns(cols, n, cfg)
+    clean, reason = check_columns(cols, n, cfg, model)
     times = clean[EVENT_TIME]
     if has_clock:
         ok = reason == ""

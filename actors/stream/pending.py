@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 COLUMNS = ("ids", "event_ids", "entities", "times", "feats")
-_ARENA = (*COLUMNS, "alive", "by_time", "indexed")  # by_time: within each added batch, its rows' positions by
+_ARENA = (*COLUMNS, "cats", "alive", "by_time", "indexed")  # by_time: within each added batch, its rows' positions by
 # event time; indexed: the row is its id's entry (a dict's id -> row: the newest row added, until taken or expired)
 
 
@@ -47,10 +47,11 @@ class _Column:
 
 
 class PendingRows:
-    """Events kept until their labels arrive (a ``Stateful``)."""
+    """Events kept until their labels arrive (a ``Stateful``); ``n_cats`` text columns (categorical fields,
+    ``cats``) ride beside the float vectors (``task_columns``)."""
 
-    def __init__(self, n_features: int) -> None:
-        self.n_features = n_features
+    def __init__(self, n_features: int, n_cats: int = 0) -> None:
+        self.n_features, self.n_cats = n_features, n_cats
         self._clear()
 
     def _clear(self) -> None:
@@ -59,7 +60,8 @@ class PendingRows:
         self._n = 0
         self._cols = {"ids": np.zeros(0, np.uint64), "event_ids": np.zeros(0, object),
                       "entities": np.zeros(0, object), "times": np.zeros(0, np.float64),
-                      "feats": np.zeros((0, self.n_features), np.float64), "alive": np.zeros(0, bool),
+                      "feats": np.zeros((0, self.n_features), np.float64), "cats": np.empty((0, self.n_cats), object),
+                      "alive": np.zeros(0, bool),
                       "by_time": np.zeros(0, np.int64), "indexed": np.zeros(0, bool)}
         # One entry per added batch: its rows are [start, end); by_time[head:end] are those not yet expired.
         self._seg_head = np.zeros(0, np.int64)
@@ -74,11 +76,12 @@ class PendingRows:
     entities = _Column()
     times = _Column()  # event times (s)
     feats = _Column()  # feature vectors
+    cats = _Column()  # categorical fields' text (None = missing), (n, n_cats) objects
     alive = _Column()  # still waiting: neither labelled nor expired
 
     def add(self, ids: np.ndarray, event_ids: np.ndarray, entities: np.ndarray, times: np.ndarray,
-            feats: np.ndarray) -> None:
-        """Keep these events until their labels arrive."""
+            feats: np.ndarray, cats: np.ndarray | None = None) -> None:
+        """Keep these events until their labels arrive (``cats``: their text columns, None = all missing)."""
         b, base = len(ids), self._n
         if b == 0:
             return
@@ -96,6 +99,7 @@ class PendingRows:
         new = {"ids": ids, "event_ids": np.asarray(event_ids).astype(object),
                "entities": np.asarray(entities).astype(object), "times": times,
                "feats": np.asarray(feats, np.float64).reshape(b, self.n_features), "alive": np.ones(b, bool),
+               "cats": np.empty((b, self.n_cats), object) if cats is None else np.asarray(cats, object),
                "by_time": base + np.argsort(times, kind="stable"), "indexed": last}
         for name in _ARENA:
             self._cols[name][base:base + b] = new[name]
@@ -176,22 +180,24 @@ class PendingRows:
 
     def _compact(self) -> None:
         keep = np.flatnonzero(self.alive)
-        live = {name: self._cols[name][keep] for name in COLUMNS}
+        live = {name: self._cols[name][keep] for name in (*COLUMNS, "cats")}
         self._clear()
         if len(keep):
-            self.add(live["ids"], live["event_ids"], live["entities"], live["times"], live["feats"])
+            self.add(live["ids"], live["event_ids"], live["entities"], live["times"], live["feats"], live["cats"])
 
     def snapshot(self) -> dict[str, Any]:
         """The live rows, in arrival order (dead rows are dropped from memory first)."""
         self._compact()  # a checkpoint is a good moment to give back the rows already labelled
-        return {name: getattr(self, name).copy() for name in COLUMNS}
+        names = (*COLUMNS, "cats") if self.n_cats else COLUMNS  # no text columns: the snapshot as it always was
+        return {name: getattr(self, name).copy() for name in names}
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Replace the pending rows with ``snap``'s."""
         self._clear()
         self.add(np.asarray(snap["ids"], np.uint64), np.asarray(snap["event_ids"], object),
                  np.asarray(snap["entities"], object), np.asarray(snap["times"], np.float64),
-                 np.asarray(snap["feats"], np.float64).reshape(-1, self.n_features))
+                 np.asarray(snap["feats"], np.float64).reshape(-1, self.n_features),
+                 None if snap.get("cats") is None else np.asarray(snap["cats"], object).reshape(-1, self.n_cats))
 
     @property
     def nbytes(self) -> int:

@@ -36,10 +36,11 @@ RTOL, ATOL = 1e-9, 1e-12  # the same feature computed over a differently pruned 
 
 
 class ServedLog:
-    """Served vectors by event-id hash, the newest ``capacity`` kept (a ``Stateful``)."""
+    """Served vectors by event-id hash, the newest ``capacity`` kept (a ``Stateful``); ``n_cats`` text columns
+    (categorical fields) ride beside each vector (``task_columns``)."""
 
-    def __init__(self, n_features: int, capacity: int) -> None:
-        self.n_features, self.capacity = n_features, capacity
+    def __init__(self, n_features: int, capacity: int, n_cats: int = 0) -> None:
+        self.n_features, self.capacity, self.n_cats = n_features, capacity, n_cats
         self.lock = threading.Lock()
         self._clear()
 
@@ -47,18 +48,23 @@ class ServedLog:
         self.index: dict[int, int] = {}
         self.ids = np.zeros(0, np.uint64)
         self.feats = np.zeros((0, self.n_features), np.float64)
+        self.cats = np.empty((0, self.n_cats), object)
         self.alive = np.zeros(0, bool)
         self.evicted = 0
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def record(self, ids: np.ndarray, feats: np.ndarray) -> None:
-        """Keep these vectors (an id recorded again keeps its newest vector); evict the oldest over capacity."""
+    def record(self, ids: np.ndarray, feats: np.ndarray, cats: np.ndarray | None = None) -> None:
+        """Keep these vectors (an id recorded again keeps its newest vector); evict the oldest over capacity.
+        ``cats``: their text columns (None = all missing)."""
         ids = np.asarray(ids, np.uint64)
         with self.lock:
             _, last = np.unique(ids[::-1], return_index=True)  # the newest row of an id repeated in the call
             keep = np.sort(len(ids) - 1 - last)
+            if self.n_cats:
+                text = np.empty((len(ids), self.n_cats), object) if cats is None else np.asarray(cats, object)
+                self.cats = np.vstack([self.cats, text.reshape(-1, self.n_cats)[keep]])
             ids, feats = ids[keep], np.asarray(feats, np.float64).reshape(-1, self.n_features)[keep]
             again = [self.index.pop(i) for i in ids.tolist() if i in self.index]
             self.alive[again] = False
@@ -79,15 +85,23 @@ class ServedLog:
 
     def take(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, the found rows' vectors in order); found rows leave the log."""
+        found, feats, _ = self.take_rows(ids)
+        return found, feats
+
+    def take_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found mask, the found rows' vectors, their text columns); found rows leave the log."""
         with self.lock:
             pos = np.fromiter((self.index.pop(i, -1) for i in np.asarray(ids, np.uint64).tolist()),
                               dtype=np.int64, count=len(ids))
             found = pos >= 0
             self.alive[pos[found]] = False
-            return found, self.feats[pos[found]]
+            cats = self.cats[pos[found]] if self.n_cats else np.empty((int(found.sum()), 0), object)
+            return found, self.feats[pos[found]], cats
 
     def _compact(self) -> None:
         keep = self.alive
+        if self.n_cats:
+            self.cats = self.cats[keep]
         self.ids, self.feats, self.alive = self.ids[keep], self.feats[keep], self.alive[keep]
         self.index = dict(zip(self.ids.tolist(), range(len(self.ids))))
 
@@ -95,13 +109,16 @@ class ServedLog:
         """The live rows, oldest first, and the eviction count."""
         with self.lock:
             self._compact()
-            return {"ids": self.ids, "feats": self.feats, "evicted": int(self.evicted)}
+            snap = {"ids": self.ids, "feats": self.feats, "evicted": int(self.evicted)}
+            if self.n_cats:
+                snap["cats"] = self.cats
+            return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Replace the log with ``snap``'s rows."""
         with self.lock:
             self._clear()
-        self.record(np.asarray(snap["ids"], np.uint64), np.asarray(snap["feats"], np.float64))
+        self.record(np.asarray(snap["ids"], np.uint64), np.asarray(snap["feats"], np.float64), snap.get("cats"))
         with self.lock:
             self.evicted = int(snap.get("evicted", 0))
 
@@ -114,17 +131,21 @@ def empty_skew(names: list[str]) -> dict[str, Any]:
             "features": {n: {"differing": 0, "share": 0.0, "max_abs_diff": 0.0} for n in names}}
 
 
-def skew_of(served: np.ndarray, point_in_time: np.ndarray, names: list[str]) -> dict[str, Any]:
+def skew_of(served: np.ndarray, point_in_time: np.ndarray, names: list[str],
+            text: tuple[list[int], np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Per feature: rows whose served and point-in-time values differ, and the largest difference.
 
     NaN equals NaN; a NaN against a number differs but has no size, so it is left out of
-    ``max_abs_diff``.
+    ``max_abs_diff``. ``text``: (positions in ``names`` of the categorical columns, their served and
+    point-in-time text matrices): a row differs there when the texts differ (None equals None).
     """
     a, b = np.asarray(served, np.float64), np.asarray(point_in_time, np.float64)
     both = ~np.isnan(a) & ~np.isnan(b)
     with np.errstate(invalid="ignore"):
         diff = np.where(both, np.abs(a - b), 0.0)
     differs = (np.isnan(a) != np.isnan(b)) | (both & (diff > ATOL + RTOL * np.abs(b)))
+    if text is not None and len(text[0]):
+        differs[:, text[0]] = np.asarray(text[1], object) != np.asarray(text[2], object)
     out = empty_skew(names)
     out["compared_rows"], out["rows_differing"] = len(a), int(differs.any(axis=1).sum())
     for j, name in enumerate(names):
@@ -151,17 +172,42 @@ def add_skew(total: dict[str, Any], part: dict[str, Any] | None) -> None:
 # -- in checkpoints --------------------------------------------------------------------------------
 
 def served_table(snap: dict[str, Any]) -> pa.Table:
-    """A served-log snapshot as an Arrow table (``f0``, ``f1`` … columns; ``evicted`` in the metadata)."""
+    """A served-log snapshot as an Arrow table (``f0``, ``f1`` … columns, text ``c0``… ; ``evicted`` in the
+    metadata)."""
     feats = np.asarray(snap["feats"], np.float64)
     data = {"ids": pa.array(np.asarray(snap["ids"], np.uint64))}
     data.update({f"f{j}": pa.array(feats[:, j]) for j in range(feats.shape[1])})
+    data.update(text_arrays(snap.get("cats")))
     return pa.table(data, metadata={"evicted": str(int(snap.get("evicted", 0)))})
 
 
 def served_snapshot(table: pa.Table, n_features: int) -> dict[str, Any]:
-    """The snapshot ``served_table`` wrote."""
+    """The snapshot ``served_table`` wrote (``cats`` only when it has text columns)."""
     cols = [table[f"f{j}"].to_numpy(zero_copy_only=False) for j in range(n_features)]
     feats = np.column_stack(cols).astype(np.float64) if cols else np.zeros((table.num_rows, 0))
     evicted = (table.schema.metadata or {}).get(b"evicted", b"0")
-    return {"ids": table["ids"].to_numpy().astype(np.uint64), "feats": feats.reshape(-1, n_features),
+    snap = {"ids": table["ids"].to_numpy().astype(np.uint64), "feats": feats.reshape(-1, n_features),
             "evicted": int(evicted)}
+    cats = text_matrix(table)
+    if cats is not None:
+        snap["cats"] = cats
+    return snap
+
+
+def text_arrays(cats: np.ndarray | None) -> dict[str, pa.Array]:
+    """Text columns ``c0``, ``c1``… of a text matrix (none for None or no columns), as Arrow strings."""
+    if cats is None:
+        return {}
+    cats = np.asarray(cats, object)
+    return {f"c{j}": pa.array(cats[:, j].tolist(), type=pa.string()) for j in range(cats.shape[1])}
+
+
+def text_matrix(table: pa.Table) -> np.ndarray | None:
+    """The text matrix ``text_arrays`` wrote into ``table`` (None when it has no text columns)."""
+    names = sorted((c for c in table.column_names if c[:1] == "c" and c[1:].isdigit()), key=lambda c: int(c[1:]))
+    if not names:
+        return None
+    out = np.empty((table.num_rows, len(names)), object)
+    for j, c in enumerate(names):
+        out[:, j] = table[c].to_pylist()
+    return out

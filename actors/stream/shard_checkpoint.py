@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from streamfit.actors.stream.checkpoint import CheckpointStore
+from streamfit.actors.stream.checkpoint import CheckpointError, CheckpointStore
 from streamfit.actors.stream.feature_shard import FeatureShard
 from streamfit.actors.stream.served_log import served_snapshot, served_table
 
@@ -55,6 +55,7 @@ def load_shard_checkpoint(store: CheckpointStore, shard: FeatureShard, num_shard
     snap = store.load_shard_state(shard.shard_id, num_shards, shard.cfg)
     if snap is None:
         return False
+    shard.task.check(snap["meta"])  # a checkpoint of another task: refused before any of its rows is read
     manifest = store.latest_manifest() or {}
     cid, old_n = manifest.get("checkpoint_id"), manifest.get("num_shards", num_shards)
     n = len(shard.feature_names)
@@ -64,7 +65,9 @@ def load_shard_checkpoint(store: CheckpointStore, shard: FeatureShard, num_shard
         snap["served"] = {"ids": np.concatenate([p["ids"] for p in parts]),
                           "feats": np.vstack([p["feats"] for p in parts]),
                           "evicted": sum(p["evicted"] for p in parts)}
-    shard.restore(snap)
+        if all("cats" in p for p in parts):
+            snap["served"]["cats"] = np.vstack([p["cats"] for p in parts])
+    shard.restore(snap)  # refuses (CheckpointError) a checkpoint of another task or categorical fields
     return True
 
 

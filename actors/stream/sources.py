@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from streamfit.config import Config, FeaturesConfig, StreamConfig
+from streamfit.config import Config, FeaturesConfig, ModelConfig, StreamConfig
 from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, LABEL, LABEL_KIND
 
 START_TIME = 1_700_000_000.0  # fixed epoch so event times are reproducible
@@ -184,6 +184,16 @@ class FramesSource:
         """Nothing to close."""
 
 
+def synthetic_source(stream: StreamConfig, features: FeaturesConfig, model: ModelConfig | None = None) -> Source:
+    """The embedded generator for the task: ``SyntheticSource`` for a binary task without categorical fields (as
+    always), else ``task_source.TaskSyntheticSource`` (labels of the task, categorical fields as text)."""
+    if (model is None or model.task == "binary") and not features.categorical_fields():
+        return SyntheticSource(stream, features)
+    from streamfit.actors.stream.task_source import TaskSyntheticSource
+
+    return TaskSyntheticSource(stream, features, model or ModelConfig())
+
+
 def make_source(cfg: Config) -> Source:
     """The source the config names."""
     if cfg.stream.source == "file":
@@ -204,4 +214,4 @@ def make_source(cfg: Config) -> Source:
         buffer = IngestBufferActor.options(name=INGEST_NAME, get_if_exists=True).remote(
             wal, cfg.stream.http.buffer_max_bytes, cfg.stream.http.retry_after_s)
         return HttpSource(buffer, cfg.stream.http.batch_size)
-    return SyntheticSource(cfg.stream, cfg.features)
+    return synthetic_source(cfg.stream, cfg.features, cfg.model)

@@ -76,9 +76,29 @@ class Config(_Strict):
             raise ValueError("@trainer.accuracy_below: a regression model has no accuracy (leave it unset)")
         return self
 
+    @model_validator(mode="after")
+    def _label_history_names_are_free(self) -> "Config":
+        names = self.feature_names()
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"@features.fields: feature names of task {self.model.task} would repeat: {repeated}")
+        return self
+
     def task_spec(self) -> TaskSpec:
         """What the model predicts: ``model.task_spec()``."""
         return self.model.task_spec()
+
+    def feature_names(self) -> list[str]:
+        """The model's input columns for this config's task: ``features.feature_names(model)``.
+
+        >>> Config.model_validate({"model": {"task": "regression"}}).feature_names()[-3:]
+        ['label_mean_1h', 'label_std_1h', 'label_count_1h']
+        """
+        return self.features.feature_names(self.model)
+
+    def schema_hash(self) -> str:
+        """The feature schema's hash for this config's task: ``features.schema_hash(model)`` (binary: unchanged)."""
+        return self.features.schema_hash(self.model)
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -7,11 +7,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PositiveFloat, model_validator
 
 from streamfit.config.base import Strict as _Strict
+
+if TYPE_CHECKING:
+    from streamfit.config.learning import ModelConfig
 
 
 class FieldSpec(_Strict):
@@ -203,8 +207,9 @@ class FeaturesConfig(_Strict):
             raise ValueError(f"@aggregates: feature names would repeat: {repeated} (same window or aggregate twice?)")
         return self
 
-    def schema_hash(self) -> str:
-        """A short hash of everything that shapes the feature vector (a model is only valid for one)."""
+    def schema_hash(self, model: ModelConfig | None = None) -> str:
+        """A short hash of everything that shapes the feature vector (a model is only valid for one); the task
+        of ``model`` (and its classes) shapes the label history: a binary task (or None) leaves today's hash."""
         import hashlib
 
         # The scoring limits do not shape the vector, nor does a field's type at its default (numeric):
@@ -214,6 +219,8 @@ class FeaturesConfig(_Strict):
         if plain:
             exclude["fields"] = plain
         dumped = self.model_dump_json(exclude=exclude)
+        if model is not None and model.task != "binary":
+            dumped += json.dumps({"task": model.task, "classes": model.classes})
         return hashlib.sha256(dumped.encode()).hexdigest()[:16]
 
     def categorical_fields(self) -> list[str]:
@@ -224,8 +231,17 @@ class FeaturesConfig(_Strict):
         """Fields that any aggregate reads, in config order, once each."""
         return list(dict.fromkeys(a.field for a in self.aggregates))
 
-    def feature_names(self) -> list[str]:
-        """Columns of the model's input, in order: raw fields, window aggregates, last/age, label history."""
+    def feature_names(self, model: ModelConfig | None = None) -> list[str]:
+        """Columns of the model's input, in order: raw fields, window aggregates, last/age, label history (whose
+        columns depend on ``model``'s task: None = binary).
+
+        >>> from streamfit.config.learning import ModelConfig
+        >>> cfg = FeaturesConfig(label_history={"windows_s": [60]})
+        >>> cfg.feature_names(ModelConfig(task="regression"))[-4:]
+        ['label_last', 'label_mean_1m', 'label_std_1m', 'label_count_1m']
+        >>> cfg.feature_names(ModelConfig(task="multiclass", classes=["a", "b"]))[-4:]
+        ['label_last', 'label_rate_c0_1m', 'label_rate_c1_1m', 'label_count_1m']
+        """
         names = [f.name for f in self.fields]
         for w in self.windows_s:
             tag = window_tag(w)
@@ -238,9 +254,16 @@ class FeaturesConfig(_Strict):
             names.append("age_s")
         if self.label_history.enabled:
             names.append("label_last")
+            task = "binary" if model is None else model.task
             for w in self.label_history.windows_s:
                 tag = window_tag(w)
-                names += [f"label_rate_{tag}", f"label_count_{tag}"]
+                if task == "regression":
+                    names += [f"label_mean_{tag}", f"label_std_{tag}"]
+                elif task == "multiclass":
+                    names += [f"label_rate_c{i}_{tag}" for i in range(len(model.classes or ()))]
+                else:
+                    names.append(f"label_rate_{tag}")
+                names.append(f"label_count_{tag}")
         return names
 
 
