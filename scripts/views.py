@@ -26,15 +26,18 @@ def _ms(x: float | None) -> str:
 
 
 def traffic_table(t: TrafficStatus) -> Table:
-    """Slots, versions, weights, the rollout step, and per-slot requests, errors, p50/p99, accuracy."""
+    """Slots, versions, weights, the rollout step, and per-slot requests, errors, p50/p99, accuracy (a regression
+    version's RMSE and MAE: the column is then "live quality")."""
     title = f"traffic (revision {t.revision}, flips {t.flips})"
     if t.rollout is not None:
         title += f" — rollout {t.rollout.headline()}"
     table = Table(title=title)
-    for col in ("slot", "version", "weight %", "live", "requests", "errors", "p50 ms", "p99 ms", "accuracy"):
+    accs = {slot: t.accuracy_of(slot) for slot in SLOTS}
+    quality = "accuracy" if all(a is None or a.accuracy is not None for a in accs.values()) else "live quality"
+    for col in ("slot", "version", "weight %", "live", "requests", "errors", "p50 ms", "p99 ms", quality):
         table.add_column(col, justify="left" if col in ("slot", "live") else "right")
     for slot in SLOTS:
-        s, acc = t.figures(slot), t.accuracy_of(slot)
+        s, acc = t.figures(slot), accs[slot]
         table.add_row(slot, str(t.slots.get(slot)), str(t.weight(slot)), "●" if t.live_slot == slot else "",
                       str(s.requests), str(s.errors), _ms(s.p50_ms), _ms(s.p99_ms), acc.text() if acc else "")
     return table
@@ -57,6 +60,8 @@ def quality_table(m: MonitorReport) -> Table:
     table.add_row("watermark lag", "" if q.watermark_lag_s is None else f"{q.watermark_lag_s:.1f} s")
     table.add_row("feature PSI (top)", d.top_psi(6))
     table.add_row("prediction PSI", "" if d.prediction_psi is None else f"{d.prediction_psi:.2f}")
+    if d.task_text():  # regression and multiclass: the class mix's chi-square, the error drift detector
+        table.add_row("prediction shift / error drift", d.task_text())
     table.add_row("drift alarm", d.alarm or "none")
     table.add_row("freshness (drift refits as changes)", m.freshness.text())
     return table

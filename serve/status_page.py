@@ -127,7 +127,7 @@ def traffic_html(t: TrafficStatus) -> str:
             f'<div class="k">{slot}{" · live" if live else ""}</div>'
             f'<div class="v">v{_esc(v) if v is not None else "–"}</div>'
             f'<div class="w"><span class="weight" style="width:{w}%;background:{SLOT_COLORS[slot]}"></span></div>'
-            f'<div class="k">{w} % of traffic{" · accuracy " + acc.text() if acc else ""}</div></div>')
+            f'<div class="k">{w} % of traffic{" · " + acc.named() if acc else ""}</div></div>')
     r = t.rollout
     if r is None:
         return "".join(cards) + ('<div class="card wide" id="rollout"><div class="k">rollout</div>'
@@ -176,17 +176,27 @@ def _freshness_series(points: list[SeriesPoint]) -> dict[str, list[tuple[float, 
     return out
 
 
+def version_metric(versions: list[dict[str, Any]]) -> str:
+    """The metric the versions table and chart show: accuracy, or RMSE (MAE, pinball) when the versions' holdout
+    scores have no accuracy (regression)."""
+    held = [(m.get("metrics") or {}).get("holdout") or {} for m in versions]
+    if not held or any("accuracy" in h for h in held):
+        return "accuracy"
+    return next((k for k in ("rmse", "mae", "pinball") if any(k in h for h in held)), "accuracy")
+
+
 def render(data: StatusPageData, refresh_s: int = 5) -> str:
     """The whole page."""
     traffic, points, drift, quality = data.traffic, data.series, data.drift, data.quality
     accuracy = traffic.live_accuracy
+    metric = version_metric(data.versions)
     rows = []
     for m in reversed(data.versions[-15:]):
         hold = (m.get("metrics") or {}).get("holdout") or {}
         acc = accuracy.get(str(m["version"]))
         rows.append(f'<tr><td>v{m["version"]}</td><td>{_esc(",".join(m.get("aliases", [])))}</td>'
                     f'<td class="reason">{_esc(m.get("trigger"))}</td><td>{_esc(m.get("strategy", ""))}</td>'
-                    f'<td>{_num(hold.get("accuracy"))}</td><td>{_num(acc.accuracy if acc else None)}</td>'
+                    f'<td>{_num(hold.get(metric))}</td><td>{_num(getattr(acc, metric) if acc else None)}</td>'
                     f'<td>{_esc(m.get("rows"))}</td>'
                     f'<td>{time.strftime("%H:%M:%S", time.localtime(m.get("registered_at", 0)))}</td></tr>')
     history = "".join(f"<li>v{_esc(h.version)}: <b>{_esc(h.phase)}</b> — {_esc(h.outcome)} ({_esc(h.reason)})</li>"
@@ -196,7 +206,9 @@ def render(data: StatusPageData, refresh_s: int = 5) -> str:
     charts = "".join([
         line_chart("ingest rate (events/s)", _series(points, "events_per_s"), "events/s", y_min=0),
         line_chart("live accuracy by version", {f"v{k}": v for k, v in _series(points, "accuracy").items()},
-                   y_min=0.0, y_max=1.0),
+                   y_min=0.0, y_max=1.0) if metric == "accuracy" else
+        line_chart(f"live {metric.upper()} by version", {f"v{k}": v for k, v in _series(points, metric).items()},
+                   y_min=0.0),
         line_chart("served accuracy and stale share (request-weighted)", _freshness_series(points),
                    y_min=0.0, y_max=1.0),
         line_chart("drift: PSI of input fields vs the live reference", psi_series, y_min=0),
@@ -227,12 +239,13 @@ split <span id="split">{traffic.split()}</span></h1>
 rejected {_esc(quality.rejected)} ({_esc(quality.top_reasons()) or "none"}) · null rates {_esc(quality.nulls()) or "–"}
 · watermark lag {_num(quality.watermark_lag_s, 1)} s</div>
 <div class="card wide" id="drift">live v{_esc(drift.version)}: prediction PSI {_num(drift.prediction_psi, 2)} ·
+{_esc(drift.task_text()) + " · " if drift.task_text() else ""}
 {"<span class='alarm'>alarm: " + _esc(alarm) + "</span>" if alarm else "no drift alarm"}</div>
 {skew_html(data.skew)}
 {freshness_html(data.freshness)}</div>
 <h2>versions and why they were trained</h2>
 <table id="versions"><tr><th>version</th><th>aliases</th><th>refit reason</th><th>strategy</th>
-<th>holdout accuracy</th><th>live accuracy</th><th>rows</th><th>registered</th></tr>{"".join(rows)}</table>
+<th>holdout {metric}</th><th>live {metric}</th><th>rows</th><th>registered</th></tr>{"".join(rows)}</table>
 <h2>rollouts</h2><ul id="history">{history or "<li>none yet</li>"}</ul>
 <p class="k">{time.strftime("%Y-%m-%d %H:%M:%S")} · refreshes every {refresh_s} s · JSON: /traffic, /models</p>
 </body></html>"""

@@ -317,3 +317,38 @@ def test_the_export_speaks_the_tasks_metrics():
     assert (2.5, {"version": "3", "metric": "rmse", "source": "stream"}) in gauges["quality"].calls
     assert (1.9, {"version": "3", "metric": "mae", "source": "served"}) in gauges["quality"].calls
     assert gauges["prediction_shift_p"].calls == [(1e-9, None)] and gauges["mean_error"].calls == [(1.7, None)]
+
+
+# -- what an operator reads: /monitor, the status page, `streamfit status` --------------------------------
+
+def test_status_views_show_the_tasks_metrics():
+    import io
+
+    from rich.console import Console
+
+    from streamfit.status import MonitorReport, TrafficStatus
+    from streamfit.scripts.views import quality_table, traffic_table
+    from streamfit.serve.status_page import StatusPageData, render
+
+    per_version = {3: {"labelled": 900, "rmse": 2.5, "mae": 2.0, "source": "stream"}}
+    drift = {"psi": {}, "prediction_psi": 0.6, "prediction_shift_p": 2e-9, "alarm": "predicted class mix PSI 0.60",
+             "error_drift": {"rows": 900, "mean_error": 1.25, "alarm": None}, "version": 3}
+    report = MonitorReport.from_monitor({"per_version": per_version, "drift": drift}, [])
+    assert report.live_accuracy["3"].named() == "rmse 2.500 · mae 2.000 (n=900)"
+    assert report.model_dump(mode="json")["live_accuracy"]["3"]["accuracy"] is None
+    traffic = TrafficStatus.model_validate({"slots": {"blue": 3, "green": None}, "weights": {"blue": 100, "green": 0},
+                                            "live_slot": "blue", "flips": 1, "revision": 2,
+                                            "live_accuracy": {"3": per_version[3]}})
+    console = Console(width=140, record=True, file=io.StringIO())
+    console.print(traffic_table(traffic))
+    console.print(quality_table(report))
+    text = console.export_text()
+    assert "live quality" in text and "rmse 2.500" in text and "class mix chi-square p 2.0e-09" in text
+    versions = [{"version": 3, "aliases": ["live"], "metrics": {"holdout": {"rmse": 2.4, "mae": 1.9, "n": 200}},
+                 "registered_at": 0.0}]
+    series = [{"t": float(t), "rmse": {"3": 2.5 + t / 10}, "mae": {"3": 2.0}} for t in range(3)]
+    html = render(StatusPageData.model_validate({"traffic": traffic.model_dump(), "versions": versions,
+                                                 "series": series, "drift": drift}))
+    assert "<th>holdout rmse</th><th>live rmse</th>" in html and "<td>2.400</td><td>2.500</td>" in html
+    assert "live RMSE by version" in html and "live accuracy by version" not in html
+    assert "rmse 2.500 · mae 2.000 (n=900)" in html and "class mix chi-square p 2.0e-09" in html

@@ -3,13 +3,15 @@
 Example:
     >>> Accuracy.model_validate({"labelled": 40, "accuracy": 0.9}).text()
     '0.900 (n=40)'
+    >>> Accuracy.model_validate({"labelled": 40, "rmse": 2.5, "mae": 2.0}).named()
+    'rmse 2.500 · mae 2.000 (n=40)'
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from streamfit.request_stats import empty_stats, summary
 
@@ -50,17 +52,42 @@ class RequestFigures(Open):
 
 
 class Accuracy(Open):
-    """How one version did on labelled rows: served requests (``source="served"``) or the stream."""
+    """How one version did on labelled rows (served requests, ``source="served"``, or the stream), in its task's
+    metrics: accuracy, logloss (and AUC for binary) for classes; RMSE, MAE (and pinball) for regression."""
 
     labelled: int
-    accuracy: float
+    accuracy: Optional[float]  # always in the JSON: null for a regression version
     logloss: Optional[float] = None
     auc: Optional[float] = None
+    rmse: Optional[float] = None
+    mae: Optional[float] = None
+    pinball: Optional[float] = None
     source: Optional[str] = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _regression_has_no_accuracy(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "accuracy" not in data and "rmse" in data:
+            return {**data, "accuracy": None}
+        return data
+
     def text(self) -> str:
-        """``0.912 (n=340)``."""
-        return f"{self.accuracy:.3f} (n={self.labelled})"
+        """``0.912 (n=340)``; a regression version: ``rmse 2.500 · mae 2.000 (n=340)``."""
+        if self.accuracy is not None:
+            return f"{self.accuracy:.3f} (n={self.labelled})"
+        errors = " · ".join(f"{k} {v:.3f}" for k, v in (("rmse", self.rmse), ("mae", self.mae),
+                                                          ("pinball", self.pinball)) if v is not None)
+        return f"{errors or '–'} (n={self.labelled})"
+
+    def named(self) -> str:
+        """``text()`` naming its metric: ``accuracy 0.912 (n=340)``, ``rmse 2.500 · mae 2.000 (n=340)``."""
+        return f"accuracy {self.text()}" if self.accuracy is not None else self.text()
+
+    def headline(self) -> tuple[str, Optional[float]]:
+        """The metric a version is shown by, and its value: accuracy for classes, RMSE for regression."""
+        if self.accuracy is not None or self.rmse is None:
+            return "accuracy", self.accuracy
+        return "rmse", self.rmse
 
 
 ByVersion = Annotated[dict[str, Accuracy], BeforeValidator(_str_keys)]

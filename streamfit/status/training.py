@@ -17,11 +17,14 @@ from streamfit.status.traffic import TrafficStatus
 
 
 class Scores(Open):
-    """A model's scores on a held-out slice."""
+    """A model's scores on a held-out slice, in its task's metrics (regression: RMSE, MAE, pinball)."""
 
-    accuracy: float
+    accuracy: Optional[float] = None
     logloss: Optional[float] = None
     auc: Optional[float] = None
+    rmse: Optional[float] = None
+    mae: Optional[float] = None
+    pinball: Optional[float] = None
 
 
 class RefitAttempt(Open):
