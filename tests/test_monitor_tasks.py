@@ -352,3 +352,13 @@ def test_status_views_show_the_tasks_metrics():
     assert "<th>holdout rmse</th><th>live rmse</th>" in html and "<td>2.400</td><td>2.500</td>" in html
     assert "live RMSE by version" in html and "live accuracy by version" not in html
     assert "rmse 2.500 · mae 2.000 (n=900)" in html and "class mix chi-square p 2.0e-09" in html
+
+
+def test_multiclass_answers_waiting_for_labels_count_their_probabilities_and_give_them_back():
+    log = PredictionLog(spec=MULTICLASS)
+    log.record([("a", 1, "blue", [0.2, 0.5, 0.3], 1.0), ("a", 2, "green", [0.6, 0.2, 0.2], 1.0, True)])
+    binary = PredictionLog()
+    binary.record([("a", 1, "blue", 0.2, 1.0), ("a", 2, "green", 0.6, 1.0, True)])
+    assert log.waiting_bytes == binary.waiting_bytes + 2 * (56 + 32 * K)
+    log.labels(["a"], [1.0], now=2.0)
+    assert log.waiting_bytes == 0 and log.paired_since(1, 2, since=0.0)["live_only"] == 1

@@ -74,6 +74,12 @@ def _id_bytes(key: Any) -> int:
     return len(key) if type(key) is str else 8
 
 
+def _extra_bytes(answer: Answer) -> int:
+    """What k class probabilities add to an answer over one number: the tuple and its floats."""
+    pred = answer[2]
+    return 56 + 32 * len(pred) if isinstance(pred, tuple) else 0
+
+
 class PredictionLog:
     """Predictions waiting for labels (and labels waiting for predictions), and per-version outcomes."""
 
@@ -113,16 +119,17 @@ class PredictionLog:
             held = self.waiting.get(event_id)
             if held is None:
                 self.waiting[event_id] = [answer]
-                self.waiting_bytes += ENTRY_BYTES + _id_bytes(event_id)
+                self.waiting_bytes += ENTRY_BYTES + _id_bytes(event_id) + _extra_bytes(answer)
             else:
                 held.append(answer)
-                self.waiting_bytes += ANSWER_BYTES
+                self.waiting_bytes += ANSWER_BYTES + _extra_bytes(answer)
             while len(self.waiting) > self.capacity or self.waiting_bytes > self.max_bytes:
                 self._unwait(*self.waiting.popitem(last=False))
                 self.evicted["waiting"] += 1
 
     def _unwait(self, event_id: Any, answers: list[Answer]) -> None:
-        self.waiting_bytes -= ENTRY_BYTES + _id_bytes(event_id) + ANSWER_BYTES * (len(answers) - 1)
+        self.waiting_bytes -= (ENTRY_BYTES + _id_bytes(event_id) + ANSWER_BYTES * (len(answers) - 1)
+                               + sum(_extra_bytes(a) for a in answers))
 
     def labels(self, event_ids: Iterable[str], labels: Iterable[float], now: float | None = None) -> int:
         """Labels that arrived; returns how many matched a logged prediction."""

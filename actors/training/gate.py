@@ -15,7 +15,7 @@ import pandas as pd
 import xgboost as xgb
 
 from streamfit.schema import LABEL
-from streamfit.task import higher_is_better
+from streamfit.task import Task, higher_is_better, row_error
 
 NO_CHANGE_FEATURE = "label_last"  # the entity's previous label (label history), what no_change predicts
 NO_CHANGE_ROUNDS = 20  # calibrated: at eta 0.2, 99 % of the way to the best margin
@@ -51,12 +51,18 @@ def better_or_close(metric: str, candidate: float, live: float, margin: float) -
     return candidate >= live - margin
 
 
-def paired_wins(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> tuple[int, int]:
-    """Rows ``a`` got right and ``b`` wrong, and the reverse (threshold 0.5).
+def paired_wins(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, task: Task | str = Task.BINARY) -> tuple[int, int]:
+    """Rows ``a`` got right and ``b`` wrong, and the reverse (threshold 0.5; multiclass: the likeliest class;
+    regression: rows where ``a`` is strictly closer to the label than ``b``, and the reverse).
 
     >>> paired_wins(np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.4, 0.6]), np.array([0.1, 0.3, 0.8, 0.4]))
     (1, 2)
+    >>> paired_wins(np.array([1.0, 2.0, 3.0]), np.array([1.1, 2.5, 3.0]), np.array([1.5, 2.1, 3.0]), "regression")
+    (1, 1)
     """
+    if Task(task) is not Task.BINARY:
+        err_a, err_b = row_error(task, y, p_a), row_error(task, y, p_b)
+        return int((err_a < err_b).sum()), int((err_b < err_a).sum())
     y = np.asarray(y) >= 0.5
     a, b = (np.asarray(p_a) >= 0.5) == y, (np.asarray(p_b) >= 0.5) == y
     return int((a & ~b).sum()), int((b & ~a).sum())
