@@ -362,3 +362,31 @@ def test_multiclass_answers_waiting_for_labels_count_their_probabilities_and_giv
     assert log.waiting_bytes == binary.waiting_bytes + 2 * (56 + 32 * K)
     log.labels(["a"], [1.0], now=2.0)
     assert log.waiting_bytes == 0 and log.paired_since(1, 2, since=0.0)["live_only"] == 1
+
+
+def test_a_multiclass_monitor_with_a_categorical_field_survives_its_saved_state(tmp_path):
+    from streamfit.actors.monitoring import MonitorState
+
+    class FrameBooster(ValueBooster):
+        def inplace_predict(self, x: Any) -> np.ndarray:
+            assert isinstance(x["colour"].dtype, pd.CategoricalDtype)  # encoded with the version's dictionary
+            return super().inplace_predict(x[["a", "b", "c"]].to_numpy(dtype=float))
+
+    features = ["a", "b", "c", "colour"]
+    meta = {"reference_class_shares": [0.5, 0.3, 0.2], "categories": {"categories": {"colour": ["red", "blue"]}}}
+    mon = Monitor(MonitorConfig(window_rows=300, min_rows=50), None, features, ["a", "colour"], MULTICLASS)
+    mon.stream.set_live(5, FrameBooster(softmax=True), meta)
+    rng = np.random.default_rng(9)
+    x = rng.normal(0.0, 1.0, (120, 3))
+    rows = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "colour": ["red", None, "green"] * 40,
+                         "label": x.argmax(axis=1).astype(float), "event_id": [f"e{i}" for i in range(120)]})
+    mon.observe_rows(rows, now=5.0)
+    assert mon.per_version()[5]["accuracy"] == 1.0 and mon.stream.cats.unseen["colour"] == 40
+    state = MonitorState(str(tmp_path))
+    assert state.save(mon, now=6.0)
+    again = Monitor(MonitorConfig(window_rows=300, min_rows=50), None, features, ["a", "colour"], MULTICLASS)
+    assert MonitorState(str(tmp_path)).load(again)
+    assert again.stream.snapshot()["outcomes"]["5"].shape == (120, 4)
+    assert again.per_version() == mon.per_version() and again.stream.reference_class_shares == [0.5, 0.3, 0.2]
+    colour = again.stream.frame()["colour"][:3]
+    assert colour.isna().tolist() == [False, True, False] and colour[0] == "red" and colour[2] == "green"

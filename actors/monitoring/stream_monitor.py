@@ -107,7 +107,7 @@ class StreamMonitor:
         frame = self.frame()
         return {"version": self.version, "reference": copy.deepcopy(self.reference),
                 "reference_prediction": list(self.reference_prediction),
-                "window": {str(c): frame[c].to_numpy(copy=True) for c in frame.columns},
+                "window": {str(c): _column(frame[c]) for c in frame.columns},
                 "sizes": [len(w) for w in self.window],
                 "outcomes": {str(v): _rows(list(out)) for v, out in self.outcomes.items()},
                 "alarm": self.alarm, "reference_class_shares": list(self.reference_class_shares),
@@ -231,6 +231,13 @@ class StreamMonitor:
     def live_accuracy(self) -> dict[int, dict[str, Any]]:
         """Each version's quality (the task's metrics) on the stream's labelled rows while it was live."""
         return scores_by_version(self.outcomes, self.spec)
+
+
+def _column(s: pd.Series) -> np.ndarray:
+    """A window column as plain data: numbers as they are, text (a categorical field) with None where missing."""
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return s.to_numpy(copy=True)
+    return s.astype(object).where(s.notna(), None).to_numpy(copy=True)
 
 
 def _rows(out: Any) -> np.ndarray:
