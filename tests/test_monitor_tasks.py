@@ -390,3 +390,30 @@ def test_a_multiclass_monitor_with_a_categorical_field_survives_its_saved_state(
     assert again.per_version() == mon.per_version() and again.stream.reference_class_shares == [0.5, 0.3, 0.2]
     colour = again.stream.frame()["colour"][:3]
     assert colour.isna().tolist() == [False, True, False] and colour[0] == "red" and colour[2] == "green"
+
+
+def test_multiclass_error_drift_and_a_regression_prediction_shift_raise_the_alarm():
+    rng = np.random.default_rng(11)
+    mon = StreamMonitor(MonitorConfig(window_rows=1000, min_rows=200), ["a", "b", "c"], [], MULTICLASS)
+    mon.set_live(1, ValueBooster(softmax=True), {"reference_class_shares": [1 / 3] * 3})
+
+    def batch(n: int, wrong: float) -> pd.DataFrame:
+        cls = rng.integers(0, 3, n)
+        x = rng.normal(0.0, 0.3, (n, 3)) + 2.0 * np.eye(3)[cls]
+        label = np.where(rng.random(n) < wrong, (cls + 1) % 3, cls)  # the class mix stays: only labels move
+        return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "label": label.astype(float)})
+
+    for _ in range(5):
+        mon.observe(batch(200, 0.1))
+    assert mon.drift()["alarm"] is None
+    for _ in range(3):
+        mon.observe(batch(200, 0.5))
+    d = mon.drift()
+    assert d["alarm"].startswith("error drift") and d["prediction_shift_p"] > 1e-3, d
+    reg = StreamMonitor(MonitorConfig(window_rows=1000, min_rows=200), ["x"], [], REGRESSION)
+    reg.set_live(1, ValueBooster(), {"reference_prediction": list(np.quantile(rng.normal(0, 1, 5000),
+                                                                              np.linspace(0, 1, 11)))})
+    x = rng.normal(1.5, 1.0, 500)
+    reg.observe(pd.DataFrame({"x": x, "label": x}))  # no error at all: the alarm is the prediction shift's
+    d = reg.drift()
+    assert d["prediction_psi"] > 0.25 and d["alarm"].startswith("prediction PSI"), d
