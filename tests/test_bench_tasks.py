@@ -236,3 +236,14 @@ def test_the_report_of_task_streams_and_their_summary(small_runs) -> None:
     assert "per task" in text and text.count("x its CPU time") == 3
     lines = [" ".join(line.split()) for line in text.splitlines()]
     assert any(line.startswith("friedman regression rmse ") for line in lines)
+
+
+def test_class_names_reach_the_trainer_as_class_indices() -> None:
+    from streamfit.scripts.task_streams import RbfStream
+
+    s = RbfStream(rows=1500, n_classes=3, class_names=True, changes=())
+    replay = quality.feature_pass(s.batches(200), s.features(), s.model())
+    assert replay.stats["rejected"] == 0 and sorted(replay.rows["label"].unique()) == [0.0, 1.0, 2.0]
+    names = s.frame().query("kind == 'label'")["label"].to_numpy()
+    by_id = dict(zip(s.frame().query("kind == 'label'")["event_id"], names))
+    assert all(by_id[e] == f"c{int(y)}" for e, y in zip(replay.rows["event_id"], replay.rows["label"]))
