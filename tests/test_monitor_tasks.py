@@ -417,3 +417,13 @@ def test_multiclass_error_drift_and_a_regression_prediction_shift_raise_the_alar
     reg.observe(pd.DataFrame({"x": x, "label": x}))  # no error at all: the alarm is the prediction shift's
     d = reg.drift()
     assert d["prediction_psi"] > 0.25 and d["alarm"].startswith("prediction PSI"), d
+
+
+def test_a_quantile_model_is_judged_by_its_pinball_loss():
+    spec = TaskSpec(Task.REGRESSION, objective="reg:quantileerror", quantile_alpha=0.9)
+    log = PredictionLog(spec=spec)
+    log.record([("a", 1, "blue", 10.0, 1.0), ("b", 1, "blue", 12.0, 1.0)])
+    log.labels(["a", "b"], [11.0, 11.0], now=2.0)  # under by 1 costs 0.9, over by 1 costs 0.1
+    n, value, metric, _ = log.accuracy_since(1, 0.0)
+    assert (n, metric) == (2, "pinball") and value == pytest.approx(0.5)
+    assert log.per_version()[1]["pinball"] == pytest.approx(0.5)
