@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from streamfit.actors.monitoring import MonitorActor
 from streamfit.actors.rollout import RolloutControllerActor
 from streamfit.actors.training import TrainerActor
 from streamfit.serve.app import build_router, http_options
+from streamfit.scripts.ports import free_port
 
 # The planes' single actors (coordinator, trainer, controller, monitor) stay on the head node: a lost
 # worker node then takes only shards (which recover) and replicas (which Serve restarts) with it.
@@ -32,13 +32,6 @@ ON_HEAD = {"node:__internal_head__": 0.001}
 SERVE_SIDE_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
                     "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
 PICKED_PORTS = "STREAMFIT_PICKED_SERVE_PORTS"  # the side ports streamfit picked (not the user): picked again
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def absolute_uri(uri: str) -> str:
