@@ -34,7 +34,8 @@ def _n(event_ids: pd.Series) -> np.ndarray:
     return event_ids.astype(str).str[2:].astype(int).to_numpy()
 
 
-def task_batches(n: int, model: ModelConfig | None, city: bool = True) -> list[tuple[int, pd.DataFrame, float]]:
+def task_batches(n: int, model: ModelConfig | None, city: bool = True,
+                 cities: list = CITIES) -> list[tuple[int, pd.DataFrame, float]]:
     """The binary synthetic stream with the task's labels (regression: a value, multiclass: a class name) and a
     categorical ``city`` on events (text, one in four missing)."""
     out = []
@@ -46,7 +47,7 @@ def task_batches(n: int, model: ModelConfig | None, city: bool = True) -> list[t
         elif model is not None and model.task == "multiclass":
             df["label"] = pd.Series(np.where(is_label, np.asarray(CLASSES, object)[k % 3], None), dtype=object)
         if city:
-            df["city"] = pd.Series(np.where(is_label, None, np.asarray(CITIES, object)[k % 4]), dtype=object)
+            df["city"] = pd.Series(np.where(is_label, None, np.asarray(cities, object)[k % len(cities)]), dtype=object)
         out.append((bid, df, wm))
     return out
 
@@ -288,3 +289,47 @@ def test_a_file_reads_categorical_columns_as_text(tmp_path) -> None:
     assert [None if pd.isna(c) else c for c in events["city"]] == ["75001", None, "paris"]
     res = FeatureShard(FEATURES, model=REGRESSION).process(1, df, watermark=0.0)
     assert res.rejected == 0 and res.training_rows["city"].tolist() == ["75001", None]
+
+
+def test_distinct_categories_per_window_equal_a_naive_reference() -> None:
+    cities = ["paris", "rome", "oslo", "lima", "kyiv"]
+    features = NUMERIC.model_copy(update={
+        "fields": [*NUMERIC.fields, FieldSpec(name="city", type="categorical")],
+        "aggregates": [*NUMERIC.aggregates, AggregateSpec(field="city", ops=["distinct"])]})
+    features = FeaturesConfig.model_validate(features.model_dump())
+    batches = task_batches(25, REGRESSION, cities=cities)
+    # city depends on the event number only: scramble it per entity so windows see repeats and variety
+    rng = np.random.default_rng(3)
+    for _, df, _ in batches:
+        ev = (df["kind"] == "event").to_numpy()
+        df.loc[ev, "city"] = rng.choice(cities, size=int(ev.sum()))
+    stream = pd.concat([b[1] for b in batches], ignore_index=True)
+    rows = feed([FeatureShard(features, model=REGRESSION)], batches).set_index("event_id")
+    events = stream[stream["kind"] == "event"]
+    us = lambda t: np.round(np.asarray(t, dtype=np.float64) * 1e6).astype(np.int64)  # noqa: E731
+    checked = 0
+    for _, g in events.groupby("entity"):
+        t, c = us(g["event_time"]), g["city"].to_numpy(object)
+        for eid, ti in zip(g["event_id"], t):
+            if eid not in rows.index:  # its label has not arrived yet
+                continue
+            for w in features.windows_s:
+                want = len(set(c[(t >= ti - us(w)) & (t < ti)]))
+                assert rows.loc[eid, f"city_distinct_{window_tag(w)}"] == want, (eid, w)
+                checked += want > 1
+    assert checked > 100
+    assert rows["city"].isin(cities).all()
+
+
+@pytest.mark.parametrize("agg, why", [
+    ({"field": "city", "ops": ["mean"]}, r"ops \[distinct\] only"),
+    ({"field": "city", "ops": ["distinct"], "last": True}, r"ops \[distinct\] only"),
+    ({"field": "x0", "ops": ["distinct"]}, "distinct is for a categorical field"),
+])
+def test_window_ops_must_fit_the_field_type(agg: dict, why: str) -> None:
+    from streamfit.errors import ConfigError
+    from streamfit.config import config_from_dict
+
+    with pytest.raises(ConfigError, match=why):
+        config_from_dict({"features": {"fields": [{"name": "x0"}, {"name": "city", "type": "categorical"}],
+                                       "aggregates": [agg]}})

@@ -93,8 +93,9 @@ class FeatureShard:
         self.latest_us = self.clock_us = NO_CLOCK
         self.counters: Counter[str] = Counter()
         self.results: OrderedDict[int, ShardResult] = OrderedDict()
-        self.minmax_cols, self.std_cols = ([j for j, f in enumerate(self.agg_fields) if any(  # only these are reduced
-            op in ops for a in cfg.aggregates if a.field == f for op in a.ops)] for ops in (("min", "max"), ("std",)))
+        self.minmax_cols, self.std_cols, self.distinct_cols = ([j for j, f in enumerate(self.agg_fields) if any(
+            op in ops for a in cfg.aggregates if a.field == f for op in a.ops)]  # only these are reduced
+            for ops in (("min", "max"), ("std",), ("distinct",)))
         self.busy = BusyMeter()  # how much of the time batches are being applied: told to lookup callers
         self._publish()
 
@@ -166,7 +167,7 @@ class FeatureShard:
         n_events = int(ev.sum())
         if n_events:
             x = self.task.raw(clean, ev)  # categorical fields: NaN here, their text beside (task_columns)
-            self.events.insert(keys[ev], t_us[ev], x[:, self.agg_idx])
+            self.events.insert(keys[ev], t_us[ev], self.task.window_values(x[:, self.agg_idx], clean, ev))
             feats = self._features_at(keys[ev], t_us[ev], x)
             self.pending.add(ids[ev], event_ids[ev], entities[ev], times[ev], feats, self.task.text(clean, ev))
             self.latest_us = max(self.latest_us, int(t_us[ev].max()))
@@ -231,7 +232,8 @@ class FeatureShard:
         cols: list[np.ndarray] = []
         if x is not None:
             cols += [x[:, j] for j in range(len(self.fields))]
-        q = state.events.query(keys, t_us, self.windows_us, minmax=self.minmax_cols, std=self.std_cols)
+        q = state.events.query(keys, t_us, self.windows_us, minmax=self.minmax_cols, std=self.std_cols,
+                               distinct=self.distinct_cols)
         for wi in range(len(self.windows_us)):
             if self.cfg.count:
                 cols.append(q["count"][wi].astype(np.float64))

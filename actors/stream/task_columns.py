@@ -18,7 +18,9 @@ categorical fields (issue 15):
   A row leaving the shard (training row, lookup answer, recent events) has the event's own text
   in that column. Chosen over interning codes in the float matrix: no dictionary to share
   between the batch thread and lookup threads, to merge and renumber on a reshard, or to
-  prune; and a config without categorical fields carries an empty (n, 0) matrix: nothing.
+  prune; and a config without categorical fields carries an empty (n, 0) matrix: nothing. For a window's
+  ``<field>_distinct_<w>`` the window store keeps a categorical field as a stable hash of its text (a
+  float: codes are only ever compared, never read back, so no dictionary either).
 - **Checkpoints of another task are refused.** A shard's snapshot meta says its task and
   categorical fields (``fingerprint``, absent for binary without categorical fields, as
   every checkpoint written before); ``check`` refuses a snapshot of another task, class list or
@@ -44,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from streamfit.config import FeaturesConfig, ModelConfig
-from streamfit.schema import ENTITY, EVENT_ID, EVENT_TIME, LABEL
+from streamfit.schema import ENTITY, EVENT_ID, EVENT_TIME, LABEL, hash_keys
 
 
 class TaskColumns:
@@ -58,6 +60,8 @@ class TaskColumns:
         self.numeric = [not f.categorical for f in cfg.fields]
         self.feature_names = cfg.feature_names(model)
         self.cat_pos = [self.feature_names.index(f) for f in self.cat_fields]  # their columns in a model row
+        # Window values of a categorical field (for ``distinct``): a stable hash of its text as a float, NaN = missing.
+        self.coded = [(j, f) for j, f in enumerate(cfg.aggregated_fields()) if f in self.cat_fields]
         self.label_width = 1 + len(self.classes) if self.task == "multiclass" else 1
         self.label_std: bool | list[int] = [0] if self.task == "regression" else False
         self._empty: pd.DataFrame | None = None
@@ -103,6 +107,14 @@ class TaskColumns:
         if not self.cat_fields:
             return np.empty((int(np.count_nonzero(rows)), 0), dtype=object)
         return np.column_stack([np.asarray(clean[f], dtype=object)[rows] for f in self.cat_fields]).astype(object)
+
+    def window_values(self, values: np.ndarray, clean: dict[str, Any], rows: np.ndarray) -> np.ndarray:
+        """The window store's rows (the aggregated fields of ``rows``): a categorical field's column gets codes."""
+        for j, f in self.coded:
+            text = np.asarray(clean[f], dtype=object)[rows]
+            missing = pd.isna(text)
+            values[:, j] = np.where(missing, np.nan, hash_keys(np.where(missing, "", text)).astype(np.float64))
+        return values
 
     def nulls(self, clean: dict[str, Any], is_event: np.ndarray) -> dict[str, int]:
         """Missing values per field among event rows."""

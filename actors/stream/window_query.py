@@ -23,7 +23,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from streamfit.actors.stream.runs import NO_TIME, SMALL, Run, bisect, gather_sorted, locate_few, locate_many
+from streamfit.actors.stream.runs import (NO_TIME, SMALL, Run, bisect, concat_ranges, gather_sorted, locate_few,
+                                          locate_many, repeat_index)
 
 __all__ = ["EMPTY", "State", "columns", "run_query"]
 
@@ -40,8 +41,9 @@ EMPTY = State((), 0, NO_TIME, NO_TIME)
 
 
 def run_query(st: State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[int], minmax: frozenset[int],
-           spread: frozenset[int]) -> dict[str, Any]:
-    """``SeriesStore.query`` for queries sorted by key (``minmax``/``spread``: the columns that need min/max, std)."""
+           spread: frozenset[int], distinct: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """``SeriesStore.query`` for queries sorted by key (``minmax``/``spread``/``distinct``: the columns that need
+    min/max, std, a count of distinct values)."""
     n = len(qk)
     wmax = max(windows) if windows else 0
     if n <= SMALL:  # a handful of lookups: per-run vector searches cost more than scalar ones
@@ -104,6 +106,10 @@ def run_query(st: State, k: int, qk: np.ndarray, qt: np.ndarray, windows: list[i
             stats["min"][:, j], stats["max"][:, j] = reduce(np.minimum, raw[j]), reduce(np.maximum, raw[j])
     if not minmax:
         del stats["min"], stats["max"]
+    if distinct:  # categorical codes: how many different ones per window (NaN = missing: not counted)
+        stats["distinct"] = np.full((len(cnt), k), np.nan)
+        for j in distinct:
+            stats["distinct"][:, j] = _distinct(raw[j], s_all, e_all)
     for name, arr in stats.items():
         out[name] = [arr[wi * n:(wi + 1) * n] for wi in range(len(windows))]
     return out
@@ -124,6 +130,19 @@ class _Ranges:
         if len(self.idx):
             out[self.nonempty] = ufunc.reduceat(col, self.idx)[0::2]
         return out
+
+
+def _distinct(col: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """How many different non-NaN values each range ``col[s_i:e_i]`` holds (0 when empty)."""
+    rid = repeat_index(e - s)
+    v = col[concat_ranges(s, e)]
+    keep = ~np.isnan(v)
+    rid, v = rid[keep], v[keep]
+    order = np.lexsort((v, rid))
+    rid, v = rid[order], v[order]
+    new = np.ones(len(v), dtype=bool)
+    new[1:] = (rid[1:] != rid[:-1]) | (v[1:] != v[:-1])
+    return np.bincount(rid[new], minlength=len(s)).astype(np.float64)
 
 
 def columns(asked: bool | Sequence[int], k: int) -> frozenset[int]:

@@ -278,21 +278,23 @@ class SeriesStore:
 
     # -- queries ---------------------------------------------------------------------------
     def query(self, keys: np.ndarray, times_us: np.ndarray, windows_us: list[int],
-              minmax: bool | Sequence[int] = False, std: bool | Sequence[int] = True) -> dict[str, Any]:
+              minmax: bool | Sequence[int] = False, std: bool | Sequence[int] = True,
+              distinct: bool | Sequence[int] = False) -> dict[str, Any]:
         """Aggregates over [t - W, t) for each (key, t) and each window W.
 
         Returns ``count`` (list per window of int arrays), ``sum``/``mean``/``std``/``min``/
         ``max`` (lists per window of (n, k) arrays; min/max only when asked), and
         ``last`` (n, k) / ``age_us`` (n,) from the key's latest row before t (nan / -1 when none).
-        ``minmax`` and ``std`` may name the value columns that need them (the others' are nan).
+        ``minmax`` and ``std`` may name the value columns that need them (the others' are nan); ``distinct``
+        the columns whose different values per window are counted (``distinct``: only when asked).
         """
         keys, times_us = np.asarray(keys, dtype=np.uint64), np.asarray(times_us, dtype=np.int64)
         windows = [int(w) for w in windows_us]
-        minmax, std = columns(minmax, self.n_values), columns(std, self.n_values)
+        minmax, std, distinct = (columns(c, self.n_values) for c in (minmax, std, distinct))
         if not (keys[1:] < keys[:-1]).any():  # in key order already (one lookup): nothing to permute
-            return run_query(self._state, self.n_values, keys, times_us, windows, minmax, std)
+            return run_query(self._state, self.n_values, keys, times_us, windows, minmax, std, distinct)
         order = np.argsort(keys, kind="stable")  # key order: the searches read each run in order
-        res = run_query(self._state, self.n_values, keys[order], times_us[order], windows, minmax, std)
+        res = run_query(self._state, self.n_values, keys[order], times_us[order], windows, minmax, std, distinct)
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
         return {name: ([np.take(a, inv, axis=0) for a in v] if isinstance(v, list) else np.take(v, inv, axis=0))

@@ -141,12 +141,13 @@ class StreamConfig(_Strict):
         return self
 
 
-WindowOp = Literal["sum", "mean", "std", "min", "max"]
+WindowOp = Literal["sum", "mean", "std", "min", "max", "distinct"]  # distinct: categorical fields only
 _SCORING_ONLY = ("served_log_capacity", "max_future_s", "max_past_s")
 
 
 class AggregateSpec(_Strict):
-    """Window aggregates of one field; ``last`` adds the entity's previous value (any age)."""
+    """Window aggregates of one field; ``last`` adds the entity's previous value (any age). A categorical field
+    takes ``distinct`` only: how many different categories the entity's events had in the window."""
 
     field: str
     ops: list[WindowOp] = Field(default_factory=lambda: ["mean"])
@@ -200,7 +201,11 @@ class FeaturesConfig(_Strict):
             if not specs[agg.field].required:
                 raise ValueError(f"@aggregates.{i}.field: {agg.field!r} must be required to be aggregated")
             if specs[agg.field].categorical:
-                raise ValueError(f"@aggregates.{i}.field: {agg.field!r} is categorical; window aggregates need numbers")
+                if set(agg.ops) - {"distinct"} or agg.last:
+                    raise ValueError(f"@aggregates.{i}.ops: {agg.field!r} is categorical: ops [distinct] only "
+                                     "(the other aggregates and last need numbers)")
+            elif "distinct" in agg.ops:
+                raise ValueError(f"@aggregates.{i}.ops: distinct is for a categorical field, {agg.field!r} is numeric")
         names = self.feature_names()
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
