@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from streamfit.config import Config
-from streamfit.actors.stream import SyntheticSource
+from streamfit.actors.stream import synthetic_source
 from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, validate
 
 Row = tuple[dict[str, float], Union[str, None], Union[str, None]]  # precomputed features, event id, routing key
@@ -39,7 +39,8 @@ def event_bodies(df: pd.DataFrame, fields: list[str]) -> list[Event]:
     events = df[df[KIND] == EVENT]
     out = []
     for rec in events[[ENTITY, EVENT_TIME, EVENT_ID, *fields]].to_dict("records"):
-        out.append({k: (float(v) if k in fields or k == EVENT_TIME else str(v))
+        # Numbers go as numbers; a categorical field's text stays text.
+        out.append({k: (float(v) if k == EVENT_TIME or (k in fields and not isinstance(v, str)) else str(v))
                     for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))})
     return out
 
@@ -47,16 +48,20 @@ def event_bodies(df: pd.DataFrame, fields: list[str]) -> list[Event]:
 class RandomRows:
     """Feature vectors drawn at random (counts as small integers)."""
 
-    def __init__(self, feature_names: list[str], seed: int = 0) -> None:
+    def __init__(self, feature_names: list[str], seed: int = 0,
+                 categories: dict[str, list[str]] | None = None) -> None:
         self.names = feature_names
         self.rng = np.random.default_rng(seed)
+        self.categories = categories or {}  # categorical field -> values drawn from (text)
 
     def __call__(self) -> Row:
         vals = self.rng.normal(0.0, 1.0, size=len(self.names))
-        row = {n: float(v) for n, v in zip(self.names, vals)}
+        row: dict[str, Any] = {n: float(v) for n, v in zip(self.names, vals)}
         for n in self.names:
             if n.startswith("count_") or n.startswith("label_count"):
                 row[n] = float(self.rng.integers(1, 20))
+        for n, values in self.categories.items():
+            row[n] = values[int(self.rng.integers(0, len(values)))]
         return row, None, None
 
 
@@ -68,8 +73,9 @@ class StreamEvents:
     for it can use them."""
 
     def __init__(self, cfg: Config, keep: int = 500) -> None:
-        self.source = SyntheticSource(cfg.stream, cfg.features)
+        self.source = synthetic_source(cfg.stream, cfg.features, cfg.model)
         self.features = cfg.features
+        self.model = cfg.model
         self.fields = [f.name for f in cfg.features.fields]
         self.keep = keep
         self.position = -1
@@ -88,7 +94,7 @@ class StreamEvents:
             n += int((df[KIND] == EVENT).sum())
         events: list[Event] = []
         if frames:
-            clean, reason = validate(pd.concat(frames, ignore_index=True), self.features)
+            clean, reason = validate(pd.concat(frames, ignore_index=True), self.features, self.model)
             events = event_bodies(clean[reason == ""], self.fields)[:self.keep]
         with self.lock:
             self.position, self.events, self.next = position, events, 0

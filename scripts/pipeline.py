@@ -89,16 +89,6 @@ def check_shared_storage(cfg: Config) -> None:
                               "use an object-store URI (e.g. s3://bucket/prefix) that every node can reach")
 
 
-def check_wired(cfg: Config) -> None:
-    """Refuse at start what the config accepts but the planes do not run end to end yet (issue 15, in steps)."""
-    if cfg.model.task != "binary":
-        raise ConfigError(f"model.task: {cfg.model.task!r} is validated and trained, but the stream and serving "
-                          "planes do not run it end to end yet; only 'binary' can be started")
-    if cfg.features.categorical_fields():
-        raise ConfigError(f"features.fields: categorical fields {cfg.features.categorical_fields()} are validated "
-                          "and trained, but the feature shards do not carry them yet; drop them or make them numeric")
-
-
 def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) -> tuple[list[Any], Any]:
     """Start the shard actors (each resumes from the last checkpoint) and the coordinator feeding ``sink``."""
     ckpt_uri = absolute_uri(cfg.checkpoints.uri) if cfg.checkpoints.enabled else None
@@ -106,7 +96,8 @@ def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) 
     shards = [
         # SPREAD: on a cluster the shards go to different nodes, so losing one node loses few shards.
         FeatureShardActor.options(name=shard_name(i), namespace=NAMESPACE, num_cpus=cfg.shards.num_cpus,
-                                  scheduling_strategy="SPREAD").remote(cfg.features, i, ckpt_uri, n, cfg.trainer.training_features)
+                                  scheduling_strategy="SPREAD").remote(cfg.features, i, ckpt_uri, n, cfg.trainer.training_features,
+                                                                    model=cfg.model)
         for i in range(n)
     ]
     coordinator = CoordinatorActor.options(resources=ON_HEAD).remote(cfg, shards, sink, monitor)
@@ -162,7 +153,6 @@ class Pipeline:
     def start(cls, cfg: Config, address: str | None = None, deploy_serve: bool = True) -> "Pipeline":
         """Start every plane on Ray and deploy the Serve app (unless another owner deploys it: ``serve deploy``,
         KubeRay's ``serveConfigV2``); returns when HTTP answers."""
-        check_wired(cfg)  # a config error, before any Ray starts
         start_ray(cfg, address)
         try:
             check_shared_storage(cfg)
@@ -179,13 +169,14 @@ class Pipeline:
             state_root = cfg.checkpoints.uri.rstrip("/") if cfg.checkpoints.enabled else None
             monitor = MonitorActor.options(name=MONITOR_NAME, namespace=NAMESPACE, get_if_exists=True,
                                            resources=ON_HEAD).remote(
-                cfg.monitor.model_dump(), registry_uri, cfg.features.feature_names(), [f.name for f in cfg.features.fields],
-                state_uri=f"{state_root}/monitor" if state_root else None)
+                cfg.monitor.model_dump(), registry_uri, cfg.feature_names(), [f.name for f in cfg.features.fields],
+                state_uri=f"{state_root}/monitor" if state_root else None, model=cfg.model.model_dump())
             trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus,
                                            resources=ON_HEAD).remote(
-                cfg.trainer, cfg.features.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,
-                cfg.features.schema_hash(), f"{cfg.checkpoints.uri.rstrip('/')}/ray-train",
+                cfg.trainer, cfg.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,
+                cfg.schema_hash(), f"{cfg.checkpoints.uri.rstrip('/')}/ray-train",
                 state_uri=f"{state_root}/trainer" if state_root else None,
+                model=cfg.model, categorical=cfg.features.categorical_fields(),
             )
             shards, coordinator = start_data_plane(cfg, trainer, monitor)
             monitor.attach.remote(coordinator=coordinator, controller=controller, trainer=trainer)

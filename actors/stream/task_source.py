@@ -118,9 +118,3 @@ class TaskSyntheticSource(SyntheticSource):
             df[self.fields[j]] = np.where(codes < 0, 7.0, text)  # the injected number stays a number
         return df
 
-
-def synthetic_source(stream: StreamConfig, features: FeaturesConfig, model: ModelConfig | None = None) -> SyntheticSource:
-    """The embedded stream for a config: the binary generator as before, this one for other tasks or categories."""
-    if (model is None or model.task == "binary") and not features.categorical_fields():
-        return SyntheticSource(stream, features)
-    return TaskSyntheticSource(stream, features, model or ModelConfig())
