@@ -31,7 +31,8 @@ from streamfit.schema import ENTITY, EVENT, EVENT_ID, EVENT_TIME, KIND, validate
 
 Row = tuple[dict[str, float], Union[str, None], Union[str, None]]  # precomputed features, event id, routing key
 Event = dict[str, Any]  # a raw event: entity, event_time, event_id and the configured fields
-Answer = tuple[str, float, int, int, float]  # event id, event time, version, prediction, wall time of the answer
+# event id, event time, version, prediction (binary 0/1, multiclass the class index, regression the value), wall time
+Answer = tuple[str, float, int, float, float]
 
 
 def event_bodies(df: pd.DataFrame, fields: list[str]) -> list[Event]:
@@ -108,6 +109,15 @@ class StreamEvents:
             return event
 
 
+def answered_value(answer: dict[str, Any]) -> float:
+    """The number an answer predicts: binary 0/1, multiclass the class index, regression the value.
+
+    >>> answered_value({"prediction": "mid", "class_index": 1}), answered_value({"prediction": 41.5})
+    (1.0, 41.5)
+    """
+    return float(answer["class_index"] if "class_index" in answer else answer["prediction"])
+
+
 class RequestLoop:
     """Sends /predict requests at about ``rate`` per second until stopped: a ``Row`` as precomputed
     ``features``, an ``Event`` as a raw ``event`` (counted in ``raw_served``). With ``record``, every answer
@@ -176,11 +186,13 @@ class RequestLoop:
                 event = body.get("event")
                 if self.record and event and event.get("event_id"):
                     self.answers.append((event["event_id"], float(event["event_time"]), int(version),
-                                         int(out["prediction"]), time.time()))
+                                         answered_value(out), time.time()))
             else:
                 self._fail(f"HTTP {r.status_code}: {r.text[:200]}")
         except httpx.HTTPError as err:
             self._fail(f"{type(err).__name__}: {err}")
+        except (KeyError, TypeError, ValueError) as err:  # an answer of an unexpected shape: counted, the loop goes on
+            self._fail(f"unexpected answer: {type(err).__name__}: {err}")
 
     def _fail(self, why: str) -> None:
         self.failed += 1
