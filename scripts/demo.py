@@ -19,7 +19,7 @@ from streamfit.freshness import full_version
 from streamfit.scripts.load import Answer, RequestLoop, StreamEvents
 from streamfit.scripts.pipeline import Pipeline, wait_until
 from streamfit.scripts.views import traffic_table
-from streamfit.status import PlaneStats, Skew
+from streamfit.status import Accuracy, PlaneStats, Skew
 
 
 # The freshness figures the demo's summary shows beside its own (all of them are under "freshness").
@@ -40,7 +40,11 @@ def progress_table(stats: PlaneStats, load: dict[str, Any], title: str) -> Table
     t.add_row("versions trained", str(len(trainer.refits)))
     if trainer.refits:
         last = trainer.refits[-1]
-        holdout = f", holdout accuracy {last.candidate.accuracy:.3f}" if last.candidate else ""
+        holdout = ""
+        if last.candidate is not None:  # the task's headline score: accuracy, or RMSE for a regression version
+            name, value = ("accuracy", last.candidate.accuracy) if last.candidate.accuracy is not None \
+                else ("rmse", last.candidate.rmse)
+            holdout = f", holdout {name} {value:.3f}" if value is not None else ""
         t.add_row("last refit", f"v{last.version} ({last.reason}){holdout}")
     outcomes = traffic.outcomes()
     if outcomes:
@@ -125,7 +129,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         t.add_row("seconds to 100 % after a change", freshness_seconds(summary["freshness"]))
     t.add_row("refit reasons", ", ".join(f"{k}: {v}" for k, v in summary["refit_reasons"].items()))
     for v, a in sorted(summary["live_accuracy_by_version"].items(), key=lambda kv: int(kv[0])):
-        t.add_row(f"live accuracy v{v}", f"{a['accuracy']:.3f} (n={a['labelled']})")
+        t.add_row(f"live quality v{v}", Accuracy.model_validate(a).named())  # accuracy, or RMSE/MAE (regression)
     return t
 
 
@@ -244,7 +248,8 @@ def run_demo(cfg: Config, duration_s: float, workdir: Path, summary_json: Path |
     of the same policy on the same events (``streamfit bench freshness`` reports the same figures)."""
     console = console or Console()
     schedule = Schedule(duration_s, until_flips, max_duration_s)
-    synthetic = cfg.stream.source == "synthetic"
+    # The freshness figures replay the binary synthetic stream offline; another task's demo shows the rest.
+    synthetic = cfg.stream.source == "synthetic" and cfg.model.task == "binary" and not cfg.features.categorical_fields()
     rec = run_live(cfg, schedule, workdir, console, request_rate, record=synthetic)
     summary = summarize(rec.stats, rec.load)
     if synthetic:

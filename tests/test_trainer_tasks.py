@@ -256,3 +256,20 @@ def test_quantile_regression_version(tmp_path: Path) -> None:
     truth = score2 + np.random.default_rng(17).normal(scale=1.0, size=len(score2))
     covered = float((truth <= predict_meta(registry, 1, later)).mean())
     assert 0.8 < covered < 0.97  # about 90 % of outcomes below the fitted 0.9 quantile
+
+
+def test_rmse_above_refits_a_regression_model_whose_live_rmse_rose(tmp_path: Path) -> None:
+    """The loss trigger measures the live version's answers on each labelled row the trainer gets."""
+    core = TrainerCore(cfg(refit_every_rows=100_000, rmse_above=8.0, accuracy_window=200), ["x", "colour"],
+                       Registry(str(tmp_path / "reg")), model=ModelConfig(task="regression"), categorical=["colour"])
+    rows, score = stream(1000, seed=20)
+    core.add_rows(rows.assign(label=score * 10.0))
+    assert core.request_refit() == 1
+    same, score2 = stream(600, seed=21, start=1000.0)
+    for i in range(0, 600, 200):  # the same concept: live RMSE ~3 (noise 0.3 x 10), below the threshold
+        core.add_rows(same.iloc[i:i + 200].assign(label=score2[i:i + 200] * 10.0))
+    assert [r["reason"] for r in core.history] == ["manual"]
+    moved, score3 = stream(600, seed=22, start=1600.0)
+    for i in range(0, 600, 200):  # labels shifted by 15: live RMSE ~15
+        core.add_rows(moved.iloc[i:i + 200].assign(label=score3[i:i + 200] * 10.0 + 15.0))
+    assert "performance" in [r["reason"] for r in core.history], core.history

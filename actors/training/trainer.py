@@ -89,7 +89,7 @@ class TrainerCore(TrainerState):
         self.feature_names = list(feature_names)
         self.registry = registry
         self.fitter = fitter or fit_in_process
-        self.policy = RefitPolicy(cfg, self.fit.spec.task.value)
+        self.policy = RefitPolicy(cfg, self.fit.spec)  # the spec: pinball_above measures with its quantile
         self.buffer = self.fit.window()
         self.ids = np.empty(0, dtype=object)  # each window row's event id (None: it came without one)
         self.duplicates = 0  # rows skipped: their event id was in the window already (a re-sent batch)
@@ -151,12 +151,12 @@ class TrainerCore(TrainerState):
             ids = ids[keep]
             if not len(part):
                 return None
-        errors = None
-        if self.champion is not None:
-            errors = self.fit.live_errors(part[LABEL].to_numpy(), self._predict(self.champion, part, self.champion_cats),
-                                          self.champion_meta)
+        errors = y = pred = None
+        if self.champion is not None:  # the loss triggers (rmse_above, ...) measure the live version's answers
+            y, pred = part[LABEL].to_numpy(), self._predict(self.champion, part, self.champion_cats)
+            errors = self.fit.live_errors(y, pred, self.champion_meta)
         self.latest_time = max(self.latest_time, float(part[EVENT_TIME].max()))
-        self.policy.observe(len(part), self.latest_time, errors)
+        self.policy.observe(len(part), self.latest_time, errors, y, pred)
         self.buffer = pd.concat([self.buffer, part], ignore_index=True) if len(self.buffer) else part
         self.ids = np.concatenate([self.ids, ids])
         keep = window_rows_kept(self.cfg)
