@@ -202,8 +202,8 @@ class FeaturesConfig(_Strict):
                 raise ValueError(f"@aggregates.{i}.field: {agg.field!r} must be required to be aggregated")
             if specs[agg.field].categorical:
                 if set(agg.ops) - {"distinct"} or agg.last:
-                    raise ValueError(f"@aggregates.{i}.ops: {agg.field!r} is categorical: ops [distinct] only "
-                                     "(the other aggregates and last need numbers)")
+                    raise ValueError(f"@aggregates.{i}.field: {agg.field!r} is categorical; window aggregates need "
+                                     "numbers (a categorical field takes ops [distinct] only, and no last)")
             elif "distinct" in agg.ops:
                 raise ValueError(f"@aggregates.{i}.ops: distinct is for a categorical field, {agg.field!r} is numeric")
         names = self.feature_names()
