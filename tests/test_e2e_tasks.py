@@ -21,12 +21,13 @@ import ray
 from streamfit.config import config_from_dict
 from streamfit.registry import version_task
 from streamfit.scripts.load import RequestLoop, StreamEvents
-from streamfit.scripts.pipeline import Pipeline, wait_until
+from streamfit.scripts.pipeline import Pipeline, free_port, wait_until
 
 TOKEN = "tasks-admin-token"
 CLASSES = ["low", "mid", "high"]
 FIELDS = [{"name": "x0", "min": -50, "max": 50}, {"name": "x1", "min": -50, "max": 50},
           {"name": "x2", "min": -50, "max": 50}, {"name": "country", "type": "categorical"}]
+METRICS_PORT = {task: free_port() for task in ("regression", "multiclass")}  # Ray's Prometheus endpoint
 TASKS = {
     "regression": {"task": "regression"},
     "multiclass": {"task": "multiclass", "classes": CLASSES},
@@ -42,7 +43,7 @@ def pipe(request, tmp_path_factory):
         "features": {"fields": FIELDS},
         "registry": {"uri": str(root / "registry")},
         "checkpoints": {"uri": str(root / "ckpt")},
-        "serving": {"port": 0},
+        "serving": {"port": 0, "metrics_port": METRICS_PORT[request.param]},
         "stream": {"max_events_per_s": 2000, "drift_every": 20000, "bad_row_rate": 0.01},
         "trainer": {"refit_every_rows": 4000, "window_rows": 8000, "num_boost_round": 20, "min_rows_between": 0},
         # The analysis itself is judged per task in test_monitor_tasks; here every canary that is not broken
@@ -53,6 +54,7 @@ def pipe(request, tmp_path_factory):
         "auth": {"open_scopes": ["read", "ingest"]},
     })
     p = Pipeline.start(cfg)
+    p.metrics_port = METRICS_PORT[request.param]
     yield p
     p.stop()
 
@@ -148,6 +150,16 @@ def test_an_unseen_category_is_scored_as_missing_and_counted(pipe):
     r = httpx.post(f"{pipe.url}/predict", json={"features": row}, timeout=60)
     assert r.status_code == 200, r.text
     assert wait_until(lambda: unseen() > before, timeout_s=60), httpx.get(f"{pipe.url}/healthz", timeout=60).json()
+
+    def scraped() -> bool:  # the replicas' counter reaches Prometheus through Ray's metrics agent
+        try:
+            text = httpx.get(f"http://127.0.0.1:{pipe.metrics_port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return False
+        return any(line.startswith("ray_streamfit_unseen_categories_total{") and 'field="country"' in line
+                   for line in text.splitlines())
+
+    assert wait_until(scraped, timeout_s=180), "ray_streamfit_unseen_categories_total{field=country} not scraped"
 
 
 def test_bad_labels_and_categories_in_the_stream_are_rejected_by_reason_and_counted(pipe):

@@ -125,7 +125,7 @@ def _assert_same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
     a, b = _rows_by_id(a), _rows_by_id(b)
     assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
     for c in a.columns:
-        if a[c].dtype == object or b[c].dtype == object:
+        if not (pd.api.types.is_numeric_dtype(a[c]) and pd.api.types.is_numeric_dtype(b[c])):  # text (object or str)
             assert a[c].tolist() == b[c].tolist(), c
         else:
             assert np.allclose(a[c].to_numpy(float), b[c].to_numpy(float), equal_nan=True, rtol=1e-9), c

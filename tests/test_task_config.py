@@ -187,3 +187,13 @@ def test_validation_is_vectorised_for_typed_columns(monkeypatch: pytest.MonkeyPa
     event = frame["kind"].to_numpy() == "event"
     assert set(why[event & (frame["country"].to_numpy() == "it")]) == {"unknown_category:country"}
     assert (why[~event] == "").all() and set(clean["label"][~event]) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("section, field", [
+    ({"trainer": {"rmse_above": 2.0}}, "trainer.rmse_above"),
+    ({"model": {"task": "multiclass", "classes": ["a", "b"]}, "trainer": {"mae_above": 1.0}}, "trainer.mae_above"),
+    ({"model": {"task": "regression"}, "trainer": {"logloss_above": 0.7}}, "trainer.logloss_above"),
+])
+def test_a_loss_trigger_of_another_task_is_refused_at_load_naming_it(section, field):
+    with pytest.raises(ConfigError, match=field):
+        config_from_dict(section)

@@ -80,6 +80,8 @@ SERVE_METRICS: list[tuple[str, str, str, str, tuple[str, ...]]] = [
      "requests answered 503: an actor of another plane was slow, not running or restarting", ("actor",)),
     ("ingest_refused_rows", "counter", "streamfit_ingest_refused_rows",
      "rows refused with 429: the ingest buffer was full (the client retries after Retry-After)", ()),
+    ("unseen_category", "counter", "streamfit_unseen_categories",
+     "categorical values a version never saw at training time, scored as missing, by field", ("field",)),
 ]
 
 

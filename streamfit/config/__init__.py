@@ -72,8 +72,9 @@ class Config(_Strict):
             raise ValueError(f"@trainer.gate_metric: {trainer.gate_metric!r} is no metric of task {spec.task.value}"
                              f"{' (' + spec.objective + ')' if spec.objective else ''}; one of "
                              f"{', '.join(spec.metric_names())}")
-        if trainer.accuracy_below is not None and spec.task.value == "regression":
-            raise ValueError("@trainer.accuracy_below: a regression model has no accuracy (leave it unset)")
+        problem = trainer.task_problem(spec)  # a performance trigger of another task's metric
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
