@@ -216,7 +216,17 @@ class CategoryDictionary:
 
     def dtype(self, field: str) -> pd.CategoricalDtype:
         """The fixed categorical dtype of ``field``."""
-        return pd.CategoricalDtype(pd.Index(self.categories[field], dtype=object))
+        return self._index_and_dtype(field)[1]
+
+    def _index_and_dtype(self, field: str) -> tuple[pd.Index, pd.CategoricalDtype]:
+        # Built once per category list: every scored request and every refit encodes, and a new dtype
+        # validates and hashes all its categories again.
+        key = tuple(self.categories[field])
+        cache = self.__dict__.setdefault("_built", {})
+        if cache.get(field, (None,))[0] != key:
+            index = pd.Index(list(key), dtype=object)
+            cache[field] = (key, index, pd.CategoricalDtype(index))
+        return cache[field][1], cache[field][2]
 
     def encode(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A copy of ``frame`` with each categorical field as a fixed-category column; unseen values -> missing,
@@ -224,9 +234,10 @@ class CategoryDictionary:
         out = frame.copy()
         for f, cats in self.categories.items():
             s = as_series(frame[f]) if f in frame.columns else pd.Series([None] * len(frame), dtype=object)
-            codes = pd.Index(cats, dtype=object).get_indexer(s.to_numpy(dtype=object))
+            index, dtype = self._index_and_dtype(f)
+            codes = index.get_indexer(s.to_numpy(dtype=object))
             self.unseen[f] += int(((codes < 0) & ~s.isna().to_numpy(dtype=bool)).sum())
-            out[f] = pd.Categorical.from_codes(codes, dtype=self.dtype(f))
+            out[f] = pd.Categorical.from_codes(codes, dtype=dtype)
         return out
 
     def diff(self, other: CategoryDictionary) -> str:
