@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from streamfit.scripts.pipeline import free_port
 
 
