@@ -49,20 +49,16 @@ def event_bodies(df: pd.DataFrame, fields: list[str]) -> list[Event]:
 class RandomRows:
     """Feature vectors drawn at random (counts as small integers)."""
 
-    def __init__(self, feature_names: list[str], seed: int = 0,
-                 categories: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, feature_names: list[str], seed: int = 0) -> None:
         self.names = feature_names
         self.rng = np.random.default_rng(seed)
-        self.categories = categories or {}  # categorical field -> values drawn from (text)
 
     def __call__(self) -> Row:
         vals = self.rng.normal(0.0, 1.0, size=len(self.names))
-        row: dict[str, Any] = {n: float(v) for n, v in zip(self.names, vals)}
+        row = {n: float(v) for n, v in zip(self.names, vals)}
         for n in self.names:
             if n.startswith("count_") or n.startswith("label_count"):
                 row[n] = float(self.rng.integers(1, 20))
-        for n, values in self.categories.items():
-            row[n] = values[int(self.rng.integers(0, len(values)))]
         return row, None, None
 
 

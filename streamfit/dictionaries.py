@@ -197,6 +197,7 @@ class CategoryDictionary:
     def __init__(self, categories: Mapping[str, Sequence[str]] | None = None) -> None:
         self.categories: dict[str, list[str]] = {f: [str(v) for v in c] for f, c in (categories or {}).items()}
         self.unseen: dict[str, int] = {f: 0 for f in self.categories}
+        self._built: dict[str, tuple[tuple[str, ...], pd.Index, pd.CategoricalDtype]] = {}
 
     @classmethod
     def fit(cls, frame: pd.DataFrame | Mapping[str, Any], fields: Sequence[str]) -> CategoryDictionary:
@@ -222,11 +223,10 @@ class CategoryDictionary:
         # Built once per category list: every scored request and every refit encodes, and a new dtype
         # validates and hashes all its categories again.
         key = tuple(self.categories[field])
-        cache = self.__dict__.setdefault("_built", {})
-        if cache.get(field, (None,))[0] != key:
+        if field not in self._built or self._built[field][0] != key:
             index = pd.Index(list(key), dtype=object)
-            cache[field] = (key, index, pd.CategoricalDtype(index))
-        return cache[field][1], cache[field][2]
+            self._built[field] = (key, index, pd.CategoricalDtype(index))
+        return self._built[field][1], self._built[field][2]
 
     def encode(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A copy of ``frame`` with each categorical field as a fixed-category column; unseen values -> missing,
