@@ -135,11 +135,10 @@ class TaskAnswers:
                                    model_version=version, slot=slot)
         if self.task is Task.REGRESSION:
             return ValueBatchPrediction(predictions=preds.tolist(), model_version=version, slot=slot)
-        entries = [self.entry(p) for p in preds]
-        return ClassBatchPrediction(predictions=[e["prediction"] for e in entries],
-                                    class_indices=[e["class_index"] for e in entries],
-                                    probabilities=[e["probabilities"] for e in entries], model_version=version,
-                                    slot=slot)
+        idx = np.argmax(preds, axis=1).tolist()  # once per batch, not per row
+        return ClassBatchPrediction(predictions=[self.classes[i] for i in idx], class_indices=idx,
+                                    probabilities=[dict(zip(self.classes, p)) for p in np.asarray(preds, float).tolist()],
+                                    model_version=version, slot=slot)
 
     @staticmethod
     def logged(preds: np.ndarray) -> list[Any]:

@@ -139,11 +139,8 @@ class RayBackend(Backend):
         self._count("actor_unavailable", 1.0, {"actor": target})
 
     def unseen_category(self, field: str, n: int) -> None:
-        """Count categories of ``field`` the answering version never saw (Prometheus, when the table has it)."""
-        if self.metrics is None:
-            self.metrics = serve_metrics()
-        if "unseen_category" in self.metrics:  # the Serve metrics table is the monitoring plane's
-            self.metrics["unseen_category"].inc(float(n), {"field": field})
+        """Count categories of ``field`` the answering version never saw (Prometheus)."""
+        self._count("unseen_category", float(n), {"field": field})
 
     def ingest_refused(self, rows: int) -> None:
         """Count an ingest request refused with 429 (the ingest buffer was full) and its rows."""

@@ -197,7 +197,7 @@ class CategoryDictionary:
     def __init__(self, categories: Mapping[str, Sequence[str]] | None = None) -> None:
         self.categories: dict[str, list[str]] = {f: [str(v) for v in c] for f, c in (categories or {}).items()}
         self.unseen: dict[str, int] = {f: 0 for f in self.categories}
-        self._built: dict[str, tuple[tuple[str, ...], pd.Index, pd.CategoricalDtype]] = {}
+        self._built: dict[str, tuple[pd.Index, pd.CategoricalDtype]] = {}  # per field, built on first use
 
     @classmethod
     def fit(cls, frame: pd.DataFrame | Mapping[str, Any], fields: Sequence[str]) -> CategoryDictionary:
@@ -220,13 +220,12 @@ class CategoryDictionary:
         return self._index_and_dtype(field)[1]
 
     def _index_and_dtype(self, field: str) -> tuple[pd.Index, pd.CategoricalDtype]:
-        # Built once per category list: every scored request and every refit encodes, and a new dtype
-        # validates and hashes all its categories again.
-        key = tuple(self.categories[field])
-        if field not in self._built or self._built[field][0] != key:
-            index = pd.Index(list(key), dtype=object)
-            self._built[field] = (key, index, pd.CategoricalDtype(index))
-        return self._built[field][1], self._built[field][2]
+        # Built once per category list (restore replaces the lists and clears these): every scored request
+        # and every refit encodes, and a new dtype validates and hashes all its categories again.
+        if field not in self._built:
+            index = pd.Index(self.categories[field], dtype=object)
+            self._built[field] = (index, pd.CategoricalDtype(index))
+        return self._built[field]
 
     def encode(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A copy of ``frame`` with each categorical field as a fixed-category column; unseen values -> missing,
@@ -260,6 +259,7 @@ class CategoryDictionary:
         """Replace the categories and counts with a snapshot's."""
         self.categories = {f: [str(v) for v in c] for f, c in snap["categories"].items()}
         self.unseen = {f: int(snap.get("unseen", {}).get(f, 0)) for f in self.categories}
+        self._built.clear()
 
 
 def check_categories(values: Any, field: str, allowed: Sequence[str] | None = None) -> np.ndarray:
