@@ -131,6 +131,12 @@ def start_serving(cfg: Config, registry_uri: str, attempts: int = 3) -> int:
             serve.shutdown()
 
 
+def _picked_port_taken(err: BaseException) -> bool:
+    """Whether a start failed on a port in use while streamfit picked some of Serve's side ports."""
+    taken = any(m in str(err) for m in ("Failed to bind", "Address already in use"))
+    return taken and bool(os.environ.get(PICKED_PORTS))
+
+
 @dataclass
 class Pipeline:
     """Handles to every running part of one streamfit deployment."""
@@ -153,6 +159,19 @@ class Pipeline:
     def start(cls, cfg: Config, address: str | None = None, deploy_serve: bool = True) -> "Pipeline":
         """Start every plane on Ray and deploy the Serve app (unless another owner deploys it: ``serve deploy``,
         KubeRay's ``serveConfigV2``); returns when HTTP answers."""
+        for attempt in range(1, 4):
+            try:
+                return cls._start_once(cfg, address, deploy_serve)
+            except BaseException as err:
+                # A side port streamfit picked (HAProxy's stats or metrics, the fallback proxy's) can be taken
+                # before Serve binds it; those are fixed for a Ray session, so a local Ray starts again on
+                # fresh picks. A cluster's Ray, or ports the user set, are not ours to change.
+                if address is not None or attempt == 3 or not _picked_port_taken(err):
+                    raise
+
+    @classmethod
+    def _start_once(cls, cfg: Config, address: str | None, deploy_serve: bool) -> "Pipeline":
+        """One start of every plane (``start`` retries it when a picked port was taken)."""
         start_ray(cfg, address)
         try:
             check_shared_storage(cfg)
