@@ -3,6 +3,8 @@ audited, and the registry and the trainer's view of it survive restarts of the a
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,18 +78,28 @@ def test_registry_survives_restarts_of_every_actor(tmp_path):
     assert wait_until(lambda: replica_follows() and reg.aliases().get("live") == 2, timeout_s=300)
     before = (reg.version_numbers(), reg.aliases(), reg.audit_log())
     assert before[1]["live"] == 2 and before[1]["previous"] == 1
-    for actor in (trainer, controller):
+    actors = (trainer, controller)
+    _pid = lambda _self: os.getpid()  # noqa: E731  a lambda travels by value (this test module is not on the workers' path)
+    pids = [ray.get(a.__ray_call__.remote(_pid)) for a in actors]
+    for actor in actors:
         ray.kill(actor, no_restart=False)
-    # Ray restarts both (max_restarts); they rebuild from the registry.
-    def answer(actor):
-        try:
-            return ray.get(actor.stats.remote() if actor is trainer else actor.status.remote(), timeout=60)
-        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            return None  # still restarting
+    # Ray restarts both (max_restarts); they rebuild from the registry. ray.kill is asynchronous: an answer
+    # from the old process does not count, so each reply is taken only from a process with a new pid.
+    replies: dict[int, dict] = {}
 
-    assert wait_until(lambda: answer(trainer) is not None and answer(controller) is not None, timeout_s=60)
-    assert answer(trainer)["live_version"] == 2
-    assert answer(controller)["slots"]["green"] == 2  # the controller resumed its persisted state
+    def restarted(i: int) -> bool:
+        actor = actors[i]
+        try:
+            if ray.get(actor.__ray_call__.remote(_pid), timeout=60) == pids[i]:
+                return False
+            replies[i] = ray.get(actor.stats.remote() if actor is trainer else actor.status.remote(), timeout=60)
+            return True
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return False  # still restarting
+
+    assert wait_until(lambda: all(restarted(i) for i in range(len(actors))), timeout_s=120)
+    assert replies[0]["live_version"] == 2
+    assert replies[1]["slots"]["green"] == 2  # the controller resumed its persisted state
     after = Registry(uri)
     assert (after.version_numbers(), after.aliases()) == before[:2]
     assert after.audit_log()[: len(before[2])] == before[2]
