@@ -10,7 +10,8 @@ schema lists only the deployed task's answers (``TaskAnswers.models``).
 
 ``TaskAnswers`` also says what the rest of serving keeps of a prediction: the prediction log's
 value (contract 4: a float, or k class probabilities), the value the slot's request figures bin
-(``stats_values``: binary the probability, multiclass the predicted class as a bin, regression none)
+(``stats_values``: binary the probability, multiclass the predicted class as a bin, regression the
+value's bin on the live version's scale)
 and whether two slots' answers agree (shadow comparison).
 
 Example:
@@ -145,14 +146,22 @@ class TaskAnswers:
         """Per row, what the prediction log keeps (contract 4): a float, or the k class probabilities."""
         return np.asarray(preds, dtype=float).tolist()
 
-    def stats_values(self, preds: np.ndarray | None) -> np.ndarray | None:
+    def stats_values(self, preds: np.ndarray | None, scale: Sequence[float] | None = None) -> np.ndarray | None:
         """What a slot's request figures bin in [0, 1) (their histogram feeds the canary's prediction shift):
         binary the probability; multiclass the predicted class i of k as (i + 0.5) / k (one bin per class, so
-        the shift test compares class mixes); regression nothing (a value has no fixed range to bin)."""
+        the shift test compares class mixes); regression the value's bin among ``scale``'s quantile edges (the
+        same edges for both slots: ``RouterCore.value_scale``), as (bin + 0.5) / bins; none without a scale.
+
+        >>> TaskAnswers("regression").stats_values(np.array([5.0, 15.0, 99.0]), [0.0, 10.0, 20.0]).tolist()
+        [0.25, 0.75, 0.75]
+        """
         if preds is None or self.task is Task.BINARY:
             return preds
         if self.task is Task.REGRESSION:
-            return None
+            inner = np.unique(np.asarray(scale[1:-1], dtype=float)) if scale is not None and len(scale) > 2 else None
+            if inner is None or not len(inner):
+                return None
+            return (np.searchsorted(inner, np.asarray(preds, dtype=float), side="right") + 0.5) / (len(inner) + 1)
         k = preds.shape[1]
         return (np.argmax(preds, axis=1) + 0.5) / k
 

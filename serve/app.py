@@ -56,6 +56,7 @@ class Router:
         self.backend = RayBackend(self.registry, self.features_cfg, namespace, num_shards, controller_name,
                                   self.serving)
         self.core.on_unseen = self.backend.unseen_category
+        self.core.edges_of = lambda version: self.registry.task(version).value_edges  # slot deployments' scale
         self.ingest_enabled = ingest
         # Tokens come from the replica's environment (inherited from the process that started Ray).
         self.auth = Authorizer.from_config(AuthConfig.model_validate(auth or {}))

@@ -26,6 +26,7 @@ from streamfit.request_stats import SlotStats
 from streamfit.serve.answers import TaskAnswers
 from streamfit.serve.calls import awaited
 from streamfit.serve.slots import ModelSlot, Unseen
+from streamfit.task import Task
 
 SLOTS = ("blue", "green")
 
@@ -172,6 +173,11 @@ class RouterCore:
         self.judging = False  # a candidate rolls out: every request the other slot can score is copied to it
         self.load_errors: list[str] = []
         self.load_failures: dict[str, dict[str, Any]] = {}  # slot -> the version it could not load, and why
+        # Regression: both slots' values are binned on one scale, the older held version's (the live one while
+        # a newer candidate rolls out), so the canary's prediction-shift test compares like with like.
+        self.value_scale: list[float] | None = None
+        self.edges_of: Callable[[int], list[float] | None] | None = None  # a version's edges (isolated slots)
+        self._edges: dict[int, list[float] | None] = {}
         self._rng = random.Random(seed)
 
     def held(self) -> dict[str, int | None]:
@@ -257,8 +263,8 @@ class RouterCore:
     def _record(self, slot: str, started: float, probs: np.ndarray | None, pin: str | None) -> None:
         """Count a request in its slot's figures (read by the canary analysis); a pinned one never."""
         if pin is None:
-            self.stats_by_slot[slot].record(time.perf_counter() - started, self.answers.stats_values(probs),
-                                            error=probs is None)
+            self.stats_by_slot[slot].record(time.perf_counter() - started,
+                                            self.answers.stats_values(probs, self.value_scale), error=probs is None)
 
     def _count_unseen(self, unseen: dict[str, Any]) -> None:
         """Count the categories the answering version never saw (rows' masks, or counts from a slot deployment)."""
@@ -312,10 +318,33 @@ class RouterCore:
                     self.load_failures[s] = {"version": want, "error": str(err), "revision": desired["revision"]}
                     continue
         self.desired_versions = dict(desired["slots"])
+        if self.answers.task is Task.REGRESSION:
+            await self._take_value_scale()
         self.weights = dict(desired["weights"])
         self.shadow_share = float(desired.get("shadow_share", 0.0))
         self.judging = judging(desired)
         self.revision = desired["revision"]
+
+    async def _take_value_scale(self) -> None:
+        """The quantile edges of the older held version's predictions become the scale regression values are
+        binned on (a local slot's from its meta; a slot deployment's from the registry, through ``edges_of``)."""
+        held = [v for v in self.desired_versions.values() if v is not None]
+        if not held:
+            return
+        oldest = min(held)
+        if oldest not in self._edges:
+            local = [s for s in self.slots.values() if isinstance(s, ModelSlot) and s.version == oldest]
+            if local:
+                self._edges[oldest] = local[0].task.value_edges
+            elif self.edges_of is not None:
+                try:
+                    self._edges[oldest] = await asyncio.to_thread(self.edges_of, oldest)
+                except Exception:  # the registry is unreachable now: keep the scale there is, ask again later
+                    return
+            else:
+                return
+        self.value_scale = self._edges[oldest]
+        self._edges = {v: e for v, e in self._edges.items() if v in held}
 
     def report(self) -> dict[str, Any]:
         """What the rollout controller needs: held versions, verification, cumulative per-slot figures."""

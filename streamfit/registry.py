@@ -321,6 +321,7 @@ class VersionTask:
     spec: TaskSpec
     labels: LabelDictionary | None
     categories: CategoryDictionary | None
+    value_edges: list[float] | None = None  # regression: quantiles of its predictions on its training rows
 
 
 def version_task(meta: dict[str, Any]) -> VersionTask:
@@ -335,7 +336,8 @@ def version_task(meta: dict[str, Any]) -> VersionTask:
     if meta.get("categories"):
         cats = CategoryDictionary()
         cats.restore(meta["categories"])
-    return VersionTask(spec, labels, cats)
+    edges = meta.get("reference_prediction") if task == "regression" else None
+    return VersionTask(spec, labels, cats, list(edges) if edges else None)
 
 
 def task_difference(meta: dict[str, Any], model: ModelConfig, features: FeaturesConfig) -> str:
