@@ -202,11 +202,19 @@ def test_killing_the_controller_and_a_router_replica_mid_canary_keeps_the_split(
     assert wait_until(lambda: (_traffic(pipe).get("rollout") or {}).get("phase") == "baking"
                       and 25 in _traffic(pipe)["weights"].values(), timeout_s=300)
     before = _traffic(pipe)
+    pid = lambda _self: os.getpid()  # noqa: E731  travels by value to the actor
+    controller_pid = ray.get(pipe.controller.__ray_call__.remote(pid))
     ray.kill(pipe.controller, no_restart=False)
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#Router#" in a["name"]]
     assert replicas, "no Router replica found"
     ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
-    assert wait_until(lambda: _safe_traffic(pipe) is not None, timeout_s=300)
+    def controller_restarted() -> bool:  # ray.kill is asynchronous: the old controller may answer first
+        try:
+            return ray.get(pipe.controller.__ray_call__.remote(pid), timeout=30) != controller_pid
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return False
+
+    assert wait_until(lambda: controller_restarted() and _safe_traffic(pipe) is not None, timeout_s=300)
     after = _traffic(pipe)
     assert after["weights"] == before["weights"] and after["slots"] == before["slots"]
     assert after["rollout"]["phase"] == "baking" and after["rollout"]["version"] == v
