@@ -129,7 +129,7 @@ class TrainerCore(TrainerState):
 
     def _params(self) -> dict[str, Any]:
         return self.fit.params_for(max_depth=self.cfg.max_depth, eta=self.cfg.eta,
-                                   min_child_weight=self.cfg.min_child_weight)
+                                   min_child_weight=self.cfg.min_child_weight, max_bin=self.cfg.max_bin)
 
     def _predict(self, booster: xgb.Booster, frame: pd.DataFrame, cats: Any = None) -> np.ndarray:
         return self.fit.predict(booster, frame, cats)

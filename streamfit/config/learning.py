@@ -143,6 +143,8 @@ class TrainerConfig(_Strict):
     max_depth: int = Field(5, gt=0)
     eta: float = Field(0.2, gt=0)
     min_child_weight: float = Field(10.0, ge=0, description="XGBoost: least hessian sum in a leaf (larger: fewer, surer splits)")
+    max_bin: int = Field(64, ge=2, description="XGBoost: histogram bins per feature (XGBoost's own default is 256; "
+                         "64 fitted 17-38 % faster on bench quality's four streams, accuracy within 0.2 points)")
     baseline_candidate: bool = Field(
         True, description="each full refit also fits the no_change baseline as a model (trees on the entity's "
                           "previous label, label_last, alone); the fitted candidate is kept only if it beats that "
