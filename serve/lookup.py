@@ -130,20 +130,6 @@ class LookupAnswer:
     reasons: list[str]
     text: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def rows(self, ok: list[int], names: list[str]) -> np.ndarray:
-        """Rows ``ok`` with columns ``names`` (all among ``feature_names``): floats, or, with categorical
-        columns, objects holding their text."""
-        have = list(self.feature_names)
-        cols = [have.index(n) for n in names]
-        x = self.features[ok][:, cols] if cols != list(range(len(have))) else self.features[ok]
-        if not self.text:
-            return x
-        out = x.astype(object)
-        for f, values in self.text.items():
-            if f in names:
-                out[:, names.index(f)] = values[ok]
-        return out
-
 
 @dataclass
 class _Part:

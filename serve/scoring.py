@@ -65,6 +65,7 @@ class RawScorer:
         self.core, self.backend, self.fields, self.ingest = core, backend, list(fields), ingest
         self.categorical = tuple(f for f in self.fields if f in core.categorical)  # sent as text
         self._columns: dict[tuple[str, ...], list[int] | None] = {}
+        self._position = {f: i for i, f in enumerate(core.feature_names)}  # a text column's place in a model row
 
     def _model_rows(self, answer: LookupAnswer, ok: list[int]) -> np.ndarray:
         """The lookup's vectors of rows ``ok``, in the model's feature order."""
@@ -75,11 +76,14 @@ class RawScorer:
             if missing:
                 raise HTTPException(status_code=500, detail=f"the shards compute no {missing}: schema mismatch")
             self._columns[names] = None if list(names) == want else [names.index(n) for n in want]
-        if answer.text:  # categorical columns: their text, in an object array
-            return answer.rows(ok, self.core.feature_names)
         cols = self._columns[names]
         x = answer.features[ok]
-        return x if cols is None else x[:, cols]
+        x = x if cols is None else x[:, cols]
+        if answer.text:  # categorical columns: their text (NaN in ``features``), in an object array
+            x = x.astype(object)
+            for f, values in answer.text.items():
+                x[:, self._position[f]] = values[ok]
+        return x
 
     async def _lookup(self, rows: EventRows) -> LookupAnswer:
         try:

@@ -134,10 +134,8 @@ def encode_rows(x: np.ndarray, features: list[str], cats: Any) -> tuple[pd.DataF
     x = np.asarray(x, dtype=object).reshape(len(x), len(features))
     fields = set(cats.fields)
     frame = pd.DataFrame({f: (x[:, j] if f in fields else _numbers(x[:, j])) for j, f in enumerate(features)})
-    encoded = cats.encode(frame)
-    unseen = {f: (encoded[f].cat.codes.to_numpy() < 0) & ~pd.isna(frame[f]).to_numpy(dtype=bool)
-              for f in cats.fields if f in frame.columns}
-    return encoded, unseen
+    encoded, unseen = cats.encode_marked(frame)
+    return encoded, {f: rows for f, rows in unseen.items() if f in frame.columns}
 
 
 def score_batch(slot: ModelSlot, xs: list[np.ndarray]) -> list[dict[str, Any]]:

@@ -230,14 +230,22 @@ class CategoryDictionary:
     def encode(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A copy of ``frame`` with each categorical field as a fixed-category column; unseen values -> missing,
         counted (an absent field is all missing)."""
-        out = frame.copy()
-        for f, cats in self.categories.items():
+        out, unseen = self.encode_marked(frame)
+        for f, rows in unseen.items():
+            self.unseen[f] += int(rows.sum())
+        return out
+
+    def encode_marked(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+        """``encode``'s frame and, per field, which rows held a value never seen (not counted here: serving
+        counts them per Router, ``RouterCore.unseen``)."""
+        out, unseen = frame.copy(), {}
+        for f in self.categories:
             s = as_series(frame[f]) if f in frame.columns else pd.Series([None] * len(frame), dtype=object)
             index, dtype = self._index_and_dtype(f)
             codes = index.get_indexer(s.to_numpy(dtype=object))
-            self.unseen[f] += int(((codes < 0) & ~s.isna().to_numpy(dtype=bool)).sum())
+            unseen[f] = (codes < 0) & ~s.isna().to_numpy(dtype=bool)
             out[f] = pd.Categorical.from_codes(codes, dtype=dtype)
-        return out
+        return out, unseen
 
     def diff(self, other: CategoryDictionary) -> str:
         """What differs from ``other`` in a few words ('' when every field has the same categories)."""

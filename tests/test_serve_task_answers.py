@@ -227,8 +227,6 @@ def test_lookups_split_and_merge_the_categorical_text_per_request_and_shard() ->
     owners = [int(first.features[i, 0]) for i in range(5)]
     assert first.text["colour"].tolist() == [f"cu{i}@{s}" for i, s in enumerate(owners)]
     assert second.text["colour"].tolist() == [f"None@{int(s)}" for s in second.features[:, 0]]
-    x = first.rows([0, 2], ["colour", "x0"])
-    assert x.dtype == object and x[:, 0].tolist() == [first.text["colour"][0], first.text["colour"][2]]
 
 
 def test_slot_deployments_report_unseen_categories_to_the_router() -> None:
