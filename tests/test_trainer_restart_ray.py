@@ -111,3 +111,28 @@ def test_a_killed_monitor_comes_back_with_its_reference_window_and_alarm(tmp_pat
     assert wait_until(restarted, timeout_s=120)
     assert answer() == before
     ray.kill(monitor)
+
+
+def test_a_restarted_monitor_finds_the_planes_it_samples_again_by_name(tmp_path):
+    """Handles given with ``attach`` die with the monitor's process; named planes are looked up again, so after
+    a restart its samples still carry the trainer's figures and its refit requests still reach the trainer."""
+    from streamfit.actors.monitoring import MonitorActor
+
+    trainer = TrainerActor.options(name="reattach-trainer").remote(CFG, FEATURES, str(tmp_path / "registry"), None, None)
+    monitor = MonitorActor.remote({}, str(tmp_path / "registry"), FEATURES, FEATURES[:1],
+                                  planes={"trainer": "reattach-trainer", "controller": "no-such-actor"})
+    assert ray.get(monitor.attached.remote()) == ["trainer"]  # a missing plane is left out, not an error
+    pid = ray.get(monitor.__ray_call__.remote(lambda self: os.getpid()))
+    ray.kill(monitor, no_restart=False)
+
+    def restarted() -> bool:  # the kill is asynchronous: the old instance may answer first
+        try:
+            return ray.get(monitor.__ray_call__.remote(lambda self: os.getpid()), timeout=60) != pid
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return False
+
+    assert wait_until(restarted, timeout_s=120)
+    assert ray.get(monitor.attached.remote(), timeout=60) == ["trainer"]
+    ray.get(monitor.sample.remote(), timeout=60)  # samples the trainer it found again, without an error
+    for actor in (monitor, trainer):
+        ray.kill(actor)

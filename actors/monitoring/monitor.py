@@ -47,13 +47,15 @@ class MonitorActor:
     the alarm, each version's accuracy on the stream, the refit alarm's cooldown and requests, the
     rows observed; the booster is reloaded from the registry. Lost: what changed in the last
     seconds before the restart, the prediction log (served predictions waiting for labels, served
-    accuracy), the time series and the freshness figures, and the attached planes (``attach``
-    again). Without ``state_uri`` it starts empty.
+    accuracy), the time series and the freshness figures. Without ``state_uri`` it starts empty.
+    The planes it samples are attached (``attach``) or, given ``planes`` (plane -> named actor),
+    looked up by name in its namespace whenever one is missing: a restarted monitor finds them again.
     """
 
     def __init__(self, cfg: dict[str, Any] | None = None, registry_uri: str | None = None,
                  feature_names: list[str] | None = None, fields: list[str] | None = None,
-                 state_uri: str | None = None, model: dict[str, Any] | None = None) -> None:
+                 state_uri: str | None = None, model: dict[str, Any] | None = None,
+                 planes: dict[str, str] | None = None) -> None:
         config = MonitorConfig.model_validate(cfg or {})
         spec = ModelConfig.model_validate(model or {}).task_spec()  # ``model``: the config's model section
         self.core = Monitor(config, Registry(registry_uri) if registry_uri else None, feature_names, fields, spec)
@@ -62,6 +64,7 @@ class MonitorActor:
             self.state.load(self.core)
         self.export = MetricsExport(ray_metrics())
         self.planes: dict[str, Any] = {}
+        self.plane_names = {p: n for p, n in (planes or {}).items() if p in REPORTS}
         self._task = asyncio.get_event_loop().create_task(self._sample_forever())
 
     record = forward(Monitor.record)
@@ -76,6 +79,19 @@ class MonitorActor:
     def attach(self, **handles: Any) -> None:
         """Handles of the planes to sample: coordinator, controller, trainer."""
         self.planes.update(handles)
+
+    def attached(self) -> list[str]:
+        """The planes this monitor samples now."""
+        self._find_planes()
+        return sorted(self.planes)
+
+    def _find_planes(self) -> None:
+        for plane, name in self.plane_names.items():
+            if plane not in self.planes:
+                try:
+                    self.planes[plane] = ray.get_actor(name)  # this actor's namespace
+                except ValueError:  # not started (yet): the next sample asks again
+                    pass
 
     def labels(self, event_ids: list[str], labels: list[float]) -> int:
         """Labels that arrived; how many matched a logged prediction."""
@@ -104,6 +120,7 @@ class MonitorActor:
     async def sample(self) -> dict[str, Any]:
         """One point of the time series (and the Prometheus metrics), from every attached plane."""
         now = time.time()
+        self._find_planes()
         attached = [p for p in REPORTS if p in self.planes]
         answers = await asyncio.gather(*(getattr(self.planes[p], REPORTS[p]).remote() for p in attached))
         sample = self.core.sample(now, **dict(zip(attached, answers)))
