@@ -23,6 +23,7 @@ from streamfit.registry import Registry
 from streamfit.actors.monitoring.core import Monitor
 from streamfit.actors.monitoring.metrics_export import MetricsExport, ray_metrics
 from streamfit.actors.monitoring.monitor_state import MonitorState
+from streamfit.actors.monitoring.planes import Planes
 
 REPORTS = {"coordinator": "stats", "controller": "status", "trainer": "stats"}  # plane -> its report method
 
@@ -63,8 +64,7 @@ class MonitorActor:
         if self.state is not None:
             self.state.load(self.core)
         self.export = MetricsExport(ray_metrics())
-        self.planes: dict[str, Any] = {}
-        self.plane_names = {p: n for p, n in (planes or {}).items() if p in REPORTS}
+        self.planes = Planes(planes, REPORTS)
         self._task = asyncio.get_event_loop().create_task(self._sample_forever())
 
     record = forward(Monitor.record)
@@ -78,20 +78,11 @@ class MonitorActor:
 
     def attach(self, **handles: Any) -> None:
         """Handles of the planes to sample: coordinator, controller, trainer."""
-        self.planes.update(handles)
+        self.planes.attach(**handles)
 
     def attached(self) -> list[str]:
         """The planes this monitor samples now."""
-        self._find_planes()
-        return sorted(self.planes)
-
-    def _find_planes(self) -> None:
-        for plane, name in self.plane_names.items():
-            if plane not in self.planes:
-                try:
-                    self.planes[plane] = ray.get_actor(name)  # this actor's namespace
-                except ValueError:  # not started (yet): the next sample asks again
-                    pass
+        return sorted(self.planes.current(ray.get_actor))
 
     def labels(self, event_ids: list[str], labels: list[float]) -> int:
         """Labels that arrived; how many matched a logged prediction."""
@@ -120,14 +111,14 @@ class MonitorActor:
     async def sample(self) -> dict[str, Any]:
         """One point of the time series (and the Prometheus metrics), from every attached plane."""
         now = time.time()
-        self._find_planes()
-        attached = [p for p in REPORTS if p in self.planes]
-        answers = await asyncio.gather(*(getattr(self.planes[p], REPORTS[p]).remote() for p in attached))
+        planes = self.planes.current(ray.get_actor)  # in this actor's namespace
+        attached = [p for p in REPORTS if p in planes]
+        answers = await asyncio.gather(*(getattr(planes[p], REPORTS[p]).remote() for p in attached))
         sample = self.core.sample(now, **dict(zip(attached, answers)))
         self.export.export(sample)
         if self.state is not None:
             self.state.save(self.core, now)
         if sample.refit_reason is not None:
-            out = await self.planes["trainer"].request_refit.remote(sample.refit_reason, "drift")
+            out = await planes["trainer"].request_refit.remote(sample.refit_reason, "drift")
             self.core.alarm.answered(now, sample.drift["alarm"], out.get("version"))
         return sample.point
