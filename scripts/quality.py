@@ -156,6 +156,7 @@ def replay_trainer(replay: Replay, cfg: TrainerConfig, warmup: int) -> tuple[Met
     rows = replay.rows
     t = rows[EVENT_TIME].to_numpy(dtype=float)
     core = TrainerCore(cfg, names, None, model=replay.model, categorical=replay.categorical)
+    core.history_kept = None  # an offline replay counts every attempt
     plain = core.fit.plain  # binary on numbers: a float matrix, as before tasks
     x = rows[names].to_numpy(dtype=float) if plain else None
     frame = rows[[EVENT_TIME, *names, LABEL]]

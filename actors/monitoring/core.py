@@ -162,5 +162,6 @@ class Monitor:
         sample.point["freshness"] = {k: v for k, v in sample.freshness.items() if k in POINT_FRESHNESS}
         if trainer is not None:
             sample.refits = trainer["refits"]
+            sample.refit_counts = trainer.get("refit_counts")
             sample.refit_reason = self.alarm.due(now, drift.get("alarm"))
         return sample

@@ -37,6 +37,7 @@ DRIFT_REASONS = ("drift",)  # refit reasons that mark a (detected) concept chang
 MERGE_S = 30.0  # a detection within this many wall seconds of the previous one is the same change
 MAX_CHANGES = 50
 RECENT_MAX = 200_000  # requests and labels kept for the recent window
+SEEN_KEPT = 2_000  # refits remembered (twice what a trainer reports: it keeps its newest 1,000 attempts)
 
 
 class FreshnessTracker:
@@ -56,7 +57,7 @@ class FreshnessTracker:
         self.correct = 0
         self.recent: deque[tuple[float, bool, Optional[bool]]] = deque(maxlen=RECENT_MAX)  # (time, stale, right; None: no label)
         self.changes: list[Change] = []
-        self.seen_refits: set[tuple[float, str]] = set()
+        self.seen_refits: dict[tuple[float, str], None] = {}  # insertion-ordered: the oldest go first
         self.full: list[tuple[float, Optional[int]]] = []  # (time, version at 100 %) whenever it changed
         self.refit_time: dict[int, float] = {}  # version -> newest event time of the refit that made it
 
@@ -114,9 +115,14 @@ class FreshnessTracker:
                 key = (float(r["event_time"]), str(r["reason"]))
                 if key in self.seen_refits:
                     continue
-                self.seen_refits.add(key)
+                self.seen_refits[key] = None
                 if not (self.changes and now - self.changes[-1].wall < MERGE_S):
                     self.changes = (self.changes + [Change(key[0], now)])[-MAX_CHANGES:]
+        # Bounded: the trainer reports only its newest refit attempts, so older keys are never seen again.
+        for old in list(self.seen_refits)[:-SEEN_KEPT]:
+            del self.seen_refits[old]
+        for version in sorted(self.refit_time)[:-SEEN_KEPT]:
+            del self.refit_time[version]
         while self.recent and self.recent[0][0] < now - self.window_s:
             self.recent.popleft()
 

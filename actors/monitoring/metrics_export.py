@@ -137,7 +137,8 @@ class MetricsExport:
                     if a.get(metric) is not None and math.isfinite(a[metric]):
                         self._set("quality", a[metric], {"version": str(v), "metric": metric, "source": source})
         self._task_drift(sample.drift)
-        for reason, n in Counter(r["reason"] for r in sample.refits or ()).items():
+        counts = sample.refit_counts  # the trainer's totals; its refit list holds only the newest
+        for reason, n in (counts if counts is not None else Counter(r["reason"] for r in sample.refits or ())).items():
             self._set("refits", n, {"reason": reason})
         if sample.freshness is not None:
             self._freshness(sample.freshness)

@@ -49,6 +49,7 @@ class Sample:
     stream_accuracy: dict[int, dict[str, Any]] = field(default_factory=dict)
     served_accuracy: dict[int, dict[str, Any]] = field(default_factory=dict)
     refits: list[dict[str, Any]] | None = None  # the trainer's refits (None: no trainer attached)
+    refit_counts: dict[str, int] | None = None  # the trainer's accepted refits by reason, since the first
     refit_reason: str | None = None  # set when the alarm policy asks for a refit now
     skew: dict[str, Any] | None = None  # the coordinator's serving/training skew (None: not reported)
     freshness: dict[str, Any] | None = None  # served accuracy, stale share, seconds to 100 % (FreshnessTracker)

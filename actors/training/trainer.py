@@ -68,6 +68,7 @@ from streamfit.actors.training.trainer_state import TrainerState
 
 log = logging.getLogger(__name__)
 PSI_EVERY_ROWS = 500
+LIVE_HISTORY_KEPT = 1_000  # refit attempts a running trainer keeps for stats and the status page
 
 
 class TrainerCore(TrainerState):
@@ -97,6 +98,8 @@ class TrainerCore(TrainerState):
         self.rows_since_psi = 0
         self.latest_time = float("-inf")
         self.history: list[dict[str, Any]] = []
+        self.history_kept: int | None = LIVE_HISTORY_KEPT  # None: every attempt (an offline replay)
+        self.refit_counts: dict[str, int] = {}  # accepted refits by reason, since the first (they outlive history)
         self.champion: xgb.Booster | None = None
         self.champion_version: int | None = None
         self.champion_meta: dict[str, Any] = {}
@@ -206,7 +209,7 @@ class TrainerCore(TrainerState):
                                   "event_time": self.latest_time, "accepted": False, "version": None}
         if len(train) < 10 or train[LABEL].nunique() < 2:
             record["why"] = "too few rows or one class"
-            self.history.append(record)
+            self._log(record)
             return None
         base, rounds = None, self.cfg.num_boost_round
         if decision.strategy == "incremental" and self.champion is not None:
@@ -243,7 +246,7 @@ class TrainerCore(TrainerState):
                 self.registry.audit("gate_rejected", actor="trainer", reason=record["why"],
                                     trigger=decision.reason, candidate=cand_scores, live=live_scores,
                                     live_version=self.champion_version)
-            self.history.append(record)
+            self._log(record)
             return None
         meta = {
             "features": self.feature_names,
@@ -275,14 +278,23 @@ class TrainerCore(TrainerState):
         # The new version will go live (the rollout controller says otherwise through sync_live).
         self._crown(candidate, version, meta)
         record.update(accepted=True, version=version)
-        self.history.append(record)
+        self._log(record)
         return version
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Keep a refit attempt (the newest ``history_kept``; a long-running trainer's memory stays bounded)."""
+        self.history.append(record)
+        if record["accepted"]:
+            self.refit_counts[record["reason"]] = self.refit_counts.get(record["reason"], 0) + 1
+        if self.history_kept is not None:
+            del self.history[:-self.history_kept]
 
     def stats(self) -> dict[str, Any]:
         """Rows seen, window size, live accuracy, and every refit attempt with its reason and scores."""
         out = {"rows_seen": self.rows_seen, "rows_buffered": len(self.buffer), "duplicate_rows": self.duplicates,
                "live_version": self.champion_version, "live_accuracy": self.policy.live_accuracy(),
                **self._task_stats(),
+               "refit_counts": dict(self.refit_counts),
                "refits": [r for r in self.history if r["accepted"]],
                "rejected": [r for r in self.history if not r["accepted"]]}
         if self.row_log is not None or self.resumed is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ class TrainerState:
         return {"rows_seen": self.rows_seen, "rows_since_psi": self.rows_since_psi, "latest_time": self.latest_time,
                 "duplicates": self.duplicates,
                 "versions": self.versions, "history": copy.deepcopy(self.history[len(self.history) - history:]),
+                "refit_counts": dict(self.refit_counts),
                 "policy": self.policy.snapshot(), "champion": {"version": self.champion_version}}
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -57,6 +59,9 @@ class TrainerState:
         self.duplicates = int(snap.get("duplicates", 0))
         self.latest_time, self.versions = float(snap["latest_time"]), int(snap["versions"])
         self.history = copy.deepcopy(list(snap["history"]))
+        counts = snap.get("refit_counts")  # a snapshot from before the counts: those its history holds
+        self.refit_counts = dict(counts) if counts is not None else dict(
+            Counter(r["reason"] for r in self.history if r["accepted"]))
         self.policy.restore(snap["policy"])
         champ = snap["champion"]
         if champ.get("model") is not None:
