@@ -97,7 +97,7 @@ class Sim:
         self.m.start(1, now=self.now, mode="flip")
         for version in (1, 2):
             if version == 2:
-                self.m.deploy(2, now=self.now, reason="refit (volume)")
+                self.m.deploy(2, now=self.now, reason="refit (volume)", trigger="volume")
             for _ in range(400):
                 self.tick()
                 if self.m.rollout is None:

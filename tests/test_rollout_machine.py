@@ -698,14 +698,14 @@ def test_a_drift_refit_replaces_an_unproven_rollout_once_and_a_volume_refit_wait
     # candidate takes the unproven rollout's place at once instead of waiting out its canary.
     w = at(world(steps=[25, 50, 100], bake_s=30.0), Phase.BAKING)
     assert w.m.state.weights[w.m.rollout.slot] > 0
-    assert w.command("deploy", 3, reason="refit (volume)")
+    assert w.command("deploy", 3, reason="refit (volume)", trigger="volume")
     assert w.last["queued"] and w.m.rollout.version == 2 and w.m.queued.version == 3
-    assert w.command("deploy", 7, reason="refit (drift)")
+    assert w.command("deploy", 7, reason="refit (drift)", trigger="drift")
     assert not w.last["queued"] and w.m.rollout.version == 7 and w.m.queued is None
     assert w.last["before"].phase == Phase.SUPERSEDED and w.m.rollout.replaced == 2
     follow(w)
     # Once in a row: the replacement itself finishes even if drift refits keep coming.
-    assert w.command("deploy", 8, reason="refit (drift_followup)")
+    assert w.command("deploy", 8, reason="refit (drift_followup)", trigger="drift_followup")
     assert w.last["queued"] and w.m.rollout.version == 7
     for _ in range(12):
         follow(w, seconds=31.0)
@@ -714,5 +714,5 @@ def test_a_drift_refit_replaces_an_unproven_rollout_once_and_a_volume_refit_wait
 
 def test_with_drift_supersedes_off_a_drift_candidate_waits_its_turn():
     w = at(world(steps=[25, 50, 100], bake_s=30.0, drift_supersedes=False), Phase.BAKING)
-    assert w.command("deploy", 3, reason="refit (drift)")
+    assert w.command("deploy", 3, reason="refit (drift)", trigger="drift")
     assert w.last["queued"] and w.m.rollout.version == 2

@@ -214,9 +214,11 @@ class ControllerCore:
         self.machine.cfg = RolloutConfig.model_validate({**self.machine.cfg.model_dump(), **changes})
         return self.machine.cfg.model_dump()
 
-    async def deploy(self, version: int, reason: str = "", actor: str = "trainer") -> dict[str, Any]:
+    async def deploy(self, version: int, reason: str = "", actor: str = "trainer",
+                     trigger: str | None = None) -> dict[str, Any]:
         """A new candidate from the trainer: roll it out (or queue it behind the running rollout)."""
-        queued = any(isinstance(t, Queued) for t in await self.command("deploy", version, reason=reason, actor=actor))
+        queued = any(isinstance(t, Queued) for t in await self.command("deploy", version, reason=reason, actor=actor,
+                                                                       trigger=trigger))
         return {"queued": version} if queued else self.machine.state.rollout.view()
 
     async def start_rollout(self, version: int | None = None, steps: list[int] | None = None,
@@ -282,9 +284,10 @@ class RolloutControllerActor:
         """Change rollout settings at run time (validated like the config file)."""
         return self.core.configure(changes)
 
-    async def deploy(self, version: int, reason: str = "", actor: str = "trainer") -> dict[str, Any]:
+    async def deploy(self, version: int, reason: str = "", actor: str = "trainer",
+                     trigger: str | None = None) -> dict[str, Any]:
         """A new candidate from the trainer: roll it out (or queue it behind the running rollout)."""
-        return await self.core.deploy(version, reason, actor)
+        return await self.core.deploy(version, reason, actor, trigger)
 
     async def start_rollout(self, version: int | None = None, steps: list[int] | None = None,
                             bake_s: float | None = None, reason: str = "", actor: str = "operator",

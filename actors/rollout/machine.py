@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any, Callable
 
@@ -42,14 +41,6 @@ from streamfit.actors.rollout.serving_state import Rollout, ServingState, check_
 from streamfit.actors.rollout.transitions import Audit, Candidate, Changed, FlipWait, Queued, Transition, WaitDone
 
 DRIFT_TRIGGERS = ("drift", "drift_followup")  # refits the trainer makes because the concept changed
-
-
-def refit_trigger(reason: str) -> str:
-    """The trainer's trigger in a deploy reason ('refit (drift)' -> 'drift'); other reasons as they are."""
-    m = re.fullmatch(r"refit \((\w+)\)", reason.strip())
-    return m.group(1) if m else reason
-
-Accuracy = dict[int, tuple[Any, ...] | None]  # labelled (count, accuracy) per version; regression: (count, value, metric, sd)
 
 
 class RolloutMachine(Bookkeeping):
@@ -95,10 +86,12 @@ class RolloutMachine(Bookkeeping):
         self._start(version, now, steps, bake_s, reason, actor, mode)
         return self._drain()
 
-    def deploy(self, version: int, now: float, reason: str = "", actor: str = "trainer") -> list[Transition]:
-        """A trainer's candidate: rolled out now, or queued behind the rollout (or rollback) in progress."""
+    def deploy(self, version: int, now: float, reason: str = "", actor: str = "trainer",
+               trigger: str | None = None) -> list[Transition]:
+        """A trainer's candidate: rolled out now, or queued behind the rollout (or rollback) in progress;
+        ``trigger`` is the refit's trigger (drift, volume …), given apart from the reason's text."""
         r = self.rollout
-        if self.waiting is not None or (r and self.cfg.on_new_candidate == "wait" and not self._replaceable(r, reason)):
+        if self.waiting is not None or (r and self.cfg.on_new_candidate == "wait" and not self._replaceable(r, trigger)):
             self._drop_queued(f"superseded in the queue by v{version}")
             self.queued = Candidate(version, reason, actor)
             self._emit(Queued(version))
@@ -284,7 +277,7 @@ class RolloutMachine(Bookkeeping):
         """Loaded and judged in shadow, no traffic yet: a newer candidate may take its place at no cost."""
         return r.phase == Phase.BAKING and in_shadow_stage(r, self.state.weights[r.slot])
 
-    def _replaceable(self, r: Rollout, reason: str) -> bool:
+    def _replaceable(self, r: Rollout, trigger: str | None) -> bool:
         """A newer candidate takes ``r``'s place: ``r`` is still in its shadow stage, or a drift refit's candidate
         arrives while ``r`` has not proven itself better (no fast path) and did not replace another itself —
         after a drift the live version and an unproven candidate trained before it are both stale, and
@@ -292,7 +285,7 @@ class RolloutMachine(Bookkeeping):
         frequent drift refits cannot starve every rollout."""
         if self._shadow_only(r):
             return True
-        return (self.cfg.drift_supersedes and refit_trigger(reason) in DRIFT_TRIGGERS and r.fast_path is None
+        return (self.cfg.drift_supersedes and trigger in DRIFT_TRIGGERS and r.fast_path is None
                 and r.replaced is None and r.phase != Phase.PAUSED)
 
     def _begin_step(self, r: Rollout, now: float, replicas: ReplicaTracker) -> bool:

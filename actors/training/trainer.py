@@ -367,7 +367,8 @@ class TrainerActor:
 
     def _hand_over(self, version: int | None) -> int | None:
         if version is not None and self.controller is not None:
-            self.controller.deploy.remote(version, f"refit ({self.core.history[-1]['reason']})")
+            trigger = self.core.history[-1]["reason"]
+            self.controller.deploy.remote(version, f"refit ({trigger})", trigger=trigger)
         return version
 
     def add_rows(self, rows: pd.DataFrame) -> int | None:
