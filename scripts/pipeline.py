@@ -195,7 +195,7 @@ class Pipeline:
                 cfg.trainer, cfg.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,
                 cfg.schema_hash(), f"{cfg.checkpoints.uri.rstrip('/')}/ray-train",
                 state_uri=f"{state_root}/trainer" if state_root else None,
-                model=cfg.model, categorical=cfg.features.categorical_fields(),
+                model=cfg.model, categorical=cfg.features.categorical_columns(cfg.model),
             )
             shards, coordinator = start_data_plane(cfg, trainer, monitor)
             monitor.attach.remote(coordinator=coordinator, controller=controller, trainer=trainer)

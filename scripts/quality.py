@@ -115,7 +115,7 @@ def feature_pass(batches: Iterator[pd.DataFrame], features: FeaturesConfig, mode
     stats = {"events": int(st["events"]), "labelled_rows": len(all_rows), "rejected": int(st["rejected"]),
              "reasons": {k.split(":", 1)[1]: v for k, v in st.items() if k.startswith("rejected:")}}
     return Replay(all_rows, names, np.r_[0, np.cumsum(sizes)].astype(np.int64), np.asarray(arrival, float), stats,
-                  model, features.categorical_fields())
+                  model, features.categorical_columns(model))
 
 
 # -- the methods ------------------------------------------------------------------------------

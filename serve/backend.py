@@ -58,10 +58,10 @@ def schema_hashes(features_cfg: FeaturesConfig, model: ModelConfig) -> tuple[str
 
 
 def serving_core(features_cfg: FeaturesConfig, model: ModelConfig, **kwargs: Any) -> RouterCore:
-    """A ``RouterCore`` for the config's model rows (``feature_names(model)``, categorical fields as text) and
+    """A ``RouterCore`` for the config's model rows (``feature_names(model)``, ``categorical_columns`` as text) and
     its task's answers."""
     return RouterCore(features_cfg.feature_names(model), answers=TaskAnswers(model.task, model.classes),
-                      categorical=features_cfg.categorical_fields(), **kwargs)
+                      categorical=features_cfg.categorical_columns(model), **kwargs)
 
 
 class RayBackend(Backend):

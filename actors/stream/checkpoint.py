@@ -3,12 +3,14 @@
 Layout under the root (a local path or a URI such as
 ``s3://bucket/prefix?endpoint_override=127.0.0.1:9000&scheme=http&region=us-east-1``)::
 
-    shards/000000012/shard-0/{events.arrow, labels.arrow, pending.arrow, dedup.arrow, meta.json}
+    shards/000000012/shard-0/{events.arrow, labels.arrow, pending.arrow, dedup.arrow, [texts.arrow,] meta.json}
     manifests/000000012.json   {"checkpoint_id", "batch_id", "position", "num_shards", "time"}
 
 The files hold the parts of ``FeatureShard.snapshot()``; ``dedup.arrow``'s schema metadata
 ``n_old`` says how many of its ids are the dedup memory's older generation (absent in
-checkpoints written before: then all are).
+checkpoints written before: then all are). ``texts.arrow`` (``code``, ``text``) is the category map of a
+config with a categorical ``<field>_last`` (``task_columns.CategoryTexts``), absent otherwise and in
+checkpoints written before it.
 
 Object stores have no atomic directory rename, so the same protocol is used everywhere:
 each file is one atomic object write (a single PUT; on a local disk a temporary file
@@ -49,6 +51,7 @@ from streamfit.errors import StreamfitError
 from streamfit.storage import STALE_AFTER_S, Storage
 from streamfit.schema import hash_keys, shard_of_hash
 from streamfit.actors.stream.served_log import text_arrays, text_matrix
+from streamfit.actors.stream.task_columns import merge_texts
 
 PART_MARKER = "meta.json"  # written last: a shard's part is complete once it exists
 
@@ -138,6 +141,11 @@ class CheckpointStore:
         n_old = int(d.get("n_old", len(d["ids"])))
         self._write_table(f"{final}/dedup.arrow", pa.table({"ids": pa.array(d["ids"], pa.uint64())},
                                                           metadata={"n_old": str(n_old)}))
+        if "texts" in snap:
+            t = snap["texts"]
+            self._write_table(f"{final}/texts.arrow", pa.table({"code": pa.array(t["codes"], pa.float64()),
+                                                                "text": pa.array(list(t["texts"]), pa.string())},
+                                                               metadata={"wait": str(int(t.get("wait", 0)))}))
         self.store.put(f"{final}/{PART_MARKER}", json.dumps(snap["meta"]).encode())  # the part's commit
         return final
 
@@ -246,6 +254,11 @@ class CheckpointStore:
         ids = t["ids"].to_numpy().astype(np.uint64)
         n_old = (t.schema.metadata or {}).get(b"n_old")  # absent in older checkpoints: all ids count as older
         snap["dedup"] = {"ids": ids, "n_old": len(ids) if n_old is None else int(n_old)}
+        if self.store.exists(f"{d}/texts.arrow"):
+            t = self._read_table(f"{d}/texts.arrow")
+            snap["texts"] = {"codes": t["code"].to_numpy().astype(np.float64),
+                             "texts": np.asarray(t["text"].to_pylist(), dtype=object),
+                             "wait": int((t.schema.metadata or {}).get(b"wait", b"0"))}
         return snap
 
     def load_shard_state(self, shard_id: int, num_shards: int, cfg: FeaturesConfig) -> dict[str, Any] | None:
@@ -280,12 +293,14 @@ def repartition(snaps: list[dict[str, Any]], shard_id: int, num_shards: int, bat
             "counters": counters, "shard_id": shard_id}
     if snaps[0]["meta"].get("task") is not None:  # what the rows mean (task_columns.TaskColumns.fingerprint)
         meta["task"] = snaps[0]["meta"]["task"]
+    texts = [s["texts"] for s in snaps if "texts" in s]
     return {
         "meta": meta,
         "events": series("events"),
         "labels": series("labels"),
         "pending": pend,
         "dedup": _merge_dedup([s["dedup"] for s in snaps]),
+        **({"texts": merge_texts(texts)} if texts else {}),
     }
 
 

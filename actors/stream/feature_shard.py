@@ -45,8 +45,8 @@ from streamfit.schema import (ENTITY, ENTITY_HASH, EVENT, EVENT_ID, EVENT_TIME, 
 from streamfit.actors.stream.dedup import Dedup, isin_sorted
 from streamfit.actors.stream.lookup import NO_CLOCK, BusyMeter, LookupResult, ShardView, prepare
 from streamfit.actors.stream.pending import PendingRows
-from streamfit.actors.stream.served_log import ServedLog, skew_of
-from streamfit.actors.stream.task_columns import TaskColumns
+from streamfit.actors.stream.served_log import ServedLog
+from streamfit.actors.stream.task_columns import CategoryTexts, TaskColumns
 from streamfit.actors.stream.windows import US, SeriesStore, to_us
 
 RESULT_CACHE = 8  # results kept per shard so a retried call gets the same answer
@@ -86,6 +86,7 @@ class FeatureShard:
         self.label_windows_us = [int(round(w * US)) for w in cfg.label_history.windows_s]
         self.events = SeriesStore(len(self.agg_fields))
         self.labels = SeriesStore(self.task.label_width)
+        self.texts = CategoryTexts()  # codes of categorical fields read back as <field>_last (task_columns)
         self.pending = PendingRows(len(self.feature_names), self.task.n_cats)
         self.dedup = Dedup(cfg.dedup_capacity)
         self.served = ServedLog(len(self.feature_names), cfg.served_log_capacity, self.task.n_cats)
@@ -101,7 +102,7 @@ class FeatureShard:
 
     def _publish(self) -> None:
         # One reference swap: a lookup sees the state after some whole batch, never one half applied.
-        self.view = ShardView.of(self.events, self.labels, self.clock_us, self.last_batch_id)
+        self.view = ShardView.of(self.events, self.labels, self.clock_us, self.last_batch_id, self.texts)
 
     # -- the batch path ----------------------------------------------------------------
     def process(self, batch_id: int, df: pd.DataFrame, watermark: float, clock: float | None = None) -> ShardResult:
@@ -167,16 +168,22 @@ class FeatureShard:
         n_events = int(ev.sum())
         if n_events:
             x = self.task.raw(clean, ev)  # categorical fields: NaN here, their text beside (task_columns)
-            self.events.insert(keys[ev], t_us[ev], self.task.window_values(x[:, self.agg_idx], clean, ev))
+            values = self.task.window_values(x[:, self.agg_idx], clean, ev, self.texts,
+                                             lambda: self.events.values[:, self.task.read_back].ravel())
+            self.counters["category_text_over_cap"] += self.texts.dropped
+            self.events.insert(keys[ev], t_us[ev], values)
             feats = self._features_at(keys[ev], t_us[ev], x)
-            self.pending.add(ids[ev], event_ids[ev], entities[ev], times[ev], feats, self.task.text(clean, ev))
+            cats = self.task.text(clean, ev, feats, self.texts)
+            self.pending.add(ids[ev], event_ids[ev], entities[ev], times[ev], feats, cats)
             self.latest_us = max(self.latest_us, int(t_us[ev].max()))
         rows, skew = None, None
         if lab.any():
             found, pos = self.pending.take(ids[lab])
             self.counters["labels"] += len(pos)
             if len(pos):
-                feats, cats, skew = self._training_feats(pos)
+                feats, cats, skew = self.served.join(self.pending.ids[pos], self.pending.feats[pos],
+                                                     self.pending.cats[pos], self.feature_names, self.task.cat_pos,
+                                                     self.use_served)
                 rows = self.task.frame({EVENT_ID: self.pending.event_ids[pos], ENTITY: self.pending.entities[pos],
                                         EVENT_TIME: self.pending.times[pos]}, feats, cats,
                                        {LABEL: clean[LABEL][np.flatnonzero(lab)[found]]})
@@ -206,20 +213,6 @@ class FeatureShard:
         for k, v in reasons.items():
             self.counters[f"rejected:{k}"] += v
         return result
-
-    def _training_feats(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
-        """The labelled rows' vectors and text columns (served ones in mode ``served``) and their
-        served-vs-point-in-time skew."""
-        feats, cats = self.pending.feats[pos], self.pending.cats[pos]
-        found, served, served_cats = self.served.take_rows(self.pending.ids[pos])
-        if not found.any():
-            return feats, cats, None
-        text = (self.task.cat_pos, served_cats, cats[found]) if self.task.n_cats else None
-        skew = skew_of(served, feats[found], self.feature_names, text)
-        if self.use_served:
-            feats, cats = feats.copy(), cats.copy()
-            feats[found], cats[found] = served, served_cats
-        return feats, cats, skew
 
     def _features_at(self, keys: np.ndarray, t_us: np.ndarray, x: np.ndarray | None,
                      view: ShardView | None = None) -> np.ndarray:
@@ -272,8 +265,9 @@ class FeatureShard:
         cats = np.empty((len(reason), self.task.n_cats), object)
         if ok.any():
             x = self.task.raw(clean, ok)
-            feats[ok] = self._features_at(hash_keys(clean[ENTITY][ok]), to_us(times[ok]), x, view)
-            cats[ok] = self.task.text(clean, ok)
+            at = self._features_at(hash_keys(clean[ENTITY][ok]), to_us(times[ok]), x, view)
+            cats[ok] = self.task.text(clean, ok, at, view.texts)
+            feats[ok] = at
         if record:
             keep = ok & (ids != "")
             if keep.any():
@@ -288,9 +282,11 @@ class FeatureShard:
         if not self.events.contains(key)[0]:
             return None
         now = np.array([self.clock_us + 1], np.int64)  # just after the stream's latest event
-        feats = self._features_at(key, now, None)[0]
+        feats = self._features_at(key, now, None)
+        text = self.task.last_text(feats, self.texts, offset=len(self.fields))  # a categorical <field>_last
         names = self.feature_names[len(self.fields):]
-        out: dict[str, Any] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, feats)}
+        out: dict[str, Any] = {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, feats[0])}
+        out.update({self.feature_names[p]: t[0] for p, t in zip(self.task.last_pos, text)})
         out["as_of"] = float(now[0]) / US
         return out
 
@@ -331,6 +327,7 @@ class FeatureShard:
             "pending": self.pending.snapshot(),
             "dedup": self.dedup.snapshot(),
             "served": self.served.snapshot(),
+            **({"texts": self.texts.snapshot()} if self.task.read_back else {}),  # none: the parts it always had
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -345,6 +342,7 @@ class FeatureShard:
         self.labels.restore(snap["labels"])
         self.pending.restore(snap["pending"])
         self.dedup.restore(snap["dedup"])
+        self.texts.restore(snap.get("texts") or {})  # a checkpoint from before categorical last values has none
         # Snapshots from before served logs existed have none: start with an empty one.
         self.served.restore(snap.get("served") or ServedLog(len(self.feature_names), 1, self.task.n_cats).snapshot())
         self.results.clear()

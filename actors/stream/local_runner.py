@@ -117,7 +117,7 @@ class LocalRunner:
         names = self.shards[0].feature_names
         out = LookupResult(np.full((len(events), len(names)), np.nan), list(names), np.full(len(events), np.nan),
                            min((a.as_of for _, a in answers), default=np.nan), [""] * len(events),
-                           text={f: np.full(len(events), None, object) for f in self.shards[0].task.cat_fields})
+                           text={f: np.full(len(events), None, object) for f in self.shards[0].task.cat_cols})
         for rows, a in answers:
             out.features[rows], out.times[rows] = a.features, a.times
             for f, values in a.text.items():

@@ -42,6 +42,7 @@ import pandas as pd
 
 from streamfit.config import FeaturesConfig, ModelConfig
 from streamfit.schema import EVENT_ID, EVENT_TIME, KIND, EventArrays, check_columns
+from streamfit.actors.stream.task_columns import CategoryTexts
 from streamfit.actors.stream.windows import US, SeriesStore
 
 NO_CLOCK = int(np.iinfo(np.int64).min)  # the stream clock before any event
@@ -119,11 +120,14 @@ class ShardView:
     labels: SeriesStore
     clock_us: int
     last_batch_id: int
+    texts: CategoryTexts = field(default_factory=CategoryTexts)  # categories read back as <field>_last
 
     @classmethod
-    def of(cls, events: SeriesStore, labels: SeriesStore, clock_us: int, last_batch_id: int) -> "ShardView":
-        """A view sharing the stores' current arrays (they are replaced, never written, afterwards)."""
-        return cls(events.frozen(), labels.frozen(), int(clock_us), int(last_batch_id))
+    def of(cls, events: SeriesStore, labels: SeriesStore, clock_us: int, last_batch_id: int,
+           texts: CategoryTexts | None = None) -> "ShardView":
+        """A view sharing the stores' (and the category map's) current arrays: replaced, never written, afterwards."""
+        return cls(events.frozen(), labels.frozen(), int(clock_us), int(last_batch_id),
+                   (texts or CategoryTexts()).frozen())
 
     @property
     def as_of(self) -> float:

@@ -98,6 +98,19 @@ class ServedLog:
             cats = self.cats[pos[found]] if self.n_cats else np.empty((int(found.sum()), 0), object)
             return found, self.feats[pos[found]], cats
 
+    def join(self, ids: np.ndarray, feats: np.ndarray, cats: np.ndarray, names: list[str], cat_pos: list[int],
+             use_served: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
+        """Labelled rows' vectors and text columns (``feats``/``cats``: point in time; the served ones taken
+        from the log instead when ``use_served``) and their served-vs-point-in-time skew (None: none served)."""
+        found, served, served_cats = self.take_rows(ids)
+        if not found.any():
+            return feats, cats, None
+        skew = skew_of(served, feats[found], names, (cat_pos, served_cats, cats[found]) if self.n_cats else None)
+        if use_served:
+            feats, cats = feats.copy(), cats.copy()
+            feats[found], cats[found] = served, served_cats
+        return feats, cats, skew
+
     def _compact(self) -> None:
         keep = self.alive
         if self.n_cats:

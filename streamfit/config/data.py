@@ -147,7 +147,8 @@ _SCORING_ONLY = ("served_log_capacity", "max_future_s", "max_past_s")
 
 class AggregateSpec(_Strict):
     """Window aggregates of one field; ``last`` adds the entity's previous value (any age). A categorical field
-    takes ``distinct`` only: how many different categories the entity's events had in the window."""
+    takes ``distinct`` only (how many different categories the entity's events had in the window) and ``last``
+    (the category of the entity's previous event, as text)."""
 
     field: str
     ops: list[WindowOp] = Field(default_factory=lambda: ["mean"])
@@ -201,9 +202,9 @@ class FeaturesConfig(_Strict):
             if not specs[agg.field].required:
                 raise ValueError(f"@aggregates.{i}.field: {agg.field!r} must be required to be aggregated")
             if specs[agg.field].categorical:
-                if set(agg.ops) - {"distinct"} or agg.last:
+                if set(agg.ops) - {"distinct"}:
                     raise ValueError(f"@aggregates.{i}.field: {agg.field!r} is categorical; window aggregates need "
-                                     "numbers (a categorical field takes ops [distinct] only, and no last)")
+                                     "numbers (a categorical field takes ops [distinct] only, and last)")
             elif "distinct" in agg.ops:
                 raise ValueError(f"@aggregates.{i}.ops: distinct is for a categorical field, {agg.field!r} is numeric")
         names = self.feature_names()
@@ -231,6 +232,19 @@ class FeaturesConfig(_Strict):
     def categorical_fields(self) -> list[str]:
         """The categorical fields, in config order."""
         return [f.name for f in self.fields if f.categorical]
+
+    def categorical_columns(self, model: ModelConfig | None = None) -> list[str]:
+        """The model-row columns that hold text, in ``feature_names(model)`` order: the categorical fields, then
+        ``<field>_last`` of each categorical field aggregated with ``last`` (the label history is numbers).
+
+        >>> cfg = FeaturesConfig(fields=[{"name": "x0"}, {"name": "city", "type": "categorical"}],
+        ...                      aggregates=[{"field": "city", "ops": [], "last": True}])
+        >>> cfg.categorical_columns(), cfg.categorical_fields()
+        (['city', 'city_last'], ['city'])
+        """
+        cats = set(self.categorical_fields())
+        text = cats | {f"{a.field}_last" for a in self.aggregates if a.last and a.field in cats}
+        return [n for n in self.feature_names(model) if n in text]
 
     def aggregated_fields(self) -> list[str]:
         """Fields that any aggregate reads, in config order, once each."""
