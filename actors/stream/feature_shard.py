@@ -170,7 +170,8 @@ class FeatureShard:
             x = self.task.raw(clean, ev)  # categorical fields: NaN here, their text beside (task_columns)
             values = self.task.window_values(x[:, self.agg_idx], clean, ev, self.texts,
                                              lambda: self.events.values[:, self.task.read_back].ravel())
-            self.counters["category_text_over_cap"] += self.texts.dropped
+            if self.texts.dropped:  # categories the bounded map could not keep: their <field>_last is missing
+                self.counters["category_text_over_cap"] += self.texts.dropped
             self.events.insert(keys[ev], t_us[ev], values)
             feats = self._features_at(keys[ev], t_us[ev], x)
             cats = self.task.text(clean, ev, feats, self.texts)
