@@ -18,7 +18,7 @@ from streamfit.schema import LABEL
 from streamfit.task import Task, higher_is_better, row_error
 
 NO_CHANGE_FEATURE = "label_last"  # the entity's previous label (label history), what no_change predicts
-NO_CHANGE_ROUNDS = 20  # calibrated: at eta 0.2, 99 % of the way to the best margin
+NO_CHANGE_ROUNDS = 20  # calibrated: at eta 0.2, 99 % of the way to the best margin (at 0.3, 99.9 %)
 
 
 Fitter = Callable[[pd.DataFrame, list[str], dict[str, Any], int, xgb.Booster | None], xgb.Booster]

@@ -139,9 +139,11 @@ class TrainerConfig(_Strict):
                                "the task's own loss (logloss; rmse, mae or pinball by the regression objective)")
     gate_margin: float = Field(0.0, ge=0, description="a candidate may be worse than live by at most this")
     # -- the model --
-    num_boost_round: int = Field(60, gt=0)
+    # 40 rounds at XGBoost's own eta (0.3) instead of 60 at 0.2: on bench quality's five built-in streams the
+    # default policy used 18-39 % less CPU, accuracy within 0.16 points, RMSE within 0.7 %.
+    num_boost_round: int = Field(40, gt=0)
     max_depth: int = Field(5, gt=0)
-    eta: float = Field(0.2, gt=0)
+    eta: float = Field(0.3, gt=0)
     min_child_weight: float = Field(10.0, ge=0, description="XGBoost: least hessian sum in a leaf (larger: fewer, surer splits)")
     max_bin: int = Field(64, ge=2, description="XGBoost: histogram bins per feature (XGBoost's own default is 256; "
                          "64 fitted 17-38 % faster on bench quality's four streams, accuracy within 0.2 points)")
