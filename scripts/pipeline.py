@@ -16,7 +16,8 @@ from streamfit.errors import ConfigError
 from streamfit.registry import Registry
 from streamfit.tokens import ensure_admin_token, token_notice
 from streamfit.retry import retrying, wait_until  # noqa: F401  (wait_until re-exported: tests and the demo wait with it)
-from streamfit.names import APP_NAME, CONTROLLER_NAME, MONITOR_NAME, NAMESPACE, TRAINER_NAME, shard_name
+from streamfit.names import (APP_NAME, CONTROLLER_NAME, COORDINATOR_NAME, MONITOR_NAME, NAMESPACE, TRAINER_NAME,
+                             shard_name)
 from streamfit.actors.stream import CoordinatorActor, FeatureShardActor
 from streamfit.actors.monitoring import MonitorActor
 from streamfit.actors.rollout import RolloutControllerActor
@@ -31,6 +32,7 @@ ON_HEAD = {"node:__internal_head__": 0.001}
 
 SERVE_SIDE_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
                     "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+PLANE_NAMES = {"coordinator": COORDINATOR_NAME, "controller": CONTROLLER_NAME, "trainer": TRAINER_NAME}
 PICKED_PORTS = "STREAMFIT_PICKED_SERVE_PORTS"  # the side ports streamfit picked (not the user): picked again
 
 
@@ -100,7 +102,8 @@ def start_data_plane(cfg: Config, sink: Any | None, monitor: Any | None = None) 
                                                                     model=cfg.model)
         for i in range(n)
     ]
-    coordinator = CoordinatorActor.options(resources=ON_HEAD).remote(cfg, shards, sink, monitor)
+    coordinator = CoordinatorActor.options(name=COORDINATOR_NAME, namespace=NAMESPACE,
+                                           resources=ON_HEAD).remote(cfg, shards, sink, monitor)
     return shards, coordinator
 
 
@@ -189,7 +192,8 @@ class Pipeline:
             monitor = MonitorActor.options(name=MONITOR_NAME, namespace=NAMESPACE, get_if_exists=True,
                                            resources=ON_HEAD).remote(
                 cfg.monitor.model_dump(), registry_uri, cfg.feature_names(), [f.name for f in cfg.features.fields],
-                state_uri=f"{state_root}/monitor" if state_root else None, model=cfg.model.model_dump())
+                state_uri=f"{state_root}/monitor" if state_root else None, model=cfg.model.model_dump(),
+                planes=PLANE_NAMES)  # a restarted monitor finds them again by name
             trainer = TrainerActor.options(name=TRAINER_NAME, namespace=NAMESPACE, num_cpus=cfg.trainer.num_cpus,
                                            resources=ON_HEAD).remote(
                 cfg.trainer, cfg.feature_names(), registry_uri, CONTROLLER_NAME, NAMESPACE,

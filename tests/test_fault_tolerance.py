@@ -255,7 +255,14 @@ def _run(s: Scenario) -> None:
     batch = s.coordinator()["batch_id"]
     s.kill("shard", p.shards[0], lambda: ray.get(p.shards[0].stats.remote(), timeout=30)["last_batch_id"] > batch)
     s.kill("trainer", p.trainer, lambda: ray.get(p.trainer.stats.remote(), timeout=30) is not None)
-    s.kill("monitor", p.monitor, lambda: ray.get(p.monitor.stats.remote(), timeout=30) is not None)
+    pid = lambda _self: os.getpid()  # noqa: E731  travels by value to the actor
+    monitor_pid = ray.get(p.monitor.__ray_call__.remote(pid), timeout=30)
+
+    def monitor_back() -> bool:  # a new process (the kill is asynchronous) that found every plane again by name
+        return (ray.get(p.monitor.__ray_call__.remote(pid), timeout=30) != monitor_pid
+                and ray.get(p.monitor.attached.remote(), timeout=30) == ["controller", "coordinator", "trainer"])
+
+    s.kill("monitor", p.monitor, monitor_back)
     _put_split(p, OPERATOR_SPLITS[-1])
     s.kill("controller", p.controller, lambda: _traffic(p) is not None)
     s.phase("drain")
