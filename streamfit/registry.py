@@ -356,7 +356,10 @@ def task_difference(meta: dict[str, Any], model: ModelConfig, features: Features
         why = "no label dictionary" if got.labels is None else got.labels.diff(wanted_labels)
         parts += [f"classes: {why}"] if why else []
     mine = got.categories.categories if got.categories is not None else {}
-    specs = {f.name: f for f in features.fields if f.categorical}
+    fields = {f.name: f for f in features.fields if f.categorical}
+    # Each text column of the model row (a categorical field, or a categorical field's ``<field>_last``)
+    # takes the field's allowed list.
+    specs = {c: fields[c.removesuffix("_last") if c not in fields else c] for c in features.categorical_columns(model)}
     if sorted(mine) != sorted(specs):
         parts.append(f"categorical fields {sorted(mine)} != serving {sorted(specs)}")
     for name in sorted(set(mine) & set(specs)):

@@ -50,8 +50,6 @@ def test_a_version_keeps_last_city_categories_and_a_slot_counts_an_unseen_one(tm
     assert slot.predict(missing)[1] == pytest.approx(pred[1])  # unseen scores as missing
 
 
-@pytest.mark.xfail(strict=True, reason="registry.task_difference compares the version's categories with the "
-                                       "categorical fields, not categorical_columns(): diff in HL's report")
 def test_the_serving_config_accepts_a_version_with_last_city(tmp_path: Path) -> None:
     registry, version, _ = trained(tmp_path)
     assert task_difference({"version": version, **registry.meta(version)}, REGRESSION, features()) == ""

@@ -68,7 +68,8 @@ def test_example_streams_and_trains_in_process(name: str) -> None:
     rows = [p for p in parts if len(p)]
     assert rows and all(set(cfg.feature_names()) <= set(p.columns) for p in rows)
     core = TrainerCore(cfg.trainer.model_copy(update={"refit_every_rows": None, "drift_detector": None}),
-                       cfg.feature_names(), None, model=cfg.model, categorical=cfg.features.categorical_fields())
+                       cfg.feature_names(), None, model=cfg.model,
+                       categorical=cfg.features.categorical_columns(cfg.model))
     for p in rows:
         core.add_rows(p)
     core.request_refit()

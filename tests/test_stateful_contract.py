@@ -642,6 +642,26 @@ CASES += [
 ]
 
 
+from streamfit.actors.stream.task_columns import CategoryTexts, text_codes  # noqa: E402
+
+
+def texts_inputs() -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    return [np.asarray([f"c{v}" if v < 30 else None for v in rng.integers(0, 34, 8)], dtype=object) for _ in range(40)]
+
+
+def texts_feed(t: CategoryTexts, text: np.ndarray) -> Any:
+    held = text_codes(text[:4])  # the window rows hold only some categories: a full map drops the others
+    codes = t.add(text, referenced=lambda: held)
+    return codes, t.get(codes), t.dropped
+
+
+CASES += [
+    Case("CategoryTexts", lambda: CategoryTexts(cap=12), texts_inputs, texts_feed,
+         lambda a, b: assert_same(a.snapshot(), b.snapshot(), "category texts")),
+]
+
+
 # == the checks ===================================================================================
 
 def check_resume(case: Case, cut: float, round_trip: RoundTrip | None = None, tmp: Path | None = None,

@@ -25,7 +25,8 @@ categorical fields is built exactly as before and its meta carries none of them)
 The frame ``add_rows`` takes (what the stream plane sends, one row per labelled event):
 
 - ``event_time``: float seconds; ``event_id``: optional text (rows whose id the window holds are skipped);
-- each numeric feature: a float (NaN = missing); each categorical field: text, None/NaN = missing
+- each numeric feature: a float (NaN = missing); each categorical column (``FeaturesConfig.categorical_columns``:
+  a categorical field or its ``<field>_last``): text, None/NaN = missing
   (any other value is taken as missing);
 - ``label``: binary 0/1 as a float; regression a finite float; multiclass the class INDEX as a float
   (what ``schema.check_columns`` gives, the position in ``model.classes``) or, in a text column, the
