@@ -93,23 +93,8 @@ def test_a_killed_monitor_comes_back_with_its_reference_window_and_alarm(tmp_pat
     ray.get(monitor.sample.remote())  # a sample saves the state
     before = ray.get(monitor.drift.remote())
     assert before["alarm"] and before["version"] == 1 and ray.get(monitor.saved_state.remote())["writes"] == 1
-    pid = ray.get(monitor.__ray_call__.remote(lambda self: os.getpid()))
-    ray.kill(monitor, no_restart=False)
-
-    def answer():
-        try:
-            return ray.get(monitor.drift.remote(), timeout=60)
-        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            return None
-
-    def restarted() -> bool:  # the kill is asynchronous: the old instance may answer first
-        try:
-            return ray.get(monitor.__ray_call__.remote(lambda self: os.getpid()), timeout=60) != pid
-        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            return False
-
-    assert wait_until(restarted, timeout_s=120)
-    assert answer() == before
+    assert _kill_and_wait_for_a_new_process(monitor)
+    assert ray.get(monitor.drift.remote(), timeout=60) == before
     ray.kill(monitor)
 
 
@@ -122,17 +107,27 @@ def test_a_restarted_monitor_finds_the_planes_it_samples_again_by_name(tmp_path)
     monitor = MonitorActor.remote({}, str(tmp_path / "registry"), FEATURES, FEATURES[:1],
                                   planes={"trainer": "reattach-trainer", "controller": "no-such-actor"})
     assert ray.get(monitor.attached.remote()) == ["trainer"]  # a missing plane is left out, not an error
-    pid = ray.get(monitor.__ray_call__.remote(lambda self: os.getpid()))
-    ray.kill(monitor, no_restart=False)
-
-    def restarted() -> bool:  # the kill is asynchronous: the old instance may answer first
-        try:
-            return ray.get(monitor.__ray_call__.remote(lambda self: os.getpid()), timeout=60) != pid
-        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            return False
-
-    assert wait_until(restarted, timeout_s=120)
+    assert _kill_and_wait_for_a_new_process(monitor)
     assert ray.get(monitor.attached.remote(), timeout=60) == ["trainer"]
     ray.get(monitor.sample.remote(), timeout=60)  # samples the trainer it found again, without an error
     for actor in (monitor, trainer):
         ray.kill(actor)
+
+
+def _pid_of(actor) -> int:
+    return ray.get(actor.__ray_call__.remote(lambda _self: os.getpid()), timeout=60)
+
+
+def _kill_and_wait_for_a_new_process(actor) -> bool:
+    """Kill ``actor`` (Ray restarts it) and wait until a new process answers: the kill is asynchronous, so the old
+    process may answer first."""
+    pid = _pid_of(actor)
+    ray.kill(actor, no_restart=False)
+
+    def restarted() -> bool:
+        try:
+            return _pid_of(actor) != pid
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return False
+
+    return wait_until(restarted, timeout_s=120)
