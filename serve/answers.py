@@ -109,6 +109,7 @@ class TaskAnswers:
         if self.task is Task.MULTICLASS and len(self.classes) < 2:
             raise ValueError("multiclass answers need the class names")
         self.models = MODELS[self.task]
+        self._inner: tuple[Any, np.ndarray] = (None, np.empty(0))  # a regression scale and its distinct inner edges
 
     def response_model(self) -> Any:
         """The union OpenAPI documents for ``/predict``: this task's four answers."""
@@ -158,9 +159,11 @@ class TaskAnswers:
         if preds is None or self.task is Task.BINARY:
             return preds
         if self.task is Task.REGRESSION:
-            inner = np.unique(np.asarray(scale[1:-1], dtype=float)) if scale is not None and len(scale) > 2 else None
-            if inner is None or not len(inner):
+            if scale is None or len(scale) <= 2:
                 return None
+            if self._inner[0] is not scale:  # the scale changes when a slot does, not per request: dedup it once
+                self._inner = (scale, np.unique(np.asarray(scale[1:-1], dtype=float)))
+            inner = self._inner[1]
             return (np.searchsorted(inner, np.asarray(preds, dtype=float), side="right") + 0.5) / (len(inner) + 1)
         k = preds.shape[1]
         return (np.argmax(preds, axis=1) + 0.5) / k
